@@ -1,0 +1,235 @@
+#include "agent/exec.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <vector>
+
+#include "agent/system.h"
+#include "common/limits.h"
+
+namespace sandbox::agent {
+namespace {
+
+struct Interpreter {
+  const char* file;       // where the code is written
+  std::vector<std::string> argv;
+};
+
+Interpreter interpreter_for(proto::Language language) {
+  switch (language) {
+    case proto::Language::python:
+      // -u: unbuffered, so output streams while the code runs.
+      return {"/run/sandbox/main.py", {"/usr/bin/python3", "-u", "/run/sandbox/main.py"}};
+    case proto::Language::javascript:
+      return {"/run/sandbox/main.js", {"/usr/bin/node", "/run/sandbox/main.js"}};
+    case proto::Language::raw:
+      return {"/run/sandbox/main.sh", {"/bin/bash", "/run/sandbox/main.sh"}};
+  }
+  return {"/run/sandbox/main.sh", {"/bin/false"}};
+}
+
+Result<void> write_file(const char* path, std::string_view data) {
+  unique_fd fd(::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+  if (!fd) return Error::sys("open", path);
+  while (!data.empty()) {
+    ssize_t n = ::write(fd.get(), data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error::sys("write", path);
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return ok();
+}
+
+void arm(int timer, std::chrono::milliseconds after) {
+  itimerspec its{};
+  auto ms = std::max<int64_t>(after.count(), 1);
+  its.it_value.tv_sec = ms / 1000;
+  its.it_value.tv_nsec = (ms % 1000) * 1'000'000;
+  ::timerfd_settime(timer, 0, &its, nullptr);
+}
+
+// Async-signal-safe write of a message from a forked child.
+void child_fail(const char* what) {
+  const char prefix[] = "sandbox: cannot start program: ";
+  (void)!::write(2, prefix, sizeof(prefix) - 1);
+  (void)!::write(2, what, __builtin_strlen(what));
+  (void)!::write(2, "\n", 1);
+  ::_exit(127);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Execution>> Execution::start(const proto::Exec& exec, const std::string& tree) {
+  auto interp = interpreter_for(exec.language);
+  if (auto r = write_file(interp.file, exec.code); !r) return r.error();
+
+  std::vector<std::string> env = {
+      "PATH=/usr/local/bin:/usr/bin:/bin",
+      "HOME=" + std::string(kUserHome),
+      "USER=sandbox",
+      "LOGNAME=sandbox",
+      "LANG=C.UTF-8",
+  };
+  for (const auto& [k, v] : exec.env) {
+    // The daemon validated these; refuse anything that would corrupt envp.
+    if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos ||
+        v.find('\0') != std::string::npos)
+      return Error::make(ErrorCode::invalid_argument, "invalid environment variable");
+    auto prefix = k + "=";
+    std::erase_if(env, [&](const std::string& e) { return e.starts_with(prefix); });
+    env.push_back(prefix + v);
+  }
+  std::vector<char*> argv_p, env_p;
+  for (auto& a : interp.argv) argv_p.push_back(a.data());
+  argv_p.push_back(nullptr);
+  for (auto& e : env) env_p.push_back(e.data());
+  env_p.push_back(nullptr);
+
+  unique_fd procs;
+  if (!tree.empty()) {
+    // Anything left from an earlier exec must not join this one.
+    if (std::ofstream kill(tree + "/cgroup.kill"); kill) kill << "1";
+    procs.reset(::open((tree + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
+    if (!procs) return Error::sys("open", tree + "/cgroup.procs");
+  }
+  unique_fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (!devnull) return Error::sys("open", "/dev/null");
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return Error::sys("pipe2");
+  unique_fd out_r(out[0]), out_w(out[1]);
+  if (::pipe2(err, O_CLOEXEC) != 0) return Error::sys("pipe2");
+  unique_fd err_r(err[0]), err_w(err[1]);
+  unique_fd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  if (!timer) return Error::sys("timerfd_create");
+
+  auto self = std::unique_ptr<Execution>(new Execution());
+  self->id_ = exec.id;
+  self->tree_ = tree;
+  self->started_ = Clock::now();
+  pid_t pid = ::fork();
+  if (pid < 0) return Error::sys("fork");
+  if (pid == 0) {
+    // Child: only async-signal-safe calls from here to execve.
+    if (procs && ::write(procs.get(), "0", 1) != 1) child_fail("joining the exec cgroup");
+    ::setsid();
+    if (::dup2(devnull.get(), 0) < 0 || ::dup2(out_w.get(), 1) < 0 || ::dup2(err_w.get(), 2) < 0)
+      child_fail("dup2");
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(kUserGid, kUserGid, kUserGid) != 0 ||
+        ::setresuid(kUserUid, kUserUid, kUserUid) != 0)
+      child_fail("dropping privileges");
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail("no_new_privs");
+    if (::chdir(kUserHome.data()) != 0) child_fail("chdir home");
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::close_range(3, ~0U, 0);
+    ::execve(argv_p[0], argv_p.data(), env_p.data());
+    child_fail(argv_p[0]);
+  }
+  self->pid_ = pid;
+  self->out_ = std::move(out_r);
+  self->err_ = std::move(err_r);
+  self->timer_ = std::move(timer);
+  ::fcntl(self->out_.get(), F_SETFL, O_NONBLOCK);
+  ::fcntl(self->err_.get(), F_SETFL, O_NONBLOCK);
+  auto timeout = std::clamp(exec.timeout_ms, limits::kMinTimeoutMs, limits::kMaxTimeoutMs);
+  arm(self->timer_.get(), std::chrono::milliseconds(timeout));
+  return self;
+}
+
+Execution::~Execution() {
+  if (pid_ > 0 && !exit_status_) signal_tree(SIGKILL);
+}
+
+bool Execution::drain(int fd, const std::function<void(proto::Stream, std::string_view)>& sink) {
+  unique_fd& pipe = fd == out_.get() ? out_ : err_;
+  auto stream = fd == out_.get() ? proto::Stream::out : proto::Stream::err;
+  static char buf[limits::kOutputChunkBytes];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      sink(stream, std::string_view(buf, static_cast<size_t>(n)));
+      // One chunk per wake-up keeps both streams and the host channel fair.
+      return true;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return true;
+    pipe.reset();
+    return false;
+  }
+}
+
+void Execution::signal_tree(int sig) {
+  if (!tree_.empty()) {
+    if (sig == SIGKILL) {
+      if (std::ofstream kill(tree_ + "/cgroup.kill"); kill) {
+        kill << "1";
+        return;
+      }
+    }
+    std::ifstream procs(tree_ + "/cgroup.procs");
+    pid_t p;
+    bool any = false;
+    while (procs >> p) {
+      ::kill(p, sig);
+      any = true;
+    }
+    if (any) return;
+  }
+  if (pid_ > 0) ::kill(-pid_, sig);
+}
+
+void Execution::on_timer() {
+  uint64_t expirations;
+  (void)!::read(timer_.get(), &expirations, sizeof expirations);
+  if (!term_sent_) {
+    timed_out_ = !exit_status_.has_value();
+    term_sent_ = true;
+    signal_tree(SIGTERM);
+    arm(timer_.get(), kTerminateGrace);
+  } else {
+    signal_tree(SIGKILL);
+  }
+}
+
+void Execution::on_main_exit(int status) {
+  exit_status_ = status;
+  ended_ = Clock::now();
+  // Whatever the program left running would hold the pipes open.
+  signal_tree(SIGKILL);
+}
+
+proto::ExecDone Execution::result() const {
+  proto::ExecDone done;
+  done.id = id_;
+  done.timed_out = timed_out_;
+  int st = exit_status_.value_or(0);
+  if (WIFEXITED(st)) {
+    done.exit_code = WEXITSTATUS(st);
+  } else if (WIFSIGNALED(st)) {
+    done.signal = WTERMSIG(st);
+    done.exit_code = 128 + done.signal;
+  }
+  done.duration_ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(ended_ - started_).count());
+  return done;
+}
+
+void reap_children(Execution* exec) {
+  int status;
+  pid_t pid;
+  while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+    if (exec && pid == exec->pid()) exec->on_main_exit(status);
+  }
+}
+
+}  // namespace sandbox::agent

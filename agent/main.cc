@@ -1,0 +1,173 @@
+// sandbox-agent: PID 1 of every guest. Brings the system up, says hello to
+// the host over its virtio-serial port, and runs exec requests.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+
+#include "agent/exec.h"
+#include "agent/log.h"
+#include "agent/system.h"
+#include "common/framing.h"
+#include "common/limits.h"
+
+namespace sandbox::agent {
+namespace {
+
+constexpr const char* kExecTree = "/sys/fs/cgroup/exec";
+
+class Agent {
+ public:
+  Agent(unique_fd port, unique_fd sigchld, unique_fd epoll)
+      : port_(std::move(port)), sigchld_(std::move(sigchld)), epoll_(std::move(epoll)) {}
+
+  Result<void> run() {
+    watch(port_.get());
+    watch(sigchld_.get());
+    if (::mkdir(kExecTree, 0755) == 0 || errno == EEXIST) tree_ = kExecTree;
+    if (auto r = send(proto::Hello{proto::kProtocolVersion, kernel_release()}); !r) return r;
+    epoll_event events[8];
+    for (;;) {
+      int n = ::epoll_wait(epoll_.get(), events, 8, -1);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return Error::sys("epoll_wait");
+      for (int i = 0; i < n; ++i)
+        if (auto r = dispatch(events[i].data.fd); !r) return r;
+    }
+  }
+
+ private:
+  void watch(int fd) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+  }
+  void unwatch(int fd) { ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr); }
+
+  Result<void> dispatch(int fd) {
+    if (fd == port_.get()) return on_port();
+    if (fd == sigchld_.get()) {
+      signalfd_siginfo info;
+      while (::read(sigchld_.get(), &info, sizeof info) == sizeof info) {
+      }
+      reap_children(exec_.get());
+      return maybe_finish();
+    }
+    if (!exec_) return ok();
+    if (fd == exec_->timer_fd()) {
+      exec_->on_timer();
+      return ok();
+    }
+    if (fd == exec_->stdout_fd() || fd == exec_->stderr_fd()) {
+      Result<void> sent;
+      bool open = exec_->drain(fd, [&](proto::Stream s, std::string_view data) {
+        if (sent) sent = send(proto::Output{exec_->id(), s, std::string(data)});
+      });
+      if (!open) unwatch(fd);
+      if (!sent) return sent;
+      return maybe_finish();
+    }
+    return ok();
+  }
+
+  Result<void> on_port() {
+    char buf[64 << 10];
+    ssize_t n = ::read(port_.get(), buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return ok();
+    if (n <= 0) {
+      // Host not connected (yet or any more): wait rather than spin.
+      ::usleep(10'000);
+      return ok();
+    }
+    if (auto r = decoder_.feed({buf, static_cast<size_t>(n)}); !r) return r;
+    std::string payload;
+    while (decoder_.next(&payload)) {
+      auto msg = proto::decode(payload);
+      if (!msg) {
+        log("dropping malformed host message: %s", msg.error().message.c_str());
+        continue;
+      }
+      if (auto* exec = std::get_if<proto::Exec>(&*msg)) {
+        if (auto r = start(*exec); !r) return r;
+      } else {
+        log("ignoring unexpected host message type %zu", msg->index());
+      }
+    }
+    return ok();
+  }
+
+  Result<void> start(const proto::Exec& exec) {
+    if (exec_) return send(proto::ErrorReply{exec.id, ErrorCode::guest_error, "an exec is already running"});
+    auto started = Execution::start(exec, tree_);
+    if (!started) return send(proto::ErrorReply{exec.id, started.error().code, started.error().message});
+    exec_ = std::move(started.value());
+    watch(exec_->stdout_fd());
+    watch(exec_->stderr_fd());
+    watch(exec_->timer_fd());
+    return ok();
+  }
+
+  Result<void> maybe_finish() {
+    if (!exec_ || !exec_->finished()) return ok();
+    unwatch(exec_->timer_fd());
+    auto done = exec_->result();
+    exec_.reset();
+    return send(done);
+  }
+
+  Result<void> send(const proto::Message& m) {
+    std::string bytes = frame_message(m);
+    std::string_view rest = bytes;
+    while (!rest.empty()) {
+      ssize_t n = ::write(port_.get(), rest.data(), rest.size());
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n < 0) return Error::sys("write", "agent port");
+      rest.remove_prefix(static_cast<size_t>(n));
+    }
+    return ok();
+  }
+
+  unique_fd port_, sigchld_, epoll_;
+  FrameDecoder decoder_{limits::kMaxAgentFrameBytes};
+  std::unique_ptr<Execution> exec_;
+  std::string tree_;
+};
+
+Result<void> serve() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+  unique_fd sigchld(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!sigchld) return Error::sys("signalfd");
+  auto path = find_agent_port(10'000);
+  if (!path) return std::move(path).error();
+  unique_fd port(::open(path->c_str(), O_RDWR | O_CLOEXEC));
+  if (!port) return Error::sys("open", *path);
+  unique_fd epoll(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll) return Error::sys("epoll_create1");
+  Agent agent(std::move(port), std::move(sigchld), std::move(epoll));
+  return agent.run();
+}
+
+}  // namespace
+}  // namespace sandbox::agent
+
+int main() {
+  using namespace sandbox::agent;
+  if (::getpid() == 1) {
+    if (auto r = setup_system(); !r) {
+      log("system setup failed: %s", r.error().message.c_str());
+      power_off();
+    }
+  }
+  auto r = serve();
+  log("fatal: %s", r ? "agent loop ended" : r.error().message.c_str());
+  if (::getpid() == 1) power_off();
+  return 1;
+}

@@ -1,0 +1,152 @@
+// Guest system bring-up: what the agent does as PID 1 before it can serve.
+#include "agent/system.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/reboot.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "agent/log.h"
+
+namespace sandbox::agent {
+namespace {
+
+Result<void> do_mount(const char* src, const char* dst, const char* type, unsigned long flags,
+                      const char* data = nullptr) {
+  ::mkdir(dst, 0755);
+  if (::mount(src, dst, type, flags, data) != 0) return Error::sys("mount " + std::string(type), dst);
+  return ok();
+}
+
+void sleep_ms(long ms) {
+  timespec ts{ms / 1000, (ms % 1000) * 1'000'000};
+  ::nanosleep(&ts, nullptr);
+}
+
+// Waits for a path that appears asynchronously (device nodes, sysfs entries).
+bool wait_for(const std::string& path, long timeout_ms) {
+  for (long waited = 0; waited < timeout_ms; waited += 2) {
+    if (::access(path.c_str(), F_OK) == 0) return true;
+    sleep_ms(2);
+  }
+  return ::access(path.c_str(), F_OK) == 0;
+}
+
+Result<void> load_modules() {
+  std::ifstream order("/lib/modules/load-order");
+  if (!order) return Error::sys("open", "/lib/modules/load-order", ENOENT);
+  std::string name;
+  while (order >> name) {
+    std::string path = "/lib/modules/" + name + ".ko";
+    unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return Error::sys("open", path);
+    if (::syscall(SYS_finit_module, fd.get(), "", 0) != 0 && errno != EEXIST)
+      return Error::sys("finit_module", path);
+  }
+  return ok();
+}
+
+Result<void> bring_up_loopback() {
+  unique_fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!s) return Error::sys("socket", "lo");
+  ifreq ifr{};
+  std::snprintf(ifr.ifr_name, IFNAMSIZ, "lo");
+  if (::ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0) return Error::sys("SIOCGIFFLAGS", "lo");
+  ifr.ifr_flags |= IFF_UP;
+  if (::ioctl(s.get(), SIOCSIFFLAGS, &ifr) != 0) return Error::sys("SIOCSIFFLAGS", "lo");
+  return ok();
+}
+
+}  // namespace
+
+Result<void> setup_system() {
+  // The kernel found no /dev/console in the initramfs, so fds 0-2 are closed
+  // until devtmpfs is up.
+  if (auto r = do_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755"); !r) return r;
+  if (int fd = ::open("/dev/console", O_RDWR | O_NOCTTY); fd >= 0) {
+    ::dup2(fd, 0), ::dup2(fd, 1), ::dup2(fd, 2);
+    if (fd > 2) ::close(fd);
+  }
+  if (auto r = do_mount("proc", "/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV); !r) return r;
+  if (auto r = do_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV); !r) return r;
+  if (auto r = load_modules(); !r) return std::move(r).error().context("loading modules");
+
+  if (!wait_for(std::string(kRootDevice), 5000)) return Error::make(ErrorCode::vm_boot_failed, "root device did not appear");
+  if (auto r = do_mount(kRootDevice.data(), "/sysroot", "erofs", MS_RDONLY | MS_NODEV); !r) return r;
+
+  // Writable places on the read-only root; sizes bound what user code can pin.
+  if (auto r = do_mount("tmpfs", "/sysroot/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m"); !r) return r;
+  if (auto r = do_mount("tmpfs", "/sysroot/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m,nr_inodes=16k"); !r)
+    return r;
+  std::string home_opts = "mode=0700,size=64m,nr_inodes=16k,uid=" + std::to_string(kUserUid) +
+                          ",gid=" + std::to_string(kUserGid);
+  if (auto r = do_mount("tmpfs", "/sysroot/home/sandbox", "tmpfs", MS_NOSUID | MS_NODEV, home_opts.c_str()); !r)
+    return r;
+
+  // Switch root: the agent keeps running from the initramfs copy in memory.
+  for (const char* m : {"/dev", "/proc", "/sys"}) {
+    std::string dst = std::string("/sysroot") + m;
+    if (::mount(m, dst.c_str(), nullptr, MS_MOVE, nullptr) != 0) return Error::sys("move mount", m);
+  }
+  if (::chdir("/sysroot") != 0) return Error::sys("chdir", "/sysroot");
+  if (::mount(".", "/", nullptr, MS_MOVE, nullptr) != 0) return Error::sys("move mount", "/sysroot");
+  if (::chroot(".") != 0) return Error::sys("chroot", "/sysroot");
+  if (::chdir("/") != 0) return Error::sys("chdir", "/");
+
+  if (auto r = do_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=32m"); !r) return r;
+  if (auto r = do_mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NOEXEC | MS_NODEV); !r)
+    log("cgroup2 unavailable (%s); process trees are tracked by session", r.error().message.c_str());
+  ::mkdir("/run/sandbox", 0755);
+  ::sethostname("sandbox", 7);
+  if (auto r = bring_up_loopback(); !r) log("%s", r.error().message.c_str());
+  return ok();
+}
+
+Result<std::string> find_agent_port(long timeout_ms) {
+  // The port's name is in sysfs; the node under /dev has the same base name.
+  for (long waited = 0; waited <= timeout_ms; waited += 2) {
+    if (DIR* d = ::opendir("/sys/class/virtio-ports")) {
+      while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        std::ifstream f(std::string("/sys/class/virtio-ports/") + e->d_name + "/name");
+        std::string name;
+        if (f >> name && name == proto::kAgentPortName) {
+          std::string dev = std::string("/dev/") + e->d_name;
+          ::closedir(d);
+          if (wait_for(dev, timeout_ms)) return dev;
+          return Error::make(ErrorCode::vm_boot_failed, dev + " did not appear");
+        }
+      }
+      ::closedir(d);
+    }
+    sleep_ms(2);
+  }
+  return Error::make(ErrorCode::vm_boot_failed, "virtio port " + std::string(proto::kAgentPortName) + " not found");
+}
+
+std::string kernel_release() {
+  utsname u{};
+  ::uname(&u);
+  return u.release;
+}
+
+[[noreturn]] void power_off() {
+  ::sync();
+  ::reboot(LINUX_REBOOT_CMD_POWER_OFF);
+  for (;;) ::pause();
+}
+
+}  // namespace sandbox::agent

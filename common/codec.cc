@@ -1,0 +1,378 @@
+// msgpack encoding of the messages in protocol.h.
+#include <msgpack.hpp>
+
+#include <algorithm>
+#include <array>
+#include <limits>
+
+#include "common/limits.h"
+#include "common/protocol.h"
+
+namespace sandbox::proto {
+namespace {
+
+constexpr std::array<std::string_view, 3> kLanguages = {"python", "javascript", "raw"};
+
+using Packer = msgpack::packer<msgpack::sbuffer>;
+
+void put_str(Packer& p, std::string_view s) {
+  p.pack_str(static_cast<uint32_t>(s.size()));
+  p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
+}
+void put_bin(Packer& p, std::string_view s) {
+  p.pack_bin(static_cast<uint32_t>(s.size()));
+  p.pack_bin_body(s.data(), static_cast<uint32_t>(s.size()));
+}
+void put_env(Packer& p, const EnvList& env) {
+  p.pack_map(static_cast<uint32_t>(env.size()));
+  for (const auto& [k, v] : env) {
+    put_str(p, k);
+    put_str(p, v);
+  }
+}
+void header(Packer& p, std::string_view type, uint32_t fields) {
+  p.pack_map(fields + 1);
+  put_str(p, "type");
+  put_str(p, type);
+}
+
+struct Encoder {
+  Packer& p;
+  void operator()(const RunRequest& m) {
+    header(p, "run", 6);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "language"), put_str(p, language_name(m.language));
+    put_str(p, "code"), put_bin(p, m.code);
+    put_str(p, "env"), put_env(p, m.env);
+    put_str(p, "timeout_ms"), p.pack(m.timeout_ms);
+    put_str(p, "memory_mb"), p.pack(m.memory_mb);
+  }
+  void operator()(const Output& m) {
+    header(p, "output", 3);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "stream"), put_str(p, stream_name(m.stream));
+    put_str(p, "data"), put_bin(p, m.data);
+  }
+  void operator()(const RunResult& m) {
+    header(p, "result", 12);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "stdout"), put_bin(p, m.stdout_data);
+    put_str(p, "stderr"), put_bin(p, m.stderr_data);
+    put_str(p, "stdout_truncated"), p.pack(m.stdout_truncated);
+    put_str(p, "stderr_truncated"), p.pack(m.stderr_truncated);
+    put_str(p, "exit_code"), p.pack(m.exit_code);
+    put_str(p, "signal"), p.pack(m.signal);
+    put_str(p, "timed_out"), p.pack(m.timed_out);
+    put_str(p, "execution_time_ms"), p.pack(m.execution_time_ms);
+    put_str(p, "timing");
+    p.pack_map(4);
+    put_str(p, "setup_ms"), p.pack(m.timing.setup_ms);
+    put_str(p, "boot_ms"), p.pack(m.timing.boot_ms);
+    put_str(p, "execute_ms"), p.pack(m.timing.execute_ms);
+    put_str(p, "total_ms"), p.pack(m.timing.total_ms);
+    put_str(p, "warm_pool_hit"), p.pack(m.warm_pool_hit);
+    put_str(p, "accelerator"), put_str(p, m.accelerator);
+  }
+  void operator()(const ErrorReply& m) {
+    header(p, "error", 3);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "code"), put_str(p, error_code_name(m.code));
+    put_str(p, "message"), put_str(p, m.message);
+  }
+  void operator()(const Hello& m) {
+    header(p, "hello", 2);
+    put_str(p, "version"), p.pack(m.version);
+    put_str(p, "kernel"), put_str(p, m.kernel);
+  }
+  void operator()(const Exec& m) {
+    header(p, "exec", 5);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "language"), put_str(p, language_name(m.language));
+    put_str(p, "code"), put_bin(p, m.code);
+    put_str(p, "env"), put_env(p, m.env);
+    put_str(p, "timeout_ms"), p.pack(m.timeout_ms);
+  }
+  void operator()(const ExecDone& m) {
+    header(p, "exec_done", 5);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "exit_code"), p.pack(m.exit_code);
+    put_str(p, "signal"), p.pack(m.signal);
+    put_str(p, "timed_out"), p.pack(m.timed_out);
+    put_str(p, "duration_ms"), p.pack(m.duration_ms);
+  }
+};
+
+Error bad(std::string what) { return Error::make(ErrorCode::invalid_argument, "malformed message: " + std::move(what)); }
+
+// Field access over one msgpack map. The first problem is kept; every key
+// must be read exactly once, so unknown and duplicate keys are errors.
+class Fields {
+ public:
+  explicit Fields(const msgpack::object& map) {
+    if (map.type != msgpack::type::MAP) {
+      fail("not a map");
+      return;
+    }
+    for (uint32_t i = 0; i < map.via.map.size; ++i) {
+      const auto& kv = map.via.map.ptr[i];
+      if (kv.key.type != msgpack::type::STR) {
+        fail("non-string key");
+        return;
+      }
+      std::string_view key(kv.key.via.str.ptr, kv.key.via.str.size);
+      for (const auto& e : entries_)
+        if (e.key == key) {
+          fail("duplicate key '" + std::string(key) + "'");
+          return;
+        }
+      entries_.push_back({key, &kv.val, false});
+    }
+  }
+
+  uint64_t u64(std::string_view key, uint64_t max = std::numeric_limits<uint64_t>::max()) {
+    const auto* o = take(key);
+    if (!o) return 0;
+    if (o->type != msgpack::type::POSITIVE_INTEGER) return fail_type(key, "unsigned integer"), 0;
+    if (o->via.u64 > max) return fail("'" + std::string(key) + "' out of range"), 0;
+    return o->via.u64;
+  }
+  int32_t i32(std::string_view key) {
+    const auto* o = take(key);
+    if (!o) return 0;
+    if (o->type == msgpack::type::POSITIVE_INTEGER) {
+      if (o->via.u64 > static_cast<uint64_t>(std::numeric_limits<int32_t>::max()))
+        return fail("'" + std::string(key) + "' out of range"), 0;
+      return static_cast<int32_t>(o->via.u64);
+    }
+    if (o->type == msgpack::type::NEGATIVE_INTEGER) {
+      if (o->via.i64 < std::numeric_limits<int32_t>::min()) return fail("'" + std::string(key) + "' out of range"), 0;
+      return static_cast<int32_t>(o->via.i64);
+    }
+    return fail_type(key, "integer"), 0;
+  }
+  bool boolean(std::string_view key) {
+    const auto* o = take(key);
+    if (!o) return false;
+    if (o->type != msgpack::type::BOOLEAN) return fail_type(key, "boolean"), false;
+    return o->via.boolean;
+  }
+  // Text or raw bytes: STR and BIN are both accepted for byte fields.
+  std::string bytes(std::string_view key, size_t max) {
+    const auto* o = take(key);
+    if (!o) return {};
+    std::string_view v;
+    if (o->type == msgpack::type::STR)
+      v = {o->via.str.ptr, o->via.str.size};
+    else if (o->type == msgpack::type::BIN)
+      v = {o->via.bin.ptr, o->via.bin.size};
+    else
+      return fail_type(key, "bytes"), std::string();
+    if (v.size() > max) return fail("'" + std::string(key) + "' longer than " + std::to_string(max) + " bytes"), std::string();
+    return std::string(v);
+  }
+  std::string str(std::string_view key, size_t max) {
+    const auto* o = peek(key);
+    if (o && o->type != msgpack::type::STR) {
+      take(key);
+      return fail_type(key, "string"), std::string();
+    }
+    return bytes(key, max);
+  }
+  const msgpack::object* map(std::string_view key) {
+    const auto* o = take(key);
+    if (o && o->type != msgpack::type::MAP) return fail_type(key, "map"), nullptr;
+    return o;
+  }
+  EnvList env(std::string_view key) {
+    EnvList out;
+    const auto* o = map(key);
+    if (!o) return out;
+    if (o->via.map.size > limits::kMaxEnvVars) return fail("more than " + std::to_string(limits::kMaxEnvVars) + " env vars"), out;
+    for (uint32_t i = 0; i < o->via.map.size; ++i) {
+      const auto& kv = o->via.map.ptr[i];
+      if (kv.key.type != msgpack::type::STR || kv.val.type != msgpack::type::STR) return fail("env entries must be strings"), out;
+      std::string name(kv.key.via.str.ptr, kv.key.via.str.size);
+      for (const auto& e : out)
+        if (e.first == name) return fail("duplicate env var '" + name + "'"), out;
+      out.emplace_back(std::move(name), std::string(kv.val.via.str.ptr, kv.val.via.str.size));
+    }
+    return out;
+  }
+
+  // Reports the first problem, including keys nobody asked for.
+  Result<void> finish() {
+    if (!error_)
+      for (const auto& e : entries_)
+        if (!e.used) fail("unknown key '" + std::string(e.key) + "'");
+    if (error_) return bad(*error_);
+    return ok();
+  }
+  bool failed() const { return error_.has_value(); }
+
+ private:
+  struct Entry {
+    std::string_view key;
+    const msgpack::object* value;
+    bool used;
+  };
+  const msgpack::object* peek(std::string_view key) {
+    for (auto& e : entries_)
+      if (e.key == key) return e.value;
+    return nullptr;
+  }
+  const msgpack::object* take(std::string_view key) {
+    for (auto& e : entries_)
+      if (e.key == key) {
+        e.used = true;
+        return e.value;
+      }
+    fail("missing key '" + std::string(key) + "'");
+    return nullptr;
+  }
+  void fail(std::string what) {
+    if (!error_) error_ = std::move(what);
+  }
+  void fail_type(std::string_view key, std::string_view type) {
+    fail("'" + std::string(key) + "' is not a " + std::string(type));
+  }
+  std::vector<Entry> entries_;
+  std::optional<std::string> error_;
+};
+
+Language read_language(Fields& f, bool* okay) {
+  auto name = f.str("language", limits::kMaxNameBytes);
+  auto lang = language_from_name(name);
+  *okay = lang.has_value() || f.failed();
+  return lang.value_or(Language::python);
+}
+
+Stream read_stream(Fields& f, bool* okay) {
+  auto name = f.str("stream", limits::kMaxNameBytes);
+  *okay = f.failed() || name == "stdout" || name == "stderr";
+  return name == "stderr" ? Stream::err : Stream::out;
+}
+
+template <class T>
+Result<Message> finish(Fields& f, T&& message) {
+  if (auto r = f.finish(); !r) return std::move(r).error();
+  return Message(std::forward<T>(message));
+}
+
+Result<Message> decode_object(const msgpack::object& obj) {
+  Fields f(obj);
+  auto type = f.str("type", limits::kMaxNameBytes);
+  if (f.failed()) return f.finish().error();
+  bool okay = true;
+  if (type == "run") {
+    RunRequest m;
+    m.id = f.u64("id");
+    m.language = read_language(f, &okay);
+    m.code = f.bytes("code", limits::kMaxCodeBytes);
+    m.env = f.env("env");
+    m.timeout_ms = static_cast<uint32_t>(f.u64("timeout_ms", UINT32_MAX));
+    m.memory_mb = static_cast<uint32_t>(f.u64("memory_mb", UINT32_MAX));
+    if (!okay) return bad("unknown language");
+    return finish(f, std::move(m));
+  }
+  if (type == "output") {
+    Output m;
+    m.id = f.u64("id");
+    m.stream = read_stream(f, &okay);
+    m.data = f.bytes("data", limits::kMaxAgentFrameBytes);
+    if (!okay) return bad("unknown stream");
+    return finish(f, std::move(m));
+  }
+  if (type == "result") {
+    RunResult m;
+    m.id = f.u64("id");
+    m.stdout_data = f.bytes("stdout", limits::kMaxClientFrameBytes);
+    m.stderr_data = f.bytes("stderr", limits::kMaxClientFrameBytes);
+    m.stdout_truncated = f.boolean("stdout_truncated");
+    m.stderr_truncated = f.boolean("stderr_truncated");
+    m.exit_code = f.i32("exit_code");
+    m.signal = f.i32("signal");
+    m.timed_out = f.boolean("timed_out");
+    m.execution_time_ms = f.u64("execution_time_ms");
+    if (const auto* t = f.map("timing")) {
+      Fields tf(*t);
+      m.timing.setup_ms = tf.u64("setup_ms");
+      m.timing.boot_ms = tf.u64("boot_ms");
+      m.timing.execute_ms = tf.u64("execute_ms");
+      m.timing.total_ms = tf.u64("total_ms");
+      if (auto r = tf.finish(); !r) return std::move(r).error();
+    }
+    m.warm_pool_hit = f.boolean("warm_pool_hit");
+    m.accelerator = f.str("accelerator", limits::kMaxNameBytes);
+    return finish(f, std::move(m));
+  }
+  if (type == "error") {
+    ErrorReply m;
+    m.id = f.u64("id");
+    auto code = f.str("code", limits::kMaxNameBytes);
+    m.message = f.str("message", limits::kMaxMessageBytes);
+    auto parsed = error_code_from_name(code);
+    if (!parsed && !f.failed()) return bad("unknown error code '" + code + "'");
+    m.code = parsed.value_or(ErrorCode::internal);
+    return finish(f, std::move(m));
+  }
+  if (type == "hello") {
+    Hello m;
+    m.version = static_cast<uint32_t>(f.u64("version", UINT32_MAX));
+    m.kernel = f.str("kernel", limits::kMaxNameBytes);
+    return finish(f, std::move(m));
+  }
+  if (type == "exec") {
+    Exec m;
+    m.id = f.u64("id");
+    m.language = read_language(f, &okay);
+    m.code = f.bytes("code", limits::kMaxCodeBytes);
+    m.env = f.env("env");
+    m.timeout_ms = static_cast<uint32_t>(f.u64("timeout_ms", UINT32_MAX));
+    if (!okay) return bad("unknown language");
+    return finish(f, std::move(m));
+  }
+  if (type == "exec_done") {
+    ExecDone m;
+    m.id = f.u64("id");
+    m.exit_code = f.i32("exit_code");
+    m.signal = f.i32("signal");
+    m.timed_out = f.boolean("timed_out");
+    m.duration_ms = f.u64("duration_ms");
+    return finish(f, std::move(m));
+  }
+  return bad("unknown message type '" + type + "'");
+}
+
+}  // namespace
+
+std::string_view language_name(Language language) { return kLanguages[static_cast<size_t>(language)]; }
+
+std::optional<Language> language_from_name(std::string_view name) {
+  for (size_t i = 0; i < kLanguages.size(); ++i)
+    if (kLanguages[i] == name) return static_cast<Language>(i);
+  return std::nullopt;
+}
+
+std::string_view stream_name(Stream stream) { return stream == Stream::err ? "stderr" : "stdout"; }
+
+std::string encode(const Message& message) {
+  msgpack::sbuffer buf;
+  Packer p(buf);
+  std::visit(Encoder{p}, message);
+  return std::string(buf.data(), buf.size());
+}
+
+Result<Message> decode(std::string_view payload) {
+  msgpack::unpack_limit limit(limits::kMaxDecodeElements, limits::kMaxDecodeElements, payload.size(), payload.size(),
+                              0, limits::kMaxDecodeDepth);
+  try {
+    size_t off = 0;
+    msgpack::object_handle h = msgpack::unpack(payload.data(), payload.size(), off, nullptr, nullptr, limit);
+    if (off != payload.size()) return bad("trailing bytes after the message");
+    return decode_object(h.get());
+  } catch (const std::exception& e) {
+    return bad(e.what());
+  }
+}
+
+}  // namespace sandbox::proto

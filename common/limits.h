@@ -1,0 +1,41 @@
+// Every user-controllable size, count and duration, with the reason for its
+// value. Daemon, libclient and agent all check against these.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace sandbox::limits {
+
+// Source code per run: large generated scripts fit, a memory flood does not.
+inline constexpr size_t kMaxCodeBytes = 1 << 20;
+// Output kept in a result; beyond it the run goes on and the flag is set.
+inline constexpr size_t kMaxStdoutBytes = 1 << 20;
+inline constexpr size_t kMaxStderrBytes = 100 << 10;
+// Environment: enough for real configuration, bounded for the guest's argv area.
+inline constexpr size_t kMaxEnvVars = 100;
+inline constexpr size_t kMaxEnvNameBytes = 256;
+inline constexpr size_t kMaxEnvValueBytes = 4096;
+// Timeouts: sub-second runs are allowed; five minutes bounds a VM's life.
+inline constexpr uint32_t kMinTimeoutMs = 100;
+inline constexpr uint32_t kMaxTimeoutMs = 300'000;
+inline constexpr uint32_t kDefaultTimeoutMs = 30'000;
+// Guest memory: below 128 MB Python and Node do not start reliably.
+inline constexpr uint32_t kMinMemoryMb = 128;
+inline constexpr uint32_t kMaxMemoryMb = 2048;
+inline constexpr uint32_t kDefaultMemoryMb = 256;
+// A control-socket frame; an oversize one closes the connection.
+inline constexpr size_t kMaxClientFrameBytes = 64 << 20;
+// An agent-channel frame: code plus env plus slack; output is chunked below it.
+inline constexpr size_t kMaxAgentFrameBytes = 4 << 20;
+// Output chunk size on the agent channel: small enough to stream promptly.
+inline constexpr size_t kOutputChunkBytes = 64 << 10;
+// Nesting and element counts a decoder accepts; our messages need far less.
+inline constexpr size_t kMaxDecodeDepth = 4;
+inline constexpr size_t kMaxDecodeElements = 1024;
+// Strings that are names, not data (language, error code, kernel release).
+inline constexpr size_t kMaxNameBytes = 256;
+// Error messages travelling to clients.
+inline constexpr size_t kMaxMessageBytes = 64 << 10;
+
+}  // namespace sandbox::limits

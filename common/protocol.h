@@ -1,0 +1,114 @@
+// The one protocol shared by daemon, libclient and agent.
+//
+// Two channels carry the same framing (4-byte big-endian length, then one
+// msgpack map with a "type" key):
+//   client <-> daemon   control socket: run, output, result, error
+//   daemon <-> agent    virtio-serial port: hello, exec, output, exec_done
+// Decoding is strict: unknown types, unknown or duplicate keys, wrong types
+// and values over the limits in limits.h are errors, never crashes.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "common/result.h"
+
+namespace sandbox::proto {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+// Name of the virtio-serial port the agent opens.
+inline constexpr std::string_view kAgentPortName = "org.sandboxd.agent.0";
+
+enum class Language : uint8_t { python, javascript, raw };
+std::string_view language_name(Language language);
+std::optional<Language> language_from_name(std::string_view name);
+
+enum class Stream : uint8_t { out, err };
+std::string_view stream_name(Stream stream);
+
+using EnvList = std::vector<std::pair<std::string, std::string>>;
+
+// client -> daemon: run code in a fresh VM.
+struct RunRequest {
+  uint64_t id = 0;
+  Language language = Language::python;
+  std::string code;
+  EnvList env;
+  uint32_t timeout_ms = 0;
+  uint32_t memory_mb = 0;
+};
+
+// agent -> daemon and daemon -> client: a piece of output, in order.
+struct Output {
+  uint64_t id = 0;
+  Stream stream = Stream::out;
+  std::string data;
+};
+
+struct Timing {
+  uint64_t setup_ms = 0;    // request accepted -> VM process started
+  uint64_t boot_ms = 0;     // VM process started -> agent hello
+  uint64_t execute_ms = 0;  // exec sent -> exec done
+  uint64_t total_ms = 0;    // request accepted -> result
+};
+
+// daemon -> client: the end of a run.
+struct RunResult {
+  uint64_t id = 0;
+  std::string stdout_data;
+  std::string stderr_data;
+  bool stdout_truncated = false;
+  bool stderr_truncated = false;
+  int32_t exit_code = 0;
+  int32_t signal = 0;  // 0 unless the process was killed by a signal
+  bool timed_out = false;
+  uint64_t execution_time_ms = 0;  // measured by the guest
+  Timing timing;
+  bool warm_pool_hit = false;
+  std::string accelerator;  // "kvm" or "tcg"
+};
+
+// daemon -> client: the request failed; no result follows.
+struct ErrorReply {
+  uint64_t id = 0;
+  ErrorCode code = ErrorCode::internal;
+  std::string message;
+};
+
+// agent -> daemon: the agent is up and speaks this version.
+struct Hello {
+  uint32_t version = 0;
+  std::string kernel;
+};
+
+// daemon -> agent: run code as the unprivileged user.
+struct Exec {
+  uint64_t id = 0;
+  Language language = Language::python;
+  std::string code;
+  EnvList env;
+  uint32_t timeout_ms = 0;
+};
+
+// agent -> daemon: the process tree of an exec is gone.
+struct ExecDone {
+  uint64_t id = 0;
+  int32_t exit_code = 0;
+  int32_t signal = 0;
+  bool timed_out = false;
+  uint64_t duration_ms = 0;
+};
+
+using Message = std::variant<RunRequest, Output, RunResult, ErrorReply, Hello, Exec, ExecDone>;
+
+// Payload only (no length prefix).
+std::string encode(const Message& message);
+// Strict, bounded decode of one payload.
+Result<Message> decode(std::string_view payload);
+
+}  // namespace sandbox::proto

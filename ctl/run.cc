@@ -1,0 +1,271 @@
+// sandboxctl run: code from -c, files or stdin, each in its own microVM,
+// several at once with -j.
+#include <getopt.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "common/limits.h"
+#include "ctl/json.h"
+#include "ctl/verbs.h"
+#include "sandbox/client.h"
+
+namespace sandbox::ctl {
+namespace {
+
+constexpr const char* kRunUsage =
+    "usage: sandboxctl run [OPTIONS] [SOURCE...]\n"
+    "SOURCE is inline code, a file (language from its extension: .py .js .mjs .sh), or - for stdin.\n\n"
+    "  -l, --language LANG     python, javascript or raw (shell); default: from the file\n"
+    "                          extension, else python\n"
+    "  -c, --code CODE         inline code (repeatable)\n"
+    "  -t, --timeout SECONDS   default 30; fractions allowed (0.5)\n"
+    "  -m, --memory MB         VM memory, 128-2048, default 256\n"
+    "  -e, --env KEY=VALUE     environment variable for the code (repeatable)\n"
+    "      --json              one JSON object per source on stdout\n"
+    "  -q, --quiet             no progress output\n"
+    "  -j, --concurrency N     sources run at once (default 10)\n"
+    "      --socket PATH       default $SANDBOXD_SOCKET or /run/sandboxd/sandboxd.sock\n"
+    "  -h, --help              this text\n\n"
+    "Exit status: the code's own (128+N if killed by signal N), 124 on timeout,\n"
+    "125 when the sandbox failed, 2 for bad usage.\n";
+
+struct Source {
+  std::string name;
+  std::string code;
+  std::optional<Language> language;  // from the extension, if any
+};
+
+struct Options {
+  std::optional<Language> language;
+  std::chrono::milliseconds timeout{limits::kDefaultTimeoutMs};
+  uint32_t memory_mb = limits::kDefaultMemoryMb;
+  std::vector<std::pair<std::string, std::string>> env;
+  bool json = false;
+  bool quiet = false;
+  unsigned concurrency = 10;
+  std::string socket;
+};
+
+std::optional<Language> language_from_extension(const std::string& path) {
+  auto dot = path.rfind('.');
+  if (dot == std::string::npos || path.find('/', dot) != std::string::npos) return std::nullopt;
+  auto ext = path.substr(dot + 1);
+  if (ext == "py") return Language::python;
+  if (ext == "js" || ext == "mjs" || ext == "cjs") return Language::javascript;
+  if (ext == "sh" || ext == "bash") return Language::raw;
+  return std::nullopt;
+}
+
+bool read_stream(std::istream& in, std::string* out) {
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return !in.bad();
+}
+
+void write_fd(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+int exit_status(const Result<RunResult>& r) {
+  if (!r) return r.error().code == ErrorCode::invalid_argument ? kExitUsage : kExitSandboxError;
+  if (r->timed_out) return kExitTimeout;
+  return r->exit_code & 0xff;
+}
+
+std::string to_json(const Source& src, Language lang, const Result<RunResult>& r) {
+  std::string j = "{\"source\":" + json_string(src.name) + ",\"language\":" + json_string(language_name(lang));
+  if (!r) {
+    const auto& e = r.error();
+    j += ",\"error\":{\"code\":" + json_string(error_code_name(e.code)) + ",\"message\":" + json_string(e.message) +
+         ",\"retryable\":" + (error_code_retryable(e.code) ? "true" : "false") + "}}";
+    return j;
+  }
+  auto b = [](bool v) { return v ? std::string("true") : std::string("false"); };
+  auto bytes = [&](const char* key, const std::string& data) {
+    j += std::string(",\"") + key + "\":" + json_string(data);
+    // Exact bytes when they are not text.
+    if (!is_valid_utf8(data)) j += std::string(",\"") + key + "_base64\":" + json_string(base64(data));
+  };
+  j += ",\"exit_code\":" + std::to_string(r->exit_code) + ",\"signal\":" + std::to_string(r->signal) +
+       ",\"timed_out\":" + b(r->timed_out);
+  bytes("stdout", r->stdout_data);
+  bytes("stderr", r->stderr_data);
+  j += ",\"stdout_truncated\":" + b(r->stdout_truncated) + ",\"stderr_truncated\":" + b(r->stderr_truncated) +
+       ",\"execution_time_ms\":" + std::to_string(r->execution_time_ms) + ",\"timing\":{\"setup_ms\":" +
+       std::to_string(r->timing.setup_ms) + ",\"boot_ms\":" + std::to_string(r->timing.boot_ms) +
+       ",\"execute_ms\":" + std::to_string(r->timing.execute_ms) + ",\"total_ms\":" +
+       std::to_string(r->timing.total_ms) + "},\"warm_pool_hit\":" + b(r->warm_pool_hit) +
+       ",\"accelerator\":" + json_string(r->accelerator) + "}";
+  return j;
+}
+
+int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) {
+  static const option kLong[] = {
+      {"language", required_argument, nullptr, 'l'}, {"code", required_argument, nullptr, 'c'},
+      {"timeout", required_argument, nullptr, 't'},  {"memory", required_argument, nullptr, 'm'},
+      {"env", required_argument, nullptr, 'e'},      {"json", no_argument, nullptr, 'J'},
+      {"quiet", no_argument, nullptr, 'q'},          {"concurrency", required_argument, nullptr, 'j'},
+      {"socket", required_argument, nullptr, 'S'},   {"help", no_argument, nullptr, 'h'},
+      {nullptr, 0, nullptr, 0},
+  };
+  auto bad = [](const std::string& msg) {
+    std::fprintf(stderr, "sandboxctl run: %s\n", msg.c_str());
+    return kExitUsage;
+  };
+  optind = 1;
+  int c;
+  int inline_count = 0;
+  while ((c = getopt_long(argc, argv, "+l:c:t:m:e:qj:h", kLong, nullptr)) != -1) {
+    std::string arg = optarg ? optarg : "";
+    switch (c) {
+      case 'l':
+        o->language = parse_language(arg);
+        if (!o->language) return bad("unknown language '" + arg + "' (python, javascript, raw)");
+        break;
+      case 'c':
+        sources->push_back({"-c #" + std::to_string(++inline_count), arg, std::nullopt});
+        break;
+      case 't': {
+        char* end = nullptr;
+        errno = 0;
+        double secs = std::strtod(arg.c_str(), &end);
+        if (arg.empty() || *end || errno || !std::isfinite(secs) || secs <= 0 || secs > 1e6)
+          return bad("timeout '" + arg + "' is not a positive number of seconds");
+        o->timeout = std::chrono::milliseconds(static_cast<int64_t>(std::llround(secs * 1000)));
+        break;
+      }
+      case 'm': {
+        char* end = nullptr;
+        unsigned long mb = std::strtoul(arg.c_str(), &end, 10);
+        if (arg.empty() || *end || mb > 1'000'000) return bad("memory '" + arg + "' is not a number of MB");
+        o->memory_mb = static_cast<uint32_t>(mb);
+        break;
+      }
+      case 'e': {
+        auto eq = arg.find('=');
+        if (eq == std::string::npos || eq == 0) return bad("--env wants KEY=VALUE, got '" + arg + "'");
+        o->env.emplace_back(arg.substr(0, eq), arg.substr(eq + 1));
+        break;
+      }
+      case 'J': o->json = true; break;
+      case 'q': o->quiet = true; break;
+      case 'j': {
+        char* end = nullptr;
+        unsigned long n = std::strtoul(arg.c_str(), &end, 10);
+        if (arg.empty() || *end || n < 1 || n > 1000) return bad("concurrency must be 1-1000");
+        o->concurrency = static_cast<unsigned>(n);
+        break;
+      }
+      case 'S': o->socket = arg; break;
+      case 'h': std::fputs(kRunUsage, stdout); return 0;
+      default: std::fputs(kRunUsage, stderr); return kExitUsage;
+    }
+  }
+  bool stdin_used = false;
+  for (int i = optind; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-") {
+      if (stdin_used) return bad("stdin (-) given twice");
+      stdin_used = true;
+      Source s{"<stdin>", "", std::nullopt};
+      if (!read_stream(std::cin, &s.code)) return bad("cannot read stdin");
+      sources->push_back(std::move(s));
+      continue;
+    }
+    if (std::ifstream f(arg, std::ios::binary); f && access(arg.c_str(), R_OK) == 0 && arg.find('\n') == std::string::npos) {
+      Source s{arg, "", language_from_extension(arg)};
+      if (!read_stream(f, &s.code)) return bad("cannot read '" + arg + "'");
+      sources->push_back(std::move(s));
+      continue;
+    }
+    sources->push_back({"inline #" + std::to_string(++inline_count), arg, std::nullopt});
+  }
+  if (sources->empty()) return bad("nothing to run: give code, a file, or - for stdin (see --help)");
+  if (o->socket.empty()) {
+    const char* env = std::getenv("SANDBOXD_SOCKET");
+    o->socket = env && *env ? env : kDefaultSocketPath;
+  }
+  return -1;
+}
+
+}  // namespace
+
+int cmd_run(int argc, char** argv) {
+  Options opts;
+  std::vector<Source> sources;
+  if (int rc = parse_args(argc, argv, &opts, &sources); rc >= 0) return rc;
+
+  Client client(opts.socket);
+  std::vector<std::optional<Result<RunResult>>> results(sources.size());
+  std::vector<Language> languages(sources.size());
+  std::mutex out_mu;
+  bool stream_live = sources.size() == 1 && !opts.json;
+  std::atomic<size_t> next{0};
+
+  auto work = [&] {
+    for (size_t i; (i = next++) < sources.size();) {
+      const Source& src = sources[i];
+      RunRequest req;
+      req.language = opts.language.value_or(src.language.value_or(Language::python));
+      languages[i] = req.language;
+      req.code = src.code;
+      req.env = opts.env;
+      req.timeout = opts.timeout;
+      req.memory_mb = opts.memory_mb;
+      OutputCallback cb;
+      if (stream_live) cb = [](Stream s, std::string_view d) { write_fd(s == Stream::err ? 2 : 1, d); };
+      auto r = client.run(req, cb);
+      std::lock_guard lock(out_mu);
+      if (opts.json) {
+        auto line = to_json(src, req.language, r) + "\n";
+        write_fd(1, line);
+      } else {
+        if (!stream_live && r) {
+          if (!opts.quiet) write_fd(2, "==> " + src.name + " <==\n");
+          write_fd(1, r->stdout_data);
+          write_fd(2, r->stderr_data);
+        }
+        if (!r) {
+          std::string prefix = sources.size() > 1 ? src.name + ": " : "";
+          write_fd(2, "sandboxctl: " + prefix + std::string(error_code_name(r.error().code)) + ": " +
+                          r.error().message + "\n");
+        } else if (r->timed_out && !opts.quiet) {
+          write_fd(2, "sandboxctl: " + (sources.size() > 1 ? src.name + ": " : std::string()) + "timed out after " +
+                          std::to_string(opts.timeout.count()) + " ms\n");
+        }
+        if (r && (r->stdout_truncated || r->stderr_truncated) && !opts.quiet)
+          write_fd(2, "sandboxctl: output truncated to the sandbox's limits\n");
+      }
+      results[i].emplace(std::move(r));
+    }
+  };
+  unsigned n = std::min<unsigned>(opts.concurrency, static_cast<unsigned>(sources.size()));
+  std::vector<std::thread> workers;
+  for (unsigned t = 1; t < n; ++t) workers.emplace_back(work);
+  work();
+  for (auto& t : workers) t.join();
+
+  // The first failing source, in argument order, decides the exit status.
+  for (auto& r : results)
+    if (int st = exit_status(*r); st != 0) return st;
+  return 0;
+}
+
+}  // namespace sandbox::ctl

@@ -1,0 +1,173 @@
+#include "daemon/config.h"
+
+#include <charconv>
+#include <functional>
+
+namespace sandbox::daemon {
+namespace {
+
+using Setter = std::function<Result<void>(Config&, std::string_view)>;
+
+struct Key {
+  std::string_view name;
+  std::string_view help;
+  Setter set;
+};
+
+Error bad_value(std::string_view what) { return Error::make(ErrorCode::invalid_argument, std::string(what)); }
+
+Result<uint64_t> parse_uint(std::string_view v, uint64_t min, uint64_t max) {
+  uint64_t out = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || p != v.data() + v.size() || v.empty())
+    return bad_value("'" + std::string(v) + "' is not a number");
+  if (out < min || out > max)
+    return bad_value(std::string(v) + " is outside " + std::to_string(min) + "-" + std::to_string(max));
+  return out;
+}
+
+Setter uint_key(uint32_t Config::*field, uint64_t min, uint64_t max) {
+  return [=](Config& c, std::string_view v) -> Result<void> {
+    auto n = parse_uint(v, min, max);
+    if (!n) return std::move(n).error();
+    c.*field = static_cast<uint32_t>(*n);
+    return ok();
+  };
+}
+
+Setter path_key(std::string Config::*field) {
+  return [=](Config& c, std::string_view v) -> Result<void> {
+    if (v.empty() || v.find('\0') != std::string_view::npos || v.find('\n') != std::string_view::npos)
+      return bad_value("not a usable path");
+    c.*field = std::string(v);
+    return ok();
+  };
+}
+
+template <class T>
+Setter id_list_key(std::vector<T> Config::*field) {
+  return [=](Config& c, std::string_view v) -> Result<void> {
+    std::vector<T> ids;
+    while (!v.empty()) {
+      auto comma = v.find(',');
+      auto item = v.substr(0, comma);
+      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+      if (!item.empty()) {
+        auto n = parse_uint(item, 0, UINT32_MAX - 1);
+        if (!n) return std::move(n).error();
+        ids.push_back(static_cast<T>(*n));
+      }
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+    c.*field = std::move(ids);
+    return ok();
+  };
+}
+
+const std::vector<Key>& keys() {
+  static const std::vector<Key> k = {
+      {"socket", "control socket path", path_key(&Config::socket)},
+      {"images", "directory with the guest images and their manifest", path_key(&Config::images)},
+      {"state_dir", "directory for daemon state", path_key(&Config::state_dir)},
+      {"qemu", "QEMU system emulator binary", path_key(&Config::qemu)},
+      {"accel", "accelerator: auto (probe KVM, else TCG), kvm or tcg",
+       [](Config& c, std::string_view v) -> Result<void> {
+         if (v == "auto") c.accel = Accel::automatic;
+         else if (v == "kvm") c.accel = Accel::kvm;
+         else if (v == "tcg") c.accel = Accel::tcg;
+         else return bad_value("'" + std::string(v) + "' is not one of auto, kvm, tcg");
+         return ok();
+       }},
+      {"allowed_uids", "comma-separated uids allowed on the socket (root and the daemon's uid always are)",
+       id_list_key(&Config::allowed_uids)},
+      {"allowed_gids", "comma-separated gids whose members are allowed on the socket",
+       id_list_key(&Config::allowed_gids)},
+      {"boot_timeout_ms", "deadline for a VM to boot to the agent's hello",
+       uint_key(&Config::boot_timeout_ms, 500, 600'000)},
+      {"boot_retries", "extra boots tried when one hangs", uint_key(&Config::boot_retries, 0, 5)},
+      {"vcpus", "vCPUs per VM", uint_key(&Config::vcpus, 1, 64)},
+      {"tcg_tb_size_mb", "TCG translation cache per VM in MiB", uint_key(&Config::tcg_tb_size_mb, 8, 1024)},
+      {"kill_slack_ms", "time past a run's timeout before the daemon kills the VM",
+       uint_key(&Config::kill_slack_ms, 1000, 60'000)},
+      {"log_level", "debug, info, warning or error",
+       [](Config& c, std::string_view v) -> Result<void> {
+         if (v != "debug" && v != "info" && v != "warning" && v != "error")
+           return bad_value("'" + std::string(v) + "' is not one of debug, info, warning, error");
+         c.log_level = std::string(v);
+         return ok();
+       }},
+  };
+  return k;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+std::string_view accel_name(Accel accel) {
+  switch (accel) {
+    case Accel::automatic: return "auto";
+    case Accel::kvm: return "kvm";
+    case Accel::tcg: return "tcg";
+  }
+  return "auto";
+}
+
+Result<void> config_set(Config& config, std::string_view key, std::string_view value, std::string_view origin) {
+  for (const auto& k : keys()) {
+    if (k.name != key) continue;
+    if (auto r = k.set(config, value); !r)
+      return Error::make(ErrorCode::invalid_argument,
+                         std::string(origin) + ": " + std::string(key) + ": " + r.error().message);
+    return ok();
+  }
+  return Error::make(ErrorCode::invalid_argument, std::string(origin) + ": unknown key '" + std::string(key) + "'");
+}
+
+Result<void> config_parse(Config& config, std::string_view text, std::string_view path) {
+  size_t line_no = 0;
+  while (!text.empty()) {
+    ++line_no;
+    auto nl = text.find('\n');
+    auto line = trim(text.substr(0, nl));
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    if (line.empty() || line.front() == '#') continue;
+    auto origin = std::string(path) + ":" + std::to_string(line_no);
+    auto eq = line.find('=');
+    if (eq == std::string_view::npos)
+      return Error::make(ErrorCode::invalid_argument, origin + ": expected 'key = value'");
+    if (auto r = config_set(config, trim(line.substr(0, eq)), trim(line.substr(eq + 1)), origin); !r) return r;
+  }
+  return ok();
+}
+
+Result<void> config_apply_env(Config& config, char** envp) {
+  constexpr std::string_view kPrefix = "SANDBOXD_";
+  for (char** e = envp; e && *e; ++e) {
+    std::string_view entry(*e);
+    if (!entry.starts_with(kPrefix)) continue;
+    auto eq = entry.find('=');
+    if (eq == std::string_view::npos) continue;
+    std::string name(entry.substr(0, eq));
+    std::string key(entry.substr(kPrefix.size(), eq - kPrefix.size()));
+    for (auto& ch : key) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    // SANDBOXD_IMAGE_CACHE belongs to the image build, not the daemon.
+    if (key == "image_cache") continue;
+    if (auto r = config_set(config, key, entry.substr(eq + 1), name); !r) return r;
+  }
+  return ok();
+}
+
+std::vector<std::pair<std::string, std::string>> config_keys() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& k : keys()) out.emplace_back(std::string(k.name), std::string(k.help));
+  return out;
+}
+
+}  // namespace sandbox::daemon

@@ -1,0 +1,56 @@
+// sandboxd configuration: defaults here, then /etc/sandboxd/sandboxd.conf,
+// then SANDBOXD_<KEY> environment variables, then --key value flags.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace sandbox::daemon {
+
+enum class Accel { automatic, kvm, tcg };
+std::string_view accel_name(Accel accel);
+
+inline constexpr std::string_view kDefaultConfigPath = "/etc/sandboxd/sandboxd.conf";
+
+struct Config {
+  // Control socket; tests and non-root users point it at a private path.
+  std::string socket = "/run/sandboxd/sandboxd.sock";
+  // Guest images (vmlinux, initramfs.cpio, rootfs.erofs, manifest).
+  std::string images = "/var/lib/sandboxd/images";
+  // Daemon-owned state; per-VM scratch lives below it.
+  std::string state_dir = "/var/lib/sandboxd";
+  std::string qemu = "qemu-system-x86_64";
+  // auto: KVM only where a probe boot proves it works, else TCG.
+  Accel accel = Accel::automatic;
+  // Who may use the socket besides root and the daemon's own uid.
+  std::vector<uid_t> allowed_uids;
+  std::vector<gid_t> allowed_gids;
+  // A boot that has not said hello by then is killed (and retried once).
+  uint32_t boot_timeout_ms = 20'000;
+  uint32_t boot_retries = 1;
+  uint32_t vcpus = 1;
+  // TCG translation cache per VM; the default (1 GiB) multiplies by VM count.
+  uint32_t tcg_tb_size_mb = 32;
+  // Extra time past a run's timeout before the daemon kills the VM itself.
+  uint32_t kill_slack_ms = 5'000;
+  std::string log_level = "info";
+};
+
+// One "key = value" assignment from any source; `origin` names the source
+// in errors ("/etc/sandboxd/sandboxd.conf:12", "SANDBOXD_VCPUS", "--vcpus").
+Result<void> config_set(Config& config, std::string_view key, std::string_view value, std::string_view origin);
+// Parses a config file's text; unknown keys and bad values are errors.
+Result<void> config_parse(Config& config, std::string_view text, std::string_view path);
+// Applies SANDBOXD_* variables from `environ`-style entries.
+Result<void> config_apply_env(Config& config, char** envp);
+// Keys and their one-line descriptions, for --help and the sample file.
+std::vector<std::pair<std::string, std::string>> config_keys();
+
+}  // namespace sandbox::daemon

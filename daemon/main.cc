@@ -1,0 +1,200 @@
+// sandboxd: the host service. Reads configuration, verifies the guest
+// images, picks the accelerator, listens on the control socket and runs
+// code in disposable microVMs until SIGTERM or SIGINT.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "daemon/accel.h"
+#include "daemon/config.h"
+#include "daemon/control_socket.h"
+#include "daemon/images.h"
+#include "daemon/log.h"
+#include "daemon/manager.h"
+#include "daemon/vm.h"
+
+extern char** environ;
+
+namespace sandbox::daemon {
+namespace {
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: sandboxd [--config FILE] [--KEY VALUE]...\n"
+               "Runs untrusted code in disposable QEMU microVMs; clients talk to it through\n"
+               "the control socket (sandboxctl, libsandbox).\n\n"
+               "Configuration comes from %s (or --config FILE), then SANDBOXD_<KEY>\n"
+               "environment variables, then --KEY VALUE flags ('-' and '_' are alike).\n\nKeys:\n",
+               std::string(kDefaultConfigPath).c_str());
+  for (const auto& [key, help] : config_keys()) std::fprintf(out, "  --%-18s %s\n", key.c_str(), help.c_str());
+  std::fprintf(out, "\n  --config FILE        configuration file\n  --help               this text\n");
+}
+
+Result<Config> load_config(int argc, char** argv) {
+  Config config;
+  std::string config_path(kDefaultConfigPath);
+  bool explicit_config = false;
+  std::vector<std::pair<std::string, std::string>> flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      usage(stdout);
+      std::exit(0);
+    }
+    if (!arg.starts_with("--")) return Error::make(ErrorCode::invalid_argument, "unexpected argument '" + arg + "'");
+    std::string key = arg.substr(2), value;
+    if (auto eq = key.find('='); eq != std::string::npos) {
+      value = key.substr(eq + 1);
+      key.resize(eq);
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      return Error::make(ErrorCode::invalid_argument, "--" + key + " needs a value");
+    }
+    std::replace(key.begin(), key.end(), '-', '_');
+    if (key == "config") {
+      config_path = value;
+      explicit_config = true;
+    } else {
+      flags.emplace_back(key, value);
+    }
+  }
+  std::ifstream in(config_path);
+  if (in) {
+    std::stringstream text;
+    text << in.rdbuf();
+    if (auto r = config_parse(config, text.str(), config_path); !r) return std::move(r).error();
+  } else if (explicit_config) {
+    return Error::sys("open", config_path);
+  }
+  if (auto r = config_apply_env(config, environ); !r) return std::move(r).error();
+  for (const auto& [key, value] : flags)
+    if (auto r = config_set(config, key, value, "--" + key); !r) return std::move(r).error();
+  return config;
+}
+
+// Boots one VM with KVM and waits for the agent's hello.
+bool probe_boot(uv_loop_t* loop, VmSpec spec, std::chrono::milliseconds timeout, std::string* why) {
+  bool done = false, ok = false;
+  Vm::Events ev;
+  ev.ready = [&] { done = ok = true; };
+  ev.failed = [&](Error e) {
+    done = true;
+    *why = e.message.substr(0, 300);
+  };
+  auto vm = Vm::start(loop, std::move(spec), timeout, std::move(ev));
+  if (!vm) {
+    *why = vm.error().message;
+    return false;
+  }
+  while (!done) uv_run(loop, UV_RUN_ONCE);
+  return ok;
+}
+
+int run(int argc, char** argv) {
+  auto config = load_config(argc, argv);
+  if (!config) {
+    std::fprintf(stderr, "sandboxd: configuration: %s\n", config.error().message.c_str());
+    return 2;
+  }
+  const Config& cfg = *config;
+  set_log_level(cfg.log_level == "debug" ? LogLevel::debug
+                : cfg.log_level == "warning" ? LogLevel::warning
+                : cfg.log_level == "error" ? LogLevel::error
+                                           : LogLevel::info);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto images = load_images(cfg.images);
+  if (!images) {
+    log_error("images: " + images.error().describe());
+    return 1;
+  }
+  log_info("images verified in " + cfg.images + " (" + images->description + ")");
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+
+  VmSpec spec;
+  spec.qemu = cfg.qemu;
+  spec.vcpus = cfg.vcpus;
+  spec.tcg_tb_size_mb = cfg.tcg_tb_size_mb;
+  spec.kernel = images->kernel.path;
+  spec.initrd = images->initrd.path;
+  spec.rootfs = images->rootfs.path;
+  spec.memory_mb = 256;
+
+  AccelChoice accel = choose_accel(cfg.accel, probe_host());
+  if (accel.needs_probe_boot) {
+    spec.accel = Accel::kvm;
+    std::string why;
+    if (probe_boot(&loop, spec, std::chrono::milliseconds(cfg.boot_timeout_ms), &why)) {
+      accel.reason = "KVM probe boot succeeded";
+    } else {
+      accel = {Accel::tcg, false, "KVM probe boot failed (" + why + "); using TCG software emulation"};
+    }
+  }
+  spec.accel = accel.accel;
+  if (accel.accel == Accel::tcg)
+    log_warning("accelerator tcg: " + accel.reason + "; VMs boot in seconds, not milliseconds");
+  else
+    log_info("accelerator kvm: " + accel.reason);
+
+  ManagerOptions mopts;
+  mopts.vm = spec;
+  mopts.boot_timeout = std::chrono::milliseconds(cfg.boot_timeout_ms);
+  mopts.boot_retries = cfg.boot_retries;
+  mopts.kill_slack = std::chrono::milliseconds(cfg.kill_slack_ms);
+  auto manager = std::make_unique<Manager>(&loop, mopts);
+
+  AccessPolicy policy{cfg.allowed_uids, cfg.allowed_gids, ::getuid()};
+  auto server = std::make_unique<ControlServer>(&loop, *manager, policy);
+  auto parent = cfg.socket.substr(0, cfg.socket.rfind('/'));
+  if (!parent.empty()) ::mkdir(parent.c_str(), 0755);
+  if (auto r = server->listen(cfg.socket, 0660); !r) {
+    log_error("control socket: " + r.error().describe());
+    return 1;
+  }
+  log_info("listening on " + cfg.socket);
+
+  struct Stop {
+    ControlServer* server;
+    Manager* manager;
+    uv_signal_t term, intr;
+  } stop{server.get(), manager.get(), {}, {}};
+  auto on_signal = [](uv_signal_t* s, int signum) {
+    auto* st = static_cast<Stop*>(s->data);
+    log_info(std::string("received ") + strsignal(signum) + "; shutting down");
+    st->server->close();
+    st->manager->cancel_all();
+    uv_signal_stop(&st->term);
+    uv_signal_stop(&st->intr);
+  };
+  for (auto [h, sig] : {std::pair{&stop.term, SIGTERM}, std::pair{&stop.intr, SIGINT}}) {
+    uv_signal_init(&loop, h);
+    h->data = &stop;
+    uv_signal_start(h, on_signal, sig);
+  }
+
+  uv_run(&loop, UV_RUN_DEFAULT);
+
+  server.reset();
+  manager.reset();
+  uv_close(reinterpret_cast<uv_handle_t*>(&stop.term), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&stop.intr), nullptr);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&loop) != 0) log_warning("event loop closed with handles still open");
+  log_info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace sandbox::daemon
+
+int main(int argc, char** argv) { return sandbox::daemon::run(argc, argv); }

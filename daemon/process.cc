@@ -1,0 +1,137 @@
+#include "daemon/process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace sandbox::daemon {
+namespace {
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int pidfd_send_signal(int pidfd, int sig) { return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0)); }
+
+[[noreturn]] void child_fail(const char* what) {
+  // stderr may be the console pipe; the parent reports the exit status.
+  const char prefix[] = "sandboxd: spawn: ";
+  (void)!::write(2, prefix, sizeof prefix - 1);
+  (void)!::write(2, what, std::strlen(what));
+  (void)!::write(2, "\n", 1);
+  ::_exit(127);
+}
+
+}  // namespace
+
+Result<Process> Process::spawn(const SpawnOptions& options) {
+  if (options.argv.empty()) return Error::make(ErrorCode::invalid_argument, "empty argv");
+  // Everything the child needs is prepared before fork: no allocation after.
+  std::vector<char*> argv;
+  for (const auto& a : options.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  unique_fd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!devnull) return Error::sys("open", "/dev/null");
+  std::vector<std::pair<int, int>> fds = options.fds;
+  int max_target = 2;
+  for (int std_fd = 0; std_fd <= 2; ++std_fd) {
+    bool listed = false;
+    for (auto& [target, source] : fds) listed |= target == std_fd;
+    if (!listed) fds.emplace_back(std_fd, devnull.get());
+  }
+  for (auto& [target, source] : fds) max_target = std::max(max_target, target);
+  pid_t parent = ::getpid();
+
+  pid_t pid = ::fork();
+  if (pid < 0) return Error::sys("fork");
+  if (pid == 0) {
+    if (options.die_with_parent) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);
+    }
+    // Own session: a terminal's ^C reaches the daemon, which decides.
+    ::setsid();
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
+    // Move sources out of the target range first so no dup2 clobbers one.
+    int base = max_target + 1;
+    for (auto& [target, source] : fds) {
+      int moved = ::fcntl(source, F_DUPFD_CLOEXEC, base);
+      if (moved < 0) child_fail("fcntl F_DUPFD");
+      source = moved;
+    }
+    for (auto& [target, source] : fds)
+      if (::dup2(source, target) < 0) child_fail("dup2");
+    ::close_range(static_cast<unsigned>(max_target + 1), ~0U, 0);
+    ::execvp(argv[0], argv.data());
+    child_fail(argv[0]);
+  }
+  Process p;
+  p.pid_ = pid;
+  p.pidfd_.reset(pidfd_open(pid));
+  if (!p.pidfd_) {
+    auto err = Error::sys("pidfd_open");
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    p.pid_ = -1;
+    return err;
+  }
+  ::fcntl(p.pidfd_.get(), F_SETFD, FD_CLOEXEC);
+  return p;
+}
+
+Process& Process::operator=(Process&& other) noexcept {
+  if (this != &other) {
+    kill_and_wait();
+    pid_ = std::exchange(other.pid_, -1);
+    pidfd_ = std::move(other.pidfd_);
+    status_ = std::exchange(other.status_, std::nullopt);
+  }
+  return *this;
+}
+
+Process::~Process() { kill_and_wait(); }
+
+Result<void> Process::signal(int sig) {
+  if (!running()) return Error::make(ErrorCode::not_found, "process is not running");
+  if (pidfd_send_signal(pidfd_.get(), sig) != 0) return Error::sys("pidfd_send_signal");
+  return ok();
+}
+
+std::optional<int> Process::try_wait() {
+  if (status_ || !pidfd_) return status_;
+  siginfo_t info{};
+  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &info, WEXITED | WNOHANG) == 0 &&
+      info.si_pid != 0) {
+    status_ = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status;
+  }
+  return status_;
+}
+
+void Process::kill_and_wait() {
+  if (!pidfd_ || status_) return;
+  pidfd_send_signal(pidfd_.get(), SIGKILL);
+  siginfo_t info{};
+  while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &info, WEXITED) != 0 &&
+         errno == EINTR) {
+  }
+  status_ = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status;
+}
+
+std::string describe_wait_status(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return "killed by signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
+  return "ended with wait status " + std::to_string(status);
+}
+
+}  // namespace sandbox::daemon

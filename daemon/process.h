@@ -1,0 +1,56 @@
+// A child process owned through a pidfd: the handle's destructor kills and
+// reaps it, so no VM process can outlive the object that started it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace sandbox::daemon {
+
+struct SpawnOptions {
+  std::vector<std::string> argv;
+  // Descriptors the child gets, as (number in the child, descriptor here).
+  // 0, 1 and 2 default to /dev/null when not listed. Everything else is closed.
+  std::vector<std::pair<int, int>> fds;
+  // The child dies with the daemon (PR_SET_PDEATHSIG), even after a crash.
+  bool die_with_parent = true;
+};
+
+class Process {
+ public:
+  static Result<Process> spawn(const SpawnOptions& options);
+
+  Process() = default;
+  Process(Process&&) noexcept = default;
+  Process& operator=(Process&& other) noexcept;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  ~Process();
+
+  pid_t pid() const { return pid_; }
+  // Readable (POLLIN) once the process has exited.
+  int pidfd() const { return pidfd_.get(); }
+  bool running() const { return pidfd_ && !status_; }
+  Result<void> signal(int sig);
+  // Reaps the process if it has exited; returns its wait status.
+  std::optional<int> try_wait();
+  // SIGKILL and reap; idempotent.
+  void kill_and_wait();
+
+ private:
+  pid_t pid_ = -1;
+  unique_fd pidfd_;
+  std::optional<int> status_;
+};
+
+// "exited with status 1" / "killed by signal 9 (Killed)".
+std::string describe_wait_status(int status);
+
+}  // namespace sandbox::daemon

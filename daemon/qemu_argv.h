@@ -1,0 +1,36 @@
+// The QEMU command line for one microVM, built by a pure function so it can
+// be checked by golden tests (including attempts to inject options).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "daemon/config.h"
+
+namespace sandbox::daemon {
+
+struct VmSpec {
+  std::string qemu;
+  Accel accel = Accel::tcg;  // resolved: kvm or tcg
+  uint32_t memory_mb = 256;
+  uint32_t vcpus = 1;
+  uint32_t tcg_tb_size_mb = 32;
+  std::string kernel;
+  std::string initrd;
+  std::string rootfs;
+  // Descriptor number, in QEMU's process, of the connected agent socket.
+  int agent_fd = 3;
+};
+
+// Fixed guest kernel arguments; nothing user-controlled reaches them.
+inline constexpr const char* kKernelCmdline =
+    "console=ttyS0 quiet panic=-1 pci=off cryptomgr.notests random.trust_cpu=on";
+
+Result<std::vector<std::string>> qemu_argv(const VmSpec& spec);
+
+// QEMU's option syntax: a ',' inside a value is written ',,'.
+std::string qemu_escape(std::string_view value);
+
+}  // namespace sandbox::daemon

@@ -1,0 +1,81 @@
+// One QEMU microVM and the agent inside it, driven from the libuv loop.
+//
+// States and what is legal in each:
+//   booting    -> ready (agent said hello) | failed
+//   ready      -> executing (exec())       | failed
+//   executing  -> ready (exec done)        | failed
+//   failed     terminal; the QEMU process is gone or being killed
+// The destructor kills QEMU in any state.
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/framing.h"
+#include "common/limits.h"
+#include "common/protocol.h"
+#include "common/result.h"
+#include "daemon/process.h"
+#include "daemon/qemu_argv.h"
+#include "daemon/uv_util.h"
+
+namespace sandbox::daemon {
+
+// Console output kept per VM for boot-failure reports.
+inline constexpr size_t kConsoleTailBytes = 8 << 10;
+
+class Vm {
+ public:
+  enum class State { booting, ready, executing, failed };
+  using Clock = std::chrono::steady_clock;
+
+  struct Events {
+    std::function<void()> ready;
+    std::function<void(proto::Output&&)> output;
+    std::function<void(proto::ExecDone&&)> done;
+    // The agent refused an exec (guest-side error); the VM stays usable.
+    std::function<void(proto::ErrorReply&&)> exec_error;
+    // Terminal: boot deadline, QEMU exit, broken channel, protocol violation.
+    std::function<void(Error)> failed;
+  };
+
+  // Spawns QEMU; `spec.agent_fd` is ignored (the VM picks the number).
+  static Result<std::unique_ptr<Vm>> start(uv_loop_t* loop, VmSpec spec, std::chrono::milliseconds boot_timeout,
+                                           Events events);
+  ~Vm();
+
+  State state() const { return state_; }
+  Result<void> exec(const proto::Exec& exec);
+  const std::string& console_tail() const { return console_; }
+  const std::string& guest_kernel() const { return kernel_; }
+  Clock::time_point started_at() const { return started_; }
+  Clock::time_point ready_at() const { return ready_at_; }
+  pid_t pid() const { return process_.pid(); }
+
+ private:
+  Vm() = default;
+  void on_agent_bytes(std::string_view bytes);
+  void on_message(proto::Message&& m);
+  void fail(Error e);
+
+  State state_ = State::booting;
+  Events events_;
+  Process process_;
+  UvHandle<uv_pipe_t> agent_;
+  UvHandle<uv_pipe_t> console_pipe_;
+  UvHandle<uv_poll_t> exit_watch_;
+  UvHandle<uv_timer_t> boot_timer_;
+  FrameDecoder decoder_{limits::kMaxAgentFrameBytes};
+  std::string console_;
+  std::string kernel_;
+  uint64_t exec_id_ = 0;
+  Clock::time_point started_, ready_at_;
+};
+
+std::string_view vm_state_name(Vm::State state);
+
+}  // namespace sandbox::daemon

@@ -1,0 +1,174 @@
+#!/bin/bash
+# Builds the guest images from Debian packages only:
+#   vmlinux          Debian's linux-image-amd64, uncompressed (PVH entry; the
+#                    XZ bzImage costs seconds to decompress under TCG)
+#   initramfs.cpio   the agent as /init plus the virtio/erofs modules it loads
+#   rootfs.erofs     read-only root with python3, nodejs and bash
+#   manifest         "<sha256> <role> <file>" lines the daemon verifies
+#
+# Every expensive step is cached under --cache by a key over its inputs
+# (package versions, this script, the agent binary), so a second run with
+# the same inputs only re-checks the keys.
+#
+# usage: images/build.sh --agent PATH --out DIR [--cache DIR]
+set -euo pipefail
+
+AGENT=""
+OUT=""
+CACHE="${SANDBOXD_IMAGE_CACHE:-/var/cache/sandboxd/images}"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --agent) AGENT="$2"; shift 2 ;;
+        --out) OUT="$2"; shift 2 ;;
+        --cache) CACHE="$2"; shift 2 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "build.sh: unknown argument '$1'" >&2; exit 2 ;;
+    esac
+done
+[[ -n "$AGENT" && -n "$OUT" ]] || { echo "build.sh: --agent and --out are required" >&2; exit 2; }
+[[ -x "$AGENT" ]] || { echo "build.sh: agent '$AGENT' is not an executable" >&2; exit 2; }
+[[ $EUID -eq 0 ]] || { echo "build.sh: debootstrap needs root" >&2; exit 2; }
+
+# Packages the guest root carries beyond debootstrap's minbase.
+ROOT_PACKAGES="python3,nodejs"
+# Modules the agent loads, in dependency order. crc32c_generic must precede
+# libcrc32c because the guest has no modprobe to satisfy its crypto request.
+MODULES="virtio_ring virtio virtio_mmio virtio_blk virtio_console virtio-rng crc32c_generic libcrc32c erofs"
+# Bump when the kernel or root steps below change meaning (they are cached
+# by package versions, not by this file, because they take minutes).
+RECIPE_VERSION=1
+
+SCRIPT_HASH=$(sha256sum "$0" | cut -c1-16)
+mkdir -p "$CACHE" "$OUT"
+log() { echo "images: $*" >&2; }
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# The Debian mirror comes from this machine's apt configuration, never a
+# hard-coded host.
+apt_site() {
+    apt-get indextargets --format '$(SITE) $(RELEASE) $(COMPONENT)' 'Identifier: Packages' \
+        | awk -v rel="$1" '$2 == rel && $3 == "main" { print $1; exit }'
+}
+MIRROR=$(apt_site bookworm)
+[[ -n "$MIRROR" ]] || { echo "build.sh: no bookworm main source in apt configuration (run apt-get update)" >&2; exit 1; }
+SECURITY=$(apt_site bookworm-security)
+UPDATES=$(apt_site bookworm-updates)
+
+candidate() { apt-cache policy "$1" | awk '/Candidate:/ { print $2; exit }'; }
+
+# ---------------------------------------------------------------- kernel
+KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+KVER=$(candidate "$KPKG")
+[[ -n "$KPKG" && -n "$KVER" && "$KVER" != "(none)" ]] || { echo "build.sh: cannot resolve linux-image-amd64" >&2; exit 1; }
+KDIR="$CACHE/kernel-$KVER-r$RECIPE_VERSION"
+if [[ ! -f "$KDIR/done" ]]; then
+    log "kernel $KPKG $KVER"
+    work=$(mktemp -d "$CACHE/.kernel.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    (cd "$work" && apt-get download -q "$KPKG=$KVER" >/dev/null 2>&1) \
+        || { echo "build.sh: apt-get download $KPKG=$KVER failed" >&2; exit 1; }
+    dpkg-deb -x "$work"/*.deb "$work/x"
+    vmlinuz=$(echo "$work"/x/boot/vmlinuz-*)
+    # The bzImage wraps an XZ stream; find its magic and decompress from there.
+    off=$(LC_ALL=C grep -aboP '\xfd7zXZ\x00' "$vmlinuz" | head -1 | cut -d: -f1 || true)
+    [[ -n "$off" ]] || { echo "build.sh: no XZ payload in $vmlinuz" >&2; exit 1; }
+    tail -c +$((off + 1)) "$vmlinuz" | xz -dc 2>/dev/null > "$work/vmlinux" || true
+    [[ "$(head -c 4 "$work/vmlinux" | od -An -c | tr -d ' ')" == "177ELF" ]] \
+        || { echo "build.sh: extracted kernel is not an ELF image" >&2; exit 1; }
+    mkdir -p "$work/out/modules"
+    for m in $MODULES; do
+        ko=$(find "$work"/x/lib/modules -name "$m.ko" | head -1)
+        [[ -n "$ko" ]] || { echo "build.sh: module $m not in $KPKG" >&2; exit 1; }
+        cp "$ko" "$work/out/modules/"
+    done
+    mv "$work/vmlinux" "$work/out/vmlinux"
+    echo "$KPKG $KVER" > "$work/out/release"
+    rm -rf "$KDIR"
+    mv "$work/out" "$KDIR"
+    touch "$KDIR/done"
+    rm -rf "$work"
+    trap - EXIT
+fi
+
+# ---------------------------------------------------------------- rootfs
+versions=""
+for p in ${ROOT_PACKAGES//,/ } bash libc6; do versions+="$p=$(candidate "$p") "; done
+ROOT_KEY=$(echo "$RECIPE_VERSION $ROOT_PACKAGES $versions $MIRROR $SECURITY" | sha256sum | cut -c1-16)
+ROOTFS="$CACHE/rootfs-$ROOT_KEY.erofs"
+if [[ ! -f "$ROOTFS" ]]; then
+    log "root filesystem ($versions)"
+    work=$(mktemp -d "$CACHE/.rootfs.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    debootstrap --variant=minbase --include="$ROOT_PACKAGES" bookworm "$work/root" "$MIRROR" \
+        > "$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
+    {
+        echo "deb $MIRROR bookworm main"
+        [[ -n "$UPDATES" ]] && echo "deb $UPDATES bookworm-updates main"
+        [[ -n "$SECURITY" ]] && echo "deb $SECURITY bookworm-security main"
+    } > "$work/root/etc/apt/sources.list"
+    # Security fixes for the interpreters the guest exposes to hostile code.
+    chroot "$work/root" /bin/sh -c 'apt-get -qq update && DEBIAN_FRONTEND=noninteractive apt-get -qq -y upgrade' \
+        > "$work/upgrade.log" 2>&1 || { tail -20 "$work/upgrade.log" >&2; exit 1; }
+    chroot "$work/root" useradd --no-create-home --uid 1000 --user-group \
+        --home-dir /home/sandbox --shell /bin/bash sandbox
+    install -d -m 0755 -o 1000 -g 1000 "$work/root/home/sandbox"
+    echo sandbox > "$work/root/etc/hostname"
+    : > "$work/root/etc/machine-id"
+    # Nothing in the guest may gain privilege through a file mode.
+    find "$work/root" -xdev -type f -perm /6000 -exec chmod ug-s {} +
+    rm -rf "$work"/root/var/lib/apt/lists/* "$work"/root/var/cache/apt/* \
+        "$work"/root/var/cache/debconf/*-old "$work"/root/var/log/* \
+        "$work"/root/usr/share/doc "$work"/root/usr/share/man "$work"/root/usr/share/info \
+        "$work"/root/usr/share/locale "$work"/root/tmp/* "$work"/root/run/*
+    # Fixed timestamp and UUID so the same tree gives the same image.
+    mkfs.erofs -T0 -U 6c3f3e1e-5b1d-4d7e-9a53-73616e64626f "$work/rootfs.erofs" "$work/root" \
+        > "$work/mkfs.log" 2>&1 || { cat "$work/mkfs.log" >&2; exit 1; }
+    mv "$work/rootfs.erofs" "$ROOTFS"
+    rm -rf "$work"
+    trap - EXIT
+fi
+
+# ---------------------------------------------------------------- initramfs
+INIT_KEY=$( (sha "$AGENT"; cat "$KDIR"/modules/*.ko | sha256sum; echo "$MODULES $SCRIPT_HASH") | sha256sum | cut -c1-16)
+INITRD="$CACHE/initramfs-$INIT_KEY.cpio"
+if [[ ! -f "$INITRD" ]]; then
+    log "initramfs"
+    work=$(mktemp -d "$CACHE/.initramfs.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    mkdir -p "$work/root/lib/modules" "$work/root/dev" "$work/root/proc" "$work/root/sys" "$work/root/sysroot"
+    install -m 0755 "$AGENT" "$work/root/init"
+    for m in $MODULES; do cp "$KDIR/modules/$m.ko" "$work/root/lib/modules/"; done
+    echo "$MODULES" | tr ' ' '\n' > "$work/root/lib/modules/load-order"
+    # Uncompressed: decompression is pure cost under TCG.
+    (cd "$work/root" && find . -mindepth 1 -print0 | LC_ALL=C sort -z \
+        | cpio --null --create --format=newc --owner=0:0 --reproducible --quiet) > "$work/initramfs.cpio"
+    touch -d @0 "$work/initramfs.cpio"
+    mv "$work/initramfs.cpio" "$INITRD"
+    rm -rf "$work"
+    trap - EXIT
+fi
+
+# ---------------------------------------------------------------- output
+place() { # place SRC NAME: hard link from the cache when possible
+    if [[ "$(stat -c %i "$1")" != "$(stat -c %i "$OUT/$2" 2>/dev/null || true)" ]]; then
+        ln -f "$1" "$OUT/.$2.tmp" 2>/dev/null || cp "$1" "$OUT/.$2.tmp"
+        mv -f "$OUT/.$2.tmp" "$OUT/$2"
+    fi
+}
+place "$KDIR/vmlinux" vmlinux
+place "$INITRD" initramfs.cpio
+place "$ROOTFS" rootfs.erofs
+keys="kernel-$KVER rootfs-$ROOT_KEY initramfs-$INIT_KEY"
+if [[ "$(cat "$OUT/.keys" 2>/dev/null || true)" != "$keys" || ! -f "$OUT/manifest" ]]; then
+    {
+        echo "# sandboxd guest images: sha256 role file; kernel $(cat "$KDIR/release")"
+        echo "$(sha "$OUT/vmlinux") kernel vmlinux"
+        echo "$(sha "$OUT/initramfs.cpio") initrd initramfs.cpio"
+        echo "$(sha "$OUT/rootfs.erofs") rootfs rootfs.erofs"
+    } > "$OUT/.manifest.tmp"
+    mv "$OUT/.manifest.tmp" "$OUT/manifest"
+    echo "$keys" > "$OUT/.keys"
+    log "images ready in $OUT"
+else
+    log "images up to date in $OUT"
+fi

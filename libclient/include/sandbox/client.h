@@ -1,0 +1,79 @@
+// libsandbox C++ API: run code in sandboxd's disposable microVMs.
+//
+//   sandbox::Client client;                      // default socket
+//   sandbox::RunRequest req{.language = sandbox::Language::python, .code = "print(1)"};
+//   auto result = client.run(req, [](sandbox::Stream s, std::string_view chunk) { ... });
+//   if (!result) std::cerr << result.error().describe();
+//
+// A Client is cheap, copyable and thread-safe: every call uses its own
+// connection to the daemon.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "sandbox/result.h"
+
+namespace sandbox {
+
+inline constexpr const char* kDefaultSocketPath = "/run/sandboxd/sandboxd.sock";
+
+enum class Language { python, javascript, raw };
+std::string_view language_name(Language language);
+std::optional<Language> parse_language(std::string_view name);
+
+enum class Stream { out, err };
+
+struct RunRequest {
+  Language language = Language::python;
+  std::string code;
+  std::vector<std::pair<std::string, std::string>> env;
+  std::chrono::milliseconds timeout{30'000};
+  uint32_t memory_mb = 256;
+};
+
+struct Timing {
+  uint64_t setup_ms = 0;
+  uint64_t boot_ms = 0;
+  uint64_t execute_ms = 0;
+  uint64_t total_ms = 0;
+};
+
+struct RunResult {
+  std::string stdout_data;  // bytes, exactly as written by the code
+  std::string stderr_data;
+  bool stdout_truncated = false;
+  bool stderr_truncated = false;
+  int exit_code = 0;
+  int signal = 0;
+  bool timed_out = false;
+  uint64_t execution_time_ms = 0;
+  Timing timing;
+  bool warm_pool_hit = false;
+  std::string accelerator;
+};
+
+// Called for each chunk of output while the code runs, on the calling thread.
+using OutputCallback = std::function<void(Stream stream, std::string_view data)>;
+
+class Client {
+ public:
+  explicit Client(std::string socket_path = kDefaultSocketPath) : socket_path_(std::move(socket_path)) {}
+
+  // Runs `request` in a fresh VM; blocks until the result. Errors carry a
+  // code from the shared taxonomy (invalid_argument, capacity, ...).
+  Result<RunResult> run(const RunRequest& request, const OutputCallback& on_output = {}) const;
+
+  const std::string& socket_path() const { return socket_path_; }
+
+ private:
+  std::string socket_path_;
+};
+
+}  // namespace sandbox
