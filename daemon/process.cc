@@ -120,6 +120,9 @@ std::optional<int> Process::try_wait() {
 void Process::kill_and_wait() {
   if (!pidfd_ || status_) return;
   pidfd_send_signal(pidfd_.get(), SIGKILL);
+  // An event loop may have made the pidfd non-blocking; this wait must block.
+  int flags = ::fcntl(pidfd_.get(), F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK)) ::fcntl(pidfd_.get(), F_SETFL, flags & ~O_NONBLOCK);
   siginfo_t info{};
   while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &info, WEXITED) != 0 &&
          errno == EINTR) {
