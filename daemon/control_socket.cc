@@ -72,6 +72,7 @@ class Connection : public RunObserver, public std::enable_shared_from_this<Conne
 
   // Refuses the connection with one error frame, then closes once it is written.
   void refuse(ErrorCode code, std::string message) {
+    drop_runs();
     send(proto::ErrorReply{0, code, std::move(message)});
     closing_ = true;
     uv_read_stop(stream());
@@ -111,14 +112,15 @@ class Connection : public RunObserver, public std::enable_shared_from_this<Conne
 
   void on_bytes(std::string_view bytes) {
     if (closing_) return;
-    if (auto r = decoder_.feed(bytes); !r) return close(r.error().message);
+    // A frame we cannot parse means the rest of the stream cannot be
+    // trusted either: say why once, then close.
+    if (auto r = decoder_.feed(bytes); !r) return refuse(ErrorCode::invalid_argument, r.error().message);
     std::string payload;
-    while (!closed_ && decoder_.next(&payload)) {
+    while (!closing_ && decoder_.next(&payload)) {
       auto m = proto::decode(payload);
-      // A frame we cannot parse means the stream is not ours to trust.
-      if (!m) return close(m.error().message);
+      if (!m) return refuse(ErrorCode::invalid_argument, m.error().message);
       auto* run = std::get_if<proto::RunRequest>(&*m);
-      if (!run) return close("unexpected message from client");
+      if (!run) return refuse(ErrorCode::invalid_argument, "a client may only send run requests");
       on_run(std::move(*run));
     }
   }

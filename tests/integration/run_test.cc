@@ -1,0 +1,191 @@
+// Runs real code in real VMs through sandboxctl and libsandbox.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include "harness.h"
+#include "sandbox/client.h"
+
+using namespace sandbox;
+using namespace sandbox::test;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+CmdResult ctl(std::vector<std::string> args, const std::string& input = {}) {
+  std::vector<std::string> argv = {SANDBOXCTL_BIN, "run", "--socket", TestDaemon::shared().socket()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_command(argv, input, std::chrono::seconds(120));
+}
+
+Client client() { return Client(TestDaemon::shared().socket()); }
+
+RunRequest req(Language l, std::string code, int timeout_ms = 30'000) {
+  RunRequest r;
+  r.language = l;
+  r.code = std::move(code);
+  r.timeout = std::chrono::milliseconds(timeout_ms);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("sandboxctl runs Python and prints its output") {
+  auto r = ctl({"print(\"Hello from sandbox\")"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "Hello from sandbox\n");
+  CHECK(r.err.empty());
+}
+
+TEST_CASE("sandboxctl runs JavaScript") {
+  auto r = ctl({"-l", "javascript", "console.log(6*7)"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "42\n");
+}
+
+TEST_CASE("sandboxctl runs shell in the guest kernel with the caller's environment") {
+  auto r = ctl({"-l", "raw", "-e", "GREETING=hi there", "echo $((6*7)); uname -r; echo \"$GREETING\"; id -u"});
+  CHECK(r.exit_code == 0);
+  std::istringstream lines(r.out);
+  std::string answer, kernel, greeting, uid;
+  std::getline(lines, answer), std::getline(lines, kernel), std::getline(lines, greeting), std::getline(lines, uid);
+  CHECK(answer == "42");
+  // Debian's kernel inside the guest, whatever the host runs.
+  CHECK(kernel.find("-amd64") != std::string::npos);
+  CHECK(greeting == "hi there");
+  CHECK(uid != "0");
+}
+
+TEST_CASE("code from stdin, and sandboxctl exits with the code's status") {
+  auto r = ctl({"-"}, "import sys; print(\"x\"); sys.exit(3)\n");
+  CHECK(r.exit_code == 3);
+  CHECK(r.out == "x\n");
+}
+
+TEST_CASE("several files run concurrently, language from the extension") {
+  auto dir = TestDaemon::shared().dir();
+  std::ofstream(dir + "/script.py") << "import sys\nprint('python', sys.version_info.major)\n";
+  std::ofstream(dir + "/app.js") << "console.log('node', typeof process.version)\n";
+  auto start = Clock::now();
+  auto r = ctl({"-q", dir + "/script.py", dir + "/app.js"});
+  auto elapsed = Clock::now() - start;
+  std::filesystem::remove(dir + "/script.py");
+  std::filesystem::remove(dir + "/app.js");
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("python 3\n") != std::string::npos);
+  CHECK(r.out.find("node string\n") != std::string::npos);
+  MESSAGE("two sources took " << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count() << " ms");
+}
+
+TEST_CASE("--json prints one object with the result fields") {
+  auto r = ctl({"--json", "print(1)"});
+  CHECK(r.exit_code == 0);
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+  for (const char* field : {"\"stdout\":\"1\\n\"", "\"stderr\":\"\"", "\"exit_code\":0", "\"signal\":0",
+                            "\"timed_out\":false", "\"stdout_truncated\":false", "\"execution_time_ms\":",
+                            "\"timing\":{\"setup_ms\":", "\"boot_ms\":", "\"execute_ms\":", "\"total_ms\":",
+                            "\"warm_pool_hit\":false", "\"accelerator\":\"tcg\""})
+    CHECK_MESSAGE(r.out.find(field) != std::string::npos, field << " in " << r.out);
+}
+
+TEST_CASE("stderr and exit codes are reported separately") {
+  auto r = client().run(req(Language::python, "import sys\nprint('to out')\nprint('to err', file=sys.stderr)\nsys.exit(42)"));
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->stdout_data == "to out\n");
+  CHECK(r->stderr_data == "to err\n");
+  CHECK(r->exit_code == 42);
+  CHECK(r->signal == 0);
+  CHECK_FALSE(r->timed_out);
+  CHECK(r->accelerator == "tcg");
+  CHECK(r->timing.boot_ms > 0);
+  CHECK(r->timing.total_ms >= r->timing.boot_ms);
+}
+
+TEST_CASE("a process killed by a signal reports the signal") {
+  auto r = client().run(req(Language::raw, "echo started; kill -9 $$"));
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->stdout_data == "started\n");
+  CHECK(r->signal == 9);
+  CHECK(r->exit_code == 137);
+  CHECK_FALSE(r->timed_out);
+}
+
+TEST_CASE("output streams while the code runs") {
+  std::mutex mu;
+  std::vector<std::pair<Clock::time_point, std::string>> chunks;
+  auto r = client().run(req(Language::python, "import time\nprint('first')\ntime.sleep(2)\nprint('second')"),
+                        [&](Stream s, std::string_view d) {
+                          std::lock_guard l(mu);
+                          if (s == Stream::out) chunks.emplace_back(Clock::now(), std::string(d));
+                        });
+  auto finished = Clock::now();
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  REQUIRE(chunks.size() >= 2);
+  // "first\n" was complete on our side while the program still slept.
+  std::string joined;
+  Clock::time_point first_seen{};
+  for (auto& c : chunks) {
+    joined += c.second;
+    if (first_seen == Clock::time_point{} && joined.starts_with("first\n")) first_seen = c.first;
+  }
+  REQUIRE(first_seen != Clock::time_point{});
+  CHECK(finished - first_seen >= std::chrono::milliseconds(1500));
+  CHECK(joined == r->stdout_data);
+  CHECK(r->stdout_data == "first\nsecond\n");
+}
+
+TEST_CASE("a timeout kills a busy loop and keeps the output written before it") {
+  auto r = client().run(req(Language::python, "print('before', flush=True)\nwhile True: pass", 1500));
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->timed_out);
+  CHECK(r->stdout_data == "before\n");
+  CHECK(r->signal != 0);
+  auto c = ctl({"-l", "raw", "-t", "1", "echo tick; sleep 30"});
+  CHECK(c.exit_code == 124);
+  CHECK(c.out == "tick\n");
+  CHECK(c.err.find("timed out") != std::string::npos);
+}
+
+TEST_CASE("a SIGTERM-proof process tree is still killed at the timeout") {
+  // The shell ignores TERM and leaves a background child that ignores it too.
+  auto r = client().run(req(Language::raw, "trap '' TERM; (trap '' TERM; sleep 100) & echo up; sleep 100", 1000));
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->timed_out);
+  CHECK(r->stdout_data == "up\n");
+  CHECK(r->signal == 9);
+}
+
+TEST_CASE("a client that disconnects mid-run leaves no QEMU process") {
+  auto& d = TestDaemon::shared();
+  REQUIRE(d.wait_children_at_most(0, std::chrono::seconds(15)));
+  RawClient raw(d.socket());
+  REQUIRE(raw.connected());
+  REQUIRE(raw.send(proto::RunRequest{1, proto::Language::raw, "sleep 60", {}, 60'000, 256}));
+  auto until = Clock::now() + std::chrono::seconds(30);
+  while (d.children().empty() && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  REQUIRE(d.children().size() == 1);
+  // Wait until the VM is running the code, then vanish.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  raw.close();
+  CHECK(d.wait_children_at_most(0, std::chrono::seconds(10)));
+  CHECK(d.log().find("cancelled: caller went away") != std::string::npos);
+}
+
+TEST_CASE("binary output survives unchanged") {
+  auto r = client().run(req(Language::python, "import sys\nsys.stdout.buffer.write(bytes(range(256)))"));
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  std::string all;
+  for (int i = 0; i < 256; ++i) all.push_back(static_cast<char>(i));
+  CHECK(r->stdout_data == all);
+}
+
+extern "C" int c_api_check(const char* socket_path, char* why, size_t why_len);
+
+TEST_CASE("the C API runs code and reports typed errors") {
+  char why[512] = "";
+  CHECK_MESSAGE(c_api_check(TestDaemon::shared().socket().c_str(), why, sizeof why) == 0, why);
+}

@@ -1,0 +1,102 @@
+#include <doctest/doctest.h>
+
+#include "daemon/qemu_argv.h"
+
+using namespace sandbox;
+using namespace sandbox::daemon;
+
+namespace {
+
+VmSpec spec() {
+  VmSpec s;
+  s.qemu = "qemu-system-x86_64";
+  s.accel = Accel::tcg;
+  s.memory_mb = 256;
+  s.vcpus = 1;
+  s.tcg_tb_size_mb = 32;
+  s.kernel = "/img/vmlinux";
+  s.initrd = "/img/initramfs.cpio";
+  s.rootfs = "/img/rootfs.erofs";
+  s.agent_fd = 3;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("golden argv under TCG") {
+  auto a = qemu_argv(spec());
+  REQUIRE(a.ok());
+  std::vector<std::string> expected = {
+      "qemu-system-x86_64",
+      "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on",
+      "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+      "-accel", "tcg,tb-size=32", "-cpu", "max",
+      "-m", "256", "-smp", "1",
+      "-kernel", "/img/vmlinux",
+      "-initrd", "/img/initramfs.cpio",
+      "-append", kKernelCmdline,
+      "-drive", "file=/img/rootfs.erofs,format=raw,if=none,readonly=on,id=root",
+      "-device", "virtio-blk-device,drive=root",
+      "-device", "virtio-rng-device",
+      "-device", "virtio-serial-device",
+      "-chardev", "socket,id=agent,fd=3",
+      "-device", "virtserialport,chardev=agent,name=org.sandboxd.agent.0",
+      "-serial", "stdio",
+  };
+  CHECK(*a == expected);
+}
+
+TEST_CASE("KVM uses the host CPU and no translation cache option") {
+  auto s = spec();
+  s.accel = Accel::kvm;
+  s.memory_mb = 2048;
+  s.vcpus = 2;
+  auto a = qemu_argv(s);
+  REQUIRE(a.ok());
+  auto at = [&](const std::string& opt) {
+    for (size_t i = 0; i + 1 < a->size(); ++i)
+      if ((*a)[i] == opt) return (*a)[i + 1];
+    return std::string();
+  };
+  CHECK(at("-accel") == "kvm");
+  CHECK(at("-cpu") == "host");
+  CHECK(at("-m") == "2048");
+  CHECK(at("-smp") == "2");
+}
+
+TEST_CASE("a comma in the root image path cannot add drive options") {
+  auto s = spec();
+  s.rootfs = "/img/x,format=qcow2,file.locking=off";
+  auto a = qemu_argv(s);
+  REQUIRE(a.ok());
+  bool found = false;
+  for (auto& arg : *a)
+    if (arg.starts_with("file=")) {
+      CHECK(arg == "file=/img/x,,format=qcow2,,file.locking=off,format=raw,if=none,readonly=on,id=root");
+      found = true;
+    }
+  CHECK(found);
+}
+
+TEST_CASE("paths that could inject are refused") {
+  auto s = spec();
+  s.kernel = "/img/vmlinux\n-monitor stdio";
+  CHECK(qemu_argv(s).error().code == ErrorCode::invalid_argument);
+  s = spec();
+  s.rootfs = "relative/rootfs.erofs";
+  CHECK_FALSE(qemu_argv(s).ok());
+  s = spec();
+  s.initrd = "/img/a,/img/b";
+  CHECK_FALSE(qemu_argv(s).ok());
+  s = spec();
+  s.accel = Accel::automatic;
+  CHECK_FALSE(qemu_argv(s).ok());
+  s = spec();
+  s.memory_mb = 0;
+  CHECK_FALSE(qemu_argv(s).ok());
+}
+
+TEST_CASE("qemu_escape doubles commas only") {
+  CHECK(qemu_escape("a,b,,c") == "a,,b,,,,c");
+  CHECK(qemu_escape("plain") == "plain");
+}
