@@ -47,7 +47,12 @@ daemon=$!
 cleanup() { kill "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; rm -rf "$demo"; }
 trap cleanup EXIT
 for _ in $(seq 600); do [[ -S "$demo/sandboxd.sock" ]] && break; sleep 0.1; done
-ctl() { echo "\$ sandboxctl run $*"; build/bin/sandboxctl run --socket "$demo/sandboxd.sock" "$@"; }
+ctl() {
+  local shown=""
+  for a in "$@"; do [[ $a == -* ]] && shown+=" $a" || shown+=" '$a'"; done
+  echo "\$ sandboxctl run$shown"
+  build/bin/sandboxctl run --socket "$demo/sandboxd.sock" "$@"
+}
 ctl 'print("Hello from sandbox")'
 ctl -l javascript 'console.log(6*7)'
 ctl -l raw 'echo $((6*7)); uname -r'

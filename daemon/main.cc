@@ -141,6 +141,10 @@ int run(int argc, char** argv) {
     }
   }
   spec.accel = accel.accel;
+  if (accel.accel == Accel::tcg) {
+    spec.tsc_khz = measure_tsc_khz();
+    log_info("host TSC " + std::to_string(spec.tsc_khz) + " kHz passed to TCG guests");
+  }
   if (accel.accel == Accel::tcg)
     log_warning("accelerator tcg: " + accel.reason + "; VMs boot in seconds, not milliseconds");
   else

@@ -1,5 +1,13 @@
 #include "daemon/qemu_argv.h"
 
+#include <time.h>
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
+
+#include <algorithm>
+#include <fstream>
+
 #include "common/protocol.h"
 
 namespace sandbox::daemon {
@@ -15,6 +23,42 @@ Result<void> check_path(std::string_view what, const std::string& path) {
 }
 
 }  // namespace
+
+std::string kernel_cmdline(const VmSpec& spec) {
+  std::string cmdline = kKernelCmdline;
+  if (spec.accel == Accel::tcg && spec.tsc_khz > 0) cmdline += " tsc_early_khz=" + std::to_string(spec.tsc_khz);
+  return cmdline;
+}
+
+uint32_t measure_tsc_khz() {
+#if defined(__x86_64__)
+  // Only an invariant TSC ticks at a fixed rate worth passing on.
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  bool invariant = false;
+  while (std::getline(cpuinfo, line) && !line.empty())
+    if (line.starts_with("flags")) invariant = line.find(" constant_tsc") != std::string::npos &&
+                                               line.find(" nonstop_tsc") != std::string::npos;
+  if (!invariant) return 0;
+  std::vector<uint64_t> samples;
+  for (int i = 0; i < 5; ++i) {
+    timespec t0{}, t1{};
+    ::clock_gettime(CLOCK_MONOTONIC_RAW, &t0);
+    uint64_t c0 = __rdtsc();
+    timespec pause{0, 10'000'000};
+    ::nanosleep(&pause, nullptr);
+    ::clock_gettime(CLOCK_MONOTONIC_RAW, &t1);
+    uint64_t c1 = __rdtsc();
+    auto ns = (t1.tv_sec - t0.tv_sec) * 1'000'000'000LL + (t1.tv_nsec - t0.tv_nsec);
+    if (ns > 0) samples.push_back((c1 - c0) * 1'000'000 / static_cast<uint64_t>(ns));
+  }
+  if (samples.empty()) return 0;
+  std::sort(samples.begin(), samples.end());
+  return static_cast<uint32_t>(samples[samples.size() / 2]);
+#else
+  return 0;
+#endif
+}
 
 std::string qemu_escape(std::string_view value) {
   std::string out;
@@ -54,7 +98,7 @@ Result<std::vector<std::string>> qemu_argv(const VmSpec& s) {
       "-smp", std::to_string(s.vcpus),
       "-kernel", s.kernel,
       "-initrd", s.initrd,
-      "-append", kKernelCmdline,
+      "-append", kernel_cmdline(s),
       "-drive", "file=" + qemu_escape(s.rootfs) + ",format=raw,if=none,readonly=on,id=root",
       "-device", "virtio-blk-device,drive=root",
       "-device", "virtio-rng-device",

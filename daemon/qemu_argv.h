@@ -22,13 +22,22 @@ struct VmSpec {
   std::string rootfs;
   // Descriptor number, in QEMU's process, of the connected agent socket.
   int agent_fd = 3;
+  // Under TCG the guest reads the host's TSC; its early calibration against
+  // the emulated PIT fails now and then and the boot hangs. Passing the
+  // measured frequency skips that calibration. 0: let the guest calibrate.
+  uint32_t tsc_khz = 0;
 };
 
 // Fixed guest kernel arguments; nothing user-controlled reaches them.
 inline constexpr const char* kKernelCmdline =
     "console=ttyS0 quiet panic=-1 pci=off cryptomgr.notests random.trust_cpu=on";
 
+std::string kernel_cmdline(const VmSpec& spec);
 Result<std::vector<std::string>> qemu_argv(const VmSpec& spec);
+
+// The host's TSC frequency in kHz, measured against CLOCK_MONOTONIC_RAW;
+// 0 if the host has no invariant TSC.
+uint32_t measure_tsc_khz();
 
 // QEMU's option syntax: a ',' inside a value is written ',,'.
 std::string qemu_escape(std::string_view value);

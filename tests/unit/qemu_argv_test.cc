@@ -46,6 +46,24 @@ TEST_CASE("golden argv under TCG") {
   CHECK(*a == expected);
 }
 
+TEST_CASE("under TCG the measured TSC frequency reaches the guest kernel") {
+  auto s = spec();
+  s.tsc_khz = 2596102;
+  CHECK(kernel_cmdline(s) == std::string(kKernelCmdline) + " tsc_early_khz=2596102");
+  s.accel = Accel::kvm;
+  CHECK(kernel_cmdline(s) == kKernelCmdline);
+}
+
+TEST_CASE("the host TSC measurement is plausible when there is one") {
+  uint32_t khz = measure_tsc_khz();
+  if (khz == 0) {
+    MESSAGE("SKIPPED: host has no invariant TSC");
+    return;
+  }
+  CHECK(khz > 100'000);      // 100 MHz
+  CHECK(khz < 10'000'000);   // 10 GHz
+}
+
 TEST_CASE("KVM uses the host CPU and no translation cache option") {
   auto s = spec();
   s.accel = Accel::kvm;
