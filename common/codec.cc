@@ -38,13 +38,17 @@ void header(Packer& p, std::string_view type, uint32_t fields) {
 
 struct Encoder {
   Packer& p;
-  void operator()(const RunRequest& m) {
-    header(p, "run", 6);
+  template <class Job>
+  void job(const Job& m) {
     put_str(p, "id"), p.pack(m.id);
     put_str(p, "language"), put_str(p, language_name(m.language));
     put_str(p, "code"), put_bin(p, m.code);
     put_str(p, "env"), put_env(p, m.env);
     put_str(p, "timeout_ms"), p.pack(m.timeout_ms);
+  }
+  void operator()(const RunRequest& m) {
+    header(p, "run", 6);
+    job(m);
     put_str(p, "memory_mb"), p.pack(m.memory_mb);
   }
   void operator()(const Output& m) {
@@ -86,11 +90,7 @@ struct Encoder {
   }
   void operator()(const Exec& m) {
     header(p, "exec", 5);
-    put_str(p, "id"), p.pack(m.id);
-    put_str(p, "language"), put_str(p, language_name(m.language));
-    put_str(p, "code"), put_bin(p, m.code);
-    put_str(p, "env"), put_env(p, m.env);
-    put_str(p, "timeout_ms"), p.pack(m.timeout_ms);
+    job(m);
   }
   void operator()(const ExecDone& m) {
     header(p, "exec_done", 5);
@@ -252,6 +252,16 @@ Stream read_stream(Fields& f, bool* okay) {
   return name == "stderr" ? Stream::err : Stream::out;
 }
 
+// The fields a run request and an exec share: what to run and for how long.
+template <class Job>
+void read_job(Fields& f, Job& m, bool* okay) {
+  m.id = f.u64("id");
+  m.language = read_language(f, okay);
+  m.code = f.bytes("code", limits::kMaxCodeBytes);
+  m.env = f.env("env");
+  m.timeout_ms = static_cast<uint32_t>(f.u64("timeout_ms", UINT32_MAX));
+}
+
 template <class T>
 Result<Message> finish(Fields& f, T&& message) {
   if (auto r = f.finish(); !r) return std::move(r).error();
@@ -265,11 +275,7 @@ Result<Message> decode_object(const msgpack::object& obj) {
   bool okay = true;
   if (type == "run") {
     RunRequest m;
-    m.id = f.u64("id");
-    m.language = read_language(f, &okay);
-    m.code = f.bytes("code", limits::kMaxCodeBytes);
-    m.env = f.env("env");
-    m.timeout_ms = static_cast<uint32_t>(f.u64("timeout_ms", UINT32_MAX));
+    read_job(f, m, &okay);
     m.memory_mb = static_cast<uint32_t>(f.u64("memory_mb", UINT32_MAX));
     if (!okay) return bad("unknown language");
     return finish(f, std::move(m));
@@ -323,11 +329,7 @@ Result<Message> decode_object(const msgpack::object& obj) {
   }
   if (type == "exec") {
     Exec m;
-    m.id = f.u64("id");
-    m.language = read_language(f, &okay);
-    m.code = f.bytes("code", limits::kMaxCodeBytes);
-    m.env = f.env("env");
-    m.timeout_ms = static_cast<uint32_t>(f.u64("timeout_ms", UINT32_MAX));
+    read_job(f, m, &okay);
     if (!okay) return bad("unknown language");
     return finish(f, std::move(m));
   }
