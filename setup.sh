@@ -11,7 +11,7 @@ PACKAGES=(
   # libraries
   libuv1-dev libmsgpack-cxx-dev libsystemd-dev libseccomp-dev libcap-dev libzstd-dev libssl-dev doctest-dev
   # VMs and guest images
-  qemu-system-x86 debootstrap erofs-utils cpio xz-utils
+  qemu-system-x86 debootstrap debian-archive-keyring gnupg erofs-utils cpio xz-utils
   # benchmark peer
   bubblewrap
 )
