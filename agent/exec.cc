@@ -13,6 +13,7 @@
 #include <fstream>
 #include <vector>
 
+#include "agent/seccomp.h"
 #include "agent/system.h"
 #include "common/limits.h"
 
@@ -68,7 +69,8 @@ void child_fail(const char* what) {
 
 }  // namespace
 
-Result<std::unique_ptr<Execution>> Execution::start(const proto::Exec& exec, const std::string& tree) {
+Result<std::unique_ptr<Execution>> Execution::start(const proto::Exec& exec, const std::string& tree,
+                                                    const std::vector<sock_filter>& filter) {
   auto interp = interpreter_for(exec.language);
   if (auto r = write_file(interp.file, exec.code); !r) return r.error();
 
@@ -98,6 +100,10 @@ Result<std::unique_ptr<Execution>> Execution::start(const proto::Exec& exec, con
   if (!tree.empty()) {
     // Anything left from an earlier exec must not join this one.
     if (std::ofstream kill(tree + "/cgroup.kill"); kill) kill << "1";
+    if (exec.pids_max > 0) {
+      std::ofstream pids(tree + "/pids.max");
+      if (!(pids << exec.pids_max << std::flush)) return Error::sys("write", tree + "/pids.max");
+    }
     procs.reset(::open((tree + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
     if (!procs) return Error::sys("open", tree + "/cgroup.procs");
   }
@@ -114,6 +120,9 @@ Result<std::unique_ptr<Execution>> Execution::start(const proto::Exec& exec, con
   auto self = std::unique_ptr<Execution>(new Execution());
   self->id_ = exec.id;
   self->tree_ = tree;
+  self->grace_ = std::chrono::milliseconds(exec.grace_ms);
+  self->limit_[0] = exec.stdout_limit;
+  self->limit_[1] = exec.stderr_limit;
   self->started_ = Clock::now();
   pid_t pid = ::fork();
   if (pid < 0) return Error::sys("fork");
@@ -127,6 +136,7 @@ Result<std::unique_ptr<Execution>> Execution::start(const proto::Exec& exec, con
         ::setresuid(kUserUid, kUserUid, kUserUid) != 0)
       child_fail("dropping privileges");
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail("no_new_privs");
+    if (!filter.empty() && !install_filter(filter)) child_fail("seccomp");
     if (::chdir(kUserHome.data()) != 0) child_fail("chdir home");
     sigset_t none;
     sigemptyset(&none);
@@ -153,11 +163,17 @@ Execution::~Execution() {
 bool Execution::drain(int fd, const std::function<void(proto::Stream, std::string_view)>& sink) {
   unique_fd& pipe = fd == out_.get() ? out_ : err_;
   auto stream = fd == out_.get() ? proto::Stream::out : proto::Stream::err;
+  int s = stream == proto::Stream::out ? 0 : 1;
   static char buf[limits::kOutputChunkBytes];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof buf);
     if (n > 0) {
-      sink(stream, std::string_view(buf, static_cast<size_t>(n)));
+      // Past the limit the pipe is still drained, so the program runs on.
+      uint64_t room = limit_[s] > sent_[s] ? limit_[s] - sent_[s] : 0;
+      uint64_t keep = std::min<uint64_t>(room, static_cast<uint64_t>(n));
+      if (keep < static_cast<uint64_t>(n)) truncated_[s] = true;
+      if (keep > 0) sink(stream, std::string_view(buf, keep));
+      sent_[s] += keep;
       // One chunk per wake-up keeps both streams and the host channel fair.
       return true;
     }
@@ -195,7 +211,7 @@ void Execution::on_timer() {
     timed_out_ = !exit_status_.has_value();
     term_sent_ = true;
     signal_tree(SIGTERM);
-    arm(timer_.get(), kTerminateGrace);
+    arm(timer_.get(), grace_);
   } else {
     signal_tree(SIGKILL);
   }
@@ -212,6 +228,8 @@ proto::ExecDone Execution::result() const {
   proto::ExecDone done;
   done.id = id_;
   done.timed_out = timed_out_;
+  done.stdout_truncated = truncated_[0];
+  done.stderr_truncated = truncated_[1];
   int st = exit_status_.value_or(0);
   if (WIFEXITED(st)) {
     done.exit_code = WEXITSTATUS(st);

@@ -9,6 +9,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include <linux/filter.h>
 
 #include "common/protocol.h"
 #include "common/result.h"
@@ -16,8 +19,6 @@
 
 namespace sandbox::agent {
 
-// After SIGTERM at the deadline, how long the tree has before SIGKILL.
-inline constexpr std::chrono::milliseconds kTerminateGrace{2000};
 
 class Execution {
  public:
@@ -25,7 +26,9 @@ class Execution {
 
   // Forks the user process; `tree` is the cgroup directory that will hold
   // the whole process tree, or empty to fall back to the process group.
-  static Result<std::unique_ptr<Execution>> start(const proto::Exec& exec, const std::string& tree);
+  // `filter` is the seccomp program installed in the child before exec.
+  static Result<std::unique_ptr<Execution>> start(const proto::Exec& exec, const std::string& tree,
+                                                  const std::vector<sock_filter>& filter);
   ~Execution();
 
   uint64_t id() const { return id_; }
@@ -34,7 +37,8 @@ class Execution {
   int timer_fd() const { return timer_.get(); }
   pid_t pid() const { return pid_; }
 
-  // Reads what is available on a pipe; returns false at EOF (and closes it).
+  // Reads what is available on a pipe and passes on what fits the stream's
+  // limit; returns false at EOF (and closes it).
   bool drain(int fd, const std::function<void(proto::Stream, std::string_view)>& sink);
   // The deadline or the grace period expired.
   void on_timer();
@@ -57,6 +61,10 @@ class Execution {
   std::optional<int> exit_status_;
   bool timed_out_ = false;
   bool term_sent_ = false;
+  std::chrono::milliseconds grace_{0};
+  uint64_t limit_[2] = {0, 0};  // per stream: stdout, stderr
+  uint64_t sent_[2] = {0, 0};
+  bool truncated_[2] = {false, false};
 };
 
 // Reaps every child that has exited; reports the main process of `exec`.

@@ -11,6 +11,7 @@
 
 #include "agent/exec.h"
 #include "agent/log.h"
+#include "agent/seccomp.h"
 #include "agent/system.h"
 #include "common/framing.h"
 #include "common/limits.h"
@@ -22,13 +23,16 @@ constexpr const char* kExecTree = "/sys/fs/cgroup/exec";
 
 class Agent {
  public:
-  Agent(unique_fd port, unique_fd sigchld, unique_fd epoll)
-      : port_(std::move(port)), sigchld_(std::move(sigchld)), epoll_(std::move(epoll)) {}
+  Agent(unique_fd port, unique_fd sigchld, unique_fd epoll, std::vector<sock_filter> filter)
+      : port_(std::move(port)), sigchld_(std::move(sigchld)), epoll_(std::move(epoll)), filter_(std::move(filter)) {}
 
   Result<void> run() {
     watch(port_.get());
     watch(sigchld_.get());
-    if (::mkdir(kExecTree, 0755) == 0 || errno == EEXIST) tree_ = kExecTree;
+    if (auto r = setup_exec_cgroup(kExecTree); r)
+      tree_ = kExecTree;
+    else
+      log("no exec cgroup (%s): process trees are tracked by session", r.error().message.c_str());
     if (auto r = send(proto::Hello{proto::kProtocolVersion, kernel_release()}); !r) return r;
     epoll_event events[8];
     for (;;) {
@@ -103,7 +107,7 @@ class Agent {
 
   Result<void> start(const proto::Exec& exec) {
     if (exec_) return send(proto::ErrorReply{exec.id, ErrorCode::guest_error, "an exec is already running"});
-    auto started = Execution::start(exec, tree_);
+    auto started = Execution::start(exec, tree_, filter_);
     if (!started) return send(proto::ErrorReply{exec.id, started.error().code, started.error().message});
     exec_ = std::move(started.value());
     watch(exec_->stdout_fd());
@@ -136,6 +140,7 @@ class Agent {
   FrameDecoder decoder_{limits::kMaxAgentFrameBytes};
   std::unique_ptr<Execution> exec_;
   std::string tree_;
+  std::vector<sock_filter> filter_;
 };
 
 Result<void> serve() {
@@ -151,7 +156,11 @@ Result<void> serve() {
   if (!port) return Error::sys("open", *path);
   unique_fd epoll(::epoll_create1(EPOLL_CLOEXEC));
   if (!epoll) return Error::sys("epoll_create1");
-  Agent agent(std::move(port), std::move(sigchld), std::move(epoll));
+  if (::getpid() == 1)
+    if (auto r = lock_down(); !r) return std::move(r).error().context("locking down the guest");
+  auto filter = build_user_filter();
+  if (!filter) return std::move(filter).error();
+  Agent agent(std::move(port), std::move(sigchld), std::move(epoll), std::move(*filter));
   return agent.run();
 }
 

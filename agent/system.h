@@ -17,8 +17,16 @@ inline constexpr gid_t kUserGid = 1000;
 inline constexpr std::string_view kUserHome = "/home/sandbox";
 inline constexpr std::string_view kRootDevice = "/dev/vda";
 
+// Memory kept back from user code for the kernel and the agent.
+inline constexpr uint64_t kAgentReserveKb = 24 << 10;
+
 // Mounts, loads modules and switches to the root image.
 Result<void> setup_system();
+// After the host channel is open: kernel knobs, read-only /proc/sys and
+// /sys, and a minimal /dev in place of devtmpfs.
+Result<void> lock_down();
+// The cgroup that will hold every exec's process tree.
+Result<void> setup_exec_cgroup(const std::string& tree);
 // Path of the device node of the host channel, once it exists.
 Result<std::string> find_agent_port(long timeout_ms);
 std::string kernel_release();

@@ -58,7 +58,7 @@ struct Encoder {
     put_str(p, "data"), put_bin(p, m.data);
   }
   void operator()(const RunResult& m) {
-    header(p, "result", 12);
+    header(p, "result", 14);
     put_str(p, "id"), p.pack(m.id);
     put_str(p, "stdout"), put_bin(p, m.stdout_data);
     put_str(p, "stderr"), put_bin(p, m.stderr_data);
@@ -74,6 +74,8 @@ struct Encoder {
     put_str(p, "boot_ms"), p.pack(m.timing.boot_ms);
     put_str(p, "execute_ms"), p.pack(m.timing.execute_ms);
     put_str(p, "total_ms"), p.pack(m.timing.total_ms);
+    put_str(p, "cpu_time_ms"), p.pack(m.cpu_time_ms);
+    put_str(p, "memory_peak_mb"), p.pack(m.memory_peak_mb);
     put_str(p, "warm_pool_hit"), p.pack(m.warm_pool_hit);
     put_str(p, "accelerator"), put_str(p, m.accelerator);
   }
@@ -89,16 +91,22 @@ struct Encoder {
     put_str(p, "kernel"), put_str(p, m.kernel);
   }
   void operator()(const Exec& m) {
-    header(p, "exec", 5);
+    header(p, "exec", 9);
     job(m);
+    put_str(p, "grace_ms"), p.pack(m.grace_ms);
+    put_str(p, "stdout_limit"), p.pack(m.stdout_limit);
+    put_str(p, "stderr_limit"), p.pack(m.stderr_limit);
+    put_str(p, "pids_max"), p.pack(m.pids_max);
   }
   void operator()(const ExecDone& m) {
-    header(p, "exec_done", 5);
+    header(p, "exec_done", 7);
     put_str(p, "id"), p.pack(m.id);
     put_str(p, "exit_code"), p.pack(m.exit_code);
     put_str(p, "signal"), p.pack(m.signal);
     put_str(p, "timed_out"), p.pack(m.timed_out);
     put_str(p, "duration_ms"), p.pack(m.duration_ms);
+    put_str(p, "stdout_truncated"), p.pack(m.stdout_truncated);
+    put_str(p, "stderr_truncated"), p.pack(m.stderr_truncated);
   }
 };
 
@@ -307,6 +315,8 @@ Result<Message> decode_object(const msgpack::object& obj) {
       m.timing.total_ms = tf.u64("total_ms");
       if (auto r = tf.finish(); !r) return std::move(r).error();
     }
+    m.cpu_time_ms = f.u64("cpu_time_ms");
+    m.memory_peak_mb = f.u64("memory_peak_mb");
     m.warm_pool_hit = f.boolean("warm_pool_hit");
     m.accelerator = f.str("accelerator", limits::kMaxNameBytes);
     return finish(f, std::move(m));
@@ -330,6 +340,10 @@ Result<Message> decode_object(const msgpack::object& obj) {
   if (type == "exec") {
     Exec m;
     read_job(f, m, &okay);
+    m.grace_ms = static_cast<uint32_t>(f.u64("grace_ms", UINT32_MAX));
+    m.stdout_limit = f.u64("stdout_limit");
+    m.stderr_limit = f.u64("stderr_limit");
+    m.pids_max = static_cast<uint32_t>(f.u64("pids_max", UINT32_MAX));
     if (!okay) return bad("unknown language");
     return finish(f, std::move(m));
   }
@@ -340,6 +354,8 @@ Result<Message> decode_object(const msgpack::object& obj) {
     m.signal = f.i32("signal");
     m.timed_out = f.boolean("timed_out");
     m.duration_ms = f.u64("duration_ms");
+    m.stdout_truncated = f.boolean("stdout_truncated");
+    m.stderr_truncated = f.boolean("stderr_truncated");
     return finish(f, std::move(m));
   }
   return bad("unknown message type '" + type + "'");

@@ -69,6 +69,8 @@ struct RunResult {
   bool timed_out = false;
   uint64_t execution_time_ms = 0;  // measured by the guest
   Timing timing;
+  uint64_t cpu_time_ms = 0;     // host CPU time of the VM while the code ran
+  uint64_t memory_peak_mb = 0;  // peak host memory of the VM
   bool warm_pool_hit = false;
   std::string accelerator;  // "kvm" or "tcg"
 };
@@ -93,6 +95,10 @@ struct Exec {
   std::string code;
   EnvList env;
   uint32_t timeout_ms = 0;
+  uint32_t grace_ms = 0;      // SIGTERM at the timeout, SIGKILL this much later
+  uint64_t stdout_limit = 0;  // bytes sent back at most; the rest is drained
+  uint64_t stderr_limit = 0;
+  uint32_t pids_max = 0;      // processes and threads of the code at once
 };
 
 // agent -> daemon: the process tree of an exec is gone.
@@ -102,6 +108,8 @@ struct ExecDone {
   int32_t signal = 0;
   bool timed_out = false;
   uint64_t duration_ms = 0;
+  bool stdout_truncated = false;
+  bool stderr_truncated = false;
 };
 
 using Message = std::variant<RunRequest, Output, RunResult, ErrorReply, Hello, Exec, ExecDone>;

@@ -108,7 +108,9 @@ std::string to_json(const Source& src, Language lang, const Result<RunResult>& r
   bytes("stdout", r->stdout_data);
   bytes("stderr", r->stderr_data);
   j += ",\"stdout_truncated\":" + b(r->stdout_truncated) + ",\"stderr_truncated\":" + b(r->stderr_truncated) +
-       ",\"execution_time_ms\":" + std::to_string(r->execution_time_ms) + ",\"timing\":{\"setup_ms\":" +
+       ",\"execution_time_ms\":" + std::to_string(r->execution_time_ms) +
+       ",\"cpu_time_ms\":" + std::to_string(r->cpu_time_ms) +
+       ",\"memory_peak_mb\":" + std::to_string(r->memory_peak_mb) + ",\"timing\":{\"setup_ms\":" +
        std::to_string(r->timing.setup_ms) + ",\"boot_ms\":" + std::to_string(r->timing.boot_ms) +
        ",\"execute_ms\":" + std::to_string(r->timing.execute_ms) + ",\"total_ms\":" +
        std::to_string(r->timing.total_ms) + "},\"warm_pool_hit\":" + b(r->warm_pool_hit) +

@@ -91,6 +91,8 @@ const std::vector<Key>& keys() {
       {"tcg_tb_size_mb", "TCG translation cache per VM in MiB", uint_key(&Config::tcg_tb_size_mb, 8, 1024)},
       {"kill_slack_ms", "time past a run's timeout before the daemon kills the VM",
        uint_key(&Config::kill_slack_ms, 1000, 60'000)},
+      {"kill_grace_ms", "SIGTERM-to-SIGKILL grace at a run's timeout", uint_key(&Config::kill_grace_ms, 0, 30'000)},
+      {"pids_max", "processes and threads one run may have at once", uint_key(&Config::pids_max, 16, 65'536)},
       {"log_level", "debug, info, warning or error",
        [](Config& c, std::string_view v) -> Result<void> {
          if (v != "debug" && v != "info" && v != "warning" && v != "error")

@@ -40,6 +40,10 @@ struct Config {
   uint32_t tcg_tb_size_mb = 32;
   // Extra time past a run's timeout before the daemon kills the VM itself.
   uint32_t kill_slack_ms = 5'000;
+  // At a run's timeout its processes get SIGTERM, then SIGKILL this much later.
+  uint32_t kill_grace_ms = 2'000;
+  // Processes and threads a run may have at once (guest cgroup pids.max).
+  uint32_t pids_max = 256;
   std::string log_level = "info";
 };
 

@@ -155,6 +155,8 @@ int run(int argc, char** argv) {
   mopts.boot_timeout = std::chrono::milliseconds(cfg.boot_timeout_ms);
   mopts.boot_retries = cfg.boot_retries;
   mopts.kill_slack = std::chrono::milliseconds(cfg.kill_slack_ms);
+  mopts.kill_grace = std::chrono::milliseconds(cfg.kill_grace_ms);
+  mopts.pids_max = cfg.pids_max;
   auto manager = std::make_unique<Manager>(&loop, mopts);
 
   AccessPolicy policy{cfg.allowed_uids, cfg.allowed_gids, ::getuid()};

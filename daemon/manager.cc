@@ -3,6 +3,7 @@
 #include "common/limits.h"
 #include "common/validate.h"
 #include "daemon/log.h"
+#include "daemon/process.h"
 #include "daemon/vm.h"
 
 namespace sandbox::daemon {
@@ -58,11 +59,15 @@ class Manager::Run {
 
   void on_ready() {
     ready_ = Clock::now();
-    proto::Exec exec{id_, req_.language, req_.code, req_.env, req_.timeout_ms};
+    const auto& o = mgr_->options_;
+    proto::Exec exec{id_, req_.language, req_.code, req_.env, req_.timeout_ms,
+                     static_cast<uint32_t>(o.kill_grace.count()), limits::kMaxStdoutBytes, limits::kMaxStderrBytes,
+                     o.pids_max};
     if (auto r = vm_->exec(exec); !r) return fail(std::move(r).error());
     exec_sent_ = Clock::now();
+    cpu_at_start_ = usage().cpu_ms;
     // The guest enforces the timeout; this catches a guest that cannot.
-    auto deadline = std::chrono::milliseconds(req_.timeout_ms) + kGuestTerminateGrace + mgr_->options_.kill_slack;
+    auto deadline = std::chrono::milliseconds(req_.timeout_ms) + o.kill_grace + o.kill_slack;
     uv_timer_start(
         kill_timer_.get(),
         [](uv_timer_t* t) {
@@ -95,7 +100,14 @@ class Manager::Run {
     r.signal = d.signal;
     r.timed_out = d.timed_out;
     r.execution_time_ms = d.duration_ms;
+    r.stdout_truncated = r.stdout_truncated || d.stdout_truncated;
+    r.stderr_truncated = r.stderr_truncated || d.stderr_truncated;
     succeed(std::move(r));
+  }
+
+  ProcessUsage usage() const {
+    if (!vm_) return {};
+    return read_process_usage(vm_->pid()).value_or(ProcessUsage{});
   }
 
   void on_host_deadline() {
@@ -136,6 +148,10 @@ class Manager::Run {
     r.timing.boot_ms = ms_between(spawned_, ready_);
     r.timing.execute_ms = ms_between(exec_sent_, now);
     r.timing.total_ms = ms_between(accepted_, now);
+    // Measured on the host, for the QEMU process while the code ran.
+    auto u = usage();
+    r.cpu_time_ms = u.cpu_ms > cpu_at_start_ ? u.cpu_ms - cpu_at_start_ : 0;
+    r.memory_peak_mb = (u.peak_rss_kb + 1023) / 1024;
     r.warm_pool_hit = false;
     r.accelerator = std::string(accel_name(mgr_->options_.vm.accel));
     return r;
@@ -179,6 +195,7 @@ class Manager::Run {
   std::string stdout_, stderr_;
   bool stdout_truncated_ = false, stderr_truncated_ = false;
   Clock::time_point accepted_, spawned_, ready_, exec_sent_;
+  uint64_t cpu_at_start_ = 0;
 };
 
 Manager::Manager(uv_loop_t* loop, ManagerOptions options) : loop_(loop), options_(std::move(options)) {

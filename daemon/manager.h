@@ -41,12 +41,12 @@ struct ManagerOptions {
   VmSpec vm;  // accel, qemu, images, vcpus; memory comes from each request
   std::chrono::milliseconds boot_timeout{20'000};
   uint32_t boot_retries = 1;
-  // Past timeout + guest grace + this, the daemon kills the VM itself.
+  // Past timeout + grace + this, the daemon kills the VM itself.
   std::chrono::milliseconds kill_slack{5'000};
+  // SIGTERM at the timeout, SIGKILL this much later (enforced in the guest).
+  std::chrono::milliseconds kill_grace{2'000};
+  uint32_t pids_max = 256;
 };
-
-// The guest's SIGTERM-to-SIGKILL grace (agent/exec.h), for host deadlines.
-inline constexpr std::chrono::milliseconds kGuestTerminateGrace{2000};
 
 class Manager {
  public:

@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 namespace sandbox::daemon {
 namespace {
@@ -128,6 +130,31 @@ void Process::kill_and_wait() {
          errno == EINTR) {
   }
   status_ = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status;
+}
+
+std::optional<ProcessUsage> read_process_usage(pid_t pid) {
+  std::string base = "/proc/" + std::to_string(pid);
+  std::ifstream stat(base + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return std::nullopt;
+  // The command name may contain spaces and parentheses; fields resume
+  // after the last ')'. utime and stime are fields 14 and 15.
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(close + 2));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  ProcessUsage u;
+  long ticks = ::sysconf(_SC_CLK_TCK);
+  u.cpu_ms = ticks > 0 ? (utime + stime) * 1000 / static_cast<uint64_t>(ticks) : 0;
+  std::ifstream status(base + "/status");
+  while (std::getline(status, line))
+    if (line.starts_with("VmHWM:")) u.peak_rss_kb = std::stoull(line.substr(6));
+  return u;
 }
 
 std::string describe_wait_status(int status) {

@@ -50,6 +50,14 @@ class Process {
   std::optional<int> status_;
 };
 
+// Resource use of a live process from /proc (the fallback when no cgroup
+// accounts for it): CPU time of all its threads and its peak resident set.
+struct ProcessUsage {
+  uint64_t cpu_ms = 0;
+  uint64_t peak_rss_kb = 0;
+};
+std::optional<ProcessUsage> read_process_usage(pid_t pid);
+
 // "exited with status 1" / "killed by signal 9 (Killed)".
 std::string describe_wait_status(int status);
 

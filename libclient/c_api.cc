@@ -100,6 +100,8 @@ int sandbox_result_timed_out(const sandbox_result* r) { return r->r.timed_out; }
 int sandbox_result_stdout_truncated(const sandbox_result* r) { return r->r.stdout_truncated; }
 int sandbox_result_stderr_truncated(const sandbox_result* r) { return r->r.stderr_truncated; }
 uint64_t sandbox_result_execution_time_ms(const sandbox_result* r) { return r->r.execution_time_ms; }
+uint64_t sandbox_result_cpu_time_ms(const sandbox_result* r) { return r->r.cpu_time_ms; }
+uint64_t sandbox_result_memory_peak_mb(const sandbox_result* r) { return r->r.memory_peak_mb; }
 uint64_t sandbox_result_total_ms(const sandbox_result* r) { return r->r.timing.total_ms; }
 uint64_t sandbox_result_boot_ms(const sandbox_result* r) { return r->r.timing.boot_ms; }
 int sandbox_result_warm_pool_hit(const sandbox_result* r) { return r->r.warm_pool_hit; }

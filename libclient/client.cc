@@ -61,6 +61,8 @@ RunResult from_wire(proto::RunResult&& r) {
   out.signal = r.signal;
   out.timed_out = r.timed_out;
   out.execution_time_ms = r.execution_time_ms;
+  out.cpu_time_ms = r.cpu_time_ms;
+  out.memory_peak_mb = r.memory_peak_mb;
   out.timing = {r.timing.setup_ms, r.timing.boot_ms, r.timing.execute_ms, r.timing.total_ms};
   out.warm_pool_hit = r.warm_pool_hit;
   out.accelerator = std::move(r.accelerator);

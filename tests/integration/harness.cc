@@ -131,6 +131,8 @@ bool TestDaemon::start(const std::vector<std::string>& extra_args, const std::st
   pid_ = ::fork();
   if (pid_ == 0) {
     ::dup2(log, 1), ::dup2(log, 2);
+    // Something only the host knows; escape tests look for it in the guest.
+    ::setenv("SANDBOX_TEST_MARKER", "host-only-value", 1);
     std::vector<char*> a;
     for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
     a.push_back(nullptr);

@@ -64,6 +64,8 @@ TEST_CASE("every message survives a round trip") {
   res.timed_out = true;
   res.execution_time_ms = 12;
   res.timing = {1, 2, 3, 6};
+  res.cpu_time_ms = 77;
+  res.memory_peak_mb = 180;
   res.accelerator = "tcg";
   auto rr = round_trip(res);
   CHECK(rr.stdout_data == all_bytes);
@@ -74,15 +76,24 @@ TEST_CASE("every message survives a round trip") {
   CHECK(rr.timed_out);
   CHECK(rr.timing.total_ms == 6);
   CHECK(rr.accelerator == "tcg");
+  CHECK(rr.cpu_time_ms == 77);
+  CHECK(rr.memory_peak_mb == 180);
 
   auto e = round_trip(ErrorReply{4, ErrorCode::capacity, "full"});
   CHECK(e.code == ErrorCode::capacity);
   CHECK(e.message == "full");
   CHECK(round_trip(Hello{kProtocolVersion, "6.1.0"}).kernel == "6.1.0");
-  CHECK(round_trip(Exec{5, Language::raw, "echo", {}, 100}).language == Language::raw);
-  auto d = round_trip(ExecDone{5, 137, 9, true, 42});
+  auto x = round_trip(Exec{5, Language::raw, "echo", {}, 100, 2000, 1 << 20, 100 << 10, 256});
+  CHECK(x.language == Language::raw);
+  CHECK(x.grace_ms == 2000);
+  CHECK(x.stdout_limit == 1 << 20);
+  CHECK(x.stderr_limit == 100 << 10);
+  CHECK(x.pids_max == 256);
+  auto d = round_trip(ExecDone{5, 137, 9, true, 42, true, false});
   CHECK(d.exit_code == 137);
   CHECK(d.timed_out);
+  CHECK(d.stdout_truncated);
+  CHECK_FALSE(d.stderr_truncated);
 }
 
 TEST_CASE("decode rejects malformed messages with a reason") {
@@ -96,7 +107,8 @@ TEST_CASE("decode rejects malformed messages with a reason") {
   CHECK(error_of(pack_map("type", "hello", "type", "hello", "version", 1, "kernel", "k")).find("duplicate key") !=
         std::string::npos);
   CHECK(error_of(pack_map("type", "exec", "id", 1, "language", "cobol", "code", "x", "env",
-                          std::map<std::string, std::string>{}, "timeout_ms", 1))
+                          std::map<std::string, std::string>{}, "timeout_ms", 1, "grace_ms", 1, "stdout_limit", 1,
+                          "stderr_limit", 1, "pids_max", 1))
             .find("unknown language") != std::string::npos);
   CHECK(error_of(pack_map("type", "exec_done", "id", 1, "exit_code", -5000000000LL, "signal", 0, "timed_out", false,
                           "duration_ms", 1))

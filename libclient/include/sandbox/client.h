@@ -53,7 +53,9 @@ struct RunResult {
   int exit_code = 0;
   int signal = 0;
   bool timed_out = false;
-  uint64_t execution_time_ms = 0;
+  uint64_t execution_time_ms = 0;  // wall time of the code, measured in the guest
+  uint64_t cpu_time_ms = 0;        // host CPU time of the VM while the code ran
+  uint64_t memory_peak_mb = 0;     // peak host memory of the VM
   Timing timing;
   bool warm_pool_hit = false;
   std::string accelerator;

@@ -49,6 +49,8 @@ int sandbox_result_timed_out(const sandbox_result* r);
 int sandbox_result_stdout_truncated(const sandbox_result* r);
 int sandbox_result_stderr_truncated(const sandbox_result* r);
 uint64_t sandbox_result_execution_time_ms(const sandbox_result* r);
+uint64_t sandbox_result_cpu_time_ms(const sandbox_result* r);
+uint64_t sandbox_result_memory_peak_mb(const sandbox_result* r);
 uint64_t sandbox_result_total_ms(const sandbox_result* r);
 uint64_t sandbox_result_boot_ms(const sandbox_result* r);
 int sandbox_result_warm_pool_hit(const sandbox_result* r);
