@@ -70,7 +70,11 @@ Result<std::unique_ptr<Vm>> Vm::start(uv_loop_t* loop, VmSpec spec, std::chrono:
     Vm* vm = owner_of<Vm>(s);
     if (!vm) return;
     if (n > 0) return vm->on_agent_bytes({buf->base, static_cast<size_t>(n)});
-    if (n < 0 && vm->state_ != State::failed)
+    if (n >= 0 || vm->state_ == State::failed) return;
+    uv_read_stop(s);
+    // During boot the channel closes because QEMU is exiting: its exit
+    // status (or the boot deadline) makes the better report.
+    if (vm->state_ != State::booting)
       vm->fail(Error::make(ErrorCode::communication, std::string("agent channel closed: ") + uv_strerror(static_cast<int>(n))));
   };
   uv_read_start(reinterpret_cast<uv_stream_t*>(vm->agent_.get()), uv_alloc_buffer, read_cb);

@@ -206,3 +206,18 @@ TEST_CASE("an unknown config key stops the daemon with its name") {
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("unknown key 'no_such_key'") != std::string::npos);
 }
+
+TEST_CASE("a VM that cannot boot is a vm_boot_failed error, end to end") {
+  // /bin/false stands in for a QEMU that dies at once.
+  TestDaemon broken;
+  REQUIRE(broken.start({"--qemu", "/bin/false"}));
+  auto r = run_command({SANDBOXCTL_BIN, "run", "--socket", broken.socket(), "--json", "print(1)"});
+  CHECK(r.exit_code == 125);
+  CHECK(r.out.find("\"code\":\"vm_boot_failed\"") != std::string::npos);
+  CHECK(r.out.find("\"retryable\":true") != std::string::npos);
+  auto plain = run_command({SANDBOXCTL_BIN, "run", "--socket", broken.socket(), "print(1)"});
+  CHECK(plain.exit_code == 125);
+  CHECK(plain.err.find("sandboxctl: vm_boot_failed: QEMU exited with status 1 during boot") != std::string::npos);
+  CHECK(broken.children().empty());
+  CHECK(broken.log().find("retrying") != std::string::npos);
+}

@@ -189,3 +189,54 @@ TEST_CASE("the C API runs code and reports typed errors") {
   char why[512] = "";
   CHECK_MESSAGE(c_api_check(TestDaemon::shared().socket().c_str(), why, sizeof why) == 0, why);
 }
+
+TEST_CASE("output past the caps is truncated and flagged while the run completes") {
+  auto r = client().run(req(Language::python,
+                            "import sys\n"
+                            "sys.stdout.write('o' * (2 << 20))\n"
+                            "sys.stderr.write('e' * (200 << 10))\n"
+                            "sys.stdout.flush(); sys.stderr.flush()\n"
+                            "sys.exit(7)\n"));
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->exit_code == 7);  // the program ran to its end
+  CHECK(r->stdout_truncated);
+  CHECK(r->stderr_truncated);
+  CHECK(r->stdout_data == std::string(1 << 20, 'o'));
+  CHECK(r->stderr_data == std::string(100 << 10, 'e'));
+}
+
+TEST_CASE("a SIGTERM handler runs at the timeout and its output is kept") {
+  auto r = client().run(req(Language::python,
+                            "import signal, sys, time\n"
+                            "def bye(*_):\n"
+                            "    print('got TERM', flush=True); sys.exit(3)\n"
+                            "signal.signal(signal.SIGTERM, bye)\n"
+                            "print('waiting', flush=True)\n"
+                            "time.sleep(60)\n",
+                            1500));
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->timed_out);
+  CHECK(r->stdout_data == "waiting\ngot TERM\n");
+  CHECK(r->exit_code == 3);
+  CHECK(r->signal == 0);
+}
+
+TEST_CASE("environment variables are a real process environment") {
+  RunRequest r = req(Language::python,
+                     "import os\n"
+                     "env = open('/proc/self/environ','rb').read().split(b'\\0')\n"
+                     "print(os.environ['V0'], os.environ['V99'], b'V42=value 42' in env, len([e for e in env if e.startswith(b'V')]))\n");
+  for (int i = 0; i < 100; ++i) r.env.emplace_back("V" + std::to_string(i), "value " + std::to_string(i));
+  auto res = client().run(r);
+  REQUIRE_MESSAGE(res.ok(), res.error().describe());
+  CHECK(res->stdout_data == "value 0 value 99 True 100\n");
+}
+
+TEST_CASE("results carry host-measured CPU time and memory") {
+  auto r = client().run(req(Language::python, "import time\nt = time.time()\nwhile time.time() - t < 1: pass\n"));
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->execution_time_ms >= 1000);
+  CHECK(r->cpu_time_ms >= 500);
+  CHECK(r->memory_peak_mb > 0);
+  CHECK(r->timing.execute_ms >= r->execution_time_ms);
+}
