@@ -1,7 +1,13 @@
 // One exec at a time: user code as the unprivileged user, output streamed,
 // the whole process tree killed at the deadline or when the main process ends.
+//
+// An execution is spawned first and started later: the interpreter comes up
+// and blocks on a "go" pipe (fd 3); go() writes the code file and releases
+// it. A warm VM spawns before any request exists, so a run pays only for
+// the code itself; a cold one spawns and goes at once.
 #pragma once
 
+#include <linux/filter.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -11,25 +17,30 @@
 #include <string>
 #include <vector>
 
-#include <linux/filter.h>
-
 #include "common/protocol.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
 
 namespace sandbox::agent {
 
-
 class Execution {
  public:
   using Clock = std::chrono::steady_clock;
 
-  // Forks the user process; `tree` is the cgroup directory that will hold
-  // the whole process tree, or empty to fall back to the process group.
+  // Forks the interpreter for `language` with `env` added to the base
+  // environment; it waits for go(). `tree` is the cgroup directory that will
+  // hold the whole process tree, or empty to fall back to the process group;
   // `filter` is the seccomp program installed in the child before exec.
-  static Result<std::unique_ptr<Execution>> start(const proto::Exec& exec, const std::string& tree,
-                                                  const std::vector<sock_filter>& filter);
+  static Result<std::unique_ptr<Execution>> spawn(proto::Language language, const proto::EnvList& env,
+                                                  const std::string& tree, const std::vector<sock_filter>& filter);
   ~Execution();
+
+  proto::Language language() const { return language_; }
+  bool alive() const { return !exit_status_.has_value(); }
+  // Writes the code, applies the exec's limits, releases the interpreter and
+  // arms the deadline.
+  Result<void> go(const proto::Exec& exec);
+  bool started() const { return started_; }
 
   uint64_t id() const { return id_; }
   int stdout_fd() const { return out_.get(); }
@@ -52,11 +63,13 @@ class Execution {
   Execution() = default;
   void signal_tree(int sig);
 
+  proto::Language language_ = proto::Language::python;
   uint64_t id_ = 0;
   pid_t pid_ = -1;
   std::string tree_;
-  unique_fd out_, err_, timer_;
-  Clock::time_point started_;
+  unique_fd out_, err_, timer_, go_;
+  bool started_ = false;
+  Clock::time_point started_at_;
   Clock::time_point ended_;
   std::optional<int> exit_status_;
   bool timed_out_ = false;
@@ -67,7 +80,7 @@ class Execution {
   bool truncated_[2] = {false, false};
 };
 
-// Reaps every child that has exited; reports the main process of `exec`.
-void reap_children(Execution* exec);
+// Reaps every child that has exited and tells the execution it belongs to.
+void reap_children(std::initializer_list<Execution*> executions);
 
 }  // namespace sandbox::agent

@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <memory>
+#include <optional>
 
 #include "agent/exec.h"
 #include "agent/log.h"
@@ -26,14 +28,25 @@ class Agent {
   Agent(unique_fd port, unique_fd sigchld, unique_fd epoll, std::vector<sock_filter> filter)
       : port_(std::move(port)), sigchld_(std::move(sigchld)), epoll_(std::move(epoll)), filter_(std::move(filter)) {}
 
-  Result<void> run() {
+  Result<void> run(std::optional<proto::Language> prestart) {
     watch(port_.get());
     watch(sigchld_.get());
     if (auto r = setup_exec_cgroup(kExecTree); r)
       tree_ = kExecTree;
     else
       log("no exec cgroup (%s): process trees are tracked by session", r.error().message.c_str());
-    if (auto r = send(proto::Hello{proto::kProtocolVersion, kernel_release()}); !r) return r;
+    std::string prestarted;
+    if (prestart) {
+      // The interpreter comes up now and waits: a run pays only for its code.
+      auto p = Execution::spawn(*prestart, {}, tree_, filter_);
+      if (p) {
+        prepared_ = std::move(*p);
+        prestarted = proto::language_name(*prestart);
+      } else {
+        log("cannot prestart %s: %s", std::string(proto::language_name(*prestart)).c_str(), p.error().message.c_str());
+      }
+    }
+    if (auto r = send(proto::Hello{proto::kProtocolVersion, kernel_release(), prestarted}); !r) return r;
     epoll_event events[8];
     for (;;) {
       int n = ::epoll_wait(epoll_.get(), events, 8, -1);
@@ -59,7 +72,7 @@ class Agent {
       signalfd_siginfo info;
       while (::read(sigchld_.get(), &info, sizeof info) == sizeof info) {
       }
-      reap_children(exec_.get());
+      reap_children({exec_.get(), prepared_.get()});
       return maybe_finish();
     }
     if (!exec_) return ok();
@@ -98,6 +111,8 @@ class Agent {
       }
       if (auto* exec = std::get_if<proto::Exec>(&*msg)) {
         if (auto r = start(*exec); !r) return r;
+      } else if (auto* ping = std::get_if<proto::Ping>(&*msg)) {
+        if (auto r = send(proto::Pong{ping->seq}); !r) return r;
       } else {
         log("ignoring unexpected host message type %zu", msg->index());
       }
@@ -107,9 +122,20 @@ class Agent {
 
   Result<void> start(const proto::Exec& exec) {
     if (exec_) return send(proto::ErrorReply{exec.id, ErrorCode::guest_error, "an exec is already running"});
-    auto started = Execution::start(exec, tree_, filter_);
-    if (!started) return send(proto::ErrorReply{exec.id, started.error().code, started.error().message});
-    exec_ = std::move(started.value());
+    // The prepared interpreter serves only a request it fits: same language,
+    // no extra environment (that must be the process's own from the start).
+    if (prepared_ && prepared_->alive() && prepared_->language() == exec.language && exec.env.empty()) {
+      exec_ = std::move(prepared_);
+    } else {
+      prepared_.reset();
+      auto spawned = Execution::spawn(exec.language, exec.env, tree_, filter_);
+      if (!spawned) return send(proto::ErrorReply{exec.id, spawned.error().code, spawned.error().message});
+      exec_ = std::move(*spawned);
+    }
+    if (auto r = exec_->go(exec); !r) {
+      exec_.reset();
+      return send(proto::ErrorReply{exec.id, r.error().code, r.error().message});
+    }
     watch(exec_->stdout_fd());
     watch(exec_->stderr_fd());
     watch(exec_->timer_fd());
@@ -139,9 +165,21 @@ class Agent {
   unique_fd port_, sigchld_, epoll_;
   FrameDecoder decoder_{limits::kMaxAgentFrameBytes};
   std::unique_ptr<Execution> exec_;
+  std::unique_ptr<Execution> prepared_;  // spawned, waiting for its code
   std::string tree_;
   std::vector<sock_filter> filter_;
 };
+
+// "sandbox.prestart=python" on the kernel command line asks for a warm
+// interpreter before hello.
+std::optional<proto::Language> prestart_from_cmdline() {
+  std::ifstream in("/proc/cmdline");
+  std::string word;
+  constexpr std::string_view kKey = "sandbox.prestart=";
+  while (in >> word)
+    if (word.starts_with(kKey)) return proto::language_from_name(std::string_view(word).substr(kKey.size()));
+  return std::nullopt;
+}
 
 Result<void> serve() {
   sigset_t set;
@@ -161,7 +199,7 @@ Result<void> serve() {
   auto filter = build_user_filter();
   if (!filter) return std::move(filter).error();
   Agent agent(std::move(port), std::move(sigchld), std::move(epoll), std::move(*filter));
-  return agent.run();
+  return agent.run(prestart_from_cmdline());
 }
 
 }  // namespace

@@ -12,6 +12,8 @@ namespace sandbox::proto {
 namespace {
 
 constexpr std::array<std::string_view, 3> kLanguages = {"python", "javascript", "raw"};
+// One pool per language; a status never lists more.
+constexpr size_t kMaxPoolEntries = 8;
 
 using Packer = msgpack::packer<msgpack::sbuffer>;
 
@@ -86,9 +88,44 @@ struct Encoder {
     put_str(p, "message"), put_str(p, m.message);
   }
   void operator()(const Hello& m) {
-    header(p, "hello", 2);
+    header(p, "hello", 3);
     put_str(p, "version"), p.pack(m.version);
     put_str(p, "kernel"), put_str(p, m.kernel);
+    put_str(p, "prestarted"), put_str(p, m.prestarted);
+  }
+  void operator()(const Ping& m) {
+    header(p, "ping", 1);
+    put_str(p, "seq"), p.pack(m.seq);
+  }
+  void operator()(const Pong& m) {
+    header(p, "pong", 1);
+    put_str(p, "seq"), p.pack(m.seq);
+  }
+  void operator()(const StatusRequest& m) {
+    header(p, "status_request", 1);
+    put_str(p, "id"), p.pack(m.id);
+  }
+  void operator()(const Status& m) {
+    header(p, "status", 9);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "version"), put_str(p, m.version);
+    put_str(p, "accelerator"), put_str(p, m.accelerator);
+    put_str(p, "accelerator_reason"), put_str(p, m.accelerator_reason);
+    put_str(p, "vms"), p.pack(m.vms);
+    put_str(p, "max_vms"), p.pack(m.max_vms);
+    put_str(p, "runs_active"), p.pack(m.runs_active);
+    put_str(p, "runs_queued"), p.pack(m.runs_queued);
+    put_str(p, "pool");
+    p.pack_array(static_cast<uint32_t>(m.pool.size()));
+    for (const auto& e : m.pool) {
+      p.pack_map(6);
+      put_str(p, "language"), put_str(p, language_name(e.language));
+      put_str(p, "target"), p.pack(e.target);
+      put_str(p, "ready"), p.pack(e.ready);
+      put_str(p, "booting"), p.pack(e.booting);
+      put_str(p, "hits"), p.pack(e.hits);
+      put_str(p, "misses"), p.pack(e.misses);
+    }
   }
   void operator()(const Exec& m) {
     header(p, "exec", 9);
@@ -190,6 +227,16 @@ class Fields {
     const auto* o = take(key);
     if (o && o->type != msgpack::type::MAP) return fail_type(key, "map"), nullptr;
     return o;
+  }
+  // Elements of an array of at most `max` entries.
+  std::vector<const msgpack::object*> array(std::string_view key, size_t max) {
+    std::vector<const msgpack::object*> out;
+    const auto* o = take(key);
+    if (!o) return out;
+    if (o->type != msgpack::type::ARRAY) return fail_type(key, "array"), out;
+    if (o->via.array.size > max) return fail("'" + std::string(key) + "' has too many entries"), out;
+    for (uint32_t i = 0; i < o->via.array.size; ++i) out.push_back(&o->via.array.ptr[i]);
+    return out;
   }
   EnvList env(std::string_view key) {
     EnvList out;
@@ -335,6 +382,42 @@ Result<Message> decode_object(const msgpack::object& obj) {
     Hello m;
     m.version = static_cast<uint32_t>(f.u64("version", UINT32_MAX));
     m.kernel = f.str("kernel", limits::kMaxNameBytes);
+    m.prestarted = f.str("prestarted", limits::kMaxNameBytes);
+    return finish(f, std::move(m));
+  }
+  if (type == "ping" || type == "pong") {
+    uint64_t seq = f.u64("seq");
+    if (type == "ping") return finish(f, Ping{seq});
+    return finish(f, Pong{seq});
+  }
+  if (type == "status_request") {
+    StatusRequest m;
+    m.id = f.u64("id");
+    return finish(f, std::move(m));
+  }
+  if (type == "status") {
+    Status m;
+    m.id = f.u64("id");
+    m.version = f.str("version", limits::kMaxNameBytes);
+    m.accelerator = f.str("accelerator", limits::kMaxNameBytes);
+    m.accelerator_reason = f.str("accelerator_reason", limits::kMaxMessageBytes);
+    m.vms = static_cast<uint32_t>(f.u64("vms", UINT32_MAX));
+    m.max_vms = static_cast<uint32_t>(f.u64("max_vms", UINT32_MAX));
+    m.runs_active = static_cast<uint32_t>(f.u64("runs_active", UINT32_MAX));
+    m.runs_queued = static_cast<uint32_t>(f.u64("runs_queued", UINT32_MAX));
+    for (const msgpack::object* e : f.array("pool", kMaxPoolEntries)) {
+      Fields pf(*e);
+      PoolStats ps;
+      ps.language = read_language(pf, &okay);
+      ps.target = static_cast<uint32_t>(pf.u64("target", UINT32_MAX));
+      ps.ready = static_cast<uint32_t>(pf.u64("ready", UINT32_MAX));
+      ps.booting = static_cast<uint32_t>(pf.u64("booting", UINT32_MAX));
+      ps.hits = pf.u64("hits");
+      ps.misses = pf.u64("misses");
+      if (auto r = pf.finish(); !r) return std::move(r).error();
+      m.pool.push_back(ps);
+    }
+    if (!okay) return bad("unknown language");
     return finish(f, std::move(m));
   }
   if (type == "exec") {

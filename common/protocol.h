@@ -82,10 +82,48 @@ struct ErrorReply {
   std::string message;
 };
 
-// agent -> daemon: the agent is up and speaks this version.
+// agent -> daemon: the agent is up and speaks this version. `prestarted`
+// names the language whose interpreter is already waiting for code ("" if
+// none): the guest kernel command line asked for it.
 struct Hello {
   uint32_t version = 0;
   std::string kernel;
+  std::string prestarted;
+};
+
+// daemon -> agent and back: liveness of an idle VM.
+struct Ping {
+  uint64_t seq = 0;
+};
+struct Pong {
+  uint64_t seq = 0;
+};
+
+// client -> daemon: what is the daemon doing?
+struct StatusRequest {
+  uint64_t id = 0;
+};
+
+struct PoolStats {
+  Language language = Language::python;
+  uint32_t target = 0;   // configured size
+  uint32_t ready = 0;    // booted, interpreter waiting
+  uint32_t booting = 0;
+  uint64_t hits = 0;     // runs served from the pool
+  uint64_t misses = 0;   // runs that had to boot
+};
+
+// daemon -> client.
+struct Status {
+  uint64_t id = 0;
+  std::string version;
+  std::string accelerator;
+  std::string accelerator_reason;
+  uint32_t vms = 0;       // QEMU processes alive, pool included
+  uint32_t max_vms = 0;
+  uint32_t runs_active = 0;
+  uint32_t runs_queued = 0;
+  std::vector<PoolStats> pool;
 };
 
 // daemon -> agent: run code as the unprivileged user.
@@ -112,7 +150,8 @@ struct ExecDone {
   bool stderr_truncated = false;
 };
 
-using Message = std::variant<RunRequest, Output, RunResult, ErrorReply, Hello, Exec, ExecDone>;
+using Message = std::variant<RunRequest, Output, RunResult, ErrorReply, Hello, Exec, ExecDone, Ping, Pong,
+                             StatusRequest, Status>;
 
 // Payload only (no length prefix).
 std::string encode(const Message& message);

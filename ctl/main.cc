@@ -16,6 +16,8 @@ struct Verb {
 
 constexpr Verb kVerbs[] = {
     {"run", sandbox::ctl::cmd_run, "run code in a fresh microVM"},
+    {"status", sandbox::ctl::cmd_status, "version, accelerator, VMs, runs and the warm pool"},
+    {"pool", sandbox::ctl::cmd_pool, "warm VMs per language: size, ready, booting, hits, misses"},
 };
 
 void usage(FILE* out) {

@@ -9,5 +9,7 @@ inline constexpr int kExitTimeout = 124;   // like timeout(1)
 inline constexpr int kExitSandboxError = 125;  // the sandbox, not the code, failed
 
 int cmd_run(int argc, char** argv);
+int cmd_status(int argc, char** argv);
+int cmd_pool(int argc, char** argv);
 
 }  // namespace sandbox::ctl

@@ -44,6 +44,26 @@ struct Config {
   uint32_t kill_grace_ms = 2'000;
   // Processes and threads a run may have at once (guest cgroup pids.max).
   uint32_t pids_max = 256;
+  // VMs alive at once, warm ones included; 0 derives it from host memory.
+  uint32_t max_concurrent_vms = 0;
+  // Runs one uid may have running or queued; 0 means three quarters of the VMs.
+  uint32_t max_runs_per_uid = 0;
+  // How long a run waits for a VM slot before failing with `capacity`.
+  uint32_t queue_timeout_ms = 30'000;
+  // Warm VMs per language, each with its interpreter waiting for code.
+  uint32_t pool_python = 2;
+  uint32_t pool_javascript = 1;
+  uint32_t pool_raw = 1;
+  // Warm VMs have this memory; runs asking for another size boot cold.
+  uint32_t pool_memory_mb = 256;
+  // Boots the pool runs at once, so that refills leave CPU to runs.
+  uint32_t pool_refill_concurrency = 1;
+  // A warm VM idle this long is replaced by a fresh one.
+  uint32_t pool_max_idle_ms = 600'000;
+  // Idle warm VMs are pinged this often; one that misses a ping is replaced.
+  uint32_t pool_health_interval_ms = 15'000;
+  // On SIGTERM, running runs get this long to finish before they are cancelled.
+  uint32_t shutdown_grace_ms = 10'000;
   std::string log_level = "info";
 };
 

@@ -86,6 +86,27 @@ class Connection : public RunObserver, public std::enable_shared_from_this<Conne
     });
   }
 
+  // Sends what is queued, then closes: used at shutdown, after the runs.
+  void finish() {
+    if (closed_ || !pipe_) return;
+    closed_ = true;
+    closing_ = true;
+    uv_read_stop(stream());
+    auto* req = new uv_shutdown_t;
+    req->data = new std::shared_ptr<Connection>(shared_from_this());
+    int rc = uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) {
+      auto* keep = static_cast<std::shared_ptr<Connection>*>(r->data);
+      (*keep)->pipe_.reset();
+      delete keep;
+      delete r;
+    });
+    if (rc != 0) {
+      delete static_cast<std::shared_ptr<Connection>*>(req->data);
+      delete req;
+      pipe_.reset();
+    }
+  }
+
   void close(std::string_view why) {
     if (closed_) return;
     closed_ = true;
@@ -119,8 +140,14 @@ class Connection : public RunObserver, public std::enable_shared_from_this<Conne
     while (!closing_ && decoder_.next(&payload)) {
       auto m = proto::decode(payload);
       if (!m) return refuse(ErrorCode::invalid_argument, m.error().message);
+      if (auto* st = std::get_if<proto::StatusRequest>(&*m)) {
+        auto status = server_->manager_.status();
+        status.id = st->id;
+        send(status);
+        continue;
+      }
       auto* run = std::get_if<proto::RunRequest>(&*m);
-      if (!run) return refuse(ErrorCode::invalid_argument, "a client may only send run requests");
+      if (!run) return refuse(ErrorCode::invalid_argument, "a client may only send run and status requests");
       on_run(std::move(*run));
     }
   }
@@ -242,14 +269,18 @@ void ControlServer::remove(Connection* c) {
     }
 }
 
-void ControlServer::close() {
+void ControlServer::stop_listening() {
   server_.reset();
-  auto all = std::exchange(connections_, {});
-  for (auto& c : all) c->pipe().reset();
   if (!path_.empty()) {
     ::unlink(path_.c_str());
     path_.clear();
   }
+}
+
+void ControlServer::close() {
+  stop_listening();
+  auto all = std::exchange(connections_, {});
+  for (auto& c : all) c->finish();
 }
 
 }  // namespace sandbox::daemon

@@ -35,7 +35,10 @@ class ControlServer {
   // Binds and listens; a stale socket file from a dead daemon is replaced,
   // a live one is an error.
   Result<void> listen(const std::string& path, unsigned mode);
-  // Stops accepting and drops every connection (their runs are cancelled).
+  // Stops accepting new connections; existing ones keep being served.
+  void stop_listening();
+  // Stops accepting and closes every connection once its queued replies are
+  // written (their runs, if any, are cancelled).
   void close();
   size_t connections() const { return connections_.size(); }
 

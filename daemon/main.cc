@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -80,6 +81,24 @@ Result<Config> load_config(int argc, char** argv) {
   return config;
 }
 
+// As many VMs as three quarters of host memory holds, at the pool's size
+// plus QEMU's own overhead.
+uint32_t default_max_vms(uint32_t vm_mb) {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  uint64_t total_kb = 0;
+  while (meminfo >> key) {
+    if (key == "MemTotal:") {
+      meminfo >> total_kb;
+      break;
+    }
+    meminfo.ignore(256, '\n');
+  }
+  uint64_t per_vm_mb = vm_mb + 64;
+  uint64_t n = total_kb / 1024 * 3 / 4 / per_vm_mb;
+  return static_cast<uint32_t>(std::clamp<uint64_t>(n, 1, 1000));
+}
+
 // Boots one VM with KVM and waits for the agent's hello.
 bool probe_boot(uv_loop_t* loop, VmSpec spec, std::chrono::milliseconds timeout, std::string* why) {
   bool done = false, ok = false;
@@ -151,12 +170,25 @@ int run(int argc, char** argv) {
     log_info("accelerator kvm: " + accel.reason);
 
   ManagerOptions mopts;
+  mopts.version = PROJECT_VERSION;
+  mopts.accel_reason = accel.reason;
   mopts.vm = spec;
   mopts.boot_timeout = std::chrono::milliseconds(cfg.boot_timeout_ms);
   mopts.boot_retries = cfg.boot_retries;
   mopts.kill_slack = std::chrono::milliseconds(cfg.kill_slack_ms);
   mopts.kill_grace = std::chrono::milliseconds(cfg.kill_grace_ms);
   mopts.pids_max = cfg.pids_max;
+  mopts.max_vms = cfg.max_concurrent_vms ? cfg.max_concurrent_vms : default_max_vms(cfg.pool_memory_mb);
+  mopts.max_runs_per_uid = cfg.max_runs_per_uid ? cfg.max_runs_per_uid : std::max(1u, mopts.max_vms * 3 / 4);
+  mopts.queue_timeout = std::chrono::milliseconds(cfg.queue_timeout_ms);
+  mopts.pool_size = {cfg.pool_python, cfg.pool_javascript, cfg.pool_raw};
+  mopts.pool_memory_mb = cfg.pool_memory_mb;
+  mopts.pool_refill_concurrency = cfg.pool_refill_concurrency;
+  mopts.pool_max_idle = std::chrono::milliseconds(cfg.pool_max_idle_ms);
+  mopts.pool_health_interval = std::chrono::milliseconds(cfg.pool_health_interval_ms);
+  log_info("at most " + std::to_string(mopts.max_vms) + " VMs, " + std::to_string(mopts.max_runs_per_uid) +
+           " runs per uid; warm pool python=" + std::to_string(cfg.pool_python) +
+           " javascript=" + std::to_string(cfg.pool_javascript) + " raw=" + std::to_string(cfg.pool_raw));
   auto manager = std::make_unique<Manager>(&loop, mopts);
 
   AccessPolicy policy{cfg.allowed_uids, cfg.allowed_gids, ::getuid()};
@@ -168,19 +200,27 @@ int run(int argc, char** argv) {
     return 1;
   }
   log_info("listening on " + cfg.socket);
+  manager->start();
 
+  // Shutdown drains: no new connections or runs, running ones get the
+  // grace to finish, then every VM is gone and the replies are flushed.
   struct Stop {
     ControlServer* server;
     Manager* manager;
+    std::chrono::milliseconds grace;
     uv_signal_t term, intr;
-  } stop{server.get(), manager.get(), {}, {}};
+  } stop{server.get(), manager.get(), std::chrono::milliseconds(cfg.shutdown_grace_ms), {}, {}};
   auto on_signal = [](uv_signal_t* s, int signum) {
     auto* st = static_cast<Stop*>(s->data);
-    log_info(std::string("received ") + strsignal(signum) + "; shutting down");
-    st->server->close();
-    st->manager->cancel_all();
-    uv_signal_stop(&st->term);
-    uv_signal_stop(&st->intr);
+    if (st->manager->draining()) return;
+    log_info(std::string("received ") + strsignal(signum) + "; draining " +
+             std::to_string(st->manager->active_runs()) + " runs");
+    st->server->stop_listening();
+    st->manager->drain(st->grace, [st] {
+      st->server->close();
+      uv_signal_stop(&st->term);
+      uv_signal_stop(&st->intr);
+    });
   };
   for (auto [h, sig] : {std::pair{&stop.term, SIGTERM}, std::pair{&stop.intr, SIGINT}}) {
     uv_signal_init(&loop, h);

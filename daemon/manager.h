@@ -1,12 +1,17 @@
-// The domain core: runs code in fresh VMs. Knows nothing of sockets or
-// D-Bus; transports validate framing, authorize, call in here and map errors.
+// The domain core: runs code in fresh VMs, keeps a warm pool of VMs whose
+// interpreter is already waiting, and schedules runs within the VM budget.
+// Knows nothing of sockets or D-Bus; transports validate framing, authorize,
+// call in here and map errors.
 #pragma once
 
 #include <sys/types.h>
 #include <uv.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -37,7 +42,11 @@ class RunObserver {
   virtual void on_error(proto::ErrorReply error) = 0;
 };
 
+inline constexpr size_t kLanguageCount = 3;
+
 struct ManagerOptions {
+  std::string version;       // reported in status
+  std::string accel_reason;  // why this accelerator, for status
   VmSpec vm;  // accel, qemu, images, vcpus; memory comes from each request
   std::chrono::milliseconds boot_timeout{20'000};
   uint32_t boot_retries = 1;
@@ -46,6 +55,18 @@ struct ManagerOptions {
   // SIGTERM at the timeout, SIGKILL this much later (enforced in the guest).
   std::chrono::milliseconds kill_grace{2'000};
   uint32_t pids_max = 256;
+
+  // Scheduler: every QEMU process counts, warm ones included.
+  uint32_t max_vms = 8;
+  uint32_t max_runs_per_uid = 6;  // running and queued
+  std::chrono::milliseconds queue_timeout{30'000};
+
+  // Warm pool, per language (index = proto::Language).
+  std::array<uint32_t, kLanguageCount> pool_size{0, 0, 0};
+  uint32_t pool_memory_mb = 256;  // only runs of this size are served warm
+  uint32_t pool_refill_concurrency = 1;
+  std::chrono::milliseconds pool_max_idle{600'000};
+  std::chrono::milliseconds pool_health_interval{15'000};
 };
 
 class Manager {
@@ -57,32 +78,80 @@ class Manager {
   Manager(const Manager&) = delete;
   Manager& operator=(const Manager&) = delete;
 
-  // Validates and starts a run. Invalid requests fail here, synchronously;
-  // everything later reaches `observer`.
+  // Starts filling the warm pool.
+  void start();
+  // Validates and starts (or queues) a run. Invalid requests and refusals
+  // fail here, synchronously; everything later reaches `observer`.
   Result<RunId> run(const Caller& caller, proto::RunRequest request, std::weak_ptr<RunObserver> observer);
   // Ends a run whose caller went away: the VM is destroyed, nobody is told.
   void cancel(RunId id);
-  // Cancels everything; used at shutdown.
   void cancel_all();
-  size_t active_runs() const;
+  // Stops taking runs, empties the pool, lets running ones finish for
+  // `grace`, then cancels the rest; `done` runs once nothing is left.
+  void drain(std::chrono::milliseconds grace, std::function<void()> done);
+  bool draining() const { return draining_; }
+
+  proto::Status status() const;
+  size_t active_runs() const { return runs_.size(); }
+  uint32_t live_vms() const { return live_vms_; }
   const ManagerOptions& options() const { return options_; }
 
  private:
   class Run;
   friend class Run;
-  void finished(RunId id);
+
+  struct Idle {
+    std::unique_ptr<Vm> vm;
+    std::chrono::steady_clock::time_point since;
+    uint64_t ping_seq = 0;  // outstanding ping, 0 when answered
+  };
+  struct Pool {
+    std::deque<Idle> ready;
+    std::map<Vm*, std::unique_ptr<Vm>> booting;
+    uint64_t hits = 0;
+    uint64_t misses = 0;
+  };
+
+  // VM lifecycle accounting.
+  Result<std::unique_ptr<Vm>> boot_vm(VmSpec spec, std::function<void(Vm*)> on_ready,
+                                      std::function<void(Vm*, Error)> on_failed);
   void bury(std::unique_ptr<Vm> vm);
+  bool has_capacity() const { return live_vms_ < options_.max_vms; }
+  bool evict_idle();
+
+  // Pool.
+  std::unique_ptr<Vm> take_warm(proto::Language language);
+  void refill();
+  void on_pool_ready(proto::Language language, Vm* vm);
+  void on_pool_failed(proto::Language language, Vm* vm, Error e);
+  void remove_idle(Vm* vm, const std::string& why);
+  void health_tick();
+
+  // Scheduling.
+  void admit();
+  void finished(RunId id);
   void schedule_sweep();
+  void maybe_drained();
 
   uv_loop_t* loop_;
   ManagerOptions options_;
   RunId next_id_ = 1;
+  uint64_t next_ping_ = 1;
+  uint32_t live_vms_ = 0;
   std::map<RunId, std::unique_ptr<Run>> runs_;
+  std::deque<RunId> queue_;
+  std::map<uid_t, uint32_t> per_uid_;
+  std::array<Pool, kLanguageCount> pools_;
+  bool draining_ = false;
+  std::function<void()> drained_;
   // Objects whose destruction must wait until no callback of theirs is on
   // the stack.
   std::vector<std::unique_ptr<Run>> dead_runs_;
   std::vector<std::unique_ptr<Vm>> dead_vms_;
   UvHandle<uv_timer_t> sweep_;
+  UvHandle<uv_timer_t> health_;
+  UvHandle<uv_timer_t> retry_refill_;
+  UvHandle<uv_timer_t> drain_timer_;
 };
 
 }  // namespace sandbox::daemon

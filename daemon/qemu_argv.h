@@ -3,9 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "common/protocol.h"
 #include "common/result.h"
 #include "daemon/config.h"
 
@@ -26,6 +28,8 @@ struct VmSpec {
   // the emulated PIT fails now and then and the boot hangs. Passing the
   // measured frequency skips that calibration. 0: let the guest calibrate.
   uint32_t tsc_khz = 0;
+  // Language whose interpreter the agent starts before its hello, if any.
+  std::optional<proto::Language> prestart;
 };
 
 // Fixed guest kernel arguments; nothing user-controlled reaches them.

@@ -134,6 +134,14 @@ Result<void> Vm::exec(const proto::Exec& exec) {
   return ok();
 }
 
+Result<void> Vm::ping(uint64_t seq) {
+  if (state_ != State::ready)
+    return Error::make(ErrorCode::internal, "ping is not legal in state " + std::string(vm_state_name(state_)));
+  if (int rc = uv_write_string(reinterpret_cast<uv_stream_t*>(agent_.get()), frame_message(proto::Ping{seq})); rc != 0)
+    return uv_error("writing to the agent", rc);
+  return ok();
+}
+
 void Vm::on_agent_bytes(std::string_view bytes) {
   if (state_ == State::failed) return;
   if (auto r = decoder_.feed(bytes); !r) return fail(Error::make(ErrorCode::communication, "agent sent " + r.error().message));
@@ -151,10 +159,15 @@ void Vm::on_message(proto::Message&& m) {
       return fail(Error::make(ErrorCode::vm_boot_failed, "agent speaks protocol " + std::to_string(hello->version) +
                                                              ", the daemon " + std::to_string(proto::kProtocolVersion)));
     kernel_ = hello->kernel;
+    prestarted_ = proto::language_from_name(hello->prestarted);
     state_ = State::ready;
     ready_at_ = Clock::now();
     uv_timer_stop(boot_timer_.get());
     if (events_.ready) events_.ready();
+    return;
+  }
+  if (auto* pong = std::get_if<proto::Pong>(&m); pong && state_ != State::booting) {
+    if (events_.pong) events_.pong(pong->seq);
     return;
   }
   if (state_ == State::executing) {

@@ -41,6 +41,8 @@ class Vm {
     std::function<void(proto::ErrorReply&&)> exec_error;
     // Terminal: boot deadline, QEMU exit, broken channel, protocol violation.
     std::function<void(Error)> failed;
+    // Answer to ping().
+    std::function<void(uint64_t seq)> pong;
   };
 
   // Spawns QEMU; `spec.agent_fd` is ignored (the VM picks the number).
@@ -49,7 +51,13 @@ class Vm {
   ~Vm();
 
   State state() const { return state_; }
+  // A VM handed from the warm pool to a run gets the run's handlers.
+  void set_events(Events events) { events_ = std::move(events); }
   Result<void> exec(const proto::Exec& exec);
+  // Liveness probe, legal in ready.
+  Result<void> ping(uint64_t seq);
+  // The language whose interpreter is waiting, per the agent's hello.
+  std::optional<proto::Language> prestarted() const { return prestarted_; }
   const std::string& console_tail() const { return console_; }
   const std::string& guest_kernel() const { return kernel_; }
   Clock::time_point started_at() const { return started_; }
@@ -72,6 +80,7 @@ class Vm {
   FrameDecoder decoder_{limits::kMaxAgentFrameBytes};
   std::string console_;
   std::string kernel_;
+  std::optional<proto::Language> prestarted_;
   uint64_t exec_id_ = 0;
   Clock::time_point started_, ready_at_;
 };

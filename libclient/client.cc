@@ -69,6 +69,36 @@ RunResult from_wire(proto::RunResult&& r) {
   return out;
 }
 
+// Reads one whole message, waiting until `deadline`.
+Result<proto::Message> read_message(int fd, std::chrono::steady_clock::time_point deadline, FrameDecoder* decoder) {
+  std::vector<char> buf(64 << 10);
+  std::string payload;
+  for (;;) {
+    if (decoder->next(&payload)) {
+      auto m = proto::decode(payload);
+      if (!m) return comm("sandboxd sent a " + m.error().message);
+      return m;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return Error::make(ErrorCode::timeout, "no reply from sandboxd in time");
+    pollfd p{fd, POLLIN, 0};
+    int rc = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 60'000)));
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) return Error::sys("poll");
+    if (rc == 0) continue;
+    ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return comm(std::string("reading from sandboxd: ") + std::strerror(errno));
+    if (n == 0) return comm("sandboxd closed the connection before replying");
+    if (auto r = decoder->feed({buf.data(), static_cast<size_t>(n)}); !r) return comm("sandboxd sent a " + r.error().message);
+  }
+}
+
+Result<proto::Message> read_message(int fd, std::chrono::steady_clock::time_point deadline) {
+  FrameDecoder decoder(limits::kMaxClientFrameBytes);
+  return read_message(fd, deadline, &decoder);
+}
+
 }  // namespace
 
 std::string_view language_name(Language language) {
@@ -82,6 +112,22 @@ std::optional<Language> parse_language(std::string_view name) {
   auto l = proto::language_from_name(name);
   if (!l) return std::nullopt;
   return static_cast<Language>(*l);
+}
+
+Result<DaemonStatus> Client::status() const {
+  auto fd = connect_to(socket_path_);
+  if (!fd) return std::move(fd).error();
+  if (auto r = write_all(fd->get(), frame_message(proto::StatusRequest{1})); !r) return std::move(r).error();
+  auto m = read_message(fd->get(), std::chrono::steady_clock::now() + std::chrono::seconds(30));
+  if (!m) return std::move(m).error();
+  if (auto* err = std::get_if<proto::ErrorReply>(&*m)) return Error::make(err->code, std::move(err->message));
+  auto* st = std::get_if<proto::Status>(&*m);
+  if (!st) return comm("sandboxd sent an unexpected message");
+  DaemonStatus out{st->version, st->accelerator, st->accelerator_reason, st->vms, st->max_vms, st->runs_active,
+                   st->runs_queued, {}};
+  for (const auto& p : st->pool)
+    out.pool.push_back({static_cast<Language>(p.language), p.target, p.ready, p.booting, p.hits, p.misses});
+  return out;
 }
 
 Result<RunResult> Client::run(const RunRequest& request, const OutputCallback& on_output) const {
@@ -102,34 +148,22 @@ Result<RunResult> Client::run(const RunRequest& request, const OutputCallback& o
 
   auto deadline = std::chrono::steady_clock::now() + request.timeout + kReplySlack;
   FrameDecoder decoder(limits::kMaxClientFrameBytes);
-  std::vector<char> buf(64 << 10);
-  std::string payload;
   for (;;) {
-    while (decoder.next(&payload)) {
-      auto m = proto::decode(payload);
-      if (!m) return comm("sandboxd sent a " + m.error().message);
-      if (auto* out = std::get_if<proto::Output>(&*m)) {
-        if (on_output) on_output(out->stream == proto::Stream::err ? Stream::err : Stream::out, out->data);
-      } else if (auto* res = std::get_if<proto::RunResult>(&*m)) {
-        return from_wire(std::move(*res));
-      } else if (auto* err = std::get_if<proto::ErrorReply>(&*m)) {
-        return Error::make(err->code, std::move(err->message));
-      } else {
-        return comm("sandboxd sent an unexpected message");
-      }
+    auto m = read_message(fd->get(), deadline, &decoder);
+    if (!m) {
+      if (m.error().message.ends_with("before replying"))
+        return comm("sandboxd closed the connection before the result");
+      return std::move(m).error();
     }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return Error::make(ErrorCode::timeout, "no reply from sandboxd in time");
-    pollfd p{fd->get(), POLLIN, 0};
-    int rc = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 60'000)));
-    if (rc < 0 && errno == EINTR) continue;
-    if (rc < 0) return Error::sys("poll");
-    if (rc == 0) continue;
-    ssize_t n = ::recv(fd->get(), buf.data(), buf.size(), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return comm(std::string("reading from sandboxd: ") + std::strerror(errno));
-    if (n == 0) return comm("sandboxd closed the connection before the result");
-    if (auto r = decoder.feed({buf.data(), static_cast<size_t>(n)}); !r) return comm("sandboxd sent a " + r.error().message);
+    if (auto* out = std::get_if<proto::Output>(&*m)) {
+      if (on_output) on_output(out->stream == proto::Stream::err ? Stream::err : Stream::out, out->data);
+    } else if (auto* res = std::get_if<proto::RunResult>(&*m)) {
+      return from_wire(std::move(*res));
+    } else if (auto* err = std::get_if<proto::ErrorReply>(&*m)) {
+      return Error::make(err->code, std::move(err->message));
+    } else {
+      return comm("sandboxd sent an unexpected message");
+    }
   }
 }
 

@@ -82,7 +82,21 @@ TEST_CASE("every message survives a round trip") {
   auto e = round_trip(ErrorReply{4, ErrorCode::capacity, "full"});
   CHECK(e.code == ErrorCode::capacity);
   CHECK(e.message == "full");
-  CHECK(round_trip(Hello{kProtocolVersion, "6.1.0"}).kernel == "6.1.0");
+  auto h = round_trip(Hello{kProtocolVersion, "6.1.0", "python"});
+  CHECK(h.kernel == "6.1.0");
+  CHECK(h.prestarted == "python");
+  CHECK(round_trip(Ping{9}).seq == 9);
+  CHECK(round_trip(Pong{10}).seq == 10);
+  CHECK(round_trip(StatusRequest{11}).id == 11);
+  Status st{12, "0.1.0", "tcg", "no kvm", 3, 8, 1, 2,
+            {{Language::python, 2, 1, 1, 40, 3}, {Language::raw, 1, 1, 0, 0, 0}}};
+  auto st2 = round_trip(st);
+  CHECK(st2.accelerator_reason == "no kvm");
+  CHECK(st2.max_vms == 8);
+  CHECK(st2.runs_queued == 2);
+  REQUIRE(st2.pool.size() == 2);
+  CHECK(st2.pool[0].hits == 40);
+  CHECK(st2.pool[1].language == Language::raw);
   auto x = round_trip(Exec{5, Language::raw, "echo", {}, 100, 2000, 1 << 20, 100 << 10, 256});
   CHECK(x.language == Language::raw);
   CHECK(x.grace_ms == 2000);
@@ -100,9 +114,9 @@ TEST_CASE("decode rejects malformed messages with a reason") {
   CHECK(error_of("") .find("malformed") != std::string::npos);
   CHECK(error_of(pack_map("type", "launch_missiles")).find("unknown message type") != std::string::npos);
   CHECK(error_of(pack_map("type", "hello", "version", 1)).find("missing key 'kernel'") != std::string::npos);
-  CHECK(error_of(pack_map("type", "hello", "version", 1, "kernel", "k", "extra", 1)).find("unknown key 'extra'") !=
-        std::string::npos);
-  CHECK(error_of(pack_map("type", "hello", "version", "1", "kernel", "k")).find("'version' is not") !=
+  CHECK(error_of(pack_map("type", "hello", "version", 1, "kernel", "k", "prestarted", "", "extra", 1))
+            .find("unknown key 'extra'") != std::string::npos);
+  CHECK(error_of(pack_map("type", "hello", "version", "1", "kernel", "k", "prestarted", "")).find("'version' is not") !=
         std::string::npos);
   CHECK(error_of(pack_map("type", "hello", "type", "hello", "version", 1, "kernel", "k")).find("duplicate key") !=
         std::string::npos);
@@ -129,7 +143,7 @@ TEST_CASE("decode enforces size limits and trailing bytes") {
   for (size_t i = 0; i <= limits::kMaxEnvVars; ++i) env.emplace_back("V" + std::to_string(i), "x");
   CHECK(error_of(encode(Exec{1, Language::python, "x", env, 1000})).find("env vars") != std::string::npos);
 
-  auto ok_payload = encode(Hello{1, "k"});
+  auto ok_payload = encode(Hello{1, "k", ""});
   CHECK(error_of(ok_payload + "x").find("trailing bytes") != std::string::npos);
   // Truncated input is an error, not a crash or a hang.
   for (size_t n = 0; n < ok_payload.size(); ++n) CHECK_FALSE(decode(ok_payload.substr(0, n)).ok());

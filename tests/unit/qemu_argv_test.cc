@@ -54,6 +54,12 @@ TEST_CASE("under TCG the measured TSC frequency reaches the guest kernel") {
   CHECK(kernel_cmdline(s) == kKernelCmdline);
 }
 
+TEST_CASE("a warm VM asks its agent to prestart the interpreter") {
+  auto s = spec();
+  s.prestart = proto::Language::javascript;
+  CHECK(kernel_cmdline(s) == std::string(kKernelCmdline) + " sandbox.prestart=javascript");
+}
+
 TEST_CASE("the host TSC measurement is plausible when there is one") {
   uint32_t khz = measure_tsc_khz();
   if (khz == 0) {

@@ -61,6 +61,26 @@ struct RunResult {
   std::string accelerator;
 };
 
+struct PoolInfo {
+  Language language = Language::python;
+  uint32_t target = 0;   // configured warm VMs
+  uint32_t ready = 0;    // booted, interpreter waiting
+  uint32_t booting = 0;
+  uint64_t hits = 0;     // runs served warm
+  uint64_t misses = 0;   // runs that had to boot
+};
+
+struct DaemonStatus {
+  std::string version;
+  std::string accelerator;
+  std::string accelerator_reason;
+  uint32_t vms = 0;
+  uint32_t max_vms = 0;
+  uint32_t runs_active = 0;
+  uint32_t runs_queued = 0;
+  std::vector<PoolInfo> pool;
+};
+
 // Called for each chunk of output while the code runs, on the calling thread.
 using OutputCallback = std::function<void(Stream stream, std::string_view data)>;
 
@@ -71,6 +91,8 @@ class Client {
   // Runs `request` in a fresh VM; blocks until the result. Errors carry a
   // code from the shared taxonomy (invalid_argument, capacity, ...).
   Result<RunResult> run(const RunRequest& request, const OutputCallback& on_output = {}) const;
+  // What the daemon is doing: accelerator, VMs, queue, warm pool.
+  Result<DaemonStatus> status() const;
 
   const std::string& socket_path() const { return socket_path_; }
 
