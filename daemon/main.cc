@@ -82,8 +82,9 @@ Result<Config> load_config(int argc, char** argv) {
 }
 
 // As many VMs as three quarters of host memory holds, at the pool's size
-// plus QEMU's own overhead.
-uint32_t default_max_vms(uint32_t vm_mb) {
+// plus QEMU's own overhead, and no more than four per CPU: a VM that gets no
+// CPU misses its boot deadline. Under TCG every VM needs far more CPU.
+uint32_t default_max_vms(uint32_t vm_mb, Accel accel) {
   std::ifstream meminfo("/proc/meminfo");
   std::string key;
   uint64_t total_kb = 0;
@@ -96,6 +97,9 @@ uint32_t default_max_vms(uint32_t vm_mb) {
   }
   uint64_t per_vm_mb = vm_mb + 64;
   uint64_t n = total_kb / 1024 * 3 / 4 / per_vm_mb;
+  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  uint64_t per_cpu = accel == Accel::kvm ? 16 : 4;
+  if (cpus > 0) n = std::min<uint64_t>(n, static_cast<uint64_t>(cpus) * per_cpu);
   return static_cast<uint32_t>(std::clamp<uint64_t>(n, 1, 1000));
 }
 
@@ -178,7 +182,7 @@ int run(int argc, char** argv) {
   mopts.kill_slack = std::chrono::milliseconds(cfg.kill_slack_ms);
   mopts.kill_grace = std::chrono::milliseconds(cfg.kill_grace_ms);
   mopts.pids_max = cfg.pids_max;
-  mopts.max_vms = cfg.max_concurrent_vms ? cfg.max_concurrent_vms : default_max_vms(cfg.pool_memory_mb);
+  mopts.max_vms = cfg.max_concurrent_vms ? cfg.max_concurrent_vms : default_max_vms(cfg.pool_memory_mb, spec.accel);
   mopts.max_runs_per_uid = cfg.max_runs_per_uid ? cfg.max_runs_per_uid : std::max(1u, mopts.max_vms * 3 / 4);
   mopts.queue_timeout = std::chrono::milliseconds(cfg.queue_timeout_ms);
   mopts.pool_size = {cfg.pool_python, cfg.pool_javascript, cfg.pool_raw};

@@ -119,6 +119,18 @@ std::optional<int> Process::try_wait() {
   return status_;
 }
 
+int Process::wait() {
+  if (!pidfd_ || status_) return status_.value_or(0);
+  int flags = ::fcntl(pidfd_.get(), F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK)) ::fcntl(pidfd_.get(), F_SETFL, flags & ~O_NONBLOCK);
+  siginfo_t info{};
+  while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &info, WEXITED) != 0 &&
+         errno == EINTR) {
+  }
+  status_ = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status;
+  return *status_;
+}
+
 void Process::kill_and_wait() {
   if (!pidfd_ || status_) return;
   pidfd_send_signal(pidfd_.get(), SIGKILL);

@@ -41,6 +41,8 @@ class Process {
   Result<void> signal(int sig);
   // Reaps the process if it has exited; returns its wait status.
   std::optional<int> try_wait();
+  // Blocks until the process exits on its own; returns its wait status.
+  int wait();
   // SIGKILL and reap; idempotent.
   void kill_and_wait();
 

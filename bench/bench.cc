@@ -1,0 +1,310 @@
+// sandbox-bench: measures sandboxd on this machine and prints the figures
+// side by side with peers measured in the same run. Nothing is asserted:
+// benchmarks report, tests check behaviour.
+//
+// usage: sandbox-bench [--images DIR] [--samples N] [--seconds S]
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/framing.h"
+#include "common/limits.h"
+#include "daemon/accel.h"
+#include "daemon/images.h"
+#include "daemon/process.h"
+#include "daemon/qemu_argv.h"
+#include "sandbox/client.h"
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using namespace sandbox;
+
+namespace {
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+struct Stats {
+  std::vector<double> v;
+  double pct(double p) const {
+    if (v.empty()) return 0;
+    auto s = v;
+    std::sort(s.begin(), s.end());
+    size_t i = static_cast<size_t>(p / 100.0 * static_cast<double>(s.size() - 1) + 0.5);
+    return s[std::min(i, s.size() - 1)];
+  }
+  double median() const { return pct(50); }
+};
+
+std::string fmt(double ms) {
+  char b[32];
+  std::snprintf(b, sizeof b, ms < 10 ? "%.2f ms" : ms < 1000 ? "%.1f ms" : "%.0f ms", ms);
+  return b;
+}
+
+// Runs a command to completion with stdout/stderr discarded; returns exit status.
+int run_quiet(const std::vector<std::string>& argv) {
+  auto p = daemon::Process::spawn({argv, {}, true});
+  if (!p) return -1;
+  int status = p->wait();
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+class Daemon {
+ public:
+  Daemon(const std::string& bin_dir, const std::string& images, std::vector<std::string> args) {
+    char tmpl[] = "/tmp/sandbox-bench.XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    socket_ = dir_ + "/sandboxd.sock";
+    std::vector<std::string> argv = {bin_dir + "/sandboxd", "--config", "/dev/null", "--socket", socket_,
+                                     "--images", images, "--state-dir", dir_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    sandbox::unique_fd log(::open((dir_ + "/log").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    auto p = daemon::Process::spawn({argv, {{1, log.get()}, {2, log.get()}}, true});
+    if (p) proc_ = std::move(*p);
+    for (int i = 0; i < 3000 && !Client(socket_).status().ok(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ~Daemon() {
+    (void)proc_.signal(SIGTERM);
+    for (int i = 0; i < 1500 && !proc_.try_wait(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    proc_.kill_and_wait();
+    fs::remove_all(dir_);
+  }
+  const std::string& socket() const { return socket_; }
+  Client client() const { return Client(socket_); }
+  pid_t pid() const { return proc_.pid(); }
+  std::vector<pid_t> children() const {
+    std::ifstream in("/proc/" + std::to_string(pid()) + "/task/" + std::to_string(pid()) + "/children");
+    std::vector<pid_t> out;
+    pid_t p;
+    while (in >> p) out.push_back(p);
+    return out;
+  }
+  // Until the pool holds `n` ready VMs of `lang` and none is booting.
+  bool wait_pool(Language lang, uint32_t n, std::chrono::seconds deadline = std::chrono::seconds(120)) const {
+    auto until = Clock::now() + deadline;
+    while (Clock::now() < until) {
+      if (auto st = client().status(); st.ok())
+        for (auto& p : st->pool)
+          if (p.language == lang && p.ready >= n && p.booting == 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+ private:
+  std::string dir_, socket_;
+  daemon::Process proc_;
+};
+
+RunRequest print1() {
+  RunRequest r;
+  r.language = Language::python;
+  r.code = "print(1)";
+  return r;
+}
+
+uint64_t rss_kb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.starts_with("VmRSS:")) return std::stoull(line.substr(6));
+  return 0;
+}
+
+// A bare QEMU boot of the same images, timed to the agent's hello.
+double plain_boot_ms(const daemon::ImageSet& images, daemon::Accel accel) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -1;
+  sandbox::unique_fd host(sv[0]), guest(sv[1]);
+  daemon::VmSpec spec;
+  spec.qemu = "qemu-system-x86_64";
+  spec.accel = accel;
+  spec.kernel = images.kernel.path;
+  spec.initrd = images.initrd.path;
+  spec.rootfs = images.rootfs.path;
+  spec.tsc_khz = accel == daemon::Accel::tcg ? daemon::measure_tsc_khz() : 0;
+  auto argv = daemon::qemu_argv(spec);
+  if (!argv) return -1;
+  auto start = Clock::now();
+  auto p = daemon::Process::spawn({*argv, {{3, guest.get()}}, true});
+  if (!p) return -1;
+  guest.reset();
+  timeval tv{30, 0};
+  ::setsockopt(host.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  FrameDecoder d(limits::kMaxAgentFrameBytes);
+  char buf[4096];
+  std::string payload;
+  while (!d.next(&payload)) {
+    ssize_t n = ::recv(host.get(), buf, sizeof buf, 0);
+    if (n <= 0) return -1;
+    (void)d.feed({buf, static_cast<size_t>(n)});
+  }
+  return ms_since(start);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string self = fs::canonical("/proc/self/exe").parent_path().string();
+  std::string images = fs::path(self).parent_path().string() + "/images";
+  int samples = 15;
+  int seconds = 15;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--images") images = argv[i + 1];
+    else if (a == "--samples") samples = std::max(3, std::atoi(argv[i + 1]));
+    else if (a == "--seconds") seconds = std::max(3, std::atoi(argv[i + 1]));
+  }
+  auto image_set = daemon::load_images(images);
+  if (!image_set) {
+    std::fprintf(stderr, "sandbox-bench: %s\n", image_set.error().describe().c_str());
+    return 1;
+  }
+  auto accel = daemon::choose_accel(daemon::Accel::automatic, daemon::probe_host());
+  const char* accel_name = accel.accel == daemon::Accel::kvm ? "kvm" : "tcg";
+  std::printf("sandbox-bench: %u CPUs, accelerator %s (%s)\n\n", std::thread::hardware_concurrency(), accel_name,
+              accel.reason.c_str());
+  std::fflush(stdout);
+
+  // --- peers, measured now on this machine
+  Stats py, bwrap, qemu;
+  for (int i = 0; i < 10; ++i) {
+    auto t = Clock::now();
+    // Debian's interpreter by path: a PATH shim (pyenv and the like) would
+    // time the shim, not Python.
+    if (run_quiet({"/usr/bin/python3", "-c", "print(1)"}) == 0) py.v.push_back(ms_since(t));
+    t = Clock::now();
+    if (run_quiet({"bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc",
+                   "/proc", "--tmpfs", "/tmp", "/usr/bin/python3", "-c", "print(1)"}) == 0)
+      bwrap.v.push_back(ms_since(t));
+  }
+  for (int i = 0; i < 5; ++i)
+    if (double ms = plain_boot_ms(*image_set, accel.accel); ms > 0) qemu.v.push_back(ms);
+
+  // --- warm pool through libsandbox, and through the sandboxctl process
+  Stats warm_lib, warm_ctl, exec_guest;
+  uint64_t idle_rss_kb = 0;
+  size_t idle_vms = 0;
+  {
+    Daemon d(self, images, {"--pool-python", "2", "--pool-javascript", "0", "--pool-raw", "0"});
+    if (d.wait_pool(Language::python, 2)) {
+      for (pid_t p : d.children()) idle_rss_kb += rss_kb(p), ++idle_vms;
+    }
+    for (int i = 0; i < samples; ++i) {
+      if (!d.wait_pool(Language::python, 1)) break;
+      auto t = Clock::now();
+      auto r = d.client().run(print1());
+      double ms = ms_since(t);
+      if (r.ok() && r->warm_pool_hit) {
+        warm_lib.v.push_back(ms);
+        exec_guest.v.push_back(static_cast<double>(r->execution_time_ms));
+      }
+    }
+    for (int i = 0; i < std::max(3, samples / 2); ++i) {
+      if (!d.wait_pool(Language::python, 1)) break;
+      auto t = Clock::now();
+      if (run_quiet({self + "/sandboxctl", "run", "--socket", d.socket(), "print(1)"}) == 0)
+        warm_ctl.v.push_back(ms_since(t));
+    }
+  }
+
+  // --- cold runs: no pool
+  Stats cold;
+  {
+    Daemon d(self, images, {"--pool-python", "0", "--pool-javascript", "0", "--pool-raw", "0"});
+    for (int i = 0; i < std::max(3, samples / 3); ++i) {
+      auto t = Clock::now();
+      auto r = d.client().run(print1());
+      if (r.ok()) cold.v.push_back(ms_since(t));
+    }
+  }
+
+  // --- sustained throughput, a fresh VM per run, default pool
+  struct Level {
+    int clients;
+    double rps;
+    uint64_t runs, failures, hits;
+  };
+  std::vector<Level> levels;
+  for (int clients : {1, 4, 16}) {
+    // One uid drives every client here, so the per-uid limit is lifted.
+    Daemon d(self, images, {"--max-runs-per-uid", "1000"});
+    d.wait_pool(Language::python, 2);
+    std::atomic<uint64_t> runs{0}, failures{0}, hits{0};
+    auto until = Clock::now() + std::chrono::seconds(seconds);
+    std::vector<std::thread> threads;
+    auto start = Clock::now();
+    for (int c = 0; c < clients; ++c)
+      threads.emplace_back([&] {
+        while (Clock::now() < until) {
+          auto r = d.client().run(print1());
+          if (!r.ok()) {
+            ++failures;
+            // Capacity is backpressure: back off instead of spinning.
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            continue;
+          }
+          ++runs;
+          if (r->warm_pool_hit) ++hits;
+        }
+      });
+    for (auto& t : threads) t.join();
+    double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    levels.push_back({clients, static_cast<double>(runs) / secs, runs, failures, hits});
+  }
+
+  // --- report
+  double bw = bwrap.median();
+  auto ratio = [&](double ms) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.2fx bwrap", bw > 0 ? ms / bw : 0.0);
+    return std::string(b);
+  };
+  std::printf("%-52s %12s %12s %12s  %s\n", "measurement (print(1) end to end)", "p50", "p95", "p99", "vs peer");
+  auto row = [&](const char* name, const Stats& s, bool compare = true) {
+    if (s.v.empty()) {
+      std::printf("%-52s %12s\n", name, "n/a");
+      return;
+    }
+    std::printf("%-52s %12s %12s %12s  %s\n", name, fmt(s.median()).c_str(), fmt(s.pct(95)).c_str(),
+                fmt(s.pct(99)).c_str(), compare ? ratio(s.median()).c_str() : "");
+  };
+  row("warm pool, libsandbox", warm_lib);
+  row("  of which in the guest (execution_time_ms)", exec_guest, false);
+  row("warm pool, sandboxctl process", warm_ctl);
+  row("cold boot (no pool), libsandbox", cold);
+  row("peer: python3 -c (no sandbox)", py);
+  row("peer: bwrap --unshare-all python3 -c", bwrap, false);
+  row("peer: plain qemu-system-x86_64 boot to agent hello", qemu);
+  std::printf("\n%-52s %12s %12s %12s %12s\n", "sustained, fresh VM per run", "runs/s", "runs", "failures",
+              "pool hits");
+  for (auto& l : levels) {
+    char name[64];
+    std::snprintf(name, sizeof name, "%d concurrent clients for %d s", l.clients, seconds);
+    std::printf("%-52s %12.2f %12llu %12llu %11.0f%%\n", name, l.rps, static_cast<unsigned long long>(l.runs),
+                static_cast<unsigned long long>(l.failures),
+                l.runs ? 100.0 * static_cast<double>(l.hits) / static_cast<double>(l.runs) : 0.0);
+  }
+  if (idle_vms)
+    std::printf("\nhost RSS per idle warm VM (python, 256 MB guest): %.1f MB over %zu VMs\n",
+                static_cast<double>(idle_rss_kb) / 1024.0 / static_cast<double>(idle_vms), idle_vms);
+  std::printf("accelerator: %s%s\n", accel_name,
+              accel.accel == daemon::Accel::tcg ? " (software emulation; KVM hosts are much faster)" : "");
+  return 0;
+}
