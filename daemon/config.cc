@@ -110,6 +110,13 @@ const std::vector<Key>& keys() {
        uint_key(&Config::pool_health_interval_ms, 100, 3'600'000)},
       {"shutdown_grace_ms", "time running runs get to finish at shutdown",
        uint_key(&Config::shutdown_grace_ms, 0, 600'000)},
+      {"dbus", "D-Bus interface: off, system, or a bus address (unix:path=...)",
+       [](Config& c, std::string_view v) -> Result<void> {
+         if (v != "off" && v != "system" && v.find(':') == std::string_view::npos)
+           return bad_value("'" + std::string(v) + "' is not off, system or a bus address");
+         c.dbus = std::string(v);
+         return ok();
+       }},
       {"log_level", "debug, info, warning or error",
        [](Config& c, std::string_view v) -> Result<void> {
          if (v != "debug" && v != "info" && v != "warning" && v != "error")

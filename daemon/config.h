@@ -64,6 +64,8 @@ struct Config {
   uint32_t pool_health_interval_ms = 15'000;
   // On SIGTERM, running runs get this long to finish before they are cancelled.
   uint32_t shutdown_grace_ms = 10'000;
+  // D-Bus interface: "off", "system" (the system bus) or a bus address.
+  std::string dbus = "off";
   std::string log_level = "info";
 };
 

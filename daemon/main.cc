@@ -16,6 +16,7 @@
 #include "daemon/accel.h"
 #include "daemon/config.h"
 #include "daemon/control_socket.h"
+#include "daemon/dbus.h"
 #include "daemon/images.h"
 #include "daemon/log.h"
 #include "daemon/manager.h"
@@ -206,14 +207,27 @@ int run(int argc, char** argv) {
   log_info("listening on " + cfg.socket);
   manager->start();
 
+  // The bus is optional: without one the daemon still serves the socket.
+  std::unique_ptr<DbusService> dbus;
+  if (cfg.dbus != "off") {
+    dbus = std::make_unique<DbusService>(&loop, *manager, policy);
+    if (auto r = dbus->start(cfg.dbus); r) {
+      log_info(std::string("D-Bus: ") + kBusName + " on " + cfg.dbus);
+    } else {
+      log_warning("D-Bus unavailable (" + r.error().message + "); serving the socket only");
+      dbus.reset();
+    }
+  }
+
   // Shutdown drains: no new connections or runs, running ones get the
   // grace to finish, then every VM is gone and the replies are flushed.
   struct Stop {
     ControlServer* server;
     Manager* manager;
+    DbusService* dbus;
     std::chrono::milliseconds grace;
     uv_signal_t term, intr;
-  } stop{server.get(), manager.get(), std::chrono::milliseconds(cfg.shutdown_grace_ms), {}, {}};
+  } stop{server.get(), manager.get(), dbus.get(), std::chrono::milliseconds(cfg.shutdown_grace_ms), {}, {}};
   auto on_signal = [](uv_signal_t* s, int signum) {
     auto* st = static_cast<Stop*>(s->data);
     if (st->manager->draining()) return;
@@ -221,6 +235,7 @@ int run(int argc, char** argv) {
              std::to_string(st->manager->active_runs()) + " runs");
     st->server->stop_listening();
     st->manager->drain(st->grace, [st] {
+      if (st->dbus) st->dbus->stop();
       st->server->close();
       uv_signal_stop(&st->term);
       uv_signal_stop(&st->intr);
@@ -234,6 +249,7 @@ int run(int argc, char** argv) {
 
   uv_run(&loop, UV_RUN_DEFAULT);
 
+  dbus.reset();
   server.reset();
   manager.reset();
   uv_close(reinterpret_cast<uv_handle_t*>(&stop.term), nullptr);

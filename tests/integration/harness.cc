@@ -242,6 +242,20 @@ std::optional<proto::Message> RawClient::receive(std::chrono::seconds timeout, b
   }
 }
 
+namespace {
+std::vector<std::function<void()>>& suite_end() {
+  static std::vector<std::function<void()>> fns;
+  return fns;
+}
+}  // namespace
+
+void at_suite_end(std::function<void()> fn) { suite_end().push_back(std::move(fn)); }
+
+void run_suite_end() {
+  auto fns = std::move(suite_end());
+  for (auto it = fns.rbegin(); it != fns.rend(); ++it) (*it)();
+}
+
 std::vector<pid_t> processes_named(const std::string& prefix) {
   std::vector<pid_t> out;
   for (const auto& e : fs::directory_iterator("/proc")) {

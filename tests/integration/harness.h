@@ -5,6 +5,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,6 +74,11 @@ class RawClient {
   unique_fd fd_;
   std::string buffer_;
 };
+
+// Runs `fn` when the cases are done, before the leak check: for fixtures
+// shared by several cases.
+void at_suite_end(std::function<void()> fn);
+void run_suite_end();
 
 // All processes whose command line starts with `prefix` (e.g. the QEMU binary).
 std::vector<pid_t> processes_named(const std::string& prefix);

@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   int rc = ctx.run();
   if (ctx.shouldExit()) return rc;
 
+  run_suite_end();
   int leaks = 0;
   if (auto* d = TestDaemon::shared_if_started()) {
     if (!d->wait_children_at_most(0, std::chrono::seconds(15))) {
