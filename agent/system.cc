@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "agent/log.h"
+#include "common/sysinfo.h"
 
 namespace sandbox::agent {
 namespace {
@@ -180,16 +181,7 @@ Result<void> setup_exec_cgroup(const std::string& tree) {
     if (!(ctl << "+pids +memory" << std::flush)) return Error::sys("enable controllers", "/sys/fs/cgroup");
   }
   if (::mkdir(tree.c_str(), 0755) != 0 && errno != EEXIST) return Error::sys("mkdir", tree);
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key;
-  uint64_t total_kb = 0;
-  while (meminfo >> key) {
-    if (key == "MemTotal:") {
-      meminfo >> total_kb;
-      break;
-    }
-    meminfo.ignore(256, '\n');
-  }
+  uint64_t total_kb = meminfo_kb("MemTotal");
   if (total_kb > 2 * kAgentReserveKb) {
     std::ofstream max(tree + "/memory.max");
     max << (total_kb - kAgentReserveKb) * 1024 << std::flush;

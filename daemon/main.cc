@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 
+#include "common/sysinfo.h"
 #include "daemon/accel.h"
 #include "daemon/config.h"
 #include "daemon/control_socket.h"
@@ -86,16 +87,7 @@ Result<Config> load_config(int argc, char** argv) {
 // plus QEMU's own overhead, and no more than four per CPU: a VM that gets no
 // CPU misses its boot deadline. Under TCG every VM needs far more CPU.
 uint32_t default_max_vms(uint32_t vm_mb, Accel accel) {
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key;
-  uint64_t total_kb = 0;
-  while (meminfo >> key) {
-    if (key == "MemTotal:") {
-      meminfo >> total_kb;
-      break;
-    }
-    meminfo.ignore(256, '\n');
-  }
+  uint64_t total_kb = meminfo_kb("MemTotal");
   uint64_t per_vm_mb = vm_mb + 64;
   uint64_t n = total_kb / 1024 * 3 / 4 / per_vm_mb;
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);

@@ -121,6 +121,7 @@ std::optional<int> Process::try_wait() {
 
 int Process::wait() {
   if (!pidfd_ || status_) return status_.value_or(0);
+  // An event loop may have made the pidfd non-blocking; this wait must block.
   int flags = ::fcntl(pidfd_.get(), F_GETFL);
   if (flags >= 0 && (flags & O_NONBLOCK)) ::fcntl(pidfd_.get(), F_SETFL, flags & ~O_NONBLOCK);
   siginfo_t info{};
@@ -134,14 +135,7 @@ int Process::wait() {
 void Process::kill_and_wait() {
   if (!pidfd_ || status_) return;
   pidfd_send_signal(pidfd_.get(), SIGKILL);
-  // An event loop may have made the pidfd non-blocking; this wait must block.
-  int flags = ::fcntl(pidfd_.get(), F_GETFL);
-  if (flags >= 0 && (flags & O_NONBLOCK)) ::fcntl(pidfd_.get(), F_SETFL, flags & ~O_NONBLOCK);
-  siginfo_t info{};
-  while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &info, WEXITED) != 0 &&
-         errno == EINTR) {
-  }
-  status_ = info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status;
+  wait();
 }
 
 std::optional<ProcessUsage> read_process_usage(pid_t pid) {

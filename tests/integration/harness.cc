@@ -91,6 +91,14 @@ CmdResult run_command(const std::vector<std::string>& argv, const std::string& i
   return res;
 }
 
+RunRequest make_request(Language language, std::string code, int timeout_ms) {
+  RunRequest r;
+  r.language = language;
+  r.code = std::move(code);
+  r.timeout = std::chrono::milliseconds(timeout_ms);
+  return r;
+}
+
 std::string images_dir() {
   const char* env = std::getenv("SANDBOXD_TEST_IMAGES");
   return env && *env ? env : SANDBOXD_DEFAULT_IMAGES;

@@ -12,6 +12,7 @@
 
 #include "common/protocol.h"
 #include "common/unique_fd.h"
+#include "sandbox/client.h"
 
 namespace sandbox::test {
 
@@ -26,6 +27,9 @@ CmdResult run_command(const std::vector<std::string>& argv, const std::string& i
                       std::chrono::seconds timeout = std::chrono::seconds(120));
 
 std::string images_dir();
+
+// A run request with the test's usual defaults.
+RunRequest make_request(Language language, std::string code, int timeout_ms = 30'000);
 
 class TestDaemon {
  public:

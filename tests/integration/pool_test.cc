@@ -16,11 +16,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 RunRequest req(Language l, std::string code, int timeout_ms = 30'000) {
-  RunRequest r;
-  r.language = l;
-  r.code = std::move(code);
-  r.timeout = std::chrono::milliseconds(timeout_ms);
-  return r;
+  return make_request(l, std::move(code), timeout_ms);
 }
 
 // Waits until the pool for `l` has `n` ready VMs and nothing booting.

@@ -25,11 +25,7 @@ CmdResult ctl(std::vector<std::string> args, const std::string& input = {}) {
 Client client() { return Client(TestDaemon::shared().socket()); }
 
 RunRequest req(Language l, std::string code, int timeout_ms = 30'000) {
-  RunRequest r;
-  r.language = l;
-  r.code = std::move(code);
-  r.timeout = std::chrono::milliseconds(timeout_ms);
-  return r;
+  return make_request(l, std::move(code), timeout_ms);
 }
 
 }  // namespace
