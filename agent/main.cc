@@ -5,6 +5,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -111,6 +112,8 @@ class Agent {
       }
       if (auto* exec = std::get_if<proto::Exec>(&*msg)) {
         if (auto r = start(*exec); !r) return r;
+      } else if (auto* resume = std::get_if<proto::Resume>(&*msg)) {
+        if (auto r = on_resume(*resume); !r) return r;
       } else if (auto* ping = std::get_if<proto::Ping>(&*msg)) {
         if (auto r = send(proto::Pong{ping->seq}); !r) return r;
       } else {
@@ -118,6 +121,29 @@ class Agent {
       }
     }
     return ok();
+  }
+
+  // This VM is a clone of a snapshot: everything that must differ between
+  // clones is renewed before it says hello again.
+  Result<void> on_resume(const proto::Resume& r) {
+    if (auto res = reseed(r.seed); !res) log("reseeding the RNG: %s", res.error().message.c_str());
+    timespec ts{static_cast<time_t>(r.realtime_ns / 1'000'000'000), static_cast<long>(r.realtime_ns % 1'000'000'000)};
+    if (r.realtime_ns && ::clock_settime(CLOCK_REALTIME, &ts) != 0) log("clock_settime failed");
+    if (!r.hostname.empty()) ::sethostname(r.hostname.data(), r.hostname.size());
+    // An interpreter started in the template has the template's random
+    // state (bash $RANDOM, V8's Math.random): start a fresh one. Python
+    // seeds its random module on first import, after this point.
+    std::string prestarted;
+    if (prepared_ && prepared_->alive()) {
+      auto language = prepared_->language();
+      if (language != proto::Language::python) {
+        prepared_.reset();
+        auto p = Execution::spawn(language, {}, tree_, filter_);
+        if (p) prepared_ = std::move(*p);
+      }
+      if (prepared_) prestarted = proto::language_name(language);
+    }
+    return send(proto::Hello{proto::kProtocolVersion, kernel_release(), prestarted});
   }
 
   Result<void> start(const proto::Exec& exec) {

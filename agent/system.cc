@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/random.h>
 #include <linux/reboot.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
@@ -17,6 +18,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
+#include <vector>
 #include <fstream>
 #include <sstream>
 
@@ -209,6 +212,19 @@ Result<std::string> find_agent_port(long timeout_ms) {
     sleep_ms(2);
   }
   return Error::make(ErrorCode::vm_boot_failed, "virtio port " + std::string(proto::kAgentPortName) + " not found");
+}
+
+Result<void> reseed(std::string_view seed) {
+  unique_fd fd(::open("/dev/urandom", O_WRONLY | O_CLOEXEC));
+  if (!fd) return Error::sys("open", "/dev/urandom");
+  std::vector<char> buf(sizeof(rand_pool_info) + seed.size());
+  auto* info = reinterpret_cast<rand_pool_info*>(buf.data());
+  info->entropy_count = static_cast<int>(seed.size() * 8);
+  info->buf_size = static_cast<int>(seed.size());
+  std::memcpy(info->buf, seed.data(), seed.size());
+  if (::ioctl(fd.get(), RNDADDENTROPY, info) != 0) return Error::sys("RNDADDENTROPY");
+  if (::ioctl(fd.get(), RNDRESEEDCRNG) != 0) return Error::sys("RNDRESEEDCRNG");
+  return ok();
 }
 
 std::string kernel_release() {

@@ -30,6 +30,8 @@ Result<void> setup_exec_cgroup(const std::string& tree);
 // Path of the device node of the host channel, once it exists.
 Result<std::string> find_agent_port(long timeout_ms);
 std::string kernel_release();
+// Mixes host-provided bytes into the kernel RNG and forces a reseed.
+Result<void> reseed(std::string_view seed);
 [[noreturn]] void power_off();
 
 }  // namespace sandbox::agent

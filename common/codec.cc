@@ -12,6 +12,8 @@ namespace sandbox::proto {
 namespace {
 
 constexpr std::array<std::string_view, 3> kLanguages = {"python", "javascript", "raw"};
+// Entropy handed to a restored guest; the kernel takes at most 256 bytes' worth.
+constexpr size_t kMaxSeedBytes = 256;
 // One pool per language; a status never lists more.
 constexpr size_t kMaxPoolEntries = 8;
 
@@ -60,7 +62,7 @@ struct Encoder {
     put_str(p, "data"), put_bin(p, m.data);
   }
   void operator()(const RunResult& m) {
-    header(p, "result", 14);
+    header(p, "result", 15);
     put_str(p, "id"), p.pack(m.id);
     put_str(p, "stdout"), put_bin(p, m.stdout_data);
     put_str(p, "stderr"), put_bin(p, m.stderr_data);
@@ -80,6 +82,7 @@ struct Encoder {
     put_str(p, "memory_peak_mb"), p.pack(m.memory_peak_mb);
     put_str(p, "warm_pool_hit"), p.pack(m.warm_pool_hit);
     put_str(p, "accelerator"), put_str(p, m.accelerator);
+    put_str(p, "vm_start"), put_str(p, m.vm_start);
   }
   void operator()(const ErrorReply& m) {
     header(p, "error", 3);
@@ -92,6 +95,12 @@ struct Encoder {
     put_str(p, "version"), p.pack(m.version);
     put_str(p, "kernel"), put_str(p, m.kernel);
     put_str(p, "prestarted"), put_str(p, m.prestarted);
+  }
+  void operator()(const Resume& m) {
+    header(p, "resume", 3);
+    put_str(p, "seed"), put_bin(p, m.seed);
+    put_str(p, "realtime_ns"), p.pack(m.realtime_ns);
+    put_str(p, "hostname"), put_str(p, m.hostname);
   }
   void operator()(const Ping& m) {
     header(p, "ping", 1);
@@ -366,6 +375,7 @@ Result<Message> decode_object(const msgpack::object& obj) {
     m.memory_peak_mb = f.u64("memory_peak_mb");
     m.warm_pool_hit = f.boolean("warm_pool_hit");
     m.accelerator = f.str("accelerator", limits::kMaxNameBytes);
+    m.vm_start = f.str("vm_start", limits::kMaxNameBytes);
     return finish(f, std::move(m));
   }
   if (type == "error") {
@@ -383,6 +393,13 @@ Result<Message> decode_object(const msgpack::object& obj) {
     m.version = static_cast<uint32_t>(f.u64("version", UINT32_MAX));
     m.kernel = f.str("kernel", limits::kMaxNameBytes);
     m.prestarted = f.str("prestarted", limits::kMaxNameBytes);
+    return finish(f, std::move(m));
+  }
+  if (type == "resume") {
+    Resume m;
+    m.seed = f.bytes("seed", kMaxSeedBytes);
+    m.realtime_ns = f.u64("realtime_ns");
+    m.hostname = f.str("hostname", 64);
     return finish(f, std::move(m));
   }
   if (type == "ping" || type == "pong") {

@@ -73,6 +73,9 @@ struct RunResult {
   uint64_t memory_peak_mb = 0;  // peak host memory of the VM
   bool warm_pool_hit = false;
   std::string accelerator;  // "kvm" or "tcg"
+  // How the VM came to be: "pool", "snapshot", "boot", or "boot" after a
+  // snapshot failed to restore ("boot (snapshot failed)").
+  std::string vm_start;
 };
 
 // daemon -> client: the request failed; no result follows.
@@ -89,6 +92,15 @@ struct Hello {
   uint32_t version = 0;
   std::string kernel;
   std::string prestarted;
+};
+
+// daemon -> agent, first thing after a VM is restored from a snapshot: make
+// this clone unlike its siblings (entropy, clock, name). The agent answers
+// with a fresh hello.
+struct Resume {
+  std::string seed;  // random bytes from the host for the guest's RNG
+  uint64_t realtime_ns = 0;
+  std::string hostname;
 };
 
 // daemon -> agent and back: liveness of an idle VM.
@@ -151,7 +163,7 @@ struct ExecDone {
 };
 
 using Message = std::variant<RunRequest, Output, RunResult, ErrorReply, Hello, Exec, ExecDone, Ping, Pong,
-                             StatusRequest, Status>;
+                             StatusRequest, Status, Resume>;
 
 // Payload only (no length prefix).
 std::string encode(const Message& message);

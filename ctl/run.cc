@@ -114,7 +114,7 @@ std::string to_json(const Source& src, Language lang, const Result<RunResult>& r
        std::to_string(r->timing.setup_ms) + ",\"boot_ms\":" + std::to_string(r->timing.boot_ms) +
        ",\"execute_ms\":" + std::to_string(r->timing.execute_ms) + ",\"total_ms\":" +
        std::to_string(r->timing.total_ms) + "},\"warm_pool_hit\":" + b(r->warm_pool_hit) +
-       ",\"accelerator\":" + json_string(r->accelerator) + "}";
+       ",\"accelerator\":" + json_string(r->accelerator) + ",\"vm_start\":" + json_string(r->vm_start) + "}";
   return j;
 }
 

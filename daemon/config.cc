@@ -110,6 +110,13 @@ const std::vector<Key>& keys() {
        uint_key(&Config::pool_health_interval_ms, 100, 3'600'000)},
       {"shutdown_grace_ms", "time running runs get to finish at shutdown",
        uint_key(&Config::shutdown_grace_ms, 0, 600'000)},
+      {"snapshots", "restore VMs from memory snapshots instead of booting: on or off",
+       [](Config& c, std::string_view v) -> Result<void> {
+         if (v != "on" && v != "off") return bad_value("'" + std::string(v) + "' is not on or off");
+         c.snapshots = v == "on";
+         return ok();
+       }},
+      {"snapshot_cache_mb", "disk the snapshot cache may use", uint_key(&Config::snapshot_cache_mb, 256, 1'000'000)},
       {"dbus", "D-Bus interface: off, system, or a bus address (unix:path=...)",
        [](Config& c, std::string_view v) -> Result<void> {
          if (v != "off" && v != "system" && v.find(':') == std::string_view::npos)

@@ -64,6 +64,10 @@ struct Config {
   uint32_t pool_health_interval_ms = 15'000;
   // On SIGTERM, running runs get this long to finish before they are cancelled.
   uint32_t shutdown_grace_ms = 10'000;
+  // Restore VMs from memory snapshots instead of booting them.
+  bool snapshots = true;
+  // Disk the snapshot cache may use; the least recently used go first.
+  uint32_t snapshot_cache_mb = 4096;
   // D-Bus interface: "off", "system" (the system bus) or a bus address.
   std::string dbus = "off";
   std::string log_level = "info";

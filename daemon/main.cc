@@ -21,7 +21,10 @@
 #include "daemon/images.h"
 #include "daemon/log.h"
 #include "daemon/manager.h"
+#include "daemon/snapshots.h"
 #include "daemon/vm.h"
+
+#include <fcntl.h>
 
 extern char** environ;
 
@@ -96,6 +99,22 @@ uint32_t default_max_vms(uint32_t vm_mb, Accel accel) {
   return static_cast<uint32_t>(std::clamp<uint64_t>(n, 1, 1000));
 }
 
+// First line of `qemu --version`: part of every snapshot's key.
+std::string qemu_version(const std::string& qemu) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return "unknown";
+  unique_fd r(p[0]), w(p[1]);
+  auto proc = Process::spawn({{qemu, "--version"}, {{1, w.get()}}, true});
+  w.reset();
+  if (!proc) return "unknown";
+  std::string out;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(r.get(), buf, sizeof buf)) > 0 && out.size() < 4096) out.append(buf, static_cast<size_t>(n));
+  proc->wait();
+  return out.substr(0, out.find('\n'));
+}
+
 // Boots one VM with KVM and waits for the agent's hello.
 bool probe_boot(uv_loop_t* loop, VmSpec spec, std::chrono::milliseconds timeout, std::string* why) {
   bool done = false, ok = false;
@@ -166,7 +185,28 @@ int run(int argc, char** argv) {
   else
     log_info("accelerator kvm: " + accel.reason);
 
+  // Snapshots depend on everything that shapes the guest's memory.
+  std::unique_ptr<SnapshotStore> snapshots;
+  if (cfg.snapshots) {
+    auto fingerprint = snapshot_fingerprint(
+        {images->kernel.sha256, images->initrd.sha256, images->rootfs.sha256, qemu_version(cfg.qemu),
+         std::string(accel_name(spec.accel)), std::to_string(spec.vcpus), std::to_string(spec.tsc_khz),
+         std::to_string(spec.tcg_tb_size_mb), kKernelCmdline, std::to_string(proto::kProtocolVersion)});
+    snapshots = std::make_unique<SnapshotStore>(cfg.state_dir + "/snapshots", fingerprint,
+                                                uint64_t{cfg.snapshot_cache_mb} << 20);
+    auto dropped = snapshots->init();
+    if (!dropped) {
+      log_warning("snapshots off: " + dropped.error().describe());
+      snapshots.reset();
+    } else {
+      for (const auto& d : *dropped) log_info("snapshot cache: removed " + d);
+      log_info("snapshot cache in " + cfg.state_dir + "/snapshots: " + std::to_string(snapshots->list().size()) +
+               " snapshots");
+    }
+  }
+
   ManagerOptions mopts;
+  mopts.snapshots = snapshots.get();
   mopts.version = PROJECT_VERSION;
   mopts.accel_reason = accel.reason;
   mopts.vm = spec;

@@ -6,6 +6,9 @@
 #include "common/validate.h"
 #include "daemon/log.h"
 #include "daemon/process.h"
+#include "daemon/snapshots.h"
+
+#include <fcntl.h>
 #include "daemon/vm.h"
 
 namespace sandbox::daemon {
@@ -62,6 +65,7 @@ class Manager::Run {
       if (auto vm = mgr_->take_warm(req_.language)) {
         ++mgr_->pools_[lang].hits;
         warm_ = true;
+        vm_start_ = "pool";
         adopt(std::move(vm));
         return true;
       }
@@ -115,10 +119,12 @@ class Manager::Run {
     spec.memory_mb = req_.memory_mb;
     // Without extra environment the interpreter can come up during boot.
     if (req_.env.empty()) spec.prestart = req_.language;
-    auto vm = Vm::start(mgr_->loop_, spec, mgr_->options_.boot_timeout, events());
+    std::string how;
+    auto vm = mgr_->start_vm(spec, req_.language, events(), &how);
     if (!vm) return std::move(vm).error();
-    ++mgr_->live_vms_;
     vm_ = std::move(*vm);
+    if (vm_start_.empty()) vm_start_ = how;
+    else if (how == "boot") vm_start_ = "boot (snapshot failed)";
     if (attempts_ == 1) spawned_ = Clock::now();
     return ok();
   }
@@ -190,6 +196,14 @@ class Manager::Run {
     if (state_ == State::finished) return;
     bool booting = state_ == State::booting;
     bool retryable = e.code == ErrorCode::timeout || e.code == ErrorCode::vm_boot_failed;
+    if (booting && vm_ && vm_->restored()) {
+      // A snapshot that cannot be restored is discarded; this run boots.
+      mgr_->discard_snapshot(req_.language, req_.memory_mb, e.message.substr(0, 200));
+      mgr_->bury(std::move(vm_));
+      --attempts_;
+      if (auto r = boot(); !r) fail(std::move(r).error());
+      return;
+    }
     if (booting && retryable && attempts_ <= mgr_->options_.boot_retries) {
       log_warning("run " + std::to_string(id_) + ": boot attempt " + std::to_string(attempts_) + " failed (" +
                   e.describe().substr(0, 200) + "); retrying");
@@ -224,6 +238,7 @@ class Manager::Run {
     r.memory_peak_mb = (u.peak_rss_kb + 1023) / 1024;
     r.warm_pool_hit = warm_;
     r.accelerator = std::string(accel_name(mgr_->options_.vm.accel));
+    r.vm_start = vm_start_;
     return r;
   }
 
@@ -256,6 +271,7 @@ class Manager::Run {
   UvHandle<uv_timer_t> timer_;  // queue deadline, then host deadline
   uint32_t attempts_ = 0;
   bool warm_ = false;
+  std::string vm_start_;
   std::string stdout_, stderr_;
   bool stdout_truncated_ = false, stderr_truncated_ = false;
   Clock::time_point accepted_, spawned_, ready_, exec_sent_;
@@ -272,6 +288,11 @@ Manager::Manager(uv_loop_t* loop, ManagerOptions options) : loop_(loop), options
 
 Manager::~Manager() {
   cancel_all();
+  for (auto& [key, t] : templates_) {
+    t.vm.reset();
+    options_.snapshots->abort(std::move(*t.pending));
+  }
+  templates_.clear();
   for (auto& pool : pools_) {
     pool.ready.clear();
     pool.booting.clear();
@@ -323,6 +344,11 @@ void Manager::drain(std::chrono::milliseconds grace, std::function<void()> done)
   drained_ = std::move(done);
   uv_timer_stop(health_.get());
   uv_timer_stop(retry_refill_.get());
+  for (auto& [key, t] : templates_) {
+    bury(std::move(t.vm));
+    options_.snapshots->abort(std::move(*t.pending));
+  }
+  templates_.clear();
   for (auto& pool : pools_) {
     while (!pool.ready.empty()) {
       bury(std::move(pool.ready.front().vm));
@@ -371,7 +397,101 @@ proto::Status Manager::status() const {
   return s;
 }
 
-Result<std::unique_ptr<Vm>> Manager::boot_vm(VmSpec spec, std::function<void(Vm*)> on_ready,
+Result<std::unique_ptr<Vm>> Manager::start_vm(VmSpec spec, proto::Language language, Vm::Events events,
+                                              std::string* how) {
+  *how = "boot";
+  if (options_.snapshots) {
+    if (auto entry = options_.snapshots->find(options_.snapshots->key(language, spec.memory_mb))) {
+      unique_fd state(::open(entry->state.c_str(), O_RDONLY | O_CLOEXEC));
+      if (state) {
+        VmSpec restore = spec;
+        restore.incoming = true;
+        restore.memory_file = entry->ram;
+        restore.memory_shared = false;
+        auto vm = Vm::start(loop_, std::move(restore), options_.boot_timeout, events, state.get());
+        if (vm) {
+          ++live_vms_;
+          *how = "snapshot";
+          return vm;
+        }
+        log_warning("snapshot restore could not start: " + vm.error().describe());
+      }
+      discard_snapshot(language, spec.memory_mb, "its files could not be used");
+    }
+  }
+  auto vm = Vm::start(loop_, spec, options_.boot_timeout, std::move(events));
+  if (!vm) return std::move(vm).error();
+  ++live_vms_;
+  maybe_create_snapshot(language, spec.memory_mb);
+  return vm;
+}
+
+void Manager::discard_snapshot(proto::Language language, uint32_t memory_mb, const std::string& why) {
+  if (!options_.snapshots) return;
+  log_warning("snapshot for " + std::string(proto::language_name(language)) + "/" + std::to_string(memory_mb) +
+              " MB discarded: " + why);
+  options_.snapshots->drop(options_.snapshots->key(language, memory_mb));
+}
+
+void Manager::maybe_create_snapshot(proto::Language language, uint32_t memory_mb) {
+  auto* store = options_.snapshots;
+  if (!store || draining_ || !has_capacity()) return;
+  std::string key = store->key(language, memory_mb);
+  if (templates_.count(key) || store->find(key)) return;
+  auto pending = store->begin(language, memory_mb);
+  if (!pending) {
+    log_warning("cannot start a snapshot: " + pending.error().describe());
+    return;
+  }
+  // A template VM: booted with its RAM in the snapshot's file, saved once
+  // its interpreter waits, then destroyed. It never runs user code.
+  VmSpec spec = options_.vm;
+  spec.memory_mb = memory_mb;
+  spec.prestart = language;
+  spec.memory_file = pending->ram;
+  spec.memory_shared = true;
+  auto shared = std::make_shared<SnapshotStore::Pending>(std::move(*pending));
+  Vm::Events ev;
+  ev.ready = [this, key, shared] {
+    auto it = templates_.find(key);
+    if (it == templates_.end()) return;
+    it->second.vm->snapshot([this, key, shared](Result<void> r) {
+      auto t = templates_.find(key);
+      if (t == templates_.end()) return;
+      if (r) {
+        auto entry = options_.snapshots->commit(std::move(*shared));
+        if (entry)
+          log_info("snapshot ready: " + std::string(proto::language_name(entry->language)) + "/" +
+                   std::to_string(entry->memory_mb) + " MB, " + std::to_string(entry->bytes >> 20) + " MB on disk");
+        else
+          log_warning("cannot store a snapshot: " + entry.error().describe());
+      } else {
+        log_warning("snapshot failed: " + r.error().describe());
+        options_.snapshots->abort(std::move(*shared));
+      }
+      bury(std::move(t->second.vm));
+      templates_.erase(t);
+    });
+  };
+  ev.failed = [this, key, shared](Error e) {
+    auto t = templates_.find(key);
+    if (t == templates_.end()) return;
+    log_warning("snapshot template failed: " + e.describe().substr(0, 300));
+    options_.snapshots->abort(std::move(*shared));
+    bury(std::move(t->second.vm));
+    templates_.erase(t);
+  };
+  auto vm = Vm::start(loop_, spec, options_.boot_timeout, std::move(ev), shared->state.get());
+  if (!vm) {
+    log_warning("cannot start a snapshot template: " + vm.error().describe());
+    store->abort(std::move(*shared));
+    return;
+  }
+  ++live_vms_;
+  templates_.emplace(key, Template{std::move(*vm), shared});
+}
+
+Result<std::unique_ptr<Vm>> Manager::boot_vm(VmSpec spec, proto::Language language, std::function<void(Vm*)> on_ready,
                                              std::function<void(Vm*, Error)> on_failed) {
   // The Vm does not exist yet when the handlers are made; they find it
   // through this cell.
@@ -379,10 +499,10 @@ Result<std::unique_ptr<Vm>> Manager::boot_vm(VmSpec spec, std::function<void(Vm*
   Vm::Events ev;
   ev.ready = [self, on_ready] { on_ready(*self); };
   ev.failed = [self, on_failed](Error e) { on_failed(*self, std::move(e)); };
-  auto vm = Vm::start(loop_, std::move(spec), options_.boot_timeout, std::move(ev));
+  std::string how;
+  auto vm = start_vm(std::move(spec), language, std::move(ev), &how);
   if (!vm) return std::move(vm).error();
   *self = vm->get();
-  ++live_vms_;
   return vm;
 }
 
@@ -445,7 +565,7 @@ void Manager::refill() {
     spec.memory_mb = options_.pool_memory_mb;
     spec.prestart = language;
     auto vm = boot_vm(
-        spec, [this, language](Vm* vm) { on_pool_ready(language, vm); },
+        spec, language, [this, language](Vm* vm) { on_pool_ready(language, vm); },
         [this, language](Vm* vm, Error e) { on_pool_failed(language, vm, std::move(e)); });
     if (!vm) {
       log_error("warm pool: cannot start a VM: " + vm.error().describe());
@@ -488,6 +608,7 @@ void Manager::on_pool_failed(proto::Language language, Vm* vm, Error e) {
   if (it == pool.booting.end()) return;
   log_warning("warm pool: " + std::string(proto::language_name(language)) + " VM failed to boot: " +
               e.describe().substr(0, 300));
+  if (it->second->restored()) discard_snapshot(language, options_.pool_memory_mb, "restore failed");
   bury(std::move(it->second));
   pool.booting.erase(it);
   uv_timer_start(retry_refill_.get(), [](uv_timer_t* t) {

@@ -20,11 +20,14 @@
 #include "common/protocol.h"
 #include "common/result.h"
 #include "daemon/qemu_argv.h"
+#include "daemon/snapshots.h"
 #include "daemon/uv_util.h"
+#include "daemon/vm.h"
 
 namespace sandbox::daemon {
 
 class Vm;
+class SnapshotStore;
 
 struct Caller {
   uid_t uid = 0;
@@ -67,6 +70,9 @@ struct ManagerOptions {
   uint32_t pool_refill_concurrency = 1;
   std::chrono::milliseconds pool_max_idle{600'000};
   std::chrono::milliseconds pool_health_interval{15'000};
+
+  // Snapshot cache; null boots every VM.
+  SnapshotStore* snapshots = nullptr;
 };
 
 class Manager {
@@ -112,9 +118,15 @@ class Manager {
     uint64_t misses = 0;
   };
 
-  // VM lifecycle accounting.
-  Result<std::unique_ptr<Vm>> boot_vm(VmSpec spec, std::function<void(Vm*)> on_ready,
+  // VM lifecycle accounting. start_vm restores from a snapshot of
+  // `language` when there is one (and starts making one when there is not);
+  // *how says "snapshot" or "boot".
+  Result<std::unique_ptr<Vm>> start_vm(VmSpec spec, proto::Language language, Vm::Events events, std::string* how);
+  Result<std::unique_ptr<Vm>> boot_vm(VmSpec spec, proto::Language language, std::function<void(Vm*)> on_ready,
                                       std::function<void(Vm*, Error)> on_failed);
+  // A restored VM failed: its snapshot goes, the next VM boots and makes a new one.
+  void discard_snapshot(proto::Language language, uint32_t memory_mb, const std::string& why);
+  void maybe_create_snapshot(proto::Language language, uint32_t memory_mb);
   void bury(std::unique_ptr<Vm> vm);
   bool has_capacity() const { return live_vms_ < options_.max_vms; }
   bool evict_idle();
@@ -142,6 +154,11 @@ class Manager {
   std::deque<RunId> queue_;
   std::map<uid_t, uint32_t> per_uid_;
   std::array<Pool, kLanguageCount> pools_;
+  struct Template {
+    std::unique_ptr<Vm> vm;
+    std::shared_ptr<SnapshotStore::Pending> pending;
+  };
+  std::map<std::string, Template> templates_;  // snapshots being made, by key
   bool draining_ = false;
   std::function<void()> drained_;
   // Objects whose destruction must wait until no callback of theirs is on

@@ -55,7 +55,9 @@ uint32_t measure_tsc_khz() {
   }
   if (samples.empty()) return 0;
   std::sort(samples.begin(), samples.end());
-  return static_cast<uint32_t>(samples[samples.size() / 2]);
+  // Whole MHz: stable across daemon starts (it is part of snapshot keys) and
+  // close enough for the guest, which refines it anyway.
+  return static_cast<uint32_t>((samples[samples.size() / 2] + 500) / 1000 * 1000);
 #else
   return 0;
 #endif
@@ -84,9 +86,13 @@ Result<std::vector<std::string>> qemu_argv(const VmSpec& s) {
   if (s.memory_mb == 0 || s.vcpus == 0 || s.agent_fd < 0)
     return Error::make(ErrorCode::invalid_argument, "memory, vCPUs and agent fd must be set");
 
+  if (!s.memory_file.empty())
+    if (auto r = check_path("memory file", s.memory_file); !r) return std::move(r).error();
+  std::string machine = "microvm,x-option-roms=off,isa-serial=on,rtc=on";
+  if (!s.memory_file.empty()) machine += ",memory-backend=mem";
   std::vector<std::string> a = {
       s.qemu,
-      "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on",
+      "-M", machine,
       "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
   };
   if (s.accel == Accel::kvm) {
@@ -97,6 +103,12 @@ Result<std::vector<std::string>> qemu_argv(const VmSpec& s) {
   a.insert(a.end(), {
       "-m", std::to_string(s.memory_mb),
       "-smp", std::to_string(s.vcpus),
+  });
+  if (!s.memory_file.empty())
+    a.insert(a.end(), {"-object", "memory-backend-file,id=mem,size=" + std::to_string(s.memory_mb) +
+                                      "M,mem-path=" + qemu_escape(s.memory_file) +
+                                      (s.memory_shared ? ",share=on" : ",share=off")});
+  a.insert(a.end(), {
       "-kernel", s.kernel,
       "-initrd", s.initrd,
       "-append", kernel_cmdline(s),
@@ -109,6 +121,9 @@ Result<std::vector<std::string>> qemu_argv(const VmSpec& s) {
       // The console goes to QEMU's stdout, which the daemon keeps for errors.
       "-serial", "stdio",
   });
+  if (s.qmp_fd >= 0)
+    a.insert(a.end(), {"-chardev", "socket,id=qmp,fd=" + std::to_string(s.qmp_fd), "-mon", "chardev=qmp,mode=control"});
+  if (s.incoming) a.insert(a.end(), {"-incoming", "defer"});
   return a;
 }
 

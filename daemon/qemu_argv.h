@@ -30,6 +30,16 @@ struct VmSpec {
   uint32_t tsc_khz = 0;
   // Language whose interpreter the agent starts before its hello, if any.
   std::optional<proto::Language> prestart;
+  // Descriptor number of QEMU's QMP control socket; -1 for none.
+  int qmp_fd = -1;
+  // Guest RAM in a file instead of anonymous memory: shared (a snapshot
+  // template writes its RAM there) or private (a restored VM maps the
+  // template's RAM copy-on-write: clones share its pages, the file never
+  // changes).
+  std::string memory_file;
+  bool memory_shared = false;
+  // Start paused, waiting for device state over QMP migrate-incoming.
+  bool incoming = false;
 };
 
 // Fixed guest kernel arguments; nothing user-controlled reaches them.

@@ -3,12 +3,35 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <time.h>
+
+#include <cstring>
 #include <unistd.h>
 
 namespace sandbox::daemon {
 namespace {
 
 constexpr int kAgentFdInChild = 3;
+constexpr int kQmpFdInChild = 4;
+// How often a migration's progress is polled.
+constexpr uint64_t kMigrationPollMs = 5;
+
+// One message with a descriptor attached (SCM_RIGHTS).
+bool send_with_fd(int socket, const std::string& data, int fd) {
+  iovec iov{const_cast<char*>(data.data()), data.size()};
+  char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  return ::sendmsg(socket, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
+}
 
 std::string tail_for_error(const std::string& console) {
   if (console.empty()) return "(no console output)";
@@ -29,15 +52,24 @@ std::string_view vm_state_name(Vm::State state) {
 }
 
 Result<std::unique_ptr<Vm>> Vm::start(uv_loop_t* loop, VmSpec spec, std::chrono::milliseconds boot_timeout,
-                                      Events events) {
+                                      Events events, int migration_fd) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return Error::sys("socketpair");
   unique_fd host_end(sv[0]), guest_end(sv[1]);
+  bool need_qmp = spec.incoming || spec.memory_shared;
+  unique_fd qmp_host, qmp_guest;
+  if (need_qmp) {
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return Error::sys("socketpair");
+    qmp_host.reset(sv[0]);
+    qmp_guest.reset(sv[1]);
+    if (migration_fd < 0) return Error::make(ErrorCode::internal, "a snapshot VM needs its state file");
+  }
   int con[2];
   if (::pipe2(con, O_CLOEXEC) != 0) return Error::sys("pipe2");
   unique_fd con_r(con[0]), con_w(con[1]);
 
   spec.agent_fd = kAgentFdInChild;
+  spec.qmp_fd = need_qmp ? kQmpFdInChild : -1;
   auto argv = qemu_argv(spec);
   if (!argv) return std::move(argv).error();
 
@@ -47,11 +79,13 @@ Result<std::unique_ptr<Vm>> Vm::start(uv_loop_t* loop, VmSpec spec, std::chrono:
   SpawnOptions opts;
   opts.argv = std::move(*argv);
   opts.fds = {{1, con_w.get()}, {2, con_w.get()}, {kAgentFdInChild, guest_end.get()}};
+  if (need_qmp) opts.fds.emplace_back(kQmpFdInChild, qmp_guest.get());
   auto proc = Process::spawn(opts);
   if (!proc) return std::move(proc).error().context("starting QEMU");
   vm->process_ = std::move(*proc);
   guest_end.reset();
   con_w.reset();
+  qmp_guest.reset();
 
   Vm* self = vm.get();
   vm->agent_ = UvHandle<uv_pipe_t>::make(self, [&](uv_pipe_t* p) { return uv_pipe_init(loop, p, 0); });
@@ -64,6 +98,35 @@ Result<std::unique_ptr<Vm>> Vm::start(uv_loop_t* loop, VmSpec spec, std::chrono:
   host_end.release();
   if (int rc = uv_pipe_open(vm->console_pipe_.get(), con_r.get()); rc != 0) return uv_error("uv_pipe_open", rc);
   con_r.release();
+  if (need_qmp) {
+    vm->qmp_ = UvHandle<uv_pipe_t>::make(self, [&](uv_pipe_t* p) { return uv_pipe_init(loop, p, 0); });
+    vm->poll_timer_ = UvHandle<uv_timer_t>::make(self, [&](uv_timer_t* t) { return uv_timer_init(loop, t); });
+    if (!vm->qmp_ || !vm->poll_timer_) return Error::make(ErrorCode::internal, "cannot create QMP handles");
+    if (int rc = uv_pipe_open(vm->qmp_.get(), qmp_host.get()); rc != 0) return uv_error("uv_pipe_open", rc);
+    qmp_host.release();
+    uv_read_start(reinterpret_cast<uv_stream_t*>(vm->qmp_.get()), uv_alloc_buffer,
+                  [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+                    std::unique_ptr<char[]> owned(buf->base);
+                    Vm* vm = owner_of<Vm>(s);
+                    if (!vm) return;
+                    if (n > 0) return vm->on_qmp_bytes({buf->base, static_cast<size_t>(n)});
+                    if (n < 0) uv_read_stop(s);
+                  });
+    // QEMU takes the migration stream's descriptor over QMP (getfd, with
+    // SCM_RIGHTS): a number inherited at exec is not a name `fd:` accepts.
+    uv_os_fd_t qfd;
+    uv_fileno(reinterpret_cast<uv_handle_t*>(vm->qmp_.get()), &qfd);
+    std::string caps = "{\"execute\":\"qmp_capabilities\"}\n";
+    std::string getfd = "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"migration\"}}\n";
+    if (::send(qfd, caps.data(), caps.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(caps.size()) ||
+        !send_with_fd(qfd, getfd, migration_fd))
+      return Error::sys("handing QEMU the snapshot file");
+    vm->qmp_pending_.push_back([](bool, const std::string&) {});
+    vm->qmp_pending_.push_back([vm = vm.get()](bool ok, const std::string& line) {
+      if (!ok) vm->fail(Error::make(ErrorCode::vm_boot_failed, "QEMU refused the snapshot file: " + line.substr(0, 200)));
+    });
+    if (spec.incoming) vm->restore();
+  }
 
   auto read_cb = [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     std::unique_ptr<char[]> owned(buf->base);
@@ -117,6 +180,8 @@ Result<std::unique_ptr<Vm>> Vm::start(uv_loop_t* loop, VmSpec spec, std::chrono:
 
 Vm::~Vm() {
   // Handles first so no callback runs during the kill.
+  qmp_.reset();
+  poll_timer_.reset();
   agent_.reset();
   console_pipe_.reset();
   exit_watch_.reset();
@@ -140,6 +205,92 @@ Result<void> Vm::ping(uint64_t seq) {
   if (int rc = uv_write_string(reinterpret_cast<uv_stream_t*>(agent_.get()), frame_message(proto::Ping{seq})); rc != 0)
     return uv_error("writing to the agent", rc);
   return ok();
+}
+
+void Vm::qmp(std::string command, QmpReply reply) {
+  if (!qmp_) return reply(false, "no QMP channel");
+  command.push_back('\n');
+  if (uv_write_string(reinterpret_cast<uv_stream_t*>(qmp_.get()), std::move(command)) != 0)
+    return reply(false, "QMP write failed");
+  qmp_pending_.push_back(std::move(reply));
+}
+
+void Vm::on_qmp_bytes(std::string_view bytes) {
+  qmp_buffer_.append(bytes);
+  // QMP speaks one JSON object per line; only replies matter here, and they
+  // come in command order. Asynchronous events are skipped.
+  size_t nl;
+  while ((nl = qmp_buffer_.find('\n')) != std::string::npos) {
+    std::string line = qmp_buffer_.substr(0, nl);
+    qmp_buffer_.erase(0, nl + 1);
+    if (!qmp_greeted_) {
+      qmp_greeted_ = line.find("\"QMP\"") != std::string::npos;
+      continue;
+    }
+    bool is_return = line.find("\"return\"") != std::string::npos;
+    bool is_error = line.find("\"error\"") != std::string::npos;
+    if ((!is_return && !is_error) || qmp_pending_.empty()) continue;
+    auto reply = std::move(qmp_pending_.front());
+    qmp_pending_.pop_front();
+    reply(is_return, line);
+  }
+  if (qmp_buffer_.size() > (64 << 10)) qmp_buffer_.clear();  // a runaway line is not ours
+}
+
+void Vm::await_migration(std::function<void(Result<void>)> done) {
+  qmp("{\"execute\":\"query-migrate\"}", [this, done](bool ok, const std::string& line) {
+    if (state_ == State::failed) return;
+    if (!ok || line.find("\"failed\"") != std::string::npos || line.find("\"cancelled\"") != std::string::npos)
+      return done(Error::make(ErrorCode::vm_boot_failed, "migration failed: " + line.substr(0, 300)));
+    if (line.find("\"completed\"") != std::string::npos) return done(sandbox::ok());
+    uv_timer_start(poll_timer_.get(), [](uv_timer_t* t) {
+      // The timer's owner re-issues the query; `done` travels in a member.
+      if (auto* vm = owner_of<Vm>(t); vm && vm->migration_done_) vm->await_migration(std::move(vm->migration_done_));
+    }, kMigrationPollMs, 0);
+    migration_done_ = done;
+  });
+}
+
+void Vm::restore() {
+  restored_ = true;
+  qmp("{\"execute\":\"migrate-set-capabilities\",\"arguments\":{\"capabilities\":[{\"capability\":\"x-ignore-shared\","
+      "\"state\":true}]}}",
+      [](bool, const std::string&) {});
+  qmp("{\"execute\":\"migrate-incoming\",\"arguments\":{\"uri\":\"fd:migration\"}}",
+      [this](bool ok, const std::string& line) {
+        if (!ok) return fail(Error::make(ErrorCode::vm_boot_failed, "migrate-incoming refused: " + line.substr(0, 300)));
+        await_migration([this](Result<void> r) {
+          if (!r) return fail(std::move(r).error());
+          qmp("{\"execute\":\"cont\"}", [this](bool, const std::string&) {
+            // Fresh entropy, clock and name before the agent says hello.
+            proto::Resume resume;
+            resume.seed.resize(64);
+            unique_fd urandom(::open("/dev/urandom", O_RDONLY | O_CLOEXEC));
+            if (!urandom || ::read(urandom.get(), resume.seed.data(), resume.seed.size()) != 64)
+              return fail(Error::make(ErrorCode::internal, "cannot read host entropy"));
+            timespec now{};
+            ::clock_gettime(CLOCK_REALTIME, &now);
+            resume.realtime_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(now.tv_nsec);
+            static constexpr char kHex[] = "0123456789abcdef";
+            resume.hostname = "sandbox-";
+            for (int i = 0; i < 4; ++i) resume.hostname += kHex[static_cast<unsigned char>(resume.seed[i]) & 15];
+            if (uv_write_string(reinterpret_cast<uv_stream_t*>(agent_.get()), frame_message(resume)) != 0)
+              fail(Error::make(ErrorCode::communication, "cannot reach the restored agent"));
+          });
+        });
+      });
+}
+
+void Vm::snapshot(std::function<void(Result<void>)> done) {
+  if (state_ != State::ready || !qmp_) return done(Error::make(ErrorCode::internal, "snapshot is not legal now"));
+  qmp("{\"execute\":\"migrate-set-capabilities\",\"arguments\":{\"capabilities\":[{\"capability\":\"x-ignore-shared\","
+      "\"state\":true}]}}",
+      [](bool, const std::string&) {});
+  qmp("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"fd:migration\"}}",
+      [this, done](bool ok, const std::string& line) {
+        if (!ok) return done(Error::make(ErrorCode::internal, "migrate refused: " + line.substr(0, 300)));
+        await_migration(done);
+      });
 }
 
 void Vm::on_agent_bytes(std::string_view bytes) {

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -45,9 +46,12 @@ class Vm {
     std::function<void(uint64_t seq)> pong;
   };
 
-  // Spawns QEMU; `spec.agent_fd` is ignored (the VM picks the number).
+  // Spawns QEMU; `spec.agent_fd` and `spec.qmp_fd` are ignored (the VM
+  // picks the numbers). `migration_fd` is the snapshot's device state: read
+  // when `spec.incoming`, written by snapshot() when `spec.memory_shared`.
+  // A restored VM is "booting" until its agent has answered the Resume.
   static Result<std::unique_ptr<Vm>> start(uv_loop_t* loop, VmSpec spec, std::chrono::milliseconds boot_timeout,
-                                           Events events);
+                                           Events events, int migration_fd = -1);
   ~Vm();
 
   State state() const { return state_; }
@@ -56,6 +60,10 @@ class Vm {
   Result<void> exec(const proto::Exec& exec);
   // Liveness probe, legal in ready.
   Result<void> ping(uint64_t seq);
+  // Saves the device state to the migration fd (RAM stays in the shared
+  // memory file); legal in ready, on a VM started with memory_shared.
+  void snapshot(std::function<void(Result<void>)> done);
+  bool restored() const { return restored_; }
   // The language whose interpreter is waiting, per the agent's hello.
   std::optional<proto::Language> prestarted() const { return prestarted_; }
   const std::string& console_tail() const { return console_; }
@@ -70,6 +78,14 @@ class Vm {
   void on_message(proto::Message&& m);
   void fail(Error e);
 
+  // A minimal QMP client: one command at a time, answers matched in order.
+  using QmpReply = std::function<void(bool ok, const std::string& line)>;
+  void qmp(std::string command, QmpReply reply);
+  void on_qmp_bytes(std::string_view bytes);
+  // Polls query-migrate until the migration completes or fails.
+  void await_migration(std::function<void(Result<void>)> done);
+  void restore();
+
   State state_ = State::booting;
   Events events_;
   Process process_;
@@ -77,6 +93,13 @@ class Vm {
   UvHandle<uv_pipe_t> console_pipe_;
   UvHandle<uv_poll_t> exit_watch_;
   UvHandle<uv_timer_t> boot_timer_;
+  UvHandle<uv_pipe_t> qmp_;
+  UvHandle<uv_timer_t> poll_timer_;
+  std::string qmp_buffer_;
+  bool qmp_greeted_ = false;
+  std::deque<QmpReply> qmp_pending_;
+  bool restored_ = false;
+  std::function<void(Result<void>)> migration_done_;
   FrameDecoder decoder_{limits::kMaxAgentFrameBytes};
   std::string console_;
   std::string kernel_;

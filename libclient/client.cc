@@ -66,6 +66,7 @@ RunResult from_wire(proto::RunResult&& r) {
   out.timing = {r.timing.setup_ms, r.timing.boot_ms, r.timing.execute_ms, r.timing.total_ms};
   out.warm_pool_hit = r.warm_pool_hit;
   out.accelerator = std::move(r.accelerator);
+  out.vm_start = std::move(r.vm_start);
   return out;
 }
 

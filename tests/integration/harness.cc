@@ -134,8 +134,10 @@ bool TestDaemon::start(const std::vector<std::string>& extra_args, const std::st
   std::vector<std::string> argv = {SANDBOXD_BIN,     "--config",    "/dev/null", "--socket", socket_,
                                    "--images",       images,        "--state-dir", dir_ + "/state",
                                    "--log-level",    "debug",
-                                   // No warm pool unless a test asks: most tests count the daemon's VMs.
-                                   "--pool-python", "0", "--pool-javascript", "0", "--pool-raw", "0"};
+                                   // No warm pool or snapshots unless a test asks: most tests count
+                                   // the daemon's VMs, and a snapshot template is one more.
+                                   "--pool-python", "0", "--pool-javascript", "0", "--pool-raw", "0",
+                                   "--snapshots", "off"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   int log = ::open((dir_ + "/sandboxd.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   pid_ = ::fork();

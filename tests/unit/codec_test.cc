@@ -67,6 +67,7 @@ TEST_CASE("every message survives a round trip") {
   res.cpu_time_ms = 77;
   res.memory_peak_mb = 180;
   res.accelerator = "tcg";
+  res.vm_start = "snapshot";
   auto rr = round_trip(res);
   CHECK(rr.stdout_data == all_bytes);
   CHECK(rr.stdout_truncated);
@@ -77,6 +78,7 @@ TEST_CASE("every message survives a round trip") {
   CHECK(rr.timing.total_ms == 6);
   CHECK(rr.accelerator == "tcg");
   CHECK(rr.cpu_time_ms == 77);
+  CHECK(rr.vm_start == "snapshot");
   CHECK(rr.memory_peak_mb == 180);
 
   auto e = round_trip(ErrorReply{4, ErrorCode::capacity, "full"});
@@ -86,6 +88,10 @@ TEST_CASE("every message survives a round trip") {
   CHECK(h.kernel == "6.1.0");
   CHECK(h.prestarted == "python");
   CHECK(round_trip(Ping{9}).seq == 9);
+  auto rs = round_trip(Resume{std::string(64, '\xff'), 123, "sandbox-1a"});
+  CHECK(rs.seed.size() == 64);
+  CHECK(rs.realtime_ns == 123);
+  CHECK(rs.hostname == "sandbox-1a");
   CHECK(round_trip(Pong{10}).seq == 10);
   CHECK(round_trip(StatusRequest{11}).id == 11);
   Status st{12, "0.1.0", "tcg", "no kvm", 3, 8, 1, 2,

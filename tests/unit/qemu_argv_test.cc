@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include "daemon/qemu_argv.h"
 
 using namespace sandbox;
@@ -68,6 +70,28 @@ TEST_CASE("the host TSC measurement is plausible when there is one") {
   }
   CHECK(khz > 100'000);      // 100 MHz
   CHECK(khz < 10'000'000);   // 10 GHz
+}
+
+TEST_CASE("a restored VM maps the template's RAM privately and waits for its state") {
+  auto s = spec();
+  s.memory_file = "/var/lib/sandboxd/snapshots/k,ey/ram";
+  s.incoming = true;
+  s.qmp_fd = 4;
+  auto a = qemu_argv(s);
+  REQUIRE(a.ok());
+  auto joined = [&] {
+    std::string j;
+    for (auto& x : *a) j += x + " ";
+    return j;
+  }();
+  CHECK(joined.find("-M microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem ") != std::string::npos);
+  CHECK(joined.find("-object memory-backend-file,id=mem,size=256M,mem-path=/var/lib/sandboxd/snapshots/k,,ey/ram,"
+                    "share=off ") != std::string::npos);
+  CHECK(joined.find("-chardev socket,id=qmp,fd=4 -mon chardev=qmp,mode=control ") != std::string::npos);
+  CHECK(joined.ends_with("-incoming defer "));
+  s.memory_shared = true;
+  s.incoming = false;
+  CHECK(qemu_argv(s)->at(std::find(a->begin(), a->end(), "-object") - a->begin() + 1).ends_with(",share=on"));
 }
 
 TEST_CASE("KVM uses the host CPU and no translation cache option") {

@@ -59,6 +59,8 @@ struct RunResult {
   Timing timing;
   bool warm_pool_hit = false;
   std::string accelerator;
+  // How the VM came to be: "pool", "snapshot", "boot", "boot (snapshot failed)".
+  std::string vm_start;
 };
 
 struct PoolInfo {

@@ -1,0 +1,197 @@
+#include "daemon/snapshots.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "daemon/images.h"
+
+namespace sandbox::daemon {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string hex_sha256(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) out += {kHex[md[i] >> 4], kHex[md[i] & 15]};
+  return out;
+}
+
+std::map<std::string, std::string> read_meta(const std::string& path) {
+  std::map<std::string, std::string> m;
+  std::ifstream in(path);
+  std::string k, v;
+  while (in >> k >> v) m[k] = v;
+  return m;
+}
+
+uint64_t disk_bytes(const std::string& path) {
+  struct stat st{};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_blocks) * 512 : 0;
+}
+
+}  // namespace
+
+std::string snapshot_fingerprint(const std::vector<std::string>& parts) {
+  std::string all;
+  for (const auto& p : parts) all += p + "\n";
+  return hex_sha256(all);
+}
+
+SnapshotStore::SnapshotStore(std::string dir, std::string fingerprint, uint64_t max_bytes)
+    : dir_(std::move(dir)), fingerprint_(std::move(fingerprint)), max_bytes_(max_bytes) {}
+
+std::string SnapshotStore::key(proto::Language language, uint32_t memory_mb) const {
+  return hex_sha256(fingerprint_ + " " + std::string(proto::language_name(language)) + " " + std::to_string(memory_mb))
+      .substr(0, 24);
+}
+
+Result<std::vector<std::string>> SnapshotStore::init() {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) return Error::make(ErrorCode::internal, "create '" + dir_ + "': " + ec.message());
+  ::chmod(dir_.c_str(), 0700);
+  std::vector<std::string> dropped;
+  for (const auto& e : fs::directory_iterator(dir_, ec)) {
+    std::string name = e.path().filename().string();
+    std::string path = e.path().string();
+    if (name.starts_with(".tmp")) {  // a crash mid-write
+      fs::remove_all(path, ec);
+      dropped.push_back(name + " (unfinished)");
+      continue;
+    }
+    auto meta = read_meta(path + "/meta");
+    if (meta["fingerprint"] != fingerprint_) {
+      fs::remove_all(path, ec);
+      dropped.push_back(name + " (images, kernel, QEMU or VM shape changed)");
+      continue;
+    }
+    auto state = sha256_file(path + "/state");
+    auto ram = sha256_file(path + "/ram");
+    if (!state || !ram || *state != meta["state_sha256"] || *ram != meta["ram_sha256"]) {
+      fs::remove_all(path, ec);
+      dropped.push_back(name + " (corrupt: hash mismatch)");
+    }
+  }
+  evict();
+  return dropped;
+}
+
+std::optional<SnapshotStore::Entry> SnapshotStore::find(const std::string& key) {
+  std::string dir = dir_ + "/" + key;
+  auto meta = read_meta(dir + "/meta");
+  if (meta.empty() || meta["fingerprint"] != fingerprint_) return std::nullopt;
+  Entry e;
+  e.key = key;
+  e.dir = dir;
+  e.ram = dir + "/ram";
+  e.state = dir + "/state";
+  e.language = proto::language_from_name(meta["language"]).value_or(proto::Language::python);
+  e.memory_mb = static_cast<uint32_t>(std::strtoul(meta["memory_mb"].c_str(), nullptr, 10));
+  e.bytes = disk_bytes(e.ram) + disk_bytes(e.state);
+  ::utimensat(AT_FDCWD, dir.c_str(), nullptr, 0);  // recently used
+  return e;
+}
+
+Result<SnapshotStore::Pending> SnapshotStore::begin(proto::Language language, uint32_t memory_mb) {
+  Pending p;
+  p.key = key(language, memory_mb);
+  p.language = language;
+  p.memory_mb = memory_mb;
+  std::string tmpl = dir_ + "/.tmp-" + p.key + "-XXXXXX";
+  if (!::mkdtemp(tmpl.data())) return Error::sys("mkdtemp", tmpl);
+  p.dir = tmpl;
+  p.ram = p.dir + "/ram";
+  unique_fd ram(::open(p.ram.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!ram || ::ftruncate(ram.get(), static_cast<off_t>(memory_mb) << 20) != 0) return Error::sys("create", p.ram);
+  p.state.reset(::open((p.dir + "/state").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!p.state) return Error::sys("create", p.dir + "/state");
+  return p;
+}
+
+Result<SnapshotStore::Entry> SnapshotStore::commit(Pending p) {
+  // Everything on disk before the rename makes the entry visible.
+  if (::fsync(p.state.get()) != 0) return Error::sys("fsync", p.dir + "/state");
+  p.state.reset();
+  unique_fd ram(::open(p.ram.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ram || ::fsync(ram.get()) != 0) return Error::sys("fsync", p.ram);
+  auto state_sha = sha256_file(p.dir + "/state");
+  auto ram_sha = sha256_file(p.ram);
+  if (!state_sha) return std::move(state_sha).error();
+  if (!ram_sha) return std::move(ram_sha).error();
+  {
+    std::ofstream meta(p.dir + "/meta");
+    meta << "fingerprint " << fingerprint_ << "\nlanguage " << proto::language_name(p.language) << "\nmemory_mb "
+         << p.memory_mb << "\nstate_sha256 " << *state_sha << "\nram_sha256 " << *ram_sha << "\n";
+    if (!meta.flush()) return Error::sys("write", p.dir + "/meta");
+  }
+  std::string final_dir = dir_ + "/" + p.key;
+  std::error_code ec;
+  fs::remove_all(final_dir, ec);
+  if (::rename(p.dir.c_str(), final_dir.c_str()) != 0) return Error::sys("rename", final_dir);
+  evict();
+  auto e = find(p.key);
+  if (!e) return Error::make(ErrorCode::internal, "snapshot vanished after commit");
+  return *e;
+}
+
+void SnapshotStore::abort(Pending p) {
+  p.state.reset();
+  std::error_code ec;
+  fs::remove_all(p.dir, ec);
+}
+
+void SnapshotStore::drop(const std::string& key) {
+  std::error_code ec;
+  fs::remove_all(dir_ + "/" + key, ec);
+}
+
+std::vector<SnapshotStore::Entry> SnapshotStore::list() const {
+  std::vector<Entry> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir_, ec)) {
+    std::string name = e.path().filename().string();
+    if (name.starts_with(".")) continue;
+    auto meta = read_meta(e.path().string() + "/meta");
+    Entry x;
+    x.key = name;
+    x.dir = e.path().string();
+    x.ram = x.dir + "/ram";
+    x.state = x.dir + "/state";
+    x.language = proto::language_from_name(meta["language"]).value_or(proto::Language::python);
+    x.memory_mb = static_cast<uint32_t>(std::strtoul(meta["memory_mb"].c_str(), nullptr, 10));
+    x.bytes = disk_bytes(x.ram) + disk_bytes(x.state);
+    out.push_back(x);
+  }
+  return out;
+}
+
+void SnapshotStore::evict() {
+  auto entries = list();
+  uint64_t total = 0;
+  for (auto& e : entries) total += e.bytes;
+  // Least recently used first (the directory's mtime is touched on use).
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    std::error_code ec;
+    return fs::last_write_time(a.dir, ec) < fs::last_write_time(b.dir, ec);
+  });
+  for (auto& e : entries) {
+    if (total <= max_bytes_) break;
+    drop(e.key);
+    total -= std::min(total, e.bytes);
+  }
+}
+
+}  // namespace sandbox::daemon

@@ -1,0 +1,122 @@
+// Snapshots: restore instead of boot, corruption, entropy, keys.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "harness.h"
+#include "sandbox/client.h"
+
+using namespace sandbox;
+using namespace sandbox::test;
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::string> snapshot_dirs(const TestDaemon& d) {
+  std::vector<std::string> out;
+  for (auto& e : list_dir(d.dir() + "/state/snapshots"))
+    if (!e.starts_with(".")) out.push_back(e);
+  return out;
+}
+
+// Runs until the daemon's snapshot count reaches n (a template VM makes one
+// in the background after a boot).
+bool wait_snapshots(const TestDaemon& d, size_t n) {
+  auto until = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < until) {
+    if (snapshot_dirs(d).size() >= n && d.log().find("snapshot ready") != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+RunRequest with_memory(std::string code, uint32_t mb) {
+  auto r = make_request(Language::python, std::move(code));
+  r.memory_mb = mb;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("snapshots: boot without one, restore once it exists, fresh entropy per clone") {
+  TestDaemon d;
+  REQUIRE(d.start({"--snapshots", "on"}));
+  Client c(d.socket());
+  const char* code = "import os, random\nprint(os.urandom(16).hex(), random.random())";
+  auto first = c.run(make_request(Language::python, code));
+  REQUIRE_MESSAGE(first.ok(), first.error().describe());
+  CHECK(first->vm_start == "boot");
+  REQUIRE(wait_snapshots(d, 1));
+
+  auto a = c.run(make_request(Language::python, code));
+  auto b = c.run(make_request(Language::python, code));
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  CHECK(a->vm_start == "snapshot");
+  CHECK(b->vm_start == "snapshot");
+  CHECK(a->timing.boot_ms < first->timing.boot_ms);
+  CHECK(a->stdout_data.size() > 40);
+  CHECK(a->stdout_data != b->stdout_data);
+  // A clone with its own environment gets a fresh interpreter on the same snapshot.
+  auto env = make_request(Language::python, "import os\nprint(os.environ['K'])");
+  env.env = {{"K", "v"}};
+  auto e = c.run(env);
+  REQUIRE(e.ok());
+  CHECK(e->vm_start == "snapshot");
+  CHECK(e->stdout_data == "v\n");
+}
+
+TEST_CASE("snapshots: another memory size is another snapshot") {
+  TestDaemon d;
+  REQUIRE(d.start({"--snapshots", "on"}));
+  Client c(d.socket());
+  REQUIRE(c.run(with_memory("print(1)", 256)).ok());
+  REQUIRE(wait_snapshots(d, 1));
+  auto big = c.run(with_memory("print(2)", 384));
+  REQUIRE(big.ok());
+  CHECK(big->vm_start == "boot");
+  REQUIRE(wait_snapshots(d, 2));
+  CHECK(snapshot_dirs(d).size() == 2);
+  auto again = c.run(with_memory("print(3)", 384));
+  REQUIRE(again.ok());
+  CHECK(again->vm_start == "snapshot");
+}
+
+TEST_CASE("snapshots: a corrupted snapshot is detected and replaced") {
+  char tmpl[] = "/tmp/sandboxd-snapstate.XXXXXX";
+  std::string state = ::mkdtemp(tmpl);
+  {
+    TestDaemon d;
+    REQUIRE(d.start({"--snapshots", "on", "--state-dir", state}));
+    REQUIRE(Client(d.socket()).run(make_request(Language::python, "print(1)")).ok());
+    auto until = Clock::now() + std::chrono::seconds(60);
+    while (list_dir(state + "/snapshots").empty() && Clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    REQUIRE(d.wait_children_at_most(0, std::chrono::seconds(60)));
+  }
+  auto entries = list_dir(state + "/snapshots");
+  REQUIRE(entries.size() == 1);
+  std::string snap = state + "/snapshots/" + entries[0];
+  {
+    // Flip bytes in the middle of the device state.
+    std::fstream f(snap + "/state", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1000);
+    f.write("corrupted!", 10);
+  }
+  TestDaemon d;
+  REQUIRE(d.start({"--snapshots", "on", "--state-dir", state}));
+  CHECK(d.log().find("(corrupt: hash mismatch)") != std::string::npos);
+  auto r = Client(d.socket()).run(make_request(Language::python, "print('still works')"));
+  REQUIRE(r.ok());
+  CHECK(r->vm_start == "boot");
+  CHECK(r->stdout_data == "still works\n");
+  auto until = Clock::now() + std::chrono::seconds(60);
+  while (list_dir(state + "/snapshots").empty() && Clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK(list_dir(state + "/snapshots").size() == 1);
+  d.stop();
+  fs::remove_all(state);
+}
