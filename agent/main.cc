@@ -2,7 +2,9 @@
 // the host over its virtio-serial port, and runs exec requests.
 #include <fcntl.h>
 #include <signal.h>
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/wait.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -66,6 +68,29 @@ class Agent {
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
   }
   void unwatch(int fd) { ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr); }
+
+  // Runs one trivial program of `language` to its end. A VM restored from a
+  // snapshot under TCG has an empty translation cache: every code path is
+  // slow the first time it runs. This pays that for the exec path (agent,
+  // kernel, interpreter) before a caller is waiting. The program is ours and
+  // leaves nothing behind: the next spawn empties the exec cgroup.
+  void warm_up(proto::Language language) {
+    static constexpr const char* kWarmCode[] = {"import sys\nprint('warm')\n", "console.log('warm')\n",
+                                                "echo warm\n"};
+    auto e = Execution::spawn(language, {}, tree_, filter_);
+    if (!e) return;
+    proto::Exec x{0, language, kWarmCode[static_cast<size_t>(language)], {}, 30'000, 0, 0, 0, 0};
+    if (!(*e)->go(x)) return;
+    auto discard = [](proto::Stream, std::string_view) {};
+    while ((*e)->stdout_fd() >= 0 || (*e)->stderr_fd() >= 0) {
+      pollfd fds[2] = {{(*e)->stdout_fd(), POLLIN, 0}, {(*e)->stderr_fd(), POLLIN, 0}};
+      if (::poll(fds, 2, 30'000) <= 0) break;
+      for (auto& f : fds)
+        if (f.fd >= 0 && f.revents) (*e)->drain(f.fd, discard);
+    }
+    int status = 0;
+    if (::waitpid((*e)->pid(), &status, 0) == (*e)->pid()) (*e)->on_main_exit(status);
+  }
 
   Result<void> dispatch(int fd) {
     if (fd == port_.get()) return on_port();
@@ -136,6 +161,7 @@ class Agent {
     std::string prestarted;
     if (prepared_ && prepared_->alive()) {
       auto language = prepared_->language();
+      if (r.warm_up) warm_up(language);
       if (language != proto::Language::python) {
         prepared_.reset();
         auto p = Execution::spawn(language, {}, tree_, filter_);

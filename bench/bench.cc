@@ -202,7 +202,7 @@ int main(int argc, char** argv) {
   uint64_t idle_rss_kb = 0;
   size_t idle_vms = 0;
   {
-    Daemon d(self, images, {"--pool-python", "2", "--pool-javascript", "0", "--pool-raw", "0"});
+    Daemon d(self, images, {"--pool-python", "2", "--pool-javascript", "0", "--pool-raw", "0", "--pool-restore", "off"});
     if (d.wait_pool(Language::python, 2)) {
       for (pid_t p : d.children()) idle_rss_kb += rss_kb(p), ++idle_vms;
     }
@@ -224,14 +224,42 @@ int main(int argc, char** argv) {
     }
   }
 
-  // --- cold runs: no pool
-  Stats cold;
+  // --- cold runs: no pool; booted, then restored from a snapshot
+  Stats cold, restored;
   {
-    Daemon d(self, images, {"--pool-python", "0", "--pool-javascript", "0", "--pool-raw", "0"});
+    Daemon d(self, images, {"--pool-python", "0", "--pool-javascript", "0", "--pool-raw", "0", "--snapshots", "off"});
     for (int i = 0; i < std::max(3, samples / 3); ++i) {
       auto t = Clock::now();
       auto r = d.client().run(print1());
       if (r.ok()) cold.v.push_back(ms_since(t));
+    }
+  }
+  {
+    Daemon d(self, images, {"--pool-python", "0", "--pool-javascript", "0", "--pool-raw", "0", "--snapshots", "on"});
+    (void)d.client().run(print1());  // boots, and makes the snapshot behind it
+    for (int i = 0; i < 600 && !d.children().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (int i = 0; i < std::max(3, samples / 3); ++i) {
+      auto t = Clock::now();
+      auto r = d.client().run(print1());
+      if (r.ok() && r->vm_start == "snapshot") restored.v.push_back(ms_since(t));
+    }
+  }
+
+  // --- pool refill: time from a warm VM taken to the pool full again
+  Stats refill_boot, refill_restore;
+  uint64_t restored_rss_kb = 0;
+  for (bool restore : {false, true}) {
+    Daemon d(self, images, {"--pool-python", "1", "--pool-javascript", "0", "--pool-raw", "0", "--snapshots", "on",
+                            "--pool-restore", restore ? "on" : "off"});
+    Stats& s = restore ? refill_restore : refill_boot;
+    (void)d.client().run(print1());  // the first boot makes the snapshot
+    for (int i = 0; i < 600 && d.children().size() > 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (int i = 0; i < std::max(3, samples / 3); ++i) {
+      if (!d.wait_pool(Language::python, 1)) break;
+      if (restore && i > 0 && d.children().size() == 1) restored_rss_kb = rss_kb(d.children()[0]);
+      (void)d.client().run(print1());
+      auto t = Clock::now();
+      if (d.wait_pool(Language::python, 1)) s.v.push_back(ms_since(t));
     }
   }
 
@@ -288,7 +316,8 @@ int main(int argc, char** argv) {
   row("warm pool, libsandbox", warm_lib);
   row("  of which in the guest (execution_time_ms)", exec_guest, false);
   row("warm pool, sandboxctl process", warm_ctl);
-  row("cold boot (no pool), libsandbox", cold);
+  row("cold boot (no pool, no snapshot), libsandbox", cold);
+  row("snapshot restore (no pool), libsandbox", restored);
   row("peer: python3 -c (no sandbox)", py);
   row("peer: bwrap --unshare-all python3 -c", bwrap, false);
   row("peer: plain qemu-system-x86_64 boot to agent hello", qemu);
@@ -301,9 +330,15 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(l.failures),
                 l.runs ? 100.0 * static_cast<double>(l.hits) / static_cast<double>(l.runs) : 0.0);
   }
+  auto rate = [](const Stats& s) { return s.v.empty() ? 0.0 : 1000.0 / s.median(); };
+  std::printf("\n%-52s %12s %12s\n", "warm pool refill (one python VM)", "median", "VMs/s");
+  std::printf("%-52s %12s %12.2f\n", "by boot", fmt(refill_boot.median()).c_str(), rate(refill_boot));
+  std::printf("%-52s %12s %12.2f\n", "by snapshot restore (+ TCG warm-up run)", fmt(refill_restore.median()).c_str(),
+              rate(refill_restore));
   if (idle_vms)
-    std::printf("\nhost RSS per idle warm VM (python, 256 MB guest): %.1f MB over %zu VMs\n",
-                static_cast<double>(idle_rss_kb) / 1024.0 / static_cast<double>(idle_vms), idle_vms);
+    std::printf("\nhost RSS per idle warm VM (python, 256 MB guest): booted %.1f MB, restored %.1f MB\n",
+                static_cast<double>(idle_rss_kb) / 1024.0 / static_cast<double>(idle_vms),
+                static_cast<double>(restored_rss_kb) / 1024.0);
   std::printf("accelerator: %s%s\n", accel_name,
               accel.accel == daemon::Accel::tcg ? " (software emulation; KVM hosts are much faster)" : "");
   return 0;

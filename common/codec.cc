@@ -97,10 +97,11 @@ struct Encoder {
     put_str(p, "prestarted"), put_str(p, m.prestarted);
   }
   void operator()(const Resume& m) {
-    header(p, "resume", 3);
+    header(p, "resume", 4);
     put_str(p, "seed"), put_bin(p, m.seed);
     put_str(p, "realtime_ns"), p.pack(m.realtime_ns);
     put_str(p, "hostname"), put_str(p, m.hostname);
+    put_str(p, "warm_up"), p.pack(m.warm_up);
   }
   void operator()(const Ping& m) {
     header(p, "ping", 1);
@@ -400,6 +401,7 @@ Result<Message> decode_object(const msgpack::object& obj) {
     m.seed = f.bytes("seed", kMaxSeedBytes);
     m.realtime_ns = f.u64("realtime_ns");
     m.hostname = f.str("hostname", 64);
+    m.warm_up = f.boolean("warm_up");
     return finish(f, std::move(m));
   }
   if (type == "ping" || type == "pong") {

@@ -101,6 +101,9 @@ struct Resume {
   std::string seed;  // random bytes from the host for the guest's RNG
   uint64_t realtime_ns = 0;
   std::string hostname;
+  // Run a trivial program first (software emulation starts with an empty
+  // translation cache; a warm VM should not make its caller pay for it).
+  bool warm_up = false;
 };
 
 // daemon -> agent and back: liveness of an idle VM.

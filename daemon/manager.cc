@@ -398,9 +398,9 @@ proto::Status Manager::status() const {
 }
 
 Result<std::unique_ptr<Vm>> Manager::start_vm(VmSpec spec, proto::Language language, Vm::Events events,
-                                              std::string* how) {
+                                              std::string* how, bool allow_restore) {
   *how = "boot";
-  if (options_.snapshots) {
+  if (options_.snapshots && allow_restore) {
     if (auto entry = options_.snapshots->find(options_.snapshots->key(language, spec.memory_mb))) {
       unique_fd state(::open(entry->state.c_str(), O_RDONLY | O_CLOEXEC));
       if (state) {
@@ -500,7 +500,7 @@ Result<std::unique_ptr<Vm>> Manager::boot_vm(VmSpec spec, proto::Language langua
   ev.ready = [self, on_ready] { on_ready(*self); };
   ev.failed = [self, on_failed](Error e) { on_failed(*self, std::move(e)); };
   std::string how;
-  auto vm = start_vm(std::move(spec), language, std::move(ev), &how);
+  auto vm = start_vm(std::move(spec), language, std::move(ev), &how, options_.pool_restore);
   if (!vm) return std::move(vm).error();
   *self = vm->get();
   return vm;
@@ -564,6 +564,9 @@ void Manager::refill() {
     VmSpec spec = options_.vm;
     spec.memory_mb = options_.pool_memory_mb;
     spec.prestart = language;
+    // Pool VMs wait for callers anyway: under TCG, spend that time warming
+    // the translation cache of a restored VM rather than the first run.
+    spec.warm_up = spec.accel == Accel::tcg;
     auto vm = boot_vm(
         spec, language, [this, language](Vm* vm) { on_pool_ready(language, vm); },
         [this, language](Vm* vm, Error e) { on_pool_failed(language, vm, std::move(e)); });

@@ -73,6 +73,8 @@ struct ManagerOptions {
 
   // Snapshot cache; null boots every VM.
   SnapshotStore* snapshots = nullptr;
+  // Whether warm-pool VMs are restored too (else only cold runs are).
+  bool pool_restore = true;
 };
 
 class Manager {
@@ -121,7 +123,8 @@ class Manager {
   // VM lifecycle accounting. start_vm restores from a snapshot of
   // `language` when there is one (and starts making one when there is not);
   // *how says "snapshot" or "boot".
-  Result<std::unique_ptr<Vm>> start_vm(VmSpec spec, proto::Language language, Vm::Events events, std::string* how);
+  Result<std::unique_ptr<Vm>> start_vm(VmSpec spec, proto::Language language, Vm::Events events, std::string* how,
+                                       bool allow_restore = true);
   Result<std::unique_ptr<Vm>> boot_vm(VmSpec spec, proto::Language language, std::function<void(Vm*)> on_ready,
                                       std::function<void(Vm*, Error)> on_failed);
   // A restored VM failed: its snapshot goes, the next VM boots and makes a new one.

@@ -40,6 +40,8 @@ struct VmSpec {
   bool memory_shared = false;
   // Start paused, waiting for device state over QMP migrate-incoming.
   bool incoming = false;
+  // After a restore, have the agent run a trivial program before its hello.
+  bool warm_up = false;
 };
 
 // Fixed guest kernel arguments; nothing user-controlled reaches them.

@@ -125,6 +125,7 @@ Result<std::unique_ptr<Vm>> Vm::start(uv_loop_t* loop, VmSpec spec, std::chrono:
     vm->qmp_pending_.push_back([vm = vm.get()](bool ok, const std::string& line) {
       if (!ok) vm->fail(Error::make(ErrorCode::vm_boot_failed, "QEMU refused the snapshot file: " + line.substr(0, 200)));
     });
+    vm->warm_up_ = spec.warm_up;
     if (spec.incoming) vm->restore();
   }
 
@@ -272,6 +273,7 @@ void Vm::restore() {
             ::clock_gettime(CLOCK_REALTIME, &now);
             resume.realtime_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(now.tv_nsec);
             static constexpr char kHex[] = "0123456789abcdef";
+            resume.warm_up = warm_up_;
             resume.hostname = "sandbox-";
             for (int i = 0; i < 4; ++i) resume.hostname += kHex[static_cast<unsigned char>(resume.seed[i]) & 15];
             if (uv_write_string(reinterpret_cast<uv_stream_t*>(agent_.get()), frame_message(resume)) != 0)

@@ -99,6 +99,7 @@ class Vm {
   bool qmp_greeted_ = false;
   std::deque<QmpReply> qmp_pending_;
   bool restored_ = false;
+  bool warm_up_ = false;
   std::function<void(Result<void>)> migration_done_;
   FrameDecoder decoder_{limits::kMaxAgentFrameBytes};
   std::string console_;

@@ -88,7 +88,8 @@ TEST_CASE("every message survives a round trip") {
   CHECK(h.kernel == "6.1.0");
   CHECK(h.prestarted == "python");
   CHECK(round_trip(Ping{9}).seq == 9);
-  auto rs = round_trip(Resume{std::string(64, '\xff'), 123, "sandbox-1a"});
+  auto rs = round_trip(Resume{std::string(64, '\xff'), 123, "sandbox-1a", true});
+  CHECK(rs.warm_up);
   CHECK(rs.seed.size() == 64);
   CHECK(rs.realtime_ns == 123);
   CHECK(rs.hostname == "sandbox-1a");
