@@ -14,6 +14,8 @@ namespace {
 constexpr std::array<std::string_view, 3> kLanguages = {"python", "javascript", "raw"};
 // Entropy handed to a restored guest; the kernel takes at most 256 bytes' worth.
 constexpr size_t kMaxSeedBytes = 256;
+// Snapshots listed at once (the cache holds a few per language).
+constexpr size_t kMaxSnapshotEntries = 512;
 // One pool per language; a status never lists more.
 constexpr size_t kMaxPoolEntries = 8;
 
@@ -95,6 +97,24 @@ struct Encoder {
     put_str(p, "version"), p.pack(m.version);
     put_str(p, "kernel"), put_str(p, m.kernel);
     put_str(p, "prestarted"), put_str(p, m.prestarted);
+  }
+  void operator()(const SnapshotsRequest& m) {
+    header(p, "snapshots_request", 2);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "drop"), p.pack(m.drop);
+  }
+  void operator()(const SnapshotList& m) {
+    header(p, "snapshot_list", 2);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "snapshots");
+    p.pack_array(static_cast<uint32_t>(m.snapshots.size()));
+    for (const auto& e : m.snapshots) {
+      p.pack_map(4);
+      put_str(p, "key"), put_str(p, e.key);
+      put_str(p, "language"), put_str(p, language_name(e.language));
+      put_str(p, "memory_mb"), p.pack(e.memory_mb);
+      put_str(p, "bytes"), p.pack(e.bytes);
+    }
   }
   void operator()(const Resume& m) {
     header(p, "resume", 4);
@@ -394,6 +414,28 @@ Result<Message> decode_object(const msgpack::object& obj) {
     m.version = static_cast<uint32_t>(f.u64("version", UINT32_MAX));
     m.kernel = f.str("kernel", limits::kMaxNameBytes);
     m.prestarted = f.str("prestarted", limits::kMaxNameBytes);
+    return finish(f, std::move(m));
+  }
+  if (type == "snapshots_request") {
+    SnapshotsRequest m;
+    m.id = f.u64("id");
+    m.drop = f.boolean("drop");
+    return finish(f, std::move(m));
+  }
+  if (type == "snapshot_list") {
+    SnapshotList m;
+    m.id = f.u64("id");
+    for (const msgpack::object* e : f.array("snapshots", kMaxSnapshotEntries)) {
+      Fields sf(*e);
+      SnapshotInfo si;
+      si.key = sf.str("key", limits::kMaxNameBytes);
+      si.language = read_language(sf, &okay);
+      si.memory_mb = static_cast<uint32_t>(sf.u64("memory_mb", UINT32_MAX));
+      si.bytes = sf.u64("bytes");
+      if (auto r = sf.finish(); !r) return std::move(r).error();
+      m.snapshots.push_back(std::move(si));
+    }
+    if (!okay) return bad("unknown language");
     return finish(f, std::move(m));
   }
   if (type == "resume") {

@@ -165,8 +165,28 @@ struct ExecDone {
   bool stderr_truncated = false;
 };
 
+// client -> daemon: list the snapshot cache; with `drop`, empty it first
+// (root and the daemon's own uid only).
+struct SnapshotsRequest {
+  uint64_t id = 0;
+  bool drop = false;
+};
+
+struct SnapshotInfo {
+  std::string key;
+  Language language = Language::python;
+  uint32_t memory_mb = 0;
+  uint64_t bytes = 0;  // on disk
+};
+
+// daemon -> client.
+struct SnapshotList {
+  uint64_t id = 0;
+  std::vector<SnapshotInfo> snapshots;
+};
+
 using Message = std::variant<RunRequest, Output, RunResult, ErrorReply, Hello, Exec, ExecDone, Ping, Pong,
-                             StatusRequest, Status, Resume>;
+                             StatusRequest, Status, Resume, SnapshotsRequest, SnapshotList>;
 
 // Payload only (no length prefix).
 std::string encode(const Message& message);

@@ -18,6 +18,7 @@ constexpr Verb kVerbs[] = {
     {"run", sandbox::ctl::cmd_run, "run code in a fresh microVM"},
     {"status", sandbox::ctl::cmd_status, "version, accelerator, VMs, runs and the warm pool"},
     {"pool", sandbox::ctl::cmd_pool, "warm VMs per language: size, ready, booting, hits, misses"},
+    {"snapshots", sandbox::ctl::cmd_snapshots, "the snapshot cache; --drop empties it"},
 };
 
 void usage(FILE* out) {

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "ctl/json.h"
 #include "ctl/verbs.h"
@@ -75,6 +76,45 @@ void print_pool(const DaemonStatus& s) {
 }
 
 }  // namespace
+
+int cmd_snapshots(int argc, char** argv) {
+  // --drop is parsed here; the rest by the shared parser.
+  bool drop = false;
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i)
+    if (std::string(argv[i]) == "--drop") drop = true;
+    else rest.push_back(argv[i]);
+  Options o;
+  if (int rc = parse(static_cast<int>(rest.size()), rest.data(),
+                     "usage: sandboxctl snapshots [--drop] [--json] [--socket PATH]\n"
+                     "The snapshot cache: key, language, memory, size. --drop empties it (root).\n",
+                     &o);
+      rc >= 0)
+    return rc;
+  auto list = Client(o.socket).snapshots(drop);
+  if (!list) {
+    std::fprintf(stderr, "sandboxctl: %s: %s\n", std::string(error_code_name(list.error().code)).c_str(),
+                 list.error().message.c_str());
+    return list.error().code == ErrorCode::permission_denied ? kExitUsage : kExitSandboxError;
+  }
+  if (o.json) {
+    std::string j = "[";
+    for (size_t i = 0; i < list->size(); ++i) {
+      const auto& e = (*list)[i];
+      j += (i ? "," : "") + std::string("{\"key\":") + json_string(e.key) + ",\"language\":" +
+           json_string(language_name(e.language)) + ",\"memory_mb\":" + std::to_string(e.memory_mb) +
+           ",\"bytes\":" + std::to_string(e.bytes) + "}";
+    }
+    std::printf("%s]\n", j.c_str());
+    return 0;
+  }
+  std::printf("%-26s %-12s %8s %10s\n", "KEY", "LANGUAGE", "MEMORY", "DISK");
+  for (const auto& e : *list)
+    std::printf("%-26s %-12s %6u MB %7llu MB\n", e.key.c_str(), std::string(language_name(e.language)).c_str(),
+                e.memory_mb, static_cast<unsigned long long>(e.bytes >> 20));
+  if (drop) std::printf("(cache emptied)\n");
+  return 0;
+}
 
 int cmd_pool(int argc, char** argv) {
   Options o;

@@ -11,5 +11,6 @@ inline constexpr int kExitSandboxError = 125;  // the sandbox, not the code, fai
 int cmd_run(int argc, char** argv);
 int cmd_status(int argc, char** argv);
 int cmd_pool(int argc, char** argv);
+int cmd_snapshots(int argc, char** argv);
 
 }  // namespace sandbox::ctl

@@ -146,8 +146,17 @@ class Connection : public RunObserver, public std::enable_shared_from_this<Conne
         send(status);
         continue;
       }
+      if (auto* sr = std::get_if<proto::SnapshotsRequest>(&*m)) {
+        // Emptying the cache slows everyone down: an operator's call.
+        if (sr->drop && caller_.uid != 0 && caller_.uid != server_->policy_.daemon_uid) {
+          send(proto::ErrorReply{sr->id, ErrorCode::permission_denied, "only root may drop snapshots"});
+          continue;
+        }
+        send(proto::SnapshotList{sr->id, server_->manager_.snapshots(sr->drop)});
+        continue;
+      }
       auto* run = std::get_if<proto::RunRequest>(&*m);
-      if (!run) return refuse(ErrorCode::invalid_argument, "a client may only send run and status requests");
+      if (!run) return refuse(ErrorCode::invalid_argument, "a client may only send run, status and snapshot requests");
       on_run(std::move(*run));
     }
   }

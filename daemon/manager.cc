@@ -397,6 +397,19 @@ proto::Status Manager::status() const {
   return s;
 }
 
+std::vector<proto::SnapshotInfo> Manager::snapshots(bool drop) {
+  std::vector<proto::SnapshotInfo> out;
+  if (!options_.snapshots) return out;
+  auto entries = options_.snapshots->list();
+  if (drop) {
+    for (const auto& e : entries) options_.snapshots->drop(e.key);
+    log_info("snapshot cache emptied (" + std::to_string(entries.size()) + " snapshots)");
+    entries.clear();
+  }
+  for (const auto& e : entries) out.push_back({e.key, e.language, e.memory_mb, e.bytes});
+  return out;
+}
+
 Result<std::unique_ptr<Vm>> Manager::start_vm(VmSpec spec, proto::Language language, Vm::Events events,
                                               std::string* how, bool allow_restore) {
   *how = "boot";

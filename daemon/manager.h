@@ -100,6 +100,8 @@ class Manager {
   bool draining() const { return draining_; }
 
   proto::Status status() const;
+  // The snapshot cache, emptied first when `drop` (templates in flight finish).
+  std::vector<proto::SnapshotInfo> snapshots(bool drop);
   size_t active_runs() const { return runs_.size(); }
   uint32_t live_vms() const { return live_vms_; }
   const ManagerOptions& options() const { return options_; }

@@ -131,6 +131,20 @@ Result<DaemonStatus> Client::status() const {
   return out;
 }
 
+Result<std::vector<SnapshotInfo>> Client::snapshots(bool drop) const {
+  auto fd = connect_to(socket_path_);
+  if (!fd) return std::move(fd).error();
+  if (auto r = write_all(fd->get(), frame_message(proto::SnapshotsRequest{1, drop})); !r) return std::move(r).error();
+  auto m = read_message(fd->get(), std::chrono::steady_clock::now() + std::chrono::seconds(60));
+  if (!m) return std::move(m).error();
+  if (auto* err = std::get_if<proto::ErrorReply>(&*m)) return Error::make(err->code, std::move(err->message));
+  auto* list = std::get_if<proto::SnapshotList>(&*m);
+  if (!list) return comm("sandboxd sent an unexpected message");
+  std::vector<SnapshotInfo> out;
+  for (auto& e : list->snapshots) out.push_back({e.key, static_cast<Language>(e.language), e.memory_mb, e.bytes});
+  return out;
+}
+
 Result<RunResult> Client::run(const RunRequest& request, const OutputCallback& on_output) const {
   proto::RunRequest wire;
   wire.id = 1;

@@ -83,6 +83,21 @@ TEST_CASE("snapshots: another memory size is another snapshot") {
   auto again = c.run(with_memory("print(3)", 384));
   REQUIRE(again.ok());
   CHECK(again->vm_start == "snapshot");
+
+  // Listed with keys and sizes; dropped on request.
+  auto listed = run_command({SANDBOXCTL_BIN, "snapshots", "--json", "--socket", d.socket()});
+  CHECK(listed.exit_code == 0);
+  CHECK(listed.out.find("\"memory_mb\":256") != std::string::npos);
+  CHECK(listed.out.find("\"memory_mb\":384") != std::string::npos);
+  auto list = c.snapshots();
+  REQUIRE(list.ok());
+  REQUIRE(list->size() == 2);
+  CHECK(list->at(0).key.size() == 24);
+  CHECK(list->at(0).bytes > (32u << 20));
+  auto dropped = run_command({SANDBOXCTL_BIN, "snapshots", "--drop", "--socket", d.socket()});
+  CHECK(dropped.exit_code == 0);
+  CHECK(c.snapshots()->empty());
+  CHECK(snapshot_dirs(d).empty());
 }
 
 TEST_CASE("snapshots: a corrupted snapshot is detected and replaced") {

@@ -88,6 +88,12 @@ TEST_CASE("every message survives a round trip") {
   CHECK(h.kernel == "6.1.0");
   CHECK(h.prestarted == "python");
   CHECK(round_trip(Ping{9}).seq == 9);
+  CHECK(round_trip(SnapshotsRequest{3, true}).drop);
+  auto sl = round_trip(SnapshotList{4, {{"abc", Language::javascript, 512, 1 << 20}}});
+  REQUIRE(sl.snapshots.size() == 1);
+  CHECK(sl.snapshots[0].key == "abc");
+  CHECK(sl.snapshots[0].language == Language::javascript);
+  CHECK(sl.snapshots[0].bytes == 1 << 20);
   auto rs = round_trip(Resume{std::string(64, '\xff'), 123, "sandbox-1a", true});
   CHECK(rs.warm_up);
   CHECK(rs.seed.size() == 64);

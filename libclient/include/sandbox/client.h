@@ -83,6 +83,13 @@ struct DaemonStatus {
   std::vector<PoolInfo> pool;
 };
 
+struct SnapshotInfo {
+  std::string key;
+  Language language = Language::python;
+  uint32_t memory_mb = 0;
+  uint64_t bytes = 0;  // on disk
+};
+
 // Called for each chunk of output while the code runs, on the calling thread.
 using OutputCallback = std::function<void(Stream stream, std::string_view data)>;
 
@@ -95,6 +102,8 @@ class Client {
   Result<RunResult> run(const RunRequest& request, const OutputCallback& on_output = {}) const;
   // What the daemon is doing: accelerator, VMs, queue, warm pool.
   Result<DaemonStatus> status() const;
+  // The daemon's snapshot cache; `drop` empties it first (root only).
+  Result<std::vector<SnapshotInfo>> snapshots(bool drop = false) const;
 
   const std::string& socket_path() const { return socket_path_; }
 
