@@ -43,8 +43,9 @@ images/build.sh --agent build/bin/sandbox-agent --out build/images
 
 echo "==> a sandboxed run"
 demo=$(mktemp -d /tmp/sandboxd-demo.XXXXXX)
+# A minimal daemon for the demo: no warm pool or snapshots to build first.
 build/bin/sandboxd --socket "$demo/sandboxd.sock" --images build/images --state-dir "$demo" \
-  >"$demo/sandboxd.log" 2>&1 &
+  --pool-python 0 --pool-javascript 0 --pool-raw 0 --snapshots off >"$demo/sandboxd.log" 2>&1 &
 daemon=$!
 cleanup() { kill "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; rm -rf "$demo"; }
 trap cleanup EXIT
