@@ -4,12 +4,14 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <systemd/sd-daemon.h>
 #include <uv.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 
@@ -252,22 +254,51 @@ int run(int argc, char** argv) {
     }
   }
 
+  // systemd (Type=notify): ready once the socket listens and the images are
+  // verified; a status line and watchdog pings from the loop. Without
+  // systemd these calls do nothing.
+  auto status_line = [&] {
+    auto st = manager->status();
+    uint32_t ready = 0;
+    for (auto& p : st.pool) ready += p.ready;
+    return "STATUS=" + st.accelerator + ": " + std::to_string(st.vms) + "/" + std::to_string(st.max_vms) + " VMs, " +
+           std::to_string(st.runs_active) + " running, " + std::to_string(st.runs_queued) + " queued, " +
+           std::to_string(ready) + " warm";
+  };
+  sd_notify(0, ("READY=1\n" + status_line()).c_str());
+  uint64_t watchdog_usec = 0;
+  if (sd_watchdog_enabled(0, &watchdog_usec) <= 0) watchdog_usec = 0;
+  struct Notify {
+    std::function<std::string()> status;
+    uv_timer_t timer;
+  } notify{status_line, {}};
+  uv_timer_init(&loop, &notify.timer);
+  notify.timer.data = &notify;
+  uint64_t every_ms = watchdog_usec ? std::max<uint64_t>(watchdog_usec / 2000, 100) : 10'000;
+  uv_timer_start(&notify.timer, [](uv_timer_t* t) {
+    auto* n = static_cast<Notify*>(t->data);
+    sd_notify(0, ("WATCHDOG=1\n" + n->status()).c_str());
+  }, every_ms, every_ms);
+
   // Shutdown drains: no new connections or runs, running ones get the
   // grace to finish, then every VM is gone and the replies are flushed.
   struct Stop {
     ControlServer* server;
     Manager* manager;
     DbusService* dbus;
+    uv_timer_t* notify;
     std::chrono::milliseconds grace;
     uv_signal_t term, intr;
-  } stop{server.get(), manager.get(), dbus.get(), std::chrono::milliseconds(cfg.shutdown_grace_ms), {}, {}};
+  } stop{server.get(), manager.get(), dbus.get(), &notify.timer, std::chrono::milliseconds(cfg.shutdown_grace_ms), {}, {}};
   auto on_signal = [](uv_signal_t* s, int signum) {
     auto* st = static_cast<Stop*>(s->data);
     if (st->manager->draining()) return;
     log_info(std::string("received ") + strsignal(signum) + "; draining " +
              std::to_string(st->manager->active_runs()) + " runs");
+    sd_notify(0, "STOPPING=1");
     st->server->stop_listening();
     st->manager->drain(st->grace, [st] {
+      uv_timer_stop(st->notify);
       if (st->dbus) st->dbus->stop();
       st->server->close();
       uv_signal_stop(&st->term);
@@ -285,6 +316,7 @@ int run(int argc, char** argv) {
   dbus.reset();
   server.reset();
   manager.reset();
+  uv_close(reinterpret_cast<uv_handle_t*>(&notify.timer), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&stop.term), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&stop.intr), nullptr);
   uv_run(&loop, UV_RUN_DEFAULT);
