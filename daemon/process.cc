@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -60,6 +61,13 @@ Result<Process> Process::spawn(const SpawnOptions& options) {
     }
     // Own session: a terminal's ^C reaches the daemon, which decides.
     ::setsid();
+    if (options.confine) {
+      if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail("no_new_privs");
+      // Unprivileged daemons cannot make namespaces without a user
+      // namespace; they run QEMU unconfined here rather than not at all.
+      if (::geteuid() == 0 && ::unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET) != 0)
+        child_fail("unshare");
+    }
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);

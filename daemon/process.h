@@ -21,6 +21,9 @@ struct SpawnOptions {
   std::vector<std::pair<int, int>> fds;
   // The child dies with the daemon (PR_SET_PDEATHSIG), even after a crash.
   bool die_with_parent = true;
+  // Confinement applied in the child before exec: no_new_privs, and fresh
+  // mount, IPC, UTS and network namespaces (a VM needs no host network).
+  bool confine = false;
 };
 
 class Process {

@@ -94,6 +94,9 @@ Result<std::vector<std::string>> qemu_argv(const VmSpec& s) {
       s.qemu,
       "-M", machine,
       "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+      // QEMU's own seccomp filter: no obsolete syscalls, no privilege
+      // changes, no spawning, no resource-limit changes.
+      "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
   };
   if (s.accel == Accel::kvm) {
     a.insert(a.end(), {"-accel", "kvm", "-cpu", "host"});

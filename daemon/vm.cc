@@ -78,6 +78,7 @@ Result<std::unique_ptr<Vm>> Vm::start(uv_loop_t* loop, VmSpec spec, std::chrono:
   vm->started_ = Clock::now();
   SpawnOptions opts;
   opts.argv = std::move(*argv);
+  opts.confine = true;
   opts.fds = {{1, con_w.get()}, {2, con_w.get()}, {kAgentFdInChild, guest_end.get()}};
   if (need_qmp) opts.fds.emplace_back(kQmpFdInChild, qmp_guest.get());
   auto proc = Process::spawn(opts);

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -235,4 +236,40 @@ TEST_CASE("results carry host-measured CPU time and memory") {
   CHECK(r->cpu_time_ms >= 500);
   CHECK(r->memory_peak_mb > 0);
   CHECK(r->timing.execute_ms >= r->execution_time_ms);
+}
+
+TEST_CASE("each QEMU runs with no_new_privs, its own seccomp filter and namespaces, and only its fds") {
+  auto& d = TestDaemon::shared();
+  REQUIRE(d.wait_children_at_most(0, std::chrono::seconds(15)));
+  auto running = std::async(std::launch::async, [&] { return client().run(req(Language::raw, "sleep 4", 20'000)); });
+  auto until = Clock::now() + std::chrono::seconds(30);
+  while (d.children().empty() && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  REQUIRE(d.children().size() == 1);
+  std::string q = "/proc/" + std::to_string(d.children()[0]);
+  std::ifstream status(q + "/status");
+  std::string line, nnp, seccomp;
+  while (std::getline(status, line)) {
+    if (line.starts_with("NoNewPrivs:")) nnp = line.substr(line.find_last_of(" \t") + 1);
+    if (line.starts_with("Seccomp:")) seccomp = line.substr(line.find_last_of(" \t") + 1);
+  }
+  CHECK(nnp == "1");
+  CHECK(seccomp == "2");
+  if (::geteuid() == 0) {
+    std::string self = "/proc/" + std::to_string(d.pid());
+    for (const char* ns : {"net", "mnt", "ipc", "uts"})
+      CHECK_MESSAGE(std::filesystem::read_symlink(q + "/ns/" + ns) != std::filesystem::read_symlink(self + "/ns/" + ns),
+                    ns << " namespace shared with the daemon");
+  } else {
+    MESSAGE("SKIPPED: namespaces need a root daemon");
+  }
+  // stdin, console, agent channel; the rest QEMU opened itself (images,
+  // its own event fds) — nothing of the daemon's.
+  for (const auto& e : std::filesystem::directory_iterator(q + "/fd")) {
+    std::error_code ec;
+    auto target = std::filesystem::read_symlink(e.path(), ec).string();
+    CHECK_MESSAGE(target.find("sandboxd.sock") == std::string::npos, "QEMU holds the control socket");
+    CHECK_MESSAGE(target.find("sandboxd.log") == std::string::npos, "QEMU holds the daemon's log");
+  }
+  auto r = running.get();
+  REQUIRE(r.ok());
 }

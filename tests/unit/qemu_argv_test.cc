@@ -32,6 +32,7 @@ TEST_CASE("golden argv under TCG") {
       "qemu-system-x86_64",
       "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on",
       "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+      "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
       "-accel", "tcg,tb-size=32", "-cpu", "max",
       "-m", "256", "-smp", "1",
       "-kernel", "/img/vmlinux",
