@@ -161,12 +161,13 @@ class Agent {
     std::string prestarted;
     if (prepared_ && prepared_->alive()) {
       auto language = prepared_->language();
+      // A warm-up run empties the exec cgroup (each spawn does), so the
+      // interpreter is started again after it.
+      bool respawn = r.warm_up || language != proto::Language::python;
+      if (respawn) prepared_.reset();
       if (r.warm_up) warm_up(language);
-      if (language != proto::Language::python) {
-        prepared_.reset();
-        auto p = Execution::spawn(language, {}, tree_, filter_);
-        if (p) prepared_ = std::move(*p);
-      }
+      if (respawn)
+        if (auto p = Execution::spawn(language, {}, tree_, filter_); p) prepared_ = std::move(*p);
       if (prepared_) prestarted = proto::language_name(language);
     }
     return send(proto::Hello{proto::kProtocolVersion, kernel_release(), prestarted});

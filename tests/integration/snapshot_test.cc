@@ -135,3 +135,27 @@ TEST_CASE("snapshots: a corrupted snapshot is detected and replaced") {
   d.stop();
   fs::remove_all(state);
 }
+
+TEST_CASE("snapshots: warm-pool VMs restored from a snapshot serve correct runs") {
+  TestDaemon d;
+  REQUIRE(d.start({"--snapshots", "on", "--pool-python", "1", "--pool-restore", "on"}));
+  Client c(d.socket());
+  REQUIRE(wait_snapshots(d, 1));
+  // Take the booted pool VM; its replacement is restored from the snapshot.
+  for (int i = 0; i < 2; ++i) {
+    auto until = Clock::now() + std::chrono::seconds(60);
+    bool ready = false;
+    while (!ready && Clock::now() < until) {
+      auto st = c.status();
+      ready = st.ok() && st->pool[0].ready == 1 && st->pool[0].booting == 0;
+      if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    REQUIRE(ready);
+    auto r = c.run(make_request(Language::python, "import sys\nprint('warm', 6*7)\nsys.exit(5)"));
+    REQUIRE_MESSAGE(r.ok(), r.error().describe());
+    CHECK(r->vm_start == "pool");
+    CHECK(r->stdout_data == "warm 42\n");
+    CHECK(r->exit_code == 5);
+  }
+  CHECK(d.log().find("warm pool: python VM ready") != std::string::npos);
+}
