@@ -202,7 +202,7 @@ int main(int argc, char** argv) {
   uint64_t idle_rss_kb = 0;
   size_t idle_vms = 0;
   {
-    Daemon d(self, images, {"--pool-python", "2", "--pool-javascript", "0", "--pool-raw", "0", "--pool-restore", "off"});
+    Daemon d(self, images, {"--pool-python", "2", "--pool-javascript", "0", "--pool-raw", "0"});
     if (d.wait_pool(Language::python, 2)) {
       for (pid_t p : d.children()) idle_rss_kb += rss_kb(p), ++idle_vms;
     }

@@ -116,10 +116,10 @@ const std::vector<Key>& keys() {
          c.snapshots = v == "on";
          return ok();
        }},
-      {"pool_restore", "restore warm-pool VMs from snapshots: auto (under KVM only), on or off",
+      {"pool_restore", "restore warm-pool VMs from snapshots too: on or off",
        [](Config& c, std::string_view v) -> Result<void> {
-         if (v != "auto" && v != "on" && v != "off") return bad_value("'" + std::string(v) + "' is not auto, on or off");
-         c.pool_restore = std::string(v);
+         if (v != "on" && v != "off") return bad_value("'" + std::string(v) + "' is not on or off");
+         c.pool_restore = v == "on";
          return ok();
        }},
       {"snapshot_cache_mb", "disk the snapshot cache may use", uint_key(&Config::snapshot_cache_mb, 256, 1'000'000)},

@@ -66,10 +66,10 @@ struct Config {
   uint32_t shutdown_grace_ms = 10'000;
   // Restore VMs from memory snapshots instead of booting them.
   bool snapshots = true;
-  // Restore warm-pool VMs from snapshots too: "auto" does under KVM only.
-  // Under TCG a restored VM starts with an empty translation cache and its
-  // first run is slower than on a booted one, while runs wait on pool VMs.
-  std::string pool_restore = "auto";
+  // Restore warm-pool VMs from snapshots too (else only cold runs restore).
+  // Under TCG a restored pool VM runs a trivial program before it is
+  // offered, so its translation cache is warm for the caller.
+  bool pool_restore = true;
   // Disk the snapshot cache may use; the least recently used go first.
   uint32_t snapshot_cache_mb = 4096;
   // D-Bus interface: "off", "system" (the system bus) or a bus address.

@@ -209,7 +209,7 @@ int run(int argc, char** argv) {
 
   ManagerOptions mopts;
   mopts.snapshots = snapshots.get();
-  mopts.pool_restore = cfg.pool_restore == "on" || (cfg.pool_restore == "auto" && spec.accel == Accel::kvm);
+  mopts.pool_restore = cfg.pool_restore;
   mopts.version = PROJECT_VERSION;
   mopts.accel_reason = accel.reason;
   mopts.vm = spec;
