@@ -159,3 +159,26 @@ TEST_CASE("snapshots: warm-pool VMs restored from a snapshot serve correct runs"
   }
   CHECK(d.log().find("warm pool: python VM ready") != std::string::npos);
 }
+
+TEST_CASE("snapshots: one that fails to restore is discarded and the run boots") {
+  TestDaemon d;
+  REQUIRE(d.start({"--snapshots", "on"}));
+  Client c(d.socket());
+  REQUIRE(c.run(make_request(Language::python, "print(1)")).ok());
+  REQUIRE(wait_snapshots(d, 1));
+  REQUIRE(d.wait_children_at_most(0, std::chrono::seconds(60)));
+  // Damage the device state behind the daemon's back (it verified the cache
+  // at start-up only): the header QEMU checks first.
+  auto dirs = snapshot_dirs(d);
+  REQUIRE(dirs.size() == 1);
+  {
+    std::fstream f(d.dir() + "/state/snapshots/" + dirs[0] + "/state", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(0);
+    f.write("NOTQEMU!", 8);
+  }
+  auto r = c.run(make_request(Language::python, "print('booted instead')"));
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->vm_start == "boot (snapshot failed)");
+  CHECK(r->stdout_data == "booted instead\n");
+  CHECK(d.log().find("discarded") != std::string::npos);
+}
