@@ -40,7 +40,6 @@ class ControlServer {
   // Stops accepting and closes every connection once its queued replies are
   // written (their runs, if any, are cancelled).
   void close();
-  size_t connections() const { return connections_.size(); }
 
  private:
   friend class Connection;

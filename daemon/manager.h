@@ -103,8 +103,6 @@ class Manager {
   // The snapshot cache, emptied first when `drop` (templates in flight finish).
   std::vector<proto::SnapshotInfo> snapshots(bool drop);
   size_t active_runs() const { return runs_.size(); }
-  uint32_t live_vms() const { return live_vms_; }
-  const ManagerOptions& options() const { return options_; }
 
  private:
   class Run;

@@ -312,7 +312,6 @@ void Vm::on_message(proto::Message&& m) {
     if (hello->version != proto::kProtocolVersion)
       return fail(Error::make(ErrorCode::vm_boot_failed, "agent speaks protocol " + std::to_string(hello->version) +
                                                              ", the daemon " + std::to_string(proto::kProtocolVersion)));
-    kernel_ = hello->kernel;
     prestarted_ = proto::language_from_name(hello->prestarted);
     state_ = State::ready;
     ready_at_ = Clock::now();

@@ -66,8 +66,6 @@ class Vm {
   bool restored() const { return restored_; }
   // The language whose interpreter is waiting, per the agent's hello.
   std::optional<proto::Language> prestarted() const { return prestarted_; }
-  const std::string& console_tail() const { return console_; }
-  const std::string& guest_kernel() const { return kernel_; }
   Clock::time_point started_at() const { return started_; }
   Clock::time_point ready_at() const { return ready_at_; }
   pid_t pid() const { return process_.pid(); }
@@ -103,7 +101,6 @@ class Vm {
   std::function<void(Result<void>)> migration_done_;
   FrameDecoder decoder_{limits::kMaxAgentFrameBytes};
   std::string console_;
-  std::string kernel_;
   std::optional<proto::Language> prestarted_;
   uint64_t exec_id_ = 0;
   Clock::time_point started_, ready_at_;
