@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <algorithm>
 #include <fstream>
 #include <vector>
@@ -20,13 +22,67 @@
 namespace sandbox::agent {
 namespace {
 
-// The interpreter waits on fd 3 for one byte (or EOF), then runs the code
-// file as a script would run: its own __main__ / module, its own argv.
+// The interpreter waits on fd 3 for one byte (or EOF). "g" (or anything
+// else) runs the code file once, as a script would run: its own __main__
+// module, its own argv. "s" starts a session: each line then read from fd 3
+// runs the cell file in the same namespace, and its status goes back as a
+// line on fd 4. An exception, SystemExit or KeyboardInterrupt (the agent's
+// timeout) ends the cell, not the interpreter.
 constexpr const char* kPythonLauncher = R"PY(
 import os, sys, types
+def _sandbox_session():
+    import linecache
+    module = types.ModuleType('__main__')
+    module.__builtins__ = __builtins__
+    sys.modules['__main__'] = module
+    sys.argv = ['']
+    sys.path[0] = ''
+    pending = b''
+    n = 0
+    while True:
+        try:
+            while b'\n' not in pending:
+                chunk = os.read(3, 64)
+                if not chunk:
+                    os._exit(0)
+                pending += chunk
+            pending = pending.split(b'\n', 1)[1]
+        except KeyboardInterrupt:
+            continue
+        n += 1
+        status = 0
+        try:
+            try:
+                with open('/run/sandbox/cell.py', 'rb') as f:
+                    source = f.read()
+                name = '<exec %d>' % n
+                linecache.cache[name] = (len(source), None, source.decode('utf-8', 'replace').splitlines(True), name)
+                exec(compile(source, name, 'exec', dont_inherit=True), module.__dict__)
+            except SystemExit as e:
+                if e.code is None:
+                    status = 0
+                elif isinstance(e.code, int):
+                    status = e.code & 0xff
+                else:
+                    print(e.code, file=sys.stderr)
+                    status = 1
+            except BaseException as e:
+                tb = e.__traceback__.tb_next if e.__traceback__ else None
+                sys.excepthook(type(e), e.with_traceback(tb), tb)
+                status = 130 if isinstance(e, KeyboardInterrupt) else 1
+        except KeyboardInterrupt:
+            status = 130
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:
+            pass
+        os.write(4, b'%d\n' % status)
 def _sandbox_main():
-    os.read(3, 1)
+    if os.read(3, 1) == b's':
+        return _sandbox_session()
     os.close(3)
+    os.close(4)
     path = '/run/sandbox/main.py'
     with open(path, 'rb') as f:
         source = f.read()
@@ -49,10 +105,46 @@ def _sandbox_main():
 _sandbox_main()
 )PY";
 
+// Node: the same protocol. Cells run with vm.runInThisContext, so
+// top-level const, let, functions and classes persist like in the REPL;
+// SIGINT (the timeout) interrupts a cell, and errors thrown later by timers
+// are printed rather than fatal.
 constexpr const char* kNodeLauncher = R"JS(
 const fs = require('fs');
-try { fs.readSync(3, Buffer.alloc(1), 0, 1, null); } catch (e) {}
+const mode = Buffer.alloc(1);
+try { fs.readSync(3, mode, 0, 1, null); } catch (e) {}
+if (mode.toString() === 's') {
+  const vm = require('vm');
+  const util = require('util');
+  globalThis.require = require;
+  const report = (e) => { try { process.stderr.write(util.inspect(e) + '\n'); } catch (_) {} };
+  process.on('uncaughtException', report);
+  process.on('unhandledRejection', report);
+  process.on('SIGINT', () => {});
+  let n = 0;
+  let pending = '';
+  const input = new (require('net').Socket)({ fd: 3, readable: true, writable: false });
+  input.on('data', (d) => {
+    pending += d.toString();
+    let i;
+    while ((i = pending.indexOf('\n')) >= 0) {
+      pending = pending.slice(i + 1);
+      n += 1;
+      let status = 0;
+      try {
+        const source = fs.readFileSync('/run/sandbox/cell.js', 'utf8');
+        vm.runInThisContext(source, { filename: `<exec ${n}>`, breakOnSigint: true });
+      } catch (e) {
+        status = e && e.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED' ? 130 : 1;
+        report(e);
+      }
+      fs.writeSync(4, `${status}\n`);
+    }
+  });
+  input.on('end', () => process.exit(0));
+} else {
 fs.closeSync(3);
+fs.closeSync(4);
 const Module = require('module');
 const path = '/run/sandbox/main.js';
 const m = new Module(path, null);
@@ -60,12 +152,24 @@ m.filename = path;
 m.paths = Module._nodeModulePaths('/run/sandbox');
 process.argv[1] = path;
 m._compile(fs.readFileSync(path, 'utf8'), path);
+}
 )JS";
 
-constexpr const char* kBashLauncher = "read -r -N 1 -u 3 _; exec 3<&-; unset _; source /run/sandbox/main.sh";
+// Bash: cells are sourced by the same shell, so variables, functions and the
+// working directory persist. SIGINT (the timeout) returns from the cell.
+constexpr const char* kBashLauncher = R"SH(read -r -N 1 -u 3 __sandbox_mode
+if [[ $__sandbox_mode != s ]]; then exec 3<&- 4>&-; unset __sandbox_mode; source /run/sandbox/main.sh; exit; fi
+unset __sandbox_mode
+trap 'return 130 2>/dev/null' INT
+while IFS= read -r -u 3 __sandbox_cell; do
+  source /run/sandbox/cell.sh
+  printf '%d\n' "$?" >&4
+done
+exit 0)SH";
 
 struct Interpreter {
   const char* file;  // where the code is written
+  const char* cell;  // where a session's code is written
   std::vector<std::string> argv;
 };
 
@@ -73,13 +177,13 @@ Interpreter interpreter_for(proto::Language language) {
   switch (language) {
     case proto::Language::python:
       // -u: unbuffered, so output streams while the code runs.
-      return {"/run/sandbox/main.py", {"/usr/bin/python3", "-u", "-c", kPythonLauncher}};
+      return {"/run/sandbox/main.py", "/run/sandbox/cell.py", {"/usr/bin/python3", "-u", "-c", kPythonLauncher}};
     case proto::Language::javascript:
-      return {"/run/sandbox/main.js", {"/usr/bin/node", "-e", kNodeLauncher}};
+      return {"/run/sandbox/main.js", "/run/sandbox/cell.js", {"/usr/bin/node", "-e", kNodeLauncher}};
     case proto::Language::raw:
-      return {"/run/sandbox/main.sh", {"/bin/bash", "-c", kBashLauncher, "main.sh"}};
+      return {"/run/sandbox/main.sh", "/run/sandbox/cell.sh", {"/bin/bash", "-c", kBashLauncher, "main.sh"}};
   }
-  return {"/run/sandbox/main.sh", {"/bin/false"}};
+  return {"/run/sandbox/main.sh", "/run/sandbox/cell.sh", {"/bin/false"}};
 }
 
 Result<void> write_file(const char* path, std::string_view data) {
@@ -147,13 +251,15 @@ Result<std::unique_ptr<Execution>> Execution::spawn(proto::Language language, co
   }
   unique_fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!devnull) return Error::sys("open", "/dev/null");
-  int out[2], err[2], go[2];
+  int out[2], err[2], go[2], report[2];
   if (::pipe2(out, O_CLOEXEC) != 0) return Error::sys("pipe2");
   unique_fd out_r(out[0]), out_w(out[1]);
   if (::pipe2(err, O_CLOEXEC) != 0) return Error::sys("pipe2");
   unique_fd err_r(err[0]), err_w(err[1]);
   if (::pipe2(go, O_CLOEXEC) != 0) return Error::sys("pipe2");
   unique_fd go_r(go[0]), go_w(go[1]);
+  if (::pipe2(report, O_CLOEXEC) != 0) return Error::sys("pipe2");
+  unique_fd report_r(report[0]), report_w(report[1]);
   unique_fd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
   if (!timer) return Error::sys("timerfd_create");
 
@@ -167,7 +273,7 @@ Result<std::unique_ptr<Execution>> Execution::spawn(proto::Language language, co
     if (procs && ::write(procs.get(), "0", 1) != 1) child_fail("joining the exec cgroup");
     ::setsid();
     if (::dup2(devnull.get(), 0) < 0 || ::dup2(out_w.get(), 1) < 0 || ::dup2(err_w.get(), 2) < 0 ||
-        ::dup2(go_r.get(), 3) < 0)
+        ::dup2(go_r.get(), 3) < 0 || ::dup2(report_w.get(), 4) < 0)
       child_fail("dup2");
     if (::setgroups(0, nullptr) != 0 || ::setresgid(kUserGid, kUserGid, kUserGid) != 0 ||
         ::setresuid(kUserUid, kUserUid, kUserUid) != 0)
@@ -178,7 +284,7 @@ Result<std::unique_ptr<Execution>> Execution::spawn(proto::Language language, co
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::close_range(4, ~0U, 0);
+    ::close_range(5, ~0U, 0);
     ::execve(argv_p[0], argv_p.data(), env_p.data());
     child_fail(argv_p[0]);
   }
@@ -186,10 +292,129 @@ Result<std::unique_ptr<Execution>> Execution::spawn(proto::Language language, co
   self->out_ = std::move(out_r);
   self->err_ = std::move(err_r);
   self->go_ = std::move(go_w);
+  self->report_ = std::move(report_r);
   self->timer_ = std::move(timer);
   ::fcntl(self->out_.get(), F_SETFL, O_NONBLOCK);
   ::fcntl(self->err_.get(), F_SETFL, O_NONBLOCK);
+  ::fcntl(self->report_.get(), F_SETFL, O_NONBLOCK);
   return self;
+}
+
+Result<void> Execution::start_session() {
+  if (started_ || session_) return Error::make(ErrorCode::internal, "execution already started");
+  if (::write(go_.get(), "s", 1) != 1) return Error::sys("write", "interpreter command pipe");
+  session_ = true;
+  return ok();
+}
+
+namespace {
+
+Result<void> write_line(const std::string& path, std::string_view value) {
+  unique_fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return Error::sys("open", path);
+  if (::write(fd.get(), value.data(), value.size()) != static_cast<ssize_t>(value.size())) return Error::sys("write", path);
+  return ok();
+}
+
+}  // namespace
+
+Result<void> Execution::run_cell(const proto::Exec& exec) {
+  if (!session_ || cell_active_) return Error::make(ErrorCode::internal, "no session ready for a cell");
+  if (!alive()) return Error::make(ErrorCode::guest_error, "the session's interpreter has exited");
+  auto interp = interpreter_for(language_);
+  if (auto r = write_file(interp.cell, exec.code); !r) return r;
+  if (!tree_.empty()) {
+    if (exec.pids_max > 0)
+      if (auto r = write_line(tree_ + "/pids.max", std::to_string(exec.pids_max)); !r) return r;
+    // Cgroups of earlier cells whose processes have all ended go away.
+    if (DIR* d = ::opendir(tree_.c_str())) {
+      while (dirent* e = ::readdir(d))
+        if (std::string_view(e->d_name).starts_with("cell-")) ::rmdir((tree_ + "/" + e->d_name).c_str());
+      ::closedir(d);
+    }
+    cell_tree_ = tree_ + "/cell-" + std::to_string(cells_ + 1);
+    if (::mkdir(cell_tree_.c_str(), 0755) != 0 && errno != EEXIST) return Error::sys("mkdir", cell_tree_);
+    if (auto r = write_line(cell_tree_ + "/cgroup.procs", std::to_string(pid_)); !r) return r;
+  }
+  ++cells_;
+  id_ = exec.id;
+  grace_ = std::chrono::milliseconds(exec.grace_ms);
+  limit_[0] = exec.stdout_limit;
+  limit_[1] = exec.stderr_limit;
+  sent_[0] = sent_[1] = 0;
+  truncated_[0] = truncated_[1] = false;
+  timed_out_ = term_sent_ = false;
+  cell_status_.reset();
+  cell_active_ = true;
+  started_at_ = Clock::now();
+  if (::write(go_.get(), "run\n", 4) != 4) {
+    // The interpreter is gone; its exit ends this cell.
+  }
+  auto timeout = std::clamp(exec.timeout_ms, limits::kMinTimeoutMs, limits::kMaxTimeoutMs);
+  arm(timer_.get(), std::chrono::milliseconds(timeout));
+  return ok();
+}
+
+bool Execution::on_report() {
+  char buf[256];
+  bool open = true;
+  for (;;) {
+    ssize_t n = ::read(report_.get(), buf, sizeof buf);
+    if (n > 0) {
+      report_buf_.append(buf, static_cast<size_t>(n));
+      if (report_buf_.size() > 4096) report_buf_.erase(0, report_buf_.size() - 64);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    open = n < 0 && errno == EAGAIN;
+    break;
+  }
+  size_t nl;
+  while ((nl = report_buf_.find('\n')) != std::string::npos) {
+    std::string line = report_buf_.substr(0, nl);
+    report_buf_.erase(0, nl + 1);
+    // User code may write to fd 4 too; it then ends its own cell early with
+    // a status of its choosing, which affects nothing beyond that cell.
+    if (cell_active_ && !cell_status_) cell_status_ = std::atoi(line.c_str()) & 0xff;
+  }
+  if (!open) report_.reset();
+  return open;
+}
+
+proto::ExecDone Execution::end_cell() {
+  itimerspec off{};
+  ::timerfd_settime(timer_.get(), 0, &off, nullptr);
+  ended_ = Clock::now();
+  cell_active_ = false;
+  if (!cell_tree_.empty() && alive()) {
+    // The interpreter leaves the cell's cgroup; what stays there is the
+    // cell's background processes.
+    (void)write_line(tree_ + "/cgroup.procs", std::to_string(pid_));
+    ::rmdir(cell_tree_.c_str());
+  }
+  proto::ExecDone done;
+  done.id = id_;
+  done.timed_out = timed_out_;
+  // Between cells, background output is kept (up to this much) for the next.
+  limit_[0] = limit_[1] = kIdleOutputBytes;
+  sent_[0] = sent_[1] = 0;
+  done.stdout_truncated = truncated_[0];
+  done.stderr_truncated = truncated_[1];
+  done.duration_ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(ended_ - started_at_).count());
+  if (cell_status_) {
+    done.exit_code = *cell_status_;
+  } else {
+    int st = exit_status_.value_or(0);
+    if (WIFEXITED(st)) {
+      done.exit_code = WEXITSTATUS(st);
+    } else if (WIFSIGNALED(st)) {
+      done.signal = WTERMSIG(st);
+      done.exit_code = 128 + done.signal;
+    }
+    done.state_lost = true;
+  }
+  return done;
 }
 
 Result<void> Execution::go(const proto::Exec& exec) {
@@ -269,6 +494,24 @@ void Execution::signal_tree(int sig) {
 void Execution::on_timer() {
   uint64_t expirations;
   (void)!::read(timer_.get(), &expirations, sizeof expirations);
+  if (session_) {
+    if (!cell_active_ || !alive()) return;
+    if (!term_sent_) {
+      // The cell's own processes go; the interpreter is interrupted and keeps
+      // its state if it comes back within the grace period.
+      timed_out_ = true;
+      term_sent_ = true;
+      if (!cell_tree_.empty()) {
+        (void)write_line(tree_ + "/cgroup.procs", std::to_string(pid_));
+        (void)write_line(cell_tree_ + "/cgroup.kill", "1");
+      }
+      ::kill(pid_, SIGINT);
+      arm(timer_.get(), grace_);
+    } else {
+      ::kill(pid_, SIGKILL);
+    }
+    return;
+  }
   if (!term_sent_) {
     timed_out_ = !exit_status_.has_value();
     term_sent_ = true;
@@ -282,7 +525,8 @@ void Execution::on_timer() {
 void Execution::on_main_exit(int status) {
   exit_status_ = status;
   ended_ = Clock::now();
-  // Whatever the program left running would hold the pipes open.
+  // Whatever the program left running would hold the pipes open; a session
+  // whose interpreter died starts over clean.
   signal_tree(SIGKILL);
 }
 

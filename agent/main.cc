@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "agent/exec.h"
+#include "agent/files.h"
 #include "agent/log.h"
 #include "agent/seccomp.h"
 #include "agent/system.h"
@@ -29,7 +30,11 @@ constexpr const char* kExecTree = "/sys/fs/cgroup/exec";
 class Agent {
  public:
   Agent(unique_fd port, unique_fd sigchld, unique_fd epoll, std::vector<sock_filter> filter)
-      : port_(std::move(port)), sigchld_(std::move(sigchld)), epoll_(std::move(epoll)), filter_(std::move(filter)) {}
+      : port_(std::move(port)),
+        sigchld_(std::move(sigchld)),
+        epoll_(std::move(epoll)),
+        filter_(std::move(filter)),
+        files_([this](const proto::Message& m) { return send(m); }) {}
 
   Result<void> run(std::optional<proto::Language> prestart) {
     watch(port_.get());
@@ -98,8 +103,23 @@ class Agent {
       signalfd_siginfo info;
       while (::read(sigchld_.get(), &info, sizeof info) == sizeof info) {
       }
-      reap_children({exec_.get(), prepared_.get()});
+      reap_children({exec_.get(), prepared_.get(), session_.get()});
+      if (auto r = maybe_finish_cell(); !r) return r;
       return maybe_finish();
+    }
+    if (session_) {
+      if (fd == session_->timer_fd()) {
+        session_->on_timer();
+        return ok();
+      }
+      if (fd == session_->report_fd()) {
+        if (!session_->on_report()) unwatch(fd);
+        return maybe_finish_cell();
+      }
+      if (fd == session_->stdout_fd() || fd == session_->stderr_fd()) {
+        if (auto r = drain_session(fd); !r) return r;
+        return maybe_finish_cell();
+      }
     }
     if (!exec_) return ok();
     if (fd == exec_->timer_fd()) {
@@ -135,15 +155,25 @@ class Agent {
         log("dropping malformed host message: %s", msg.error().message.c_str());
         continue;
       }
+      Result<void> r;
       if (auto* exec = std::get_if<proto::Exec>(&*msg)) {
-        if (auto r = start(*exec); !r) return r;
+        r = exec->session ? start_cell(*exec) : start(*exec);
+      } else if (auto* w = std::get_if<proto::FileWrite>(&*msg)) {
+        r = files_.on_write(*w);
+      } else if (auto* c = std::get_if<proto::FileChunk>(&*msg)) {
+        r = files_.on_chunk(*c);
+      } else if (auto* rd = std::get_if<proto::FileRead>(&*msg)) {
+        r = files_.on_read(*rd);
+      } else if (auto* ls = std::get_if<proto::FileListRequest>(&*msg)) {
+        r = files_.on_list(*ls);
       } else if (auto* resume = std::get_if<proto::Resume>(&*msg)) {
-        if (auto r = on_resume(*resume); !r) return r;
+        r = on_resume(*resume);
       } else if (auto* ping = std::get_if<proto::Ping>(&*msg)) {
-        if (auto r = send(proto::Pong{ping->seq}); !r) return r;
+        r = send(proto::Pong{ping->seq});
       } else {
         log("ignoring unexpected host message type %zu", msg->index());
       }
+      if (!r) return r;
     }
     return ok();
   }
@@ -173,8 +203,81 @@ class Agent {
     return send(proto::Hello{proto::kProtocolVersion, kernel_release(), prestarted});
   }
 
+  // A session's exec: the interpreter is started on the first (or after it
+  // died), with the session's environment, and keeps its state between cells.
+  Result<void> start_cell(const proto::Exec& exec) {
+    if (exec_ || (session_ && session_->cell_active()))
+      return send(proto::ErrorReply{exec.id, ErrorCode::guest_error, "an exec is already running"});
+    if (session_ && !session_->alive()) {
+      drop_session();
+      session_lost_ = true;
+    }
+    if (!session_) {
+      if (prepared_ && prepared_->alive() && prepared_->language() == exec.language && exec.env.empty()) {
+        session_ = std::move(prepared_);
+      } else {
+        prepared_.reset();
+        auto spawned = Execution::spawn(exec.language, exec.env, tree_, filter_);
+        if (!spawned) return send(proto::ErrorReply{exec.id, spawned.error().code, spawned.error().message});
+        session_ = std::move(*spawned);
+      }
+      if (auto r = session_->start_session(); !r) {
+        session_.reset();
+        return send(proto::ErrorReply{exec.id, r.error().code, r.error().message});
+      }
+      for (int fd : {session_->stdout_fd(), session_->stderr_fd(), session_->report_fd(), session_->timer_fd()})
+        watch(fd);
+    }
+    if (auto r = session_->run_cell(exec); !r) return send(proto::ErrorReply{exec.id, r.error().code, r.error().message});
+    // Output of background processes since the last cell opens this one.
+    for (int s = 0; s < 2; ++s)
+      if (!idle_output_[s].empty())
+        if (auto r = send(proto::Output{exec.id, static_cast<proto::Stream>(s), std::exchange(idle_output_[s], {})}); !r)
+          return r;
+    return ok();
+  }
+
+  Result<void> drain_session(int fd) {
+    Result<void> sent;
+    bool open = session_->drain(fd, [&](proto::Stream s, std::string_view data) {
+      if (session_->cell_active()) {
+        if (sent) sent = send(proto::Output{session_->id(), s, std::string(data)});
+      } else {
+        idle_output_[static_cast<size_t>(s)].append(data);
+      }
+    });
+    if (!open) unwatch(fd);
+    return sent;
+  }
+
+  Result<void> maybe_finish_cell() {
+    if (!session_ || !session_->cell_finished()) return ok();
+    // Everything the interpreter wrote before its status line is in the
+    // pipes: take it all before the cell's end.
+    for (int fd : {session_->stdout_fd(), session_->stderr_fd()}) {
+      pollfd p{fd, POLLIN, 0};
+      while (fd >= 0 && ::poll(&p, 1, 0) > 0) {
+        if (auto r = drain_session(fd); !r) return r;
+        if (fd != session_->stdout_fd() && fd != session_->stderr_fd()) break;  // at EOF
+      }
+    }
+    auto done = session_->end_cell();
+    done.state_lost = done.state_lost || std::exchange(session_lost_, false);
+    if (!session_->alive()) drop_session();
+    return send(done);
+  }
+
+  void drop_session() {
+    if (!session_) return;
+    for (int fd : {session_->stdout_fd(), session_->stderr_fd(), session_->report_fd(), session_->timer_fd()})
+      if (fd >= 0) unwatch(fd);
+    session_.reset();
+    idle_output_[0].clear();
+    idle_output_[1].clear();
+  }
+
   Result<void> start(const proto::Exec& exec) {
-    if (exec_) return send(proto::ErrorReply{exec.id, ErrorCode::guest_error, "an exec is already running"});
+    if (exec_ || session_) return send(proto::ErrorReply{exec.id, ErrorCode::guest_error, "an exec is already running"});
     // The prepared interpreter serves only a request it fits: same language,
     // no extra environment (that must be the process's own from the start).
     if (prepared_ && prepared_->alive() && prepared_->language() == exec.language && exec.env.empty()) {
@@ -219,8 +322,12 @@ class Agent {
   FrameDecoder decoder_{limits::kMaxAgentFrameBytes};
   std::unique_ptr<Execution> exec_;
   std::unique_ptr<Execution> prepared_;  // spawned, waiting for its code
+  std::unique_ptr<Execution> session_;   // a session's interpreter
+  bool session_lost_ = false;            // it died while no cell ran
+  std::string idle_output_[2];
   std::string tree_;
   std::vector<sock_filter> filter_;
+  FileService files_;
 };
 
 // "sandbox.prestart=python" on the kernel command line asks for a warm

@@ -18,6 +18,8 @@ constexpr size_t kMaxSeedBytes = 256;
 constexpr size_t kMaxSnapshotEntries = 512;
 // One pool per language; a status never lists more.
 constexpr size_t kMaxPoolEntries = 8;
+// Sessions listed at once: far above any per-user limit.
+constexpr size_t kMaxSessionEntries = 256;
 
 using Packer = msgpack::packer<msgpack::sbuffer>;
 
@@ -64,7 +66,7 @@ struct Encoder {
     put_str(p, "data"), put_bin(p, m.data);
   }
   void operator()(const RunResult& m) {
-    header(p, "result", 15);
+    header(p, "result", 16);
     put_str(p, "id"), p.pack(m.id);
     put_str(p, "stdout"), put_bin(p, m.stdout_data);
     put_str(p, "stderr"), put_bin(p, m.stderr_data);
@@ -85,6 +87,7 @@ struct Encoder {
     put_str(p, "warm_pool_hit"), p.pack(m.warm_pool_hit);
     put_str(p, "accelerator"), put_str(p, m.accelerator);
     put_str(p, "vm_start"), put_str(p, m.vm_start);
+    put_str(p, "state_lost"), p.pack(m.state_lost);
   }
   void operator()(const ErrorReply& m) {
     header(p, "error", 3);
@@ -136,7 +139,7 @@ struct Encoder {
     put_str(p, "id"), p.pack(m.id);
   }
   void operator()(const Status& m) {
-    header(p, "status", 9);
+    header(p, "status", 10);
     put_str(p, "id"), p.pack(m.id);
     put_str(p, "version"), put_str(p, m.version);
     put_str(p, "accelerator"), put_str(p, m.accelerator);
@@ -145,6 +148,7 @@ struct Encoder {
     put_str(p, "max_vms"), p.pack(m.max_vms);
     put_str(p, "runs_active"), p.pack(m.runs_active);
     put_str(p, "runs_queued"), p.pack(m.runs_queued);
+    put_str(p, "sessions"), p.pack(m.sessions);
     put_str(p, "pool");
     p.pack_array(static_cast<uint32_t>(m.pool.size()));
     for (const auto& e : m.pool) {
@@ -158,15 +162,16 @@ struct Encoder {
     }
   }
   void operator()(const Exec& m) {
-    header(p, "exec", 9);
+    header(p, "exec", 10);
     job(m);
     put_str(p, "grace_ms"), p.pack(m.grace_ms);
     put_str(p, "stdout_limit"), p.pack(m.stdout_limit);
     put_str(p, "stderr_limit"), p.pack(m.stderr_limit);
     put_str(p, "pids_max"), p.pack(m.pids_max);
+    put_str(p, "session"), p.pack(m.session);
   }
   void operator()(const ExecDone& m) {
-    header(p, "exec_done", 7);
+    header(p, "exec_done", 8);
     put_str(p, "id"), p.pack(m.id);
     put_str(p, "exit_code"), p.pack(m.exit_code);
     put_str(p, "signal"), p.pack(m.signal);
@@ -174,6 +179,108 @@ struct Encoder {
     put_str(p, "duration_ms"), p.pack(m.duration_ms);
     put_str(p, "stdout_truncated"), p.pack(m.stdout_truncated);
     put_str(p, "stderr_truncated"), p.pack(m.stderr_truncated);
+    put_str(p, "state_lost"), p.pack(m.state_lost);
+  }
+  void operator()(const SessionCreate& m) {
+    header(p, "session_create", 6);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "language"), put_str(p, language_name(m.language));
+    put_str(p, "env"), put_env(p, m.env);
+    put_str(p, "timeout_ms"), p.pack(m.timeout_ms);
+    put_str(p, "memory_mb"), p.pack(m.memory_mb);
+    put_str(p, "idle_timeout_ms"), p.pack(m.idle_timeout_ms);
+  }
+  void operator()(const SessionList& m) {
+    header(p, "session_list", 2);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "sessions");
+    p.pack_array(static_cast<uint32_t>(m.sessions.size()));
+    for (const auto& e : m.sessions) {
+      p.pack_map(8);
+      put_str(p, "session"), put_str(p, e.session);
+      put_str(p, "language"), put_str(p, language_name(e.language));
+      put_str(p, "memory_mb"), p.pack(e.memory_mb);
+      put_str(p, "idle_timeout_ms"), p.pack(e.idle_timeout_ms);
+      put_str(p, "exec_count"), p.pack(e.exec_count);
+      put_str(p, "created_unix_ms"), p.pack(e.created_unix_ms);
+      put_str(p, "last_activity_unix_ms"), p.pack(e.last_activity_unix_ms);
+      put_str(p, "vm_start"), put_str(p, e.vm_start);
+    }
+  }
+  void operator()(const SessionListRequest& m) {
+    header(p, "session_list_request", 1);
+    put_str(p, "id"), p.pack(m.id);
+  }
+  void operator()(const SessionExec& m) {
+    header(p, "session_exec", 4);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "session"), put_str(p, m.session);
+    put_str(p, "code"), put_bin(p, m.code);
+    put_str(p, "timeout_ms"), p.pack(m.timeout_ms);
+  }
+  void operator()(const SessionClose& m) {
+    header(p, "session_close", 2);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "session"), put_str(p, m.session);
+  }
+  void operator()(const Ack& m) {
+    header(p, "ack", 1);
+    put_str(p, "id"), p.pack(m.id);
+  }
+  void chunks(const std::vector<std::string>& v) {
+    put_str(p, "chunks");
+    p.pack_array(static_cast<uint32_t>(v.size()));
+    for (const auto& c : v) put_bin(p, c);
+  }
+  void operator()(const FileWrite& m) {
+    header(p, "file_write", 6);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "session"), put_str(p, m.session);
+    put_str(p, "path"), put_bin(p, m.path);
+    put_str(p, "size"), p.pack(m.size);
+    put_str(p, "executable"), p.pack(m.executable);
+    chunks(m.chunks);
+  }
+  void operator()(const FileChunk& m) {
+    header(p, "file_chunk", 2);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "data"), put_bin(p, m.data);
+  }
+  void operator()(const FileRead& m) {
+    header(p, "file_read", 3);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "session"), put_str(p, m.session);
+    put_str(p, "path"), put_bin(p, m.path);
+  }
+  void operator()(const FileDone& m) {
+    header(p, "file_done", 2);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "size"), p.pack(m.size);
+  }
+  void operator()(const FileContent& m) {
+    header(p, "file_content", 3);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "size"), p.pack(m.size);
+    chunks(m.chunks);
+  }
+  void operator()(const FileListRequest& m) {
+    header(p, "file_list_request", 3);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "session"), put_str(p, m.session);
+    put_str(p, "path"), put_bin(p, m.path);
+  }
+  void operator()(const FileList& m) {
+    header(p, "file_list", 3);
+    put_str(p, "id"), p.pack(m.id);
+    put_str(p, "entries");
+    p.pack_array(static_cast<uint32_t>(m.entries.size()));
+    for (const auto& e : m.entries) {
+      p.pack_map(3);
+      put_str(p, "name"), put_bin(p, e.name);
+      put_str(p, "is_dir"), p.pack(e.is_dir);
+      put_str(p, "size"), p.pack(e.size);
+    }
+    put_str(p, "truncated"), p.pack(m.truncated);
   }
 };
 
@@ -293,6 +400,9 @@ class Fields {
     return ok();
   }
   bool failed() const { return error_.has_value(); }
+  void fail(std::string what) {
+    if (!error_) error_ = std::move(what);
+  }
 
  private:
   struct Entry {
@@ -313,9 +423,6 @@ class Fields {
       }
     fail("missing key '" + std::string(key) + "'");
     return nullptr;
-  }
-  void fail(std::string what) {
-    if (!error_) error_ = std::move(what);
   }
   void fail_type(std::string_view key, std::string_view type) {
     fail("'" + std::string(key) + "' is not a " + std::string(type));
@@ -345,6 +452,25 @@ void read_job(Fields& f, Job& m, bool* okay) {
   m.code = f.bytes("code", limits::kMaxCodeBytes);
   m.env = f.env("env");
   m.timeout_ms = static_cast<uint32_t>(f.u64("timeout_ms", UINT32_MAX));
+}
+
+// File chunks: zstd frames, each at most one chunk's worth once compressed.
+std::vector<std::string> read_chunks(Fields& f) {
+  std::vector<std::string> out;
+  for (const msgpack::object* c : f.array("chunks", limits::kMaxFileChunks)) {
+    if (c->type != msgpack::type::BIN && c->type != msgpack::type::STR) {
+      f.fail("a chunk is not bytes");
+      break;
+    }
+    uint32_t size = c->type == msgpack::type::BIN ? c->via.bin.size : c->via.str.size;
+    const char* ptr = c->type == msgpack::type::BIN ? c->via.bin.ptr : c->via.str.ptr;
+    if (size > limits::kMaxFileChunkWireBytes) {
+      f.fail("a chunk is too large");
+      break;
+    }
+    out.emplace_back(ptr, size);
+  }
+  return out;
 }
 
 template <class T>
@@ -397,6 +523,7 @@ Result<Message> decode_object(const msgpack::object& obj) {
     m.warm_pool_hit = f.boolean("warm_pool_hit");
     m.accelerator = f.str("accelerator", limits::kMaxNameBytes);
     m.vm_start = f.str("vm_start", limits::kMaxNameBytes);
+    m.state_lost = f.boolean("state_lost");
     return finish(f, std::move(m));
   }
   if (type == "error") {
@@ -466,6 +593,7 @@ Result<Message> decode_object(const msgpack::object& obj) {
     m.max_vms = static_cast<uint32_t>(f.u64("max_vms", UINT32_MAX));
     m.runs_active = static_cast<uint32_t>(f.u64("runs_active", UINT32_MAX));
     m.runs_queued = static_cast<uint32_t>(f.u64("runs_queued", UINT32_MAX));
+    m.sessions = static_cast<uint32_t>(f.u64("sessions", UINT32_MAX));
     for (const msgpack::object* e : f.array("pool", kMaxPoolEntries)) {
       Fields pf(*e);
       PoolStats ps;
@@ -488,6 +616,7 @@ Result<Message> decode_object(const msgpack::object& obj) {
     m.stdout_limit = f.u64("stdout_limit");
     m.stderr_limit = f.u64("stderr_limit");
     m.pids_max = static_cast<uint32_t>(f.u64("pids_max", UINT32_MAX));
+    m.session = f.boolean("session");
     if (!okay) return bad("unknown language");
     return finish(f, std::move(m));
   }
@@ -500,6 +629,105 @@ Result<Message> decode_object(const msgpack::object& obj) {
     m.duration_ms = f.u64("duration_ms");
     m.stdout_truncated = f.boolean("stdout_truncated");
     m.stderr_truncated = f.boolean("stderr_truncated");
+    m.state_lost = f.boolean("state_lost");
+    return finish(f, std::move(m));
+  }
+  if (type == "session_create") {
+    SessionCreate m;
+    m.id = f.u64("id");
+    m.language = read_language(f, &okay);
+    m.env = f.env("env");
+    m.timeout_ms = static_cast<uint32_t>(f.u64("timeout_ms", UINT32_MAX));
+    m.memory_mb = static_cast<uint32_t>(f.u64("memory_mb", UINT32_MAX));
+    m.idle_timeout_ms = static_cast<uint32_t>(f.u64("idle_timeout_ms", UINT32_MAX));
+    if (!okay) return bad("unknown language");
+    return finish(f, std::move(m));
+  }
+  if (type == "session_list") {
+    SessionList m;
+    m.id = f.u64("id");
+    for (const msgpack::object* e : f.array("sessions", kMaxSessionEntries)) {
+      Fields sf(*e);
+      SessionInfo si;
+      si.session = sf.str("session", limits::kMaxSessionIdBytes);
+      si.language = read_language(sf, &okay);
+      si.memory_mb = static_cast<uint32_t>(sf.u64("memory_mb", UINT32_MAX));
+      si.idle_timeout_ms = static_cast<uint32_t>(sf.u64("idle_timeout_ms", UINT32_MAX));
+      si.exec_count = sf.u64("exec_count");
+      si.created_unix_ms = sf.u64("created_unix_ms");
+      si.last_activity_unix_ms = sf.u64("last_activity_unix_ms");
+      si.vm_start = sf.str("vm_start", limits::kMaxNameBytes);
+      if (auto r = sf.finish(); !r) return std::move(r).error();
+      m.sessions.push_back(std::move(si));
+    }
+    if (!okay) return bad("unknown language");
+    return finish(f, std::move(m));
+  }
+  if (type == "session_list_request") return finish(f, SessionListRequest{f.u64("id")});
+  if (type == "session_exec") {
+    SessionExec m;
+    m.id = f.u64("id");
+    m.session = f.str("session", limits::kMaxSessionIdBytes);
+    m.code = f.bytes("code", limits::kMaxCodeBytes);
+    m.timeout_ms = static_cast<uint32_t>(f.u64("timeout_ms", UINT32_MAX));
+    return finish(f, std::move(m));
+  }
+  if (type == "session_close") {
+    SessionClose m;
+    m.id = f.u64("id");
+    m.session = f.str("session", limits::kMaxSessionIdBytes);
+    return finish(f, std::move(m));
+  }
+  if (type == "ack") return finish(f, Ack{f.u64("id")});
+  if (type == "file_write") {
+    FileWrite m;
+    m.id = f.u64("id");
+    m.session = f.str("session", limits::kMaxSessionIdBytes);
+    m.path = f.bytes("path", limits::kMaxPathBytes);
+    m.size = f.u64("size", limits::kMaxFileBytes);
+    m.executable = f.boolean("executable");
+    m.chunks = read_chunks(f);
+    return finish(f, std::move(m));
+  }
+  if (type == "file_chunk") {
+    FileChunk m;
+    m.id = f.u64("id");
+    m.data = f.bytes("data", limits::kMaxFileChunkWireBytes);
+    return finish(f, std::move(m));
+  }
+  if (type == "file_read" || type == "file_list_request") {
+    uint64_t id = f.u64("id");
+    auto session = f.str("session", limits::kMaxSessionIdBytes);
+    auto path = f.bytes("path", limits::kMaxPathBytes);
+    if (type == "file_read") return finish(f, FileRead{id, std::move(session), std::move(path)});
+    return finish(f, FileListRequest{id, std::move(session), std::move(path)});
+  }
+  if (type == "file_done") {
+    FileDone m;
+    m.id = f.u64("id");
+    m.size = f.u64("size", limits::kMaxFileBytes);
+    return finish(f, std::move(m));
+  }
+  if (type == "file_content") {
+    FileContent m;
+    m.id = f.u64("id");
+    m.size = f.u64("size", limits::kMaxFileBytes);
+    m.chunks = read_chunks(f);
+    return finish(f, std::move(m));
+  }
+  if (type == "file_list") {
+    FileList m;
+    m.id = f.u64("id");
+    for (const msgpack::object* e : f.array("entries", limits::kMaxListEntries)) {
+      Fields ef(*e);
+      FileEntry fe;
+      fe.name = ef.bytes("name", limits::kMaxPathBytes);
+      fe.is_dir = ef.boolean("is_dir");
+      fe.size = ef.u64("size");
+      if (auto r = ef.finish(); !r) return std::move(r).error();
+      m.entries.push_back(std::move(fe));
+    }
+    m.truncated = f.boolean("truncated");
     return finish(f, std::move(m));
   }
   return bad("unknown message type '" + type + "'");
@@ -516,6 +744,15 @@ std::optional<Language> language_from_name(std::string_view name) {
 }
 
 std::string_view stream_name(Stream stream) { return stream == Stream::err ? "stderr" : "stdout"; }
+
+uint64_t request_id_of(const Message& message) {
+  return std::visit(
+      [](const auto& m) -> uint64_t {
+        if constexpr (requires { m.id; }) return m.id;
+        return 0;
+      },
+      message);
+}
 
 std::string encode(const Message& message) {
   msgpack::sbuffer buf;

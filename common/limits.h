@@ -26,10 +26,28 @@ inline constexpr uint32_t kMaxMemoryMb = 2048;
 inline constexpr uint32_t kDefaultMemoryMb = 256;
 // A control-socket frame; an oversize one closes the connection.
 inline constexpr size_t kMaxClientFrameBytes = 64 << 20;
-// An agent-channel frame: code plus env plus slack; output is chunked below it.
+// An agent-channel frame: code plus env plus slack; output and files are
+// chunked below it.
 inline constexpr size_t kMaxAgentFrameBytes = 4 << 20;
 // Output chunk size on the agent channel: small enough to stream promptly.
 inline constexpr size_t kOutputChunkBytes = 64 << 10;
+// Sessions: idle timeout bounds (a forgotten session must not hold a VM for
+// long) and the id's length.
+inline constexpr uint32_t kMinSessionIdleMs = 10'000;
+inline constexpr uint32_t kMaxSessionIdleMs = 3'600'000;
+inline constexpr uint32_t kDefaultSessionIdleMs = 300'000;
+inline constexpr size_t kMaxSessionIdBytes = 64;
+// Files in sessions: 50 MB fits datasets and build artefacts; chunks of
+// 1 MiB (one zstd frame each) keep agent frames well under their limit.
+inline constexpr uint64_t kMaxFileBytes = 50ull << 20;
+inline constexpr size_t kFileChunkBytes = 1 << 20;
+inline constexpr size_t kMaxFileChunks = kMaxFileBytes / kFileChunkBytes + 1;
+// A compressed chunk: zstd's worst case for incompressible data is far below this.
+inline constexpr size_t kMaxFileChunkWireBytes = kFileChunkBytes + (kFileChunkBytes >> 6);
+// A guest path: relative to home, a POSIX NAME_MAX-sized string.
+inline constexpr size_t kMaxPathBytes = 255;
+// Directory entries one listing returns.
+inline constexpr size_t kMaxListEntries = 1000;
 // Nesting and element counts a decoder accepts; our messages need far less.
 inline constexpr size_t kMaxDecodeDepth = 4;
 inline constexpr size_t kMaxDecodeElements = 1024;

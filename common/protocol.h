@@ -76,6 +76,9 @@ struct RunResult {
   // How the VM came to be: "pool", "snapshot", "boot", or "boot" after a
   // snapshot failed to restore ("boot (snapshot failed)").
   std::string vm_start;
+  // Session execs only: the interpreter died during this exec and was
+  // restarted, so variables and imports from earlier execs are gone.
+  bool state_lost = false;
 };
 
 // daemon -> client: the request failed; no result follows.
@@ -138,6 +141,7 @@ struct Status {
   uint32_t max_vms = 0;
   uint32_t runs_active = 0;
   uint32_t runs_queued = 0;
+  uint32_t sessions = 0;  // open sessions, all users
   std::vector<PoolStats> pool;
 };
 
@@ -152,6 +156,9 @@ struct Exec {
   uint64_t stdout_limit = 0;  // bytes sent back at most; the rest is drained
   uint64_t stderr_limit = 0;
   uint32_t pids_max = 0;      // processes and threads of the code at once
+  // Session exec: run in the long-lived interpreter (started on the first
+  // one, with `env`), keeping its state; else a one-shot interpreter.
+  bool session = false;
 };
 
 // agent -> daemon: the process tree of an exec is gone.
@@ -163,6 +170,120 @@ struct ExecDone {
   uint64_t duration_ms = 0;
   bool stdout_truncated = false;
   bool stderr_truncated = false;
+  bool state_lost = false;  // session exec: the interpreter had to be restarted
+};
+
+// client -> daemon: open a session, a VM kept for many execs. `timeout_ms`
+// is each exec's default; the session closes after `idle_timeout_ms`
+// without a call.
+struct SessionCreate {
+  uint64_t id = 0;
+  Language language = Language::python;
+  EnvList env;
+  uint32_t timeout_ms = 0;
+  uint32_t memory_mb = 0;
+  uint32_t idle_timeout_ms = 0;
+};
+
+struct SessionInfo {
+  std::string session;
+  Language language = Language::python;
+  uint32_t memory_mb = 0;
+  uint32_t idle_timeout_ms = 0;
+  uint64_t exec_count = 0;
+  uint64_t created_unix_ms = 0;
+  uint64_t last_activity_unix_ms = 0;
+  std::string vm_start;  // how its VM came to be, as in a run result
+};
+
+// daemon -> client: the answer to SessionCreate (one entry) and to
+// SessionListRequest (the caller's sessions).
+struct SessionList {
+  uint64_t id = 0;
+  std::vector<SessionInfo> sessions;
+};
+
+struct SessionListRequest {
+  uint64_t id = 0;
+};
+
+// client -> daemon: run code in a session; answered like a run (output,
+// then a result). `timeout_ms` 0 takes the session's default.
+struct SessionExec {
+  uint64_t id = 0;
+  std::string session;
+  std::string code;
+  uint32_t timeout_ms = 0;
+};
+
+struct SessionClose {
+  uint64_t id = 0;
+  std::string session;
+};
+
+// The answer to a request that returns nothing else (close).
+struct Ack {
+  uint64_t id = 0;
+};
+
+// Files travel as zstd frames of at most limits::kFileChunkBytes each.
+// client -> daemon: the whole file, every chunk inline. daemon -> agent:
+// this header with no chunks, then FileChunk messages. Paths are relative
+// to the session's home.
+struct FileWrite {
+  uint64_t id = 0;
+  std::string session;  // empty on the agent channel
+  std::string path;
+  uint64_t size = 0;  // bytes after decompression, all chunks together
+  bool executable = false;
+  std::vector<std::string> chunks;
+};
+
+// One chunk of a file in transit (daemon -> agent for writes, agent ->
+// daemon for reads).
+struct FileChunk {
+  uint64_t id = 0;
+  std::string data;  // one zstd frame
+};
+
+// client -> daemon -> agent: send a file back. The agent answers with
+// FileChunk messages and FileDone; the daemon gathers them into FileContent.
+struct FileRead {
+  uint64_t id = 0;
+  std::string session;
+  std::string path;
+};
+
+// agent -> daemon, and daemon -> client for writes: the transfer is complete.
+struct FileDone {
+  uint64_t id = 0;
+  uint64_t size = 0;
+};
+
+// daemon -> client: a file read.
+struct FileContent {
+  uint64_t id = 0;
+  uint64_t size = 0;
+  std::vector<std::string> chunks;
+};
+
+// client -> daemon -> agent: the entries of a directory ("" is home).
+struct FileListRequest {
+  uint64_t id = 0;
+  std::string session;
+  std::string path;
+};
+
+struct FileEntry {
+  std::string name;
+  bool is_dir = false;
+  uint64_t size = 0;
+};
+
+struct FileList {
+  uint64_t id = 0;
+  std::vector<FileEntry> entries;
+  bool truncated = false;  // more entries than one listing returns
 };
 
 // client -> daemon: list the snapshot cache; with `drop`, empty it first
@@ -186,7 +307,12 @@ struct SnapshotList {
 };
 
 using Message = std::variant<RunRequest, Output, RunResult, ErrorReply, Hello, Exec, ExecDone, Ping, Pong,
-                             StatusRequest, Status, Resume, SnapshotsRequest, SnapshotList>;
+                             StatusRequest, Status, Resume, SnapshotsRequest, SnapshotList, SessionCreate,
+                             SessionList, SessionListRequest, SessionExec, SessionClose, Ack, FileWrite, FileChunk,
+                             FileRead, FileDone, FileContent, FileListRequest, FileList>;
+
+// The request id a message carries (0 for those without one: hello, ping...).
+uint64_t request_id_of(const Message& message);
 
 // Payload only (no length prefix).
 std::string encode(const Message& message);

@@ -1,5 +1,7 @@
 #include "ctl/json.h"
 
+#include "common/protocol.h"
+
 #include <cstdio>
 
 namespace sandbox::ctl {
@@ -86,6 +88,37 @@ std::string base64(std::string_view s) {
     out += {kAlphabet[(v >> 18) & 63], kAlphabet[(v >> 12) & 63], kAlphabet[(v >> 6) & 63], '='};
   }
   return out;
+}
+
+std::string result_json(std::string_view source, Language lang, const Result<RunResult>& r) {
+  std::string j = "{\"source\":" + json_string(source) + ",\"language\":" +
+                  json_string(proto::language_name(static_cast<proto::Language>(lang)));
+  if (!r) {
+    const auto& e = r.error();
+    j += ",\"error\":{\"code\":" + json_string(error_code_name(e.code)) + ",\"message\":" + json_string(e.message) +
+         ",\"retryable\":" + (error_code_retryable(e.code) ? "true" : "false") + "}}";
+    return j;
+  }
+  auto b = [](bool v) { return v ? std::string("true") : std::string("false"); };
+  auto bytes = [&](const char* key, const std::string& data) {
+    j += std::string(",\"") + key + "\":" + json_string(data);
+    // Exact bytes when they are not text.
+    if (!is_valid_utf8(data)) j += std::string(",\"") + key + "_base64\":" + json_string(base64(data));
+  };
+  j += ",\"exit_code\":" + std::to_string(r->exit_code) + ",\"signal\":" + std::to_string(r->signal) +
+       ",\"timed_out\":" + b(r->timed_out);
+  bytes("stdout", r->stdout_data);
+  bytes("stderr", r->stderr_data);
+  j += ",\"stdout_truncated\":" + b(r->stdout_truncated) + ",\"stderr_truncated\":" + b(r->stderr_truncated) +
+       ",\"execution_time_ms\":" + std::to_string(r->execution_time_ms) +
+       ",\"cpu_time_ms\":" + std::to_string(r->cpu_time_ms) +
+       ",\"memory_peak_mb\":" + std::to_string(r->memory_peak_mb) + ",\"timing\":{\"setup_ms\":" +
+       std::to_string(r->timing.setup_ms) + ",\"boot_ms\":" + std::to_string(r->timing.boot_ms) +
+       ",\"execute_ms\":" + std::to_string(r->timing.execute_ms) + ",\"total_ms\":" +
+       std::to_string(r->timing.total_ms) + "},\"warm_pool_hit\":" + b(r->warm_pool_hit) +
+       ",\"accelerator\":" + json_string(r->accelerator) + ",\"vm_start\":" + json_string(r->vm_start) +
+       ",\"state_lost\":" + b(r->state_lost) + "}";
+  return j;
 }
 
 }  // namespace sandbox::ctl

@@ -17,6 +17,7 @@
 
 #include "common/limits.h"
 #include "ctl/json.h"
+#include "ctl/session_files.h"
 #include "ctl/verbs.h"
 #include "sandbox/client.h"
 
@@ -35,6 +36,13 @@ constexpr const char* kRunUsage =
     "      --json              one JSON object per source on stdout\n"
     "  -q, --quiet             no progress output\n"
     "  -j, --concurrency N     sources run at once (default 10)\n"
+    "      --upload LOCAL[:GUEST]\n"
+    "                          copy a file into the VM's home before the code runs\n"
+    "                          (repeatable; GUEST defaults to LOCAL's name)\n"
+    "      --download GUEST[:LOCAL]\n"
+    "                          copy a file out after the code ran (repeatable; LOCAL\n"
+    "                          defaults to GUEST's name, - is stdout). With either, one\n"
+    "                          SOURCE only\n"
     "      --socket PATH       default $SANDBOXD_SOCKET or /run/sandboxd/sandboxd.sock\n"
     "  -h, --help              this text\n\n"
     "Exit status: the code's own (128+N if killed by signal N), 124 on timeout,\n"
@@ -55,6 +63,8 @@ struct Options {
   bool quiet = false;
   unsigned concurrency = 10;
   std::string socket;
+  std::vector<std::pair<std::string, std::string>> uploads;    // local, guest
+  std::vector<std::pair<std::string, std::string>> downloads;  // guest, local
 };
 
 std::optional<Language> language_from_extension(const std::string& path) {
@@ -74,50 +84,6 @@ bool read_stream(std::istream& in, std::string* out) {
   return !in.bad();
 }
 
-void write_fd(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-}
-
-int exit_status(const Result<RunResult>& r) {
-  if (!r) return r.error().code == ErrorCode::invalid_argument ? kExitUsage : kExitSandboxError;
-  if (r->timed_out) return kExitTimeout;
-  return r->exit_code & 0xff;
-}
-
-std::string to_json(const Source& src, Language lang, const Result<RunResult>& r) {
-  std::string j = "{\"source\":" + json_string(src.name) + ",\"language\":" + json_string(language_name(lang));
-  if (!r) {
-    const auto& e = r.error();
-    j += ",\"error\":{\"code\":" + json_string(error_code_name(e.code)) + ",\"message\":" + json_string(e.message) +
-         ",\"retryable\":" + (error_code_retryable(e.code) ? "true" : "false") + "}}";
-    return j;
-  }
-  auto b = [](bool v) { return v ? std::string("true") : std::string("false"); };
-  auto bytes = [&](const char* key, const std::string& data) {
-    j += std::string(",\"") + key + "\":" + json_string(data);
-    // Exact bytes when they are not text.
-    if (!is_valid_utf8(data)) j += std::string(",\"") + key + "_base64\":" + json_string(base64(data));
-  };
-  j += ",\"exit_code\":" + std::to_string(r->exit_code) + ",\"signal\":" + std::to_string(r->signal) +
-       ",\"timed_out\":" + b(r->timed_out);
-  bytes("stdout", r->stdout_data);
-  bytes("stderr", r->stderr_data);
-  j += ",\"stdout_truncated\":" + b(r->stdout_truncated) + ",\"stderr_truncated\":" + b(r->stderr_truncated) +
-       ",\"execution_time_ms\":" + std::to_string(r->execution_time_ms) +
-       ",\"cpu_time_ms\":" + std::to_string(r->cpu_time_ms) +
-       ",\"memory_peak_mb\":" + std::to_string(r->memory_peak_mb) + ",\"timing\":{\"setup_ms\":" +
-       std::to_string(r->timing.setup_ms) + ",\"boot_ms\":" + std::to_string(r->timing.boot_ms) +
-       ",\"execute_ms\":" + std::to_string(r->timing.execute_ms) + ",\"total_ms\":" +
-       std::to_string(r->timing.total_ms) + "},\"warm_pool_hit\":" + b(r->warm_pool_hit) +
-       ",\"accelerator\":" + json_string(r->accelerator) + ",\"vm_start\":" + json_string(r->vm_start) + "}";
-  return j;
-}
-
 int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) {
   static const option kLong[] = {
       {"language", required_argument, nullptr, 'l'}, {"code", required_argument, nullptr, 'c'},
@@ -125,6 +91,7 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
       {"env", required_argument, nullptr, 'e'},      {"json", no_argument, nullptr, 'J'},
       {"quiet", no_argument, nullptr, 'q'},          {"concurrency", required_argument, nullptr, 'j'},
       {"socket", required_argument, nullptr, 'S'},   {"help", no_argument, nullptr, 'h'},
+      {"upload", required_argument, nullptr, 'U'},   {"download", required_argument, nullptr, 'D'},
       {nullptr, 0, nullptr, 0},
   };
   auto bad = [](const std::string& msg) {
@@ -176,6 +143,23 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
         break;
       }
       case 'S': o->socket = arg; break;
+      case 'U': {
+        auto colon = arg.find(':');
+        std::string local = arg.substr(0, colon);
+        std::string guest = colon == std::string::npos ? "" : arg.substr(colon + 1);
+        if (guest.empty()) guest = local.substr(local.find_last_of('/') + 1);
+        if (local.empty() || guest.empty()) return bad("--upload wants LOCAL[:GUEST], got '" + arg + "'");
+        o->uploads.emplace_back(local, guest);
+        break;
+      }
+      case 'D': {
+        auto colon = arg.find(':');
+        std::string guest = arg.substr(0, colon);
+        std::string local = colon == std::string::npos ? "" : arg.substr(colon + 1);
+        if (guest.empty()) return bad("--download wants GUEST[:LOCAL], got '" + arg + "'");
+        o->downloads.emplace_back(guest, local);
+        break;
+      }
       case 'h': std::fputs(kRunUsage, stdout); return 0;
       default: std::fputs(kRunUsage, stderr); return kExitUsage;
     }
@@ -200,6 +184,8 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
     sources->push_back({"inline #" + std::to_string(++inline_count), arg, std::nullopt});
   }
   if (sources->empty()) return bad("nothing to run: give code, a file, or - for stdin (see --help)");
+  if ((!o->uploads.empty() || !o->downloads.empty()) && sources->size() != 1)
+    return bad("--upload and --download work with one SOURCE");
   if (o->socket.empty()) {
     const char* env = std::getenv("SANDBOXD_SOCKET");
     o->socket = env && *env ? env : kDefaultSocketPath;
@@ -209,10 +195,69 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
 
 }  // namespace
 
+void write_fd(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+int exit_status(const Result<RunResult>& r) {
+  if (!r) return r.error().code == ErrorCode::invalid_argument ? kExitUsage : kExitSandboxError;
+  if (r->timed_out) return kExitTimeout;
+  return r->exit_code & 0xff;
+}
+
+// A run with files: a session that lives for one exec. Files go in first;
+// files come out afterwards whatever the exit status; the session is closed
+// in every case.
+int run_with_files(const Options& opts, const Source& src) {
+  Client client(opts.socket);
+  SessionOptions so;
+  so.language = opts.language.value_or(src.language.value_or(Language::python));
+  so.env = opts.env;
+  so.timeout = opts.timeout;
+  so.memory_mb = opts.memory_mb;
+  so.idle_timeout = std::chrono::milliseconds(limits::kMinSessionIdleMs);
+  auto session = client.create_session(so);
+  auto report = [&](const Error& e) {
+    if (opts.json) write_fd(1, result_json(src.name, so.language, Result<RunResult>(e)) + "\n");
+    else write_fd(2, "sandboxctl: " + std::string(error_code_name(e.code)) + ": " + e.message + "\n");
+    return e.code == ErrorCode::invalid_argument ? kExitUsage : kExitSandboxError;
+  };
+  if (!session) return report(session.error());
+  int status = 0;
+  for (const auto& [local, guest] : opts.uploads)
+    if (auto r = put_file(*session, local, guest, false); !r) {
+      status = report(Error(r.error()).context("uploading '" + local + "'"));
+      break;
+    }
+  if (status == 0) {
+    OutputCallback cb;
+    if (!opts.json) cb = [](Stream s, std::string_view d) { write_fd(s == Stream::err ? 2 : 1, d); };
+    auto r = session->exec(src.code, cb);
+    if (opts.json) write_fd(1, result_json(src.name, so.language, r) + "\n");
+    else if (!r) write_fd(2, "sandboxctl: " + std::string(error_code_name(r.error().code)) + ": " + r.error().message + "\n");
+    else if (r->timed_out && !opts.quiet) write_fd(2, "sandboxctl: timed out after " + std::to_string(opts.timeout.count()) + " ms\n");
+    status = exit_status(r);
+    if (r)
+      for (const auto& [guest, local] : opts.downloads)
+        if (auto d = get_file(*session, guest, local); !d) {
+          int st = report(Error(d.error()).context("downloading '" + guest + "'"));
+          if (status == 0) status = st;
+        }
+  }
+  (void)session->close();
+  return status;
+}
+
 int cmd_run(int argc, char** argv) {
   Options opts;
   std::vector<Source> sources;
   if (int rc = parse_args(argc, argv, &opts, &sources); rc >= 0) return rc;
+  if (!opts.uploads.empty() || !opts.downloads.empty()) return run_with_files(opts, sources[0]);
 
   Client client(opts.socket);
   std::vector<std::optional<Result<RunResult>>> results(sources.size());
@@ -236,7 +281,7 @@ int cmd_run(int argc, char** argv) {
       auto r = client.run(req, cb);
       std::lock_guard lock(out_mu);
       if (opts.json) {
-        auto line = to_json(src, req.language, r) + "\n";
+        auto line = result_json(src.name, req.language, r) + "\n";
         write_fd(1, line);
       } else {
         if (!stream_live && r) {

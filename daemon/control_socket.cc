@@ -127,6 +127,10 @@ class Connection : public RunObserver, public std::enable_shared_from_this<Conne
     runs_.erase(error.id);
     send(error);
   }
+  void on_reply(proto::Message reply) override {
+    runs_.erase(proto::request_id_of(reply));
+    send(reply);
+  }
 
  private:
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(pipe_.get()); }
@@ -155,10 +159,48 @@ class Connection : public RunObserver, public std::enable_shared_from_this<Conne
         send(proto::SnapshotList{sr->id, server_->manager_.snapshots(sr->drop)});
         continue;
       }
+      if (auto* ls = std::get_if<proto::SessionListRequest>(&*m)) {
+        send(proto::SessionList{ls->id, server_->manager_.sessions(caller_)});
+        continue;
+      }
+      if (auto* create = std::get_if<proto::SessionCreate>(&*m)) {
+        on_create(std::move(*create));
+        continue;
+      }
+      bool session_request = std::holds_alternative<proto::SessionExec>(*m) ||
+                             std::holds_alternative<proto::SessionClose>(*m) ||
+                             std::holds_alternative<proto::FileWrite>(*m) ||
+                             std::holds_alternative<proto::FileRead>(*m) ||
+                             std::holds_alternative<proto::FileListRequest>(*m);
+      if (session_request) {
+        uint64_t request_id = proto::request_id_of(*m);
+        // Session requests outlive this connection: the session is not the
+        // connection's, so nothing is cancelled when it closes.
+        if (auto r = server_->manager_.session_request(caller_, request_id, std::move(*m), weak_from_this()); !r)
+          send(proto::ErrorReply{request_id, r.error().code, r.error().message});
+        continue;
+      }
       auto* run = std::get_if<proto::RunRequest>(&*m);
-      if (!run) return refuse(ErrorCode::invalid_argument, "a client may only send run, status and snapshot requests");
+      if (!run)
+        return refuse(ErrorCode::invalid_argument,
+                      "a client may only send run, session, file, status and snapshot requests");
       on_run(std::move(*run));
     }
+  }
+
+  void on_create(proto::SessionCreate req) {
+    uint64_t request_id = req.id;
+    if (runs_.count(request_id) || runs_.size() >= kMaxRunsPerConnection) {
+      send(proto::ErrorReply{request_id, ErrorCode::invalid_argument, "request id in use, or too many requests"});
+      return;
+    }
+    auto id = server_->manager_.create_session(caller_, std::move(req), weak_from_this());
+    if (!id) {
+      send(proto::ErrorReply{request_id, id.error().code, id.error().message});
+      return;
+    }
+    // Until it is open, a session dies with the connection that asked for it.
+    runs_[request_id] = *id;
   }
 
   void on_run(proto::RunRequest req) {

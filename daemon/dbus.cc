@@ -169,6 +169,10 @@ class DbusCall : public RunObserver {
     finish();
   }
 
+  // Only runs travel over D-Bus; a reply to anything else is a bug.
+  void on_reply(proto::Message) override {
+    on_error(proto::ErrorReply{0, ErrorCode::internal, "unexpected reply to a D-Bus run"});
+  }
   void on_error(proto::ErrorReply e) override {
     if (done_) return;
     done_ = true;

@@ -35,14 +35,17 @@ struct Caller {
   pid_t pid = 0;
 };
 
-// Receives one run's events: output chunks in order, then exactly one of
-// result or error. Request ids are the caller's own.
+// Receives one request's events: for a run or a session exec, output chunks
+// in order, then exactly one of result or error; for other session requests
+// exactly one of reply or error. Request ids are the caller's own.
 class RunObserver {
  public:
   virtual ~RunObserver() = default;
   virtual void on_output(uint64_t request_id, proto::Stream stream, std::string_view data) = 0;
   virtual void on_result(proto::RunResult result) = 0;
   virtual void on_error(proto::ErrorReply error) = 0;
+  // SessionList (a session was created), Ack, FileDone, FileContent, FileList.
+  virtual void on_reply(proto::Message reply) = 0;
 };
 
 inline constexpr size_t kLanguageCount = 3;
@@ -75,6 +78,11 @@ struct ManagerOptions {
   SnapshotStore* snapshots = nullptr;
   // Whether warm-pool VMs are restored too (else only cold runs are).
   bool pool_restore = true;
+
+  // Sessions: open ones per uid (each holds a VM), and the idle timeout
+  // when the creator names none.
+  uint32_t max_sessions_per_uid = 4;
+  uint32_t session_idle_timeout_ms = 300'000;
 };
 
 class Manager {
@@ -91,7 +99,18 @@ class Manager {
   // Validates and starts (or queues) a run. Invalid requests and refusals
   // fail here, synchronously; everything later reaches `observer`.
   Result<RunId> run(const Caller& caller, proto::RunRequest request, std::weak_ptr<RunObserver> observer);
-  // Ends a run whose caller went away: the VM is destroyed, nobody is told.
+  // Opens a session; the reply (a SessionList with its one entry) or the
+  // error reaches `observer` once its VM is ready.
+  Result<RunId> create_session(const Caller& caller, proto::SessionCreate request, std::weak_ptr<RunObserver> observer);
+  // Queues a request on a session: SessionExec, SessionClose, FileWrite,
+  // FileRead or FileListRequest. A session of another uid is not_found, as
+  // is an unknown one; a closed one is session_closed.
+  Result<void> session_request(const Caller& caller, uint64_t request_id, proto::Message request,
+                               std::weak_ptr<RunObserver> observer);
+  // The caller's open sessions.
+  std::vector<proto::SessionInfo> sessions(const Caller& caller) const;
+  // Ends a run (or a session still being created) whose caller went away:
+  // the VM is destroyed, nobody is told.
   void cancel(RunId id);
   void cancel_all();
   // Stops taking runs, empties the pool, lets running ones finish for
@@ -146,6 +165,7 @@ class Manager {
   void admit();
   void finished(RunId id);
   void schedule_sweep();
+  void pump_sessions();
   void maybe_drained();
 
   uv_loop_t* loop_;
@@ -156,6 +176,16 @@ class Manager {
   std::map<RunId, std::unique_ptr<Run>> runs_;
   std::deque<RunId> queue_;
   std::map<uid_t, uint32_t> per_uid_;
+  std::map<uid_t, uint32_t> sessions_per_uid_;
+  std::map<std::string, RunId> sessions_;  // open ones, by session id
+  // Recently closed sessions, so their owner hears session_closed (and why)
+  // rather than not_found. Bounded: the oldest are forgotten.
+  struct Closed {
+    uid_t uid;
+    std::string why;
+  };
+  std::map<std::string, Closed> closed_;
+  std::deque<std::string> closed_order_;
   std::array<Pool, kLanguageCount> pools_;
   struct Template {
     std::unique_ptr<Vm> vm;

@@ -201,6 +201,17 @@ Result<void> Vm::exec(const proto::Exec& exec) {
   return ok();
 }
 
+Result<void> Vm::file_request(uint64_t id, const std::vector<proto::Message>& frames) {
+  if (state_ != State::ready)
+    return Error::make(ErrorCode::internal, "a file request is not legal in state " + std::string(vm_state_name(state_)));
+  for (const auto& f : frames)
+    if (int rc = uv_write_string(reinterpret_cast<uv_stream_t*>(agent_.get()), frame_message(f)); rc != 0)
+      return uv_error("writing to the agent", rc);
+  exec_id_ = id;
+  state_ = State::executing;
+  return ok();
+}
+
 Result<void> Vm::ping(uint64_t seq) {
   if (state_ != State::ready)
     return Error::make(ErrorCode::internal, "ping is not legal in state " + std::string(vm_state_name(state_)));
@@ -336,6 +347,17 @@ void Vm::on_message(proto::Message&& m) {
     if (auto* err = std::get_if<proto::ErrorReply>(&m); err && err->id == exec_id_) {
       state_ = State::ready;
       if (events_.exec_error) events_.exec_error(std::move(*err));
+      return;
+    }
+    if (auto* chunk = std::get_if<proto::FileChunk>(&m); chunk && chunk->id == exec_id_) {
+      if (events_.file) events_.file(std::move(m));
+      return;
+    }
+    auto* fd = std::get_if<proto::FileDone>(&m);
+    auto* fl = std::get_if<proto::FileList>(&m);
+    if ((fd && fd->id == exec_id_) || (fl && fl->id == exec_id_)) {
+      state_ = State::ready;
+      if (events_.file) events_.file(std::move(m));
       return;
     }
   }

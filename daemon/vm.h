@@ -2,8 +2,8 @@
 //
 // States and what is legal in each:
 //   booting    -> ready (agent said hello) | failed
-//   ready      -> executing (exec())       | failed
-//   executing  -> ready (exec done)        | failed
+//   ready      -> executing (exec() or a file request) | failed
+//   executing  -> ready (exec done, file done, error)  | failed
 //   failed     terminal; the QEMU process is gone or being killed
 // The destructor kills QEMU in any state.
 #pragma once
@@ -44,6 +44,9 @@ class Vm {
     std::function<void(Error)> failed;
     // Answer to ping().
     std::function<void(uint64_t seq)> pong;
+    // File traffic of the current request: FileChunk (more follow), then
+    // FileDone or FileList (the request is over).
+    std::function<void(proto::Message&&)> file;
   };
 
   // Spawns QEMU; `spec.agent_fd` and `spec.qmp_fd` are ignored (the VM
@@ -58,6 +61,8 @@ class Vm {
   // A VM handed from the warm pool to a run gets the run's handlers.
   void set_events(Events events) { events_ = std::move(events); }
   Result<void> exec(const proto::Exec& exec);
+  // Sends a file request (its frames in order) under request id `id`.
+  Result<void> file_request(uint64_t id, const std::vector<proto::Message>& frames);
   // Liveness probe, legal in ready.
   Result<void> ping(uint64_t seq);
   // Saves the device state to the migration fd (RAM stays in the shared

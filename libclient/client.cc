@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/files.h"
 #include "common/framing.h"
 #include "common/limits.h"
 #include "common/protocol.h"
@@ -67,6 +68,7 @@ RunResult from_wire(proto::RunResult&& r) {
   out.warm_pool_hit = r.warm_pool_hit;
   out.accelerator = std::move(r.accelerator);
   out.vm_start = std::move(r.vm_start);
+  out.state_lost = r.state_lost;
   return out;
 }
 
@@ -100,6 +102,49 @@ Result<proto::Message> read_message(int fd, std::chrono::steady_clock::time_poin
   return read_message(fd, deadline, &decoder);
 }
 
+using Clock = std::chrono::steady_clock;
+
+// One request on its own connection: output chunks go to `on_output`; the
+// first other message is the answer (an error reply becomes an Error).
+Result<proto::Message> call(const std::string& socket, const proto::Message& request, Clock::time_point deadline,
+                            const OutputCallback& on_output = {}) {
+  auto fd = connect_to(socket);
+  if (!fd) return std::move(fd).error();
+  if (auto r = write_all(fd->get(), frame_message(request)); !r) return std::move(r).error();
+  FrameDecoder decoder(limits::kMaxClientFrameBytes);
+  for (;;) {
+    auto m = read_message(fd->get(), deadline, &decoder);
+    if (!m) return std::move(m).error();
+    if (auto* out = std::get_if<proto::Output>(&*m)) {
+      if (on_output) on_output(out->stream == proto::Stream::err ? Stream::err : Stream::out, out->data);
+      continue;
+    }
+    if (auto* err = std::get_if<proto::ErrorReply>(&*m)) return Error::make(err->code, std::move(err->message));
+    return m;
+  }
+}
+
+template <class T>
+Result<T> expect(Result<proto::Message> m) {
+  if (!m) return std::move(m).error();
+  if (auto* v = std::get_if<T>(&*m)) return std::move(*v);
+  return comm("sandboxd sent an unexpected message");
+}
+
+uint32_t to_ms(std::chrono::milliseconds d) {
+  auto ms = d.count();
+  return ms < 0 ? 0 : ms > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(ms);
+}
+
+SessionInfo from_wire(proto::SessionInfo&& s) {
+  return {std::move(s.session), static_cast<Language>(s.language), s.memory_mb,
+          std::chrono::milliseconds(s.idle_timeout_ms), s.exec_count, s.created_unix_ms, s.last_activity_unix_ms,
+          std::move(s.vm_start)};
+}
+
+// File calls: the largest transfer plus a boot's worth of slack.
+constexpr std::chrono::milliseconds kFileCallTimeout{limits::kMaxTimeoutMs + kReplySlack.count()};
+
 }  // namespace
 
 std::string_view language_name(Language language) {
@@ -125,7 +170,7 @@ Result<DaemonStatus> Client::status() const {
   auto* st = std::get_if<proto::Status>(&*m);
   if (!st) return comm("sandboxd sent an unexpected message");
   DaemonStatus out{st->version, st->accelerator, st->accelerator_reason, st->vms, st->max_vms, st->runs_active,
-                   st->runs_queued, {}};
+                   st->runs_queued, st->sessions, {}};
   for (const auto& p : st->pool)
     out.pool.push_back({static_cast<Language>(p.language), p.target, p.ready, p.booting, p.hits, p.misses});
   return out;
@@ -143,6 +188,75 @@ Result<std::vector<SnapshotInfo>> Client::snapshots(bool drop) const {
   std::vector<SnapshotInfo> out;
   for (auto& e : list->snapshots) out.push_back({e.key, static_cast<Language>(e.language), e.memory_mb, e.bytes});
   return out;
+}
+
+Result<Session> Client::create_session(const SessionOptions& options) const {
+  proto::SessionCreate wire{1, static_cast<proto::Language>(options.language), options.env, to_ms(options.timeout),
+                            options.memory_mb, to_ms(options.idle_timeout)};
+  proto::RunRequest as_run{1, wire.language, "#", wire.env, wire.timeout_ms, wire.memory_mb};
+  if (auto v = validate_run_request(as_run); !v) return std::move(v).error();
+  auto list = expect<proto::SessionList>(call(socket_path_, wire, Clock::now() + kReplySlack + kReplySlack));
+  if (!list) return std::move(list).error();
+  if (list->sessions.size() != 1) return comm("sandboxd sent an unexpected message");
+  return Session(socket_path_, std::move(list->sessions[0].session));
+}
+
+Result<std::vector<SessionInfo>> Client::sessions() const {
+  auto list = expect<proto::SessionList>(call(socket_path_, proto::SessionListRequest{1}, Clock::now() + kReplySlack));
+  if (!list) return std::move(list).error();
+  std::vector<SessionInfo> out;
+  for (auto& s : list->sessions) out.push_back(from_wire(std::move(s)));
+  return out;
+}
+
+Result<RunResult> Session::exec(std::string_view code, const OutputCallback& on_output,
+                                std::chrono::milliseconds timeout) const {
+  if (code.empty()) return Error::make(ErrorCode::invalid_argument, "code is empty");
+  if (code.size() > limits::kMaxCodeBytes) return Error::make(ErrorCode::invalid_argument, "code is too large");
+  proto::SessionExec wire{1, id_, std::string(code), to_ms(timeout)};
+  // A session exec waits behind earlier requests on the session.
+  auto wait = std::max(timeout, std::chrono::milliseconds(limits::kMaxTimeoutMs)) + kReplySlack;
+  auto r = expect<proto::RunResult>(call(socket_path_, wire, Clock::now() + wait, on_output));
+  if (!r) return std::move(r).error();
+  return from_wire(std::move(*r));
+}
+
+Result<void> Session::write_file(std::string_view path, std::string_view data, bool executable) const {
+  if (auto v = validate_guest_path(path, false); !v) return v;
+  if (data.size() > limits::kMaxFileBytes)
+    return Error::make(ErrorCode::invalid_argument, "file is " + std::to_string(data.size()) + " bytes; the limit is " +
+                                                        std::to_string(limits::kMaxFileBytes));
+  proto::FileWrite wire{1, id_, std::string(path), data.size(), executable, compress_chunks(data)};
+  auto r = expect<proto::FileDone>(call(socket_path_, wire, Clock::now() + kFileCallTimeout));
+  if (!r) return std::move(r).error();
+  return ok();
+}
+
+Result<std::string> Session::read_file(std::string_view path) const {
+  if (auto v = validate_guest_path(path, false); !v) return std::move(v).error();
+  auto r = expect<proto::FileContent>(
+      call(socket_path_, proto::FileRead{1, id_, std::string(path)}, Clock::now() + kFileCallTimeout));
+  if (!r) return std::move(r).error();
+  auto data = decompress_chunks(r->chunks, r->size);
+  if (!data) return comm("sandboxd sent a damaged file: " + data.error().message);
+  return data;
+}
+
+Result<std::vector<FileEntry>> Session::list_files(std::string_view dir) const {
+  if (auto v = validate_guest_path(dir, true); !v) return std::move(v).error();
+  auto r = expect<proto::FileList>(
+      call(socket_path_, proto::FileListRequest{1, id_, std::string(dir)}, Clock::now() + kFileCallTimeout));
+  if (!r) return std::move(r).error();
+  std::vector<FileEntry> out;
+  for (auto& e : r->entries) out.push_back({std::move(e.name), e.is_dir, e.size});
+  return out;
+}
+
+Result<void> Session::close() const {
+  auto wait = std::chrono::milliseconds(limits::kMaxTimeoutMs) + kReplySlack;
+  auto r = expect<proto::Ack>(call(socket_path_, proto::SessionClose{1, id_}, Clock::now() + wait));
+  if (!r) return std::move(r).error();
+  return ok();
 }
 
 Result<RunResult> Client::run(const RunRequest& request, const OutputCallback& on_output) const {

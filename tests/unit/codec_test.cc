@@ -101,12 +101,13 @@ TEST_CASE("every message survives a round trip") {
   CHECK(rs.hostname == "sandbox-1a");
   CHECK(round_trip(Pong{10}).seq == 10);
   CHECK(round_trip(StatusRequest{11}).id == 11);
-  Status st{12, "0.1.0", "tcg", "no kvm", 3, 8, 1, 2,
+  Status st{12, "0.1.0", "tcg", "no kvm", 3, 8, 1, 2, 4,
             {{Language::python, 2, 1, 1, 40, 3}, {Language::raw, 1, 1, 0, 0, 0}}};
   auto st2 = round_trip(st);
   CHECK(st2.accelerator_reason == "no kvm");
   CHECK(st2.max_vms == 8);
   CHECK(st2.runs_queued == 2);
+  CHECK(st2.sessions == 4);
   REQUIRE(st2.pool.size() == 2);
   CHECK(st2.pool[0].hits == 40);
   CHECK(st2.pool[1].language == Language::raw);

@@ -1,0 +1,284 @@
+// sandboxctl session: a VM kept across calls, and its files.
+#include <getopt.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "common/limits.h"
+#include "ctl/json.h"
+#include "ctl/session_files.h"
+#include "ctl/verbs.h"
+#include "sandbox/client.h"
+
+namespace sandbox::ctl {
+namespace {
+
+constexpr const char* kSessionUsage =
+    "usage: sandboxctl session ACTION [OPTIONS] ...\n\n"
+    "  create [-l LANG] [-t SECONDS] [-m MB] [-e KEY=VALUE]... [--idle SECONDS]\n"
+    "                          open a session; prints its id. -t is each exec's default\n"
+    "                          timeout (30), --idle closes it after that long unused\n"
+    "                          (10-3600, default 300)\n"
+    "  exec ID [-t SECONDS] [--json] SOURCE\n"
+    "                          run inline code, a file or - (stdin) in the session;\n"
+    "                          exit status as for run\n"
+    "  put ID LOCAL GUEST [-x] copy a local file (or - for stdin) into the session's home;\n"
+    "                          -x makes it executable\n"
+    "  get ID GUEST [LOCAL]    copy a file out (LOCAL defaults to GUEST's name; - is stdout)\n"
+    "  ls [--json]             your open sessions\n"
+    "  ls ID [DIR] [--json]    the entries of a directory in the session (default: home)\n"
+    "  close ID                destroy the session's VM\n\n"
+    "Common: --socket PATH (default $SANDBOXD_SOCKET or /run/sandboxd/sandboxd.sock), -h.\n"
+    "Guest paths are relative to the session's home; at most 50 MB per file.\n";
+
+int fail(const Error& e) {
+  std::fprintf(stderr, "sandboxctl: %s: %s\n", std::string(error_code_name(e.code)).c_str(), e.message.c_str());
+  return e.code == ErrorCode::invalid_argument ? kExitUsage : kExitSandboxError;
+}
+
+int usage_error(const std::string& msg) {
+  std::fprintf(stderr, "sandboxctl session: %s (see --help)\n", msg.c_str());
+  return kExitUsage;
+}
+
+bool parse_seconds(const std::string& arg, std::chrono::milliseconds* out) {
+  char* end = nullptr;
+  errno = 0;
+  double secs = std::strtod(arg.c_str(), &end);
+  if (arg.empty() || *end || errno || !std::isfinite(secs) || secs <= 0 || secs > 1e6) return false;
+  *out = std::chrono::milliseconds(static_cast<int64_t>(std::llround(secs * 1000)));
+  return true;
+}
+
+std::string iso_time(uint64_t unix_ms) {
+  std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+struct Args {
+  std::optional<Language> language;
+  std::optional<std::chrono::milliseconds> timeout;
+  std::optional<std::chrono::milliseconds> idle;
+  uint32_t memory_mb = limits::kDefaultMemoryMb;
+  std::vector<std::pair<std::string, std::string>> env;
+  bool json = false;
+  bool executable = false;
+  std::string socket;
+  std::vector<std::string> positional;
+};
+
+// Options may come anywhere after the action.
+int parse(int argc, char** argv, Args* a) {
+  static const option kLong[] = {
+      {"language", required_argument, nullptr, 'l'}, {"timeout", required_argument, nullptr, 't'},
+      {"memory", required_argument, nullptr, 'm'},   {"env", required_argument, nullptr, 'e'},
+      {"idle", required_argument, nullptr, 'I'},     {"json", no_argument, nullptr, 'J'},
+      {"executable", no_argument, nullptr, 'x'},     {"socket", required_argument, nullptr, 'S'},
+      {"help", no_argument, nullptr, 'h'},           {nullptr, 0, nullptr, 0},
+  };
+  optind = 1;
+  int c;
+  // "-" as a SOURCE or LOCAL is positional, which getopt's permutation keeps.
+  while ((c = getopt_long(argc, argv, "l:t:m:e:xh", kLong, nullptr)) != -1) {
+    std::string arg = optarg ? optarg : "";
+    switch (c) {
+      case 'l':
+        a->language = parse_language(arg);
+        if (!a->language) return usage_error("unknown language '" + arg + "' (python, javascript, raw)");
+        break;
+      case 't': {
+        std::chrono::milliseconds ms;
+        if (!parse_seconds(arg, &ms)) return usage_error("timeout '" + arg + "' is not a positive number of seconds");
+        a->timeout = ms;
+        break;
+      }
+      case 'I': {
+        std::chrono::milliseconds ms;
+        if (!parse_seconds(arg, &ms)) return usage_error("idle timeout '" + arg + "' is not a positive number of seconds");
+        a->idle = ms;
+        break;
+      }
+      case 'm': {
+        char* end = nullptr;
+        unsigned long mb = std::strtoul(arg.c_str(), &end, 10);
+        if (arg.empty() || *end || mb > 1'000'000) return usage_error("memory '" + arg + "' is not a number of MB");
+        a->memory_mb = static_cast<uint32_t>(mb);
+        break;
+      }
+      case 'e': {
+        auto eq = arg.find('=');
+        if (eq == std::string::npos || eq == 0) return usage_error("--env wants KEY=VALUE, got '" + arg + "'");
+        a->env.emplace_back(arg.substr(0, eq), arg.substr(eq + 1));
+        break;
+      }
+      case 'J': a->json = true; break;
+      case 'x': a->executable = true; break;
+      case 'S': a->socket = arg; break;
+      case 'h': std::fputs(kSessionUsage, stdout); return 0;
+      default: std::fputs(kSessionUsage, stderr); return kExitUsage;
+    }
+  }
+  for (int i = optind; i < argc; ++i) a->positional.push_back(argv[i]);
+  if (a->socket.empty()) {
+    const char* env = std::getenv("SANDBOXD_SOCKET");
+    a->socket = env && *env ? env : kDefaultSocketPath;
+  }
+  return -1;
+}
+
+bool read_all(std::istream& in, std::string* out) {
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return !in.bad();
+}
+
+int do_create(const Args& a) {
+  if (!a.positional.empty()) return usage_error("create takes no arguments");
+  SessionOptions o;
+  o.language = a.language.value_or(Language::python);
+  o.env = a.env;
+  if (a.timeout) o.timeout = *a.timeout;
+  if (a.idle) o.idle_timeout = *a.idle;
+  o.memory_mb = a.memory_mb;
+  auto s = Client(a.socket).create_session(o);
+  if (!s) return fail(s.error());
+  if (a.json)
+    write_fd(1, "{\"session\":" + json_string(s->id()) + "}\n");
+  else
+    write_fd(1, s->id() + "\n");
+  return 0;
+}
+
+int do_exec(const Args& a) {
+  if (a.positional.size() != 2) return usage_error("exec wants ID and one SOURCE");
+  const std::string& src = a.positional[1];
+  std::string code;
+  if (src == "-") {
+    if (!read_all(std::cin, &code)) return usage_error("cannot read stdin");
+  } else if (std::ifstream f(src, std::ios::binary); f && ::access(src.c_str(), R_OK) == 0) {
+    if (!read_all(f, &code)) return usage_error("cannot read '" + src + "'");
+  } else {
+    code = src;
+  }
+  auto session = Client(a.socket).session(a.positional[0]);
+  OutputCallback cb;
+  if (!a.json) cb = [](Stream s, std::string_view d) { write_fd(s == Stream::err ? 2 : 1, d); };
+  auto r = session.exec(code, cb, a.timeout.value_or(std::chrono::milliseconds(0)));
+  if (a.json) {
+    write_fd(1, result_json(src == "-" ? "<stdin>" : src, a.language.value_or(Language::python), r) + "\n");
+  } else if (!r) {
+    return fail(r.error());
+  } else {
+    if (r->timed_out) write_fd(2, "sandboxctl: timed out\n");
+    if (r->state_lost) write_fd(2, "sandboxctl: the interpreter was restarted; earlier session state is gone\n");
+  }
+  return exit_status(r);
+}
+
+int do_put(const Args& a) {
+  if (a.positional.size() != 3) return usage_error("put wants ID LOCAL GUEST");
+  auto r = put_file(Client(a.socket).session(a.positional[0]), a.positional[1], a.positional[2], a.executable);
+  return r ? 0 : fail(r.error());
+}
+
+int do_get(const Args& a) {
+  if (a.positional.size() != 2 && a.positional.size() != 3) return usage_error("get wants ID GUEST [LOCAL]");
+  auto r = get_file(Client(a.socket).session(a.positional[0]), a.positional[1],
+                    a.positional.size() == 3 ? a.positional[2] : std::string());
+  return r ? 0 : fail(r.error());
+}
+
+int do_ls(const Args& a) {
+  Client client(a.socket);
+  if (a.positional.empty()) {
+    auto list = client.sessions();
+    if (!list) return fail(list.error());
+    std::string out;
+    if (a.json) {
+      out = "[";
+      for (size_t i = 0; i < list->size(); ++i) {
+        const auto& s = (*list)[i];
+        out += std::string(i ? "," : "") + "{\"session\":" + json_string(s.id) +
+               ",\"language\":" + json_string(language_name(s.language)) +
+               ",\"memory_mb\":" + std::to_string(s.memory_mb) +
+               ",\"idle_timeout_ms\":" + std::to_string(s.idle_timeout.count()) +
+               ",\"exec_count\":" + std::to_string(s.exec_count) +
+               ",\"created_unix_ms\":" + std::to_string(s.created_unix_ms) +
+               ",\"last_activity_unix_ms\":" + std::to_string(s.last_activity_unix_ms) +
+               ",\"vm_start\":" + json_string(s.vm_start) + "}";
+      }
+      out += "]\n";
+    } else {
+      char line[256];
+      std::snprintf(line, sizeof line, "%-28s %-10s %6s %6s %-20s %s\n", "SESSION", "LANGUAGE", "MB", "EXECS",
+                    "LAST ACTIVITY", "IDLE TIMEOUT");
+      out = line;
+      for (const auto& s : *list) {
+        std::snprintf(line, sizeof line, "%-28s %-10s %6u %6llu %-20s %llds\n", s.id.c_str(),
+                      std::string(language_name(s.language)).c_str(), s.memory_mb,
+                      static_cast<unsigned long long>(s.exec_count), iso_time(s.last_activity_unix_ms).c_str(),
+                      static_cast<long long>(s.idle_timeout.count() / 1000));
+        out += line;
+      }
+    }
+    write_fd(1, out);
+    return 0;
+  }
+  if (a.positional.size() > 2) return usage_error("ls wants [ID [DIR]]");
+  auto entries = client.session(a.positional[0]).list_files(a.positional.size() == 2 ? a.positional[1] : "");
+  if (!entries) return fail(entries.error());
+  std::string out = a.json ? "[" : "";
+  for (size_t i = 0; i < entries->size(); ++i) {
+    const auto& e = (*entries)[i];
+    if (a.json)
+      out += std::string(i ? "," : "") + "{\"name\":" + json_string(e.name) + ",\"is_dir\":" +
+             (e.is_dir ? "true" : "false") + ",\"size\":" + std::to_string(e.size) + "}";
+    else
+      out += (e.is_dir ? e.name + "/" : e.name) + (e.is_dir ? "" : "\t" + std::to_string(e.size)) + "\n";
+  }
+  if (a.json) out += "]\n";
+  write_fd(1, out);
+  return 0;
+}
+
+int do_close(const Args& a) {
+  if (a.positional.size() != 1) return usage_error("close wants ID");
+  auto r = Client(a.socket).session(a.positional[0]).close();
+  return r ? 0 : fail(r.error());
+}
+
+}  // namespace
+
+int cmd_session(int argc, char** argv) {
+  if (argc < 2) {
+    std::fputs(kSessionUsage, stderr);
+    return kExitUsage;
+  }
+  std::string action = argv[1];
+  if (action == "-h" || action == "--help") {
+    std::fputs(kSessionUsage, stdout);
+    return 0;
+  }
+  Args a;
+  if (int rc = parse(argc - 1, argv + 1, &a); rc >= 0) return rc;
+  if (action == "create") return do_create(a);
+  if (action == "exec") return do_exec(a);
+  if (action == "put") return do_put(a);
+  if (action == "get") return do_get(a);
+  if (action == "ls") return do_ls(a);
+  if (action == "close") return do_close(a);
+  return usage_error("unknown action '" + action + "'");
+}
+
+}  // namespace sandbox::ctl
