@@ -156,11 +156,13 @@ m._compile(fs.readFileSync(path, 'utf8'), path);
 )JS";
 
 // Bash: cells are sourced by the same shell, so variables, functions and the
-// working directory persist. SIGINT (the timeout) returns from the cell.
+// working directory persist. SIGUSR1 (the timeout) returns from the cell;
+// not SIGINT, whose special handling while bash waits for a foreground
+// child leaves later traps undelivered.
 constexpr const char* kBashLauncher = R"SH(read -r -N 1 -u 3 __sandbox_mode
 if [[ $__sandbox_mode != s ]]; then exec 3<&- 4>&-; unset __sandbox_mode; source /run/sandbox/main.sh; exit; fi
 unset __sandbox_mode
-trap 'return 130 2>/dev/null' INT
+trap 'return 130 2>/dev/null' USR1
 while IFS= read -r -u 3 __sandbox_cell; do
   source /run/sandbox/cell.sh
   printf '%d\n' "$?" >&4
@@ -505,7 +507,7 @@ void Execution::on_timer() {
         (void)write_line(tree_ + "/cgroup.procs", std::to_string(pid_));
         (void)write_line(cell_tree_ + "/cgroup.kill", "1");
       }
-      ::kill(pid_, SIGINT);
+      ::kill(pid_, language_ == proto::Language::raw ? SIGUSR1 : SIGINT);
       arm(timer_.get(), grace_);
     } else {
       ::kill(pid_, SIGKILL);

@@ -50,6 +50,10 @@ struct Config {
   uint32_t max_runs_per_uid = 0;
   // How long a run waits for a VM slot before failing with `capacity`.
   uint32_t queue_timeout_ms = 30'000;
+  // Sessions one uid may have open; each holds a VM until closed or idle.
+  uint32_t max_sessions_per_uid = 4;
+  // A session unused this long is closed (a creator may ask for 10 s-1 h).
+  uint32_t session_idle_timeout_ms = 300'000;
   // Warm VMs per language, each with its interpreter waiting for code.
   uint32_t pool_python = 2;
   uint32_t pool_javascript = 1;

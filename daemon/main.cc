@@ -221,6 +221,8 @@ int run(int argc, char** argv) {
   mopts.max_vms = cfg.max_concurrent_vms ? cfg.max_concurrent_vms : default_max_vms(cfg.pool_memory_mb, spec.accel);
   mopts.max_runs_per_uid = cfg.max_runs_per_uid ? cfg.max_runs_per_uid : std::max(1u, mopts.max_vms * 3 / 4);
   mopts.queue_timeout = std::chrono::milliseconds(cfg.queue_timeout_ms);
+  mopts.max_sessions_per_uid = cfg.max_sessions_per_uid;
+  mopts.session_idle_timeout_ms = cfg.session_idle_timeout_ms;
   mopts.pool_size = {cfg.pool_python, cfg.pool_javascript, cfg.pool_raw};
   mopts.pool_memory_mb = cfg.pool_memory_mb;
   mopts.pool_refill_concurrency = cfg.pool_refill_concurrency;
