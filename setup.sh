@@ -16,6 +16,8 @@ PACKAGES=(
   dbus-daemon systemd
   # benchmark peer
   bubblewrap
+  # compiling the AppArmor profiles and the SELinux module in the tests
+  apparmor checkpolicy semodule-utils
 )
 
 if [[ $EUID -ne 0 ]]; then

@@ -253,7 +253,6 @@ class Manager::Run {
   void start_exec(const std::string& code, uint32_t timeout_ms) {
     const auto& o = mgr_->options_;
     if (timeout_ms == 0) timeout_ms = spec_.timeout_ms;
-    exec_timeout_ms_ = timeout_ms;
     stdout_.clear();
     stderr_.clear();
     stdout_truncated_ = stderr_truncated_ = false;
@@ -471,12 +470,14 @@ class Manager::Run {
     if (idle_) uv_timer_stop(idle_.get());
     if (vm_) mgr_->bury(std::move(vm_));
     current_.reset();
-    // Jobs still waiting hear that there is no session any more.
+    // A session's waiting jobs hear that there is no session any more (a
+    // run's one job is the run: its caller hears from fail or succeed).
     auto waiting = std::exchange(jobs_, {});
     std::string why = closed_reason_.empty() ? "it was closed" : closed_reason_;
-    for (auto& j : waiting)
-      if (auto obs = j.observer.lock())
-        obs->on_error(proto::ErrorReply{j.request_id, ErrorCode::session_closed, "the session closed: " + why});
+    if (is_session())
+      for (auto& j : waiting)
+        if (auto obs = j.observer.lock())
+          obs->on_error(proto::ErrorReply{j.request_id, ErrorCode::session_closed, "the session closed: " + why});
     mgr_->finished(id_);
   }
 
@@ -494,7 +495,6 @@ class Manager::Run {
   std::optional<Job> current_;
   uint64_t job_seq_ = 0;  // ids on the agent channel
   uint64_t exec_count_ = 0;
-  uint32_t exec_timeout_ms_ = 0;
   std::string closed_reason_;
   uint32_t attempts_ = 0;
   bool warm_ = false;

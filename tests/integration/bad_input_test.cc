@@ -100,7 +100,7 @@ TEST_CASE("malformed and oversized frames close the connection and nothing else"
     REQUIRE(raw.send(proto::Hello{1, "x"}));
     auto m = raw.receive(std::chrono::seconds(5));
     REQUIRE(m.has_value());
-    CHECK(std::get<proto::ErrorReply>(*m).message.find("may only send run, status and snapshot requests") != std::string::npos);
+    CHECK(std::get<proto::ErrorReply>(*m).message.find("may only send run, session, file, status and snapshot requests") != std::string::npos);
   }
   {
     // Half a frame, then the client vanishes.
