@@ -208,6 +208,16 @@ void arm(int timer, std::chrono::milliseconds after) {
   ::timerfd_settime(timer, 0, &its, nullptr);
 }
 
+// A wait status as exit code and signal (128+N when killed by signal N).
+void set_exit(int status, proto::ExecDone* done) {
+  if (WIFEXITED(status)) {
+    done->exit_code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    done->signal = WTERMSIG(status);
+    done->exit_code = 128 + done->signal;
+  }
+}
+
 // Async-signal-safe write of a message from a forked child.
 void child_fail(const char* what) {
   const char prefix[] = "sandbox: cannot start program: ";
@@ -407,13 +417,7 @@ proto::ExecDone Execution::end_cell() {
   if (cell_status_) {
     done.exit_code = *cell_status_;
   } else {
-    int st = exit_status_.value_or(0);
-    if (WIFEXITED(st)) {
-      done.exit_code = WEXITSTATUS(st);
-    } else if (WIFSIGNALED(st)) {
-      done.signal = WTERMSIG(st);
-      done.exit_code = 128 + done.signal;
-    }
+    set_exit(exit_status_.value_or(0), &done);
     done.state_lost = true;
   }
   return done;
@@ -538,13 +542,7 @@ proto::ExecDone Execution::result() const {
   done.timed_out = timed_out_;
   done.stdout_truncated = truncated_[0];
   done.stderr_truncated = truncated_[1];
-  int st = exit_status_.value_or(0);
-  if (WIFEXITED(st)) {
-    done.exit_code = WEXITSTATUS(st);
-  } else if (WIFSIGNALED(st)) {
-    done.signal = WTERMSIG(st);
-    done.exit_code = 128 + done.signal;
-  }
+  set_exit(exit_status_.value_or(0), &done);
   done.duration_ms = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(ended_ - started_at_).count());
   return done;
