@@ -507,11 +507,13 @@ void Execution::on_timer() {
       // its state if it comes back within the grace period.
       timed_out_ = true;
       term_sent_ = true;
+      // The interrupt goes first: it must be pending when the cell's child
+      // dies, or the interpreter runs the cell's next statement before it.
+      ::kill(pid_, language_ == proto::Language::raw ? SIGUSR1 : SIGINT);
       if (!cell_tree_.empty()) {
         (void)write_line(tree_ + "/cgroup.procs", std::to_string(pid_));
         (void)write_line(cell_tree_ + "/cgroup.kill", "1");
       }
-      ::kill(pid_, language_ == proto::Language::raw ? SIGUSR1 : SIGINT);
       arm(timer_.get(), grace_);
     } else {
       ::kill(pid_, SIGKILL);
