@@ -40,6 +40,9 @@ echo "==> building"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"
 
+echo "==> users and groups (sysusers.d: qemu-vm runs each QEMU, members of sandbox may connect)"
+systemd-sysusers "$PWD/systemd/sandboxd.sysusers"
+
 echo "==> building guest images (cached by content hash)"
 images/build.sh --agent build/bin/sandbox-agent --out build/images
 

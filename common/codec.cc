@@ -139,7 +139,7 @@ struct Encoder {
     put_str(p, "id"), p.pack(m.id);
   }
   void operator()(const Status& m) {
-    header(p, "status", 10);
+    header(p, "status", 11);
     put_str(p, "id"), p.pack(m.id);
     put_str(p, "version"), put_str(p, m.version);
     put_str(p, "accelerator"), put_str(p, m.accelerator);
@@ -149,6 +149,7 @@ struct Encoder {
     put_str(p, "runs_active"), p.pack(m.runs_active);
     put_str(p, "runs_queued"), p.pack(m.runs_queued);
     put_str(p, "sessions"), p.pack(m.sessions);
+    put_str(p, "host_limits"), put_str(p, m.host_limits);
     put_str(p, "pool");
     p.pack_array(static_cast<uint32_t>(m.pool.size()));
     for (const auto& e : m.pool) {
@@ -594,6 +595,7 @@ Result<Message> decode_object(const msgpack::object& obj) {
     m.runs_active = static_cast<uint32_t>(f.u64("runs_active", UINT32_MAX));
     m.runs_queued = static_cast<uint32_t>(f.u64("runs_queued", UINT32_MAX));
     m.sessions = static_cast<uint32_t>(f.u64("sessions", UINT32_MAX));
+    m.host_limits = f.str("host_limits", limits::kMaxMessageBytes);
     for (const msgpack::object* e : f.array("pool", kMaxPoolEntries)) {
       Fields pf(*e);
       PoolStats ps;

@@ -143,6 +143,9 @@ struct Status {
   uint32_t runs_queued = 0;
   uint32_t sessions = 0;  // open sessions, all users
   std::vector<PoolStats> pool;
+  // Host-side per-VM limits: the cgroup subtree and its controllers, or
+  // why there are none.
+  std::string host_limits;
 };
 
 // daemon -> agent: run code as the unprivileged user.

@@ -142,15 +142,16 @@ int cmd_status(int argc, char** argv) {
   if (!st) return kExitSandboxError;
   if (o.json) {
     std::printf("{\"version\":%s,\"accelerator\":%s,\"accelerator_reason\":%s,\"vms\":%u,\"max_vms\":%u,"
-                "\"runs_active\":%u,\"runs_queued\":%u,\"sessions\":%u,\"pool\":%s}\n",
+                "\"runs_active\":%u,\"runs_queued\":%u,\"sessions\":%u,\"host_limits\":%s,\"pool\":%s}\n",
                 json_string(st->version).c_str(), json_string(st->accelerator).c_str(),
                 json_string(st->accelerator_reason).c_str(), st->vms, st->max_vms, st->runs_active, st->runs_queued,
-                st->sessions, pool_json(*st).c_str());
+                st->sessions, json_string(st->host_limits).c_str(), pool_json(*st).c_str());
     return 0;
   }
-  std::printf("sandboxd %s\naccelerator: %s (%s)\nVMs: %u of %u\nruns: %u running, %u queued\nsessions: %u open\n\n",
-              st->version.c_str(), st->accelerator.c_str(), st->accelerator_reason.c_str(), st->vms, st->max_vms,
-              st->runs_active, st->runs_queued, st->sessions);
+  std::printf("sandboxd %s\naccelerator: %s (%s)\nhost limits: %s\nVMs: %u of %u\nruns: %u running, %u queued\n"
+              "sessions: %u open\n\n",
+              st->version.c_str(), st->accelerator.c_str(), st->accelerator_reason.c_str(), st->host_limits.c_str(),
+              st->vms, st->max_vms, st->runs_active, st->runs_queued, st->sessions);
   print_pool(*st);
   return 0;
 }

@@ -44,6 +44,37 @@ Setter path_key(std::string Config::*field) {
   };
 }
 
+// A user or group name: what useradd accepts, nothing that could smuggle
+// a path or option.
+Setter name_key(std::string Config::*field) {
+  return [=](Config& c, std::string_view v) -> Result<void> {
+    if (v.empty() || v.size() > 32 || v.front() == '-' ||
+        v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != std::string_view::npos)
+      return bad_value("'" + std::string(v) + "' is not a user or group name");
+    c.*field = std::string(v);
+    return ok();
+  };
+}
+
+Setter optional_path_key(std::string Config::*field) {
+  return [=](Config& c, std::string_view v) -> Result<void> {
+    if (!v.empty() && (v.front() != '/' || v.find('\0') != std::string_view::npos ||
+                       v.find('\n') != std::string_view::npos || v.find("/../") != std::string_view::npos ||
+                       v.ends_with("/..")))
+      return bad_value("'" + std::string(v) + "' is not an absolute path");
+    c.*field = std::string(v);
+    return ok();
+  };
+}
+
+Setter bool_key(bool Config::*field) {
+  return [=](Config& c, std::string_view v) -> Result<void> {
+    if (v != "on" && v != "off") return bad_value("'" + std::string(v) + "' is not on or off");
+    c.*field = v == "on";
+    return ok();
+  };
+}
+
 template <class T>
 Setter id_list_key(std::vector<T> Config::*field) {
   return [=](Config& c, std::string_view v) -> Result<void> {
@@ -126,6 +157,18 @@ const std::vector<Key>& keys() {
          return ok();
        }},
       {"snapshot_cache_mb", "disk the snapshot cache may use", uint_key(&Config::snapshot_cache_mb, 256, 1'000'000)},
+      {"qemu_user", "user each QEMU runs as when the daemon is root", name_key(&Config::qemu_user)},
+      {"socket_group", "group owning the control socket; its members may connect", name_key(&Config::socket_group)},
+      {"cgroup_root", "cgroup v2 mount point (empty: from /proc/self/mountinfo)", optional_path_key(&Config::cgroup_root)},
+      {"cgroup_base", "the daemon's cgroup subtree below cgroup_root (empty: its own cgroup)",
+       optional_path_key(&Config::cgroup_base)},
+      {"require_cgroup_limits", "refuse to start without per-VM memory, pids and cpu cgroup limits: on or off",
+       bool_key(&Config::require_cgroup_limits)},
+      {"vm_memory_overhead_mb", "per-VM memory.max is the guest's memory plus this",
+       uint_key(&Config::vm_memory_overhead_mb, 32, 16'384)},
+      {"vm_pids_max", "pids.max of each QEMU (its threads)", uint_key(&Config::vm_pids_max, 16, 65'536)},
+      {"vm_cpu_percent", "cpu.max of each QEMU in percent of one CPU (0: unlimited)",
+       uint_key(&Config::vm_cpu_percent, 0, 100'000)},
       {"dbus", "D-Bus interface: off, system, or a bus address (unix:path=...)",
        [](Config& c, std::string_view v) -> Result<void> {
          if (v != "off" && v != "system" && v.find(':') == std::string_view::npos)

@@ -76,6 +76,25 @@ struct Config {
   bool pool_restore = true;
   // Disk the snapshot cache may use; the least recently used go first.
   uint32_t snapshot_cache_mb = 4096;
+  // Run as root, the daemon starts each QEMU as this user, with no
+  // capabilities; it must exist (sysusers.d creates it).
+  std::string qemu_user = "qemu-vm";
+  // Group given the control socket (mode 0660); its members may connect.
+  // Skipped, with a warning, when the group does not exist.
+  std::string socket_group = "sandbox";
+  // cgroup v2 mount and the daemon's subtree below it; empty: found from
+  // /proc/self/mountinfo and the daemon's own cgroup (systemd's Delegate=yes).
+  std::string cgroup_root;
+  std::string cgroup_base;
+  // Refuse to start when memory, pids or cpu cannot be limited per VM on
+  // the host; off: carry on with the guest-side limits and QEMU's -m.
+  bool require_cgroup_limits = false;
+  // Per-VM host limits: memory.max is guest memory plus this overhead.
+  uint32_t vm_memory_overhead_mb = 192;
+  // pids.max of a QEMU (its threads).
+  uint32_t vm_pids_max = 128;
+  // cpu.max of a QEMU in percent of one CPU; 0: unlimited.
+  uint32_t vm_cpu_percent = 0;
   // D-Bus interface: "off", "system" (the system bus) or a bus address.
   std::string dbus = "off";
   std::string log_level = "info";

@@ -23,6 +23,9 @@
 #include "daemon/images.h"
 #include "daemon/log.h"
 #include "daemon/manager.h"
+#include "daemon/privileges.h"
+#include "daemon/qemu_seccomp.h"
+#include "daemon/recovery.h"
 #include "daemon/snapshots.h"
 #include "daemon/vm.h"
 
@@ -147,6 +150,27 @@ int run(int argc, char** argv) {
                 : cfg.log_level == "error" ? LogLevel::error
                                            : LogLevel::info);
   ::signal(SIGPIPE, SIG_IGN);
+  const bool root = ::geteuid() == 0;
+
+  // Everything each QEMU shares on the host side.
+  VmHost host;
+  host.memory_overhead_mb = cfg.vm_memory_overhead_mb;
+  host.pids_max = cfg.vm_pids_max;
+  host.cpu_percent = cfg.vm_cpu_percent;
+  if (root) {
+    auto user = lookup_user(cfg.qemu_user);
+    if (!user) {
+      std::fprintf(stderr, "sandboxd: configuration: qemu_user: %s\n", user.error().message.c_str());
+      return 2;
+    }
+    host.user = std::move(*user);
+  }
+  auto seccomp = build_qemu_seccomp();
+  if (!seccomp) {
+    log_error("QEMU seccomp filter: " + seccomp.error().describe());
+    return 1;
+  }
+  host.seccomp = &*seccomp;
 
   auto images = load_images(cfg.images);
   if (!images) {
@@ -154,6 +178,43 @@ int run(int argc, char** argv) {
     return 1;
   }
   log_info("images verified in " + cfg.images + " (" + images->description + ")");
+  // Opened once, read-only; every QEMU inherits these instead of a path.
+  unique_fd image_fds[3];
+  for (auto [i, path] : {std::pair{0, &images->kernel.path}, {1, &images->initrd.path}, {2, &images->rootfs.path}}) {
+    image_fds[i].reset(::open(path->c_str(), O_RDONLY | O_CLOEXEC));
+    if (!image_fds[i]) {
+      log_error("images: " + Error::sys("open", *path).describe());
+      return 1;
+    }
+  }
+  host.kernel_fd = image_fds[0].get();
+  host.initrd_fd = image_fds[1].get();
+  host.rootfs_fd = image_fds[2].get();
+
+  // Host-side limits: reported once here and by `sandboxctl status`.
+  Cgroups cgroups = Cgroups::open({cfg.cgroup_root, cfg.cgroup_base, root});
+  if (cgroups.enabled() && cgroups.missing().empty()) {
+    log_info(cgroups.status());
+  } else if (cfg.require_cgroup_limits) {
+    log_error(cgroups.status() + "; refusing to start (require_cgroup_limits = on)");
+    return 1;
+  } else {
+    log_warning(cgroups.status() + "; VMs are bounded by QEMU's -m and the guest's own limits only");
+  }
+  host.cgroups = &cgroups;
+
+  // A daemon that died without cleaning up left its VMs' traces here.
+  host.records_dir = cfg.state_dir + "/vms";
+  ::mkdir(cfg.state_dir.c_str(), 0700);
+  if (::mkdir(host.records_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    log_error("state: " + Error::sys("mkdir", host.records_dir).describe());
+    return 1;
+  }
+  auto recovered = recover_leftovers(host.records_dir, cgroups);
+  for (const auto& k : recovered.killed) log_warning("recovery: killed QEMU left running: " + k);
+  if (!recovered.records.empty() || !recovered.cgroups.empty())
+    log_warning("recovery: removed " + std::to_string(recovered.records.size()) + " VM records and " +
+                std::to_string(recovered.cgroups.size()) + " cgroups left by an earlier daemon");
 
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -166,6 +227,7 @@ int run(int argc, char** argv) {
   spec.initrd = images->initrd.path;
   spec.rootfs = images->rootfs.path;
   spec.memory_mb = 256;
+  spec.host = &host;
 
   AccelChoice accel = choose_accel(cfg.accel, probe_host());
   if (accel.needs_probe_boot) {
@@ -212,6 +274,7 @@ int run(int argc, char** argv) {
   mopts.pool_restore = cfg.pool_restore;
   mopts.version = PROJECT_VERSION;
   mopts.accel_reason = accel.reason;
+  mopts.host_limits = cgroups.status();
   mopts.vm = spec;
   mopts.boot_timeout = std::chrono::milliseconds(cfg.boot_timeout_ms);
   mopts.boot_retries = cfg.boot_retries;
@@ -234,6 +297,12 @@ int run(int argc, char** argv) {
   auto manager = std::make_unique<Manager>(&loop, mopts);
 
   AccessPolicy policy{cfg.allowed_uids, cfg.allowed_gids, ::getuid()};
+  // Members of the socket's group may connect, by file mode and by policy.
+  auto socket_gid = lookup_group(cfg.socket_group);
+  if (socket_gid)
+    policy.allowed_gids.push_back(*socket_gid);
+  else
+    log_warning("socket_group: " + socket_gid.error().message + "; only root and allowed_uids/allowed_gids may connect");
   auto server = std::make_unique<ControlServer>(&loop, *manager, policy);
   auto parent = cfg.socket.substr(0, cfg.socket.rfind('/'));
   if (!parent.empty()) ::mkdir(parent.c_str(), 0755);
@@ -241,7 +310,21 @@ int run(int argc, char** argv) {
     log_error("control socket: " + r.error().describe());
     return 1;
   }
-  log_info("listening on " + cfg.socket);
+  if (socket_gid && ::chown(cfg.socket.c_str(), static_cast<uid_t>(-1), *socket_gid) != 0) {
+    log_error("control socket: " + Error::sys("chown", cfg.socket).describe());
+    return 1;
+  }
+  log_info("listening on " + cfg.socket + " (mode 0660" + (socket_gid ? ", group " + cfg.socket_group : "") + ")");
+  // Set-up that needed root is done: keep only what starting QEMU needs.
+  if (root) {
+    if (auto r = drop_capabilities(); !r) {
+      log_error("dropping capabilities: " + r.error().describe());
+      return 1;
+    }
+    std::string kept;
+    for (const auto& k : kept_capabilities()) kept += (kept.empty() ? "" : " ") + std::string(k.name);
+    log_info("capabilities dropped; kept " + kept);
+  }
   manager->start();
 
   // The bus is optional: without one the daemon still serves the socket.

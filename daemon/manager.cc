@@ -414,7 +414,7 @@ class Manager::Run {
 
   ProcessUsage usage() const {
     if (!vm_) return {};
-    return read_process_usage(vm_->pid()).value_or(ProcessUsage{});
+    return vm_->usage();
   }
 
   proto::RunResult base_result() {
@@ -703,6 +703,7 @@ proto::Status Manager::status() const {
   s.version = options_.version;
   s.accelerator = std::string(accel_name(options_.vm.accel));
   s.accelerator_reason = options_.accel_reason;
+  s.host_limits = options_.host_limits;
   s.vms = live_vms_;
   s.max_vms = options_.max_vms;
   for (const auto& [id, run] : runs_) {
@@ -742,12 +743,13 @@ Result<std::unique_ptr<Vm>> Manager::start_vm(VmSpec spec, proto::Language langu
   if (options_.snapshots && allow_restore) {
     if (auto entry = options_.snapshots->find(options_.snapshots->key(language, spec.memory_mb))) {
       unique_fd state(::open(entry->state.c_str(), O_RDONLY | O_CLOEXEC));
-      if (state) {
+      auto ram = options_.snapshots->clone_ram(*entry);
+      if (!ram) log_warning("snapshot RAM unusable: " + ram.error().describe());
+      if (state && ram) {
         VmSpec restore = spec;
         restore.incoming = true;
-        restore.memory_file = entry->ram;
         restore.memory_shared = false;
-        auto vm = Vm::start(loop_, std::move(restore), options_.boot_timeout, events, state.get());
+        auto vm = Vm::start(loop_, std::move(restore), options_.boot_timeout, events, state.get(), *ram);
         if (vm) {
           ++live_vms_;
           *how = "snapshot";
@@ -787,7 +789,6 @@ void Manager::maybe_create_snapshot(proto::Language language, uint32_t memory_mb
   VmSpec spec = options_.vm;
   spec.memory_mb = memory_mb;
   spec.prestart = language;
-  spec.memory_file = pending->ram;
   spec.memory_shared = true;
   auto shared = std::make_shared<SnapshotStore::Pending>(std::move(*pending));
   Vm::Events ev;
@@ -820,7 +821,7 @@ void Manager::maybe_create_snapshot(proto::Language language, uint32_t memory_mb
     bury(std::move(t->second.vm));
     templates_.erase(t);
   };
-  auto vm = Vm::start(loop_, spec, options_.boot_timeout, std::move(ev), shared->state.get());
+  auto vm = Vm::start(loop_, spec, options_.boot_timeout, std::move(ev), shared->state.get(), shared->ram_fd.get());
   if (!vm) {
     log_warning("cannot start a snapshot template: " + vm.error().describe());
     store->abort(std::move(*shared));

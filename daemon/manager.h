@@ -52,7 +52,9 @@ inline constexpr size_t kLanguageCount = 3;
 
 struct ManagerOptions {
   std::string version;       // reported in status
-  std::string accel_reason;  // why this accelerator, for status
+  std::string accel_reason;
+  // For status: the per-VM cgroup limits, or why there are none.
+  std::string host_limits;  // why this accelerator, for status
   VmSpec vm;  // accel, qemu, images, vcpus; memory comes from each request
   std::chrono::milliseconds boot_timeout{20'000};
   uint32_t boot_retries = 1;

@@ -2,6 +2,7 @@
 // reaps it, so no VM process can outlive the object that started it.
 #pragma once
 
+#include <linux/filter.h>
 #include <sys/types.h>
 
 #include <optional>
@@ -21,9 +22,24 @@ struct SpawnOptions {
   std::vector<std::pair<int, int>> fds;
   // The child dies with the daemon (PR_SET_PDEATHSIG), even after a crash.
   bool die_with_parent = true;
-  // Confinement applied in the child before exec: no_new_privs, and fresh
-  // mount, IPC, UTS and network namespaces (a VM needs no host network).
+  // Confinement applied in the child before exec: no_new_privs, and (when
+  // the daemon is root) fresh mount, PID, IPC, UTS and network namespaces;
+  // a VM needs no host network and sees no host process.
   bool confine = false;
+  // Switch to this user before exec. From root this leaves the child with
+  // no capabilities at all (permitted, effective and ambient are cleared).
+  struct User {
+    uid_t uid;
+    gid_t gid;
+    std::vector<gid_t> groups;
+  };
+  std::optional<User> user;
+  // A cgroup v2 directory: the child is created in it (CLONE_INTO_CGROUP),
+  // so it never runs a single instruction outside its limits.
+  int cgroup_fd = -1;
+  // A seccomp program installed as the last step before exec; it must
+  // allow execve. Built before the fork: the child may not allocate.
+  const std::vector<sock_filter>* seccomp = nullptr;
 };
 
 class Process {
@@ -62,6 +78,10 @@ struct ProcessUsage {
   uint64_t peak_rss_kb = 0;
 };
 std::optional<ProcessUsage> read_process_usage(pid_t pid);
+
+// Field 22 of /proc/PID/stat (start time in clock ticks since boot): with
+// the pid it names one process for good. Empty if there is no such process.
+std::string process_start_time(pid_t pid);
 
 // "exited with status 1" / "killed by signal 9 (Killed)".
 std::string describe_wait_status(int status);

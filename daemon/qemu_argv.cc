@@ -115,7 +115,14 @@ Result<std::vector<std::string>> qemu_argv(const VmSpec& s) {
       "-kernel", s.kernel,
       "-initrd", s.initrd,
       "-append", kernel_cmdline(s),
-      "-drive", "file=" + qemu_escape(s.rootfs) + ",format=raw,if=none,readonly=on,id=root",
+  });
+  // An inherited descriptor is named through an fd set: QEMU uses it as it
+  // is, without reopening the image by path.
+  if (s.rootfs_fd >= 0)
+    a.insert(a.end(), {"-add-fd", "fd=" + std::to_string(s.rootfs_fd) + ",set=1,opaque=rootfs"});
+  std::string rootfs = s.rootfs_fd >= 0 ? "/dev/fdset/1" : qemu_escape(s.rootfs);
+  a.insert(a.end(), {
+      "-drive", "file=" + rootfs + ",format=raw,if=none,readonly=on,id=root",
       "-device", "virtio-blk-device,drive=root",
       "-device", "virtio-rng-device",
       "-device", "virtio-serial-device",

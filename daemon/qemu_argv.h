@@ -13,6 +13,8 @@
 
 namespace sandbox::daemon {
 
+struct VmHost;
+
 struct VmSpec {
   std::string qemu;
   Accel accel = Accel::tcg;  // resolved: kvm or tcg
@@ -22,6 +24,9 @@ struct VmSpec {
   std::string kernel;
   std::string initrd;
   std::string rootfs;
+  // Descriptor number, in QEMU's process, of the root image opened
+  // read-only by the daemon; -1: QEMU opens `rootfs` itself.
+  int rootfs_fd = -1;
   // Descriptor number, in QEMU's process, of the connected agent socket.
   int agent_fd = 3;
   // Under TCG the guest reads the host's TSC; its early calibration against
@@ -42,6 +47,9 @@ struct VmSpec {
   bool incoming = false;
   // After a restore, have the agent run a trivial program before its hello.
   bool warm_up = false;
+  // How the process is confined and accounted on the host (not part of the
+  // command line); null runs QEMU as the daemon's user, unconfined.
+  const VmHost* host = nullptr;
 };
 
 // Fixed guest kernel arguments; nothing user-controlled reaches them.

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,6 +36,34 @@ std::map<std::string, std::string> read_meta(const std::string& path) {
   std::string k, v;
   while (in >> k >> v) m[k] = v;
   return m;
+}
+
+// Copies the data of `from` to `to` (both `size` bytes), skipping holes:
+// most of a guest's RAM was never touched.
+Result<void> copy_sparse(int from, int to, off_t size) {
+  if (::ftruncate(to, size) != 0) return Error::sys("ftruncate");
+  std::vector<char> buf(1 << 20);
+  off_t off = 0;
+  while (off < size) {
+    off_t data = ::lseek(from, off, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole is left
+      return Error::sys("lseek SEEK_DATA");
+    }
+    off_t hole = ::lseek(from, data, SEEK_HOLE);
+    if (hole < 0) return Error::sys("lseek SEEK_HOLE");
+    for (off = data; off < hole;) {
+      auto want = static_cast<size_t>(std::min<off_t>(hole - off, static_cast<off_t>(buf.size())));
+      ssize_t n = ::pread(from, buf.data(), want, off);
+      if (n <= 0) return Error::sys("pread");
+      // All-zero pages stay holes in the copy too.
+      if (std::any_of(buf.data(), buf.data() + n, [](char c) { return c != 0; }) &&
+          ::pwrite(to, buf.data(), static_cast<size_t>(n), off) != n)
+        return Error::sys("pwrite");
+      off += n;
+    }
+  }
+  return ok();
 }
 
 uint64_t disk_bytes(const std::string& path) {
@@ -114,8 +143,9 @@ Result<SnapshotStore::Pending> SnapshotStore::begin(proto::Language language, ui
   if (!::mkdtemp(tmpl.data())) return Error::sys("mkdtemp", tmpl);
   p.dir = tmpl;
   p.ram = p.dir + "/ram";
-  unique_fd ram(::open(p.ram.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!ram || ::ftruncate(ram.get(), static_cast<off_t>(memory_mb) << 20) != 0) return Error::sys("create", p.ram);
+  p.ram_fd.reset(::memfd_create("sandboxd-template-ram", MFD_CLOEXEC));
+  if (!p.ram_fd || ::ftruncate(p.ram_fd.get(), static_cast<off_t>(memory_mb) << 20) != 0)
+    return Error::sys("memfd for the template's RAM");
   p.state.reset(::open((p.dir + "/state").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!p.state) return Error::sys("create", p.dir + "/state");
   return p;
@@ -125,8 +155,14 @@ Result<SnapshotStore::Entry> SnapshotStore::commit(Pending p) {
   // Everything on disk before the rename makes the entry visible.
   if (::fsync(p.state.get()) != 0) return Error::sys("fsync", p.dir + "/state");
   p.state.reset();
-  unique_fd ram(::open(p.ram.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!ram || ::fsync(ram.get()) != 0) return Error::sys("fsync", p.ram);
+  {
+    unique_fd ram(::open(p.ram.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!ram) return Error::sys("create", p.ram);
+    if (auto r = copy_sparse(p.ram_fd.get(), ram.get(), static_cast<off_t>(p.memory_mb) << 20); !r)
+      return std::move(r).error().context("writing " + p.ram);
+    if (::fsync(ram.get()) != 0) return Error::sys("fsync", p.ram);
+  }
+  p.ram_fd.reset();
   auto state_sha = sha256_file(p.dir + "/state");
   auto ram_sha = sha256_file(p.ram);
   if (!state_sha) return std::move(state_sha).error();
@@ -153,7 +189,27 @@ void SnapshotStore::abort(Pending p) {
   fs::remove_all(p.dir, ec);
 }
 
+Result<int> SnapshotStore::clone_ram(const Entry& entry) {
+  if (auto it = sealed_.find(entry.key); it != sealed_.end()) return it->second.get();
+  unique_fd file(::open(entry.ram.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!file) return Error::sys("open", entry.ram);
+  struct stat st{};
+  if (::fstat(file.get(), &st) != 0 || st.st_size != static_cast<off_t>(entry.memory_mb) << 20)
+    return Error::make(ErrorCode::internal, entry.ram + " does not hold " + std::to_string(entry.memory_mb) + " MB");
+  unique_fd mem(::memfd_create("sandboxd-snapshot-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!mem) return Error::sys("memfd_create");
+  if (auto r = copy_sparse(file.get(), mem.get(), st.st_size); !r) return std::move(r).error().context("loading " + entry.ram);
+  // Sealed: no write(), no shared writable mapping, no resize, ever. QEMU
+  // opens it read-write but can only map it privately.
+  if (::fcntl(mem.get(), F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+    return Error::sys("sealing the snapshot's RAM");
+  int fd = mem.get();
+  sealed_[entry.key] = std::move(mem);
+  return fd;
+}
+
 void SnapshotStore::drop(const std::string& key) {
+  sealed_.erase(key);
   std::error_code ec;
   fs::remove_all(dir_ + "/" + key, ec);
 }

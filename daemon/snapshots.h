@@ -5,11 +5,17 @@
 // verified by SHA-256 when the daemon starts, and evicted oldest-used first
 // past the size limit.
 //
-// Layout: <dir>/<key>/{ram,state,meta}. `ram` is the guest memory (clones
-// map it privately, so they share its pages); `state` is QEMU's device state.
+// Layout: <dir>/<key>/{ram,state,meta}. `ram` is the guest memory, `state`
+// QEMU's device state.
+//
+// No QEMU ever gets write access to a stored snapshot: a template VM writes
+// its RAM into a memfd, which the daemon copies to `ram`; clones get the RAM
+// as a sealed memfd (F_SEAL_WRITE and friends), which they map privately and
+// copy-on-write, so they share its pages and none can change it for the next.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +39,7 @@ class SnapshotStore {
   struct Pending {
     std::string key;
     std::string dir, ram;
+    unique_fd ram_fd;  // the template's RAM (a memfd), copied to `ram` at commit
     unique_fd state;  // QEMU writes the device state here
     proto::Language language = proto::Language::python;
     uint32_t memory_mb = 0;
@@ -49,10 +56,13 @@ class SnapshotStore {
   Result<Entry> commit(Pending pending);
   void abort(Pending pending);
   void drop(const std::string& key);
+  // The entry's RAM as a sealed memfd, loaded once and shared by clones.
+  Result<int> clone_ram(const Entry& entry);
   std::vector<Entry> list() const;
 
  private:
   void evict();
+  std::map<std::string, unique_fd> sealed_;
 
   std::string dir_;
   std::string fingerprint_;

@@ -5,7 +5,10 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <atomic>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <unistd.h>
 
 namespace sandbox::daemon {
@@ -13,6 +16,10 @@ namespace {
 
 constexpr int kAgentFdInChild = 3;
 constexpr int kQmpFdInChild = 4;
+constexpr int kKernelFdInChild = 5;
+constexpr int kInitrdFdInChild = 6;
+constexpr int kRootfsFdInChild = 7;
+constexpr int kMemoryFdInChild = 8;
 // How often a migration's progress is polled.
 constexpr uint64_t kMigrationPollMs = 5;
 
@@ -51,8 +58,14 @@ std::string_view vm_state_name(Vm::State state) {
   return "unknown";
 }
 
+namespace {
+// Names cgroups and records; unique within a daemon's life, and start-up
+// recovery clears what an earlier daemon left.
+std::atomic<uint64_t> next_vm_number{1};
+}  // namespace
+
 Result<std::unique_ptr<Vm>> Vm::start(uv_loop_t* loop, VmSpec spec, std::chrono::milliseconds boot_timeout,
-                                      Events events, int migration_fd) {
+                                      Events events, int migration_fd, int memory_fd) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return Error::sys("socketpair");
   unique_fd host_end(sv[0]), guest_end(sv[1]);
@@ -70,20 +83,59 @@ Result<std::unique_ptr<Vm>> Vm::start(uv_loop_t* loop, VmSpec spec, std::chrono:
 
   spec.agent_fd = kAgentFdInChild;
   spec.qmp_fd = need_qmp ? kQmpFdInChild : -1;
+  SpawnOptions opts;
+  opts.confine = true;
+  opts.fds = {{1, con_w.get()}, {2, con_w.get()}, {kAgentFdInChild, guest_end.get()}};
+  if (need_qmp) opts.fds.emplace_back(kQmpFdInChild, qmp_guest.get());
+  const VmHost* host = spec.host;
+  // QEMU opens nothing of the daemon's by path: the images and the memory
+  // are inherited descriptors, named through /proc/self/fd.
+  auto pass = [&](int host_fd, int child_fd) {
+    opts.fds.emplace_back(child_fd, host_fd);
+    return "/proc/self/fd/" + std::to_string(child_fd);
+  };
+  if (host && host->kernel_fd >= 0) spec.kernel = pass(host->kernel_fd, kKernelFdInChild);
+  if (host && host->initrd_fd >= 0) spec.initrd = pass(host->initrd_fd, kInitrdFdInChild);
+  if (host && host->rootfs_fd >= 0) {
+    pass(host->rootfs_fd, kRootfsFdInChild);
+    spec.rootfs_fd = kRootfsFdInChild;
+  }
+  if (memory_fd >= 0) spec.memory_file = pass(memory_fd, kMemoryFdInChild);
   auto argv = qemu_argv(spec);
   if (!argv) return std::move(argv).error();
+  opts.argv = std::move(*argv);
 
   auto vm = std::unique_ptr<Vm>(new Vm());
   vm->events_ = std::move(events);
   vm->started_ = Clock::now();
-  SpawnOptions opts;
-  opts.argv = std::move(*argv);
-  opts.confine = true;
-  opts.fds = {{1, con_w.get()}, {2, con_w.get()}, {kAgentFdInChild, guest_end.get()}};
-  if (need_qmp) opts.fds.emplace_back(kQmpFdInChild, qmp_guest.get());
+  vm->host_ = host;
+  vm->name_ = "vm-" + std::to_string(next_vm_number++);
+  unique_fd cgroup;
+  if (host && host->cgroups && host->cgroups->enabled()) {
+    CgroupLimits limits;
+    limits.memory_max = (uint64_t{spec.memory_mb} + host->memory_overhead_mb) << 20;
+    limits.memory_high = limits.memory_max - (uint64_t{host->memory_overhead_mb} << 20) / 4;
+    limits.pids_max = host->pids_max;
+    limits.cpu_percent = host->cpu_percent;
+    auto fd = host->cgroups->create(vm->name_, limits);
+    if (!fd) return std::move(fd).error().context("creating the VM's cgroup");
+    cgroup = std::move(*fd);
+    vm->has_cgroup_ = true;
+    opts.cgroup_fd = cgroup.get();
+  }
+  if (host) {
+    opts.user = host->user;
+    opts.seccomp = host->seccomp;
+  }
   auto proc = Process::spawn(opts);
   if (!proc) return std::move(proc).error().context("starting QEMU");
   vm->process_ = std::move(*proc);
+  if (host && !host->records_dir.empty()) {
+    // Written after the spawn: a crash in between leaves a QEMU that dies
+    // with the daemon (PR_SET_PDEATHSIG) and, if any, a cgroup to recover.
+    std::ofstream(host->records_dir + "/" + vm->name_)
+        << vm->process_.pid() << " " << process_start_time(vm->process_.pid()) << "\n";
+  }
   guest_end.reset();
   con_w.reset();
   qmp_guest.reset();
@@ -189,6 +241,16 @@ Vm::~Vm() {
   exit_watch_.reset();
   boot_timer_.reset();
   process_.kill_and_wait();
+  if (has_cgroup_) host_->cgroups->remove(name_);
+  if (host_ && !host_->records_dir.empty()) ::unlink((host_->records_dir + "/" + name_).c_str());
+}
+
+ProcessUsage Vm::usage() const {
+  if (has_cgroup_) {
+    auto u = host_->cgroups->usage(name_);
+    if (u.cpu_usec && u.memory_peak_bytes) return {*u.cpu_usec / 1000, *u.memory_peak_bytes / 1024};
+  }
+  return read_process_usage(process_.pid()).value_or(ProcessUsage{});
 }
 
 Result<void> Vm::exec(const proto::Exec& exec) {

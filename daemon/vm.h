@@ -20,6 +20,7 @@
 #include "common/limits.h"
 #include "common/protocol.h"
 #include "common/result.h"
+#include "daemon/cgroups.h"
 #include "daemon/process.h"
 #include "daemon/qemu_argv.h"
 #include "daemon/uv_util.h"
@@ -28,6 +29,23 @@ namespace sandbox::daemon {
 
 // Console output kept per VM for boot-failure reports.
 inline constexpr size_t kConsoleTailBytes = 8 << 10;
+
+// What every QEMU shares on the host side: the images (opened read-only by
+// the daemon and inherited), the user it runs as, its seccomp program, its
+// cgroup limits and where it is recorded for start-up recovery.
+struct VmHost {
+  int kernel_fd = -1, initrd_fd = -1, rootfs_fd = -1;
+  std::optional<SpawnOptions::User> user;
+  const std::vector<sock_filter>* seccomp = nullptr;
+  const Cgroups* cgroups = nullptr;
+  // memory.max is the guest's memory plus this (QEMU, its translation
+  // cache, device buffers); memory.high sits a quarter of it lower.
+  uint32_t memory_overhead_mb = 192;
+  uint32_t pids_max = 128;
+  uint32_t cpu_percent = 0;
+  // <records_dir>/<name> holds "pid start-time" of each live QEMU.
+  std::string records_dir;
+};
 
 class Vm {
  public:
@@ -53,8 +71,10 @@ class Vm {
   // picks the numbers). `migration_fd` is the snapshot's device state: read
   // when `spec.incoming`, written by snapshot() when `spec.memory_shared`.
   // A restored VM is "booting" until its agent has answered the Resume.
+  // `memory_fd` holds the guest RAM (a snapshot template's or clone's);
+  // QEMU opens it as /proc/self/fd/N.
   static Result<std::unique_ptr<Vm>> start(uv_loop_t* loop, VmSpec spec, std::chrono::milliseconds boot_timeout,
-                                           Events events, int migration_fd = -1);
+                                           Events events, int migration_fd = -1, int memory_fd = -1);
   ~Vm();
 
   State state() const { return state_; }
@@ -74,6 +94,9 @@ class Vm {
   Clock::time_point started_at() const { return started_; }
   Clock::time_point ready_at() const { return ready_at_; }
   pid_t pid() const { return process_.pid(); }
+  // CPU time and peak memory of QEMU: from its cgroup when it has one
+  // (threads that exited included), else from /proc.
+  ProcessUsage usage() const;
 
  private:
   Vm() = default;
@@ -109,6 +132,9 @@ class Vm {
   std::optional<proto::Language> prestarted_;
   uint64_t exec_id_ = 0;
   Clock::time_point started_, ready_at_;
+  const VmHost* host_ = nullptr;
+  std::string name_;  // cgroup and record name
+  bool has_cgroup_ = false;
 };
 
 std::string_view vm_state_name(Vm::State state);

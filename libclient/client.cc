@@ -170,7 +170,7 @@ Result<DaemonStatus> Client::status() const {
   auto* st = std::get_if<proto::Status>(&*m);
   if (!st) return comm("sandboxd sent an unexpected message");
   DaemonStatus out{st->version, st->accelerator, st->accelerator_reason, st->vms, st->max_vms, st->runs_active,
-                   st->runs_queued, st->sessions, {}};
+                   st->runs_queued, st->sessions, {}, st->host_limits};
   for (const auto& p : st->pool)
     out.pool.push_back({static_cast<Language>(p.language), p.target, p.ready, p.booting, p.hits, p.misses});
   return out;

@@ -61,3 +61,33 @@ TEST_CASE("SANDBOXD_ variables override the file") {
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().message == "SANDBOXD_NOPE: unknown key 'nope'");
 }
+
+TEST_CASE("service keys: users, groups, cgroup paths and limits are checked and named") {
+  Config c;
+  CHECK(c.qemu_user == "qemu-vm");
+  CHECK(c.socket_group == "sandbox");
+  CHECK_FALSE(c.require_cgroup_limits);
+  REQUIRE(config_parse(c,
+                       "qemu_user = vmuser\nsocket_group = devs\nrequire_cgroup_limits = on\n"
+                       "cgroup_root = /sys/fs/cgroup\ncgroup_base = /sandboxd.slice/sandboxd.service\n"
+                       "vm_memory_overhead_mb = 256\nvm_pids_max = 200\nvm_cpu_percent = 150\n",
+                       "f")
+              .ok());
+  CHECK(c.qemu_user == "vmuser");
+  CHECK(c.socket_group == "devs");
+  CHECK(c.require_cgroup_limits);
+  CHECK(c.cgroup_base == "/sandboxd.slice/sandboxd.service");
+  CHECK(c.vm_cpu_percent == 150);
+  auto bad = [](const char* text) {
+    Config x;
+    auto r = config_parse(x, text, "f");
+    REQUIRE_FALSE(r.ok());
+    return r.error().message;
+  };
+  CHECK(bad("qemu_user = ../root\n") == "f:1: qemu_user: '../root' is not a user or group name");
+  CHECK(bad("socket_group = -x\n") == "f:1: socket_group: '-x' is not a user or group name");
+  CHECK(bad("require_cgroup_limits = yes\n") == "f:1: require_cgroup_limits: 'yes' is not on or off");
+  CHECK(bad("cgroup_root = relative\n") == "f:1: cgroup_root: 'relative' is not an absolute path");
+  CHECK(bad("cgroup_base = /a/../b\n") == "f:1: cgroup_base: '/a/../b' is not an absolute path");
+  CHECK(bad("vm_pids_max = 3\n") == "f:1: vm_pids_max: 3 is outside 16-65536");
+}

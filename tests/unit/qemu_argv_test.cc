@@ -95,6 +95,20 @@ TEST_CASE("a restored VM maps the template's RAM privately and waits for its sta
   CHECK(qemu_argv(s)->at(std::find(a->begin(), a->end(), "-object") - a->begin() + 1).ends_with(",share=on"));
 }
 
+TEST_CASE("an inherited root image is named through an fd set, not a path") {
+  auto s = spec();
+  s.rootfs_fd = 7;
+  auto a = qemu_argv(s);
+  REQUIRE(a.ok());
+  auto at = std::find(a->begin(), a->end(), "-add-fd");
+  REQUIRE(at != a->end());
+  CHECK(*(at + 1) == "fd=7,set=1,opaque=rootfs");
+  auto drive = std::find(a->begin(), a->end(), "-drive");
+  REQUIRE(drive != a->end());
+  CHECK(*(drive + 1) == "file=/dev/fdset/1,format=raw,if=none,readonly=on,id=root");
+  CHECK(std::find(a->begin(), a->end(), "/img/rootfs.erofs") == a->end());
+}
+
 TEST_CASE("KVM uses the host CPU and no translation cache option") {
   auto s = spec();
   s.accel = Accel::kvm;

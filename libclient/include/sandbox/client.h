@@ -85,6 +85,8 @@ struct DaemonStatus {
   uint32_t runs_queued = 0;
   uint32_t sessions = 0;
   std::vector<PoolInfo> pool;
+  // Per-VM cgroup limits on the host, or why there are none.
+  std::string host_limits;
 };
 
 struct SnapshotInfo {
