@@ -7,12 +7,32 @@ namespace sandbox::daemon {
 namespace {
 
 using Setter = std::function<Result<void>(Config&, std::string_view)>;
+using Getter = std::function<std::string(const Config&)>;
 
 struct Key {
   std::string_view name;
   std::string_view help;
   Setter set;
+  Getter get;
 };
+
+Getter get_uint(uint32_t Config::*field) {
+  return [=](const Config& c) { return std::to_string(c.*field); };
+}
+Getter get_string(std::string Config::*field) {
+  return [=](const Config& c) { return c.*field; };
+}
+Getter get_bool(bool Config::*field) {
+  return [=](const Config& c) { return std::string(c.*field ? "on" : "off"); };
+}
+template <class T>
+Getter get_list(std::vector<T> Config::*field) {
+  return [=](const Config& c) {
+    std::string out;
+    for (auto id : c.*field) out += (out.empty() ? "" : ",") + std::to_string(id);
+    return out;
+  };
+}
 
 Error bad_value(std::string_view what) { return Error::make(ErrorCode::invalid_argument, std::string(what)); }
 
@@ -99,10 +119,10 @@ Setter id_list_key(std::vector<T> Config::*field) {
 
 const std::vector<Key>& keys() {
   static const std::vector<Key> k = {
-      {"socket", "control socket path", path_key(&Config::socket)},
-      {"images", "directory with the guest images and their manifest", path_key(&Config::images)},
-      {"state_dir", "directory for daemon state", path_key(&Config::state_dir)},
-      {"qemu", "QEMU system emulator binary", path_key(&Config::qemu)},
+      {"socket", "control socket path", path_key(&Config::socket), get_string(&Config::socket)},
+      {"images", "directory with the guest images and their manifest", path_key(&Config::images), get_string(&Config::images)},
+      {"state_dir", "directory for daemon state", path_key(&Config::state_dir), get_string(&Config::state_dir)},
+      {"qemu", "QEMU system emulator binary", path_key(&Config::qemu), get_string(&Config::qemu)},
       {"accel", "accelerator: auto (probe KVM, else TCG), kvm or tcg",
        [](Config& c, std::string_view v) -> Result<void> {
          if (v == "auto") c.accel = Accel::automatic;
@@ -110,79 +130,84 @@ const std::vector<Key>& keys() {
          else if (v == "tcg") c.accel = Accel::tcg;
          else return bad_value("'" + std::string(v) + "' is not one of auto, kvm, tcg");
          return ok();
-       }},
+       },
+       [](const Config& c) { return std::string(accel_name(c.accel)); }},
       {"allowed_uids", "comma-separated uids allowed on the socket (root and the daemon's uid always are)",
-       id_list_key(&Config::allowed_uids)},
+       id_list_key(&Config::allowed_uids), get_list(&Config::allowed_uids)},
       {"allowed_gids", "comma-separated gids whose members are allowed on the socket",
-       id_list_key(&Config::allowed_gids)},
+       id_list_key(&Config::allowed_gids), get_list(&Config::allowed_gids)},
       {"boot_timeout_ms", "deadline for a VM to boot to the agent's hello",
-       uint_key(&Config::boot_timeout_ms, 500, 600'000)},
-      {"boot_retries", "extra boots tried when one hangs", uint_key(&Config::boot_retries, 0, 5)},
-      {"vcpus", "vCPUs per VM", uint_key(&Config::vcpus, 1, 64)},
-      {"tcg_tb_size_mb", "TCG translation cache per VM in MiB", uint_key(&Config::tcg_tb_size_mb, 8, 1024)},
+       uint_key(&Config::boot_timeout_ms, 500, 600'000), get_uint(&Config::boot_timeout_ms)},
+      {"boot_retries", "extra boots tried when one hangs", uint_key(&Config::boot_retries, 0, 5), get_uint(&Config::boot_retries)},
+      {"vcpus", "vCPUs per VM", uint_key(&Config::vcpus, 1, 64), get_uint(&Config::vcpus)},
+      {"tcg_tb_size_mb", "TCG translation cache per VM in MiB", uint_key(&Config::tcg_tb_size_mb, 8, 1024), get_uint(&Config::tcg_tb_size_mb)},
       {"kill_slack_ms", "time past a run's timeout before the daemon kills the VM",
-       uint_key(&Config::kill_slack_ms, 1000, 60'000)},
-      {"kill_grace_ms", "SIGTERM-to-SIGKILL grace at a run's timeout", uint_key(&Config::kill_grace_ms, 0, 30'000)},
-      {"pids_max", "processes and threads one run may have at once", uint_key(&Config::pids_max, 16, 65'536)},
+       uint_key(&Config::kill_slack_ms, 1000, 60'000), get_uint(&Config::kill_slack_ms)},
+      {"kill_grace_ms", "SIGTERM-to-SIGKILL grace at a run's timeout", uint_key(&Config::kill_grace_ms, 0, 30'000), get_uint(&Config::kill_grace_ms)},
+      {"pids_max", "processes and threads one run may have at once", uint_key(&Config::pids_max, 16, 65'536), get_uint(&Config::pids_max)},
       {"max_concurrent_vms", "VMs alive at once, warm ones included (0: from host memory)",
-       uint_key(&Config::max_concurrent_vms, 0, 1000)},
+       uint_key(&Config::max_concurrent_vms, 0, 1000), get_uint(&Config::max_concurrent_vms)},
       {"max_runs_per_uid", "runs one uid may have running or queued (0: 3/4 of the VMs)",
-       uint_key(&Config::max_runs_per_uid, 0, 100'000)},
-      {"queue_timeout_ms", "how long a run waits for a VM slot", uint_key(&Config::queue_timeout_ms, 0, 600'000)},
-      {"max_sessions_per_uid", "sessions one uid may have open", uint_key(&Config::max_sessions_per_uid, 0, 10'000)},
+       uint_key(&Config::max_runs_per_uid, 0, 100'000), get_uint(&Config::max_runs_per_uid)},
+      {"queue_timeout_ms", "how long a run waits for a VM slot", uint_key(&Config::queue_timeout_ms, 0, 600'000), get_uint(&Config::queue_timeout_ms)},
+      {"max_sessions_per_uid", "sessions one uid may have open", uint_key(&Config::max_sessions_per_uid, 0, 10'000), get_uint(&Config::max_sessions_per_uid)},
       {"session_idle_timeout_ms", "a session unused this long is closed, unless its creator said otherwise",
-       uint_key(&Config::session_idle_timeout_ms, 10'000, 3'600'000)},
-      {"pool_python", "warm Python VMs", uint_key(&Config::pool_python, 0, 100)},
-      {"pool_javascript", "warm JavaScript VMs", uint_key(&Config::pool_javascript, 0, 100)},
-      {"pool_raw", "warm shell VMs", uint_key(&Config::pool_raw, 0, 100)},
+       uint_key(&Config::session_idle_timeout_ms, 10'000, 3'600'000), get_uint(&Config::session_idle_timeout_ms)},
+      {"pool_python", "warm Python VMs", uint_key(&Config::pool_python, 0, 100), get_uint(&Config::pool_python)},
+      {"pool_javascript", "warm JavaScript VMs", uint_key(&Config::pool_javascript, 0, 100), get_uint(&Config::pool_javascript)},
+      {"pool_raw", "warm shell VMs", uint_key(&Config::pool_raw, 0, 100), get_uint(&Config::pool_raw)},
       {"pool_memory_mb", "memory of warm VMs; other sizes boot cold",
-       uint_key(&Config::pool_memory_mb, 128, 2048)},
-      {"pool_refill_concurrency", "warm VMs booting at once", uint_key(&Config::pool_refill_concurrency, 1, 64)},
+       uint_key(&Config::pool_memory_mb, 128, 2048), get_uint(&Config::pool_memory_mb)},
+      {"pool_refill_concurrency", "warm VMs booting at once", uint_key(&Config::pool_refill_concurrency, 1, 64), get_uint(&Config::pool_refill_concurrency)},
       {"pool_max_idle_ms", "a warm VM idle this long is replaced",
-       uint_key(&Config::pool_max_idle_ms, 1000, 86'400'000)},
+       uint_key(&Config::pool_max_idle_ms, 1000, 86'400'000), get_uint(&Config::pool_max_idle_ms)},
       {"pool_health_interval_ms", "how often idle warm VMs are pinged",
-       uint_key(&Config::pool_health_interval_ms, 100, 3'600'000)},
+       uint_key(&Config::pool_health_interval_ms, 100, 3'600'000), get_uint(&Config::pool_health_interval_ms)},
       {"shutdown_grace_ms", "time running runs get to finish at shutdown",
-       uint_key(&Config::shutdown_grace_ms, 0, 600'000)},
+       uint_key(&Config::shutdown_grace_ms, 0, 600'000), get_uint(&Config::shutdown_grace_ms)},
       {"snapshots", "restore VMs from memory snapshots instead of booting: on or off",
        [](Config& c, std::string_view v) -> Result<void> {
          if (v != "on" && v != "off") return bad_value("'" + std::string(v) + "' is not on or off");
          c.snapshots = v == "on";
          return ok();
-       }},
+       },
+       get_bool(&Config::snapshots)},
       {"pool_restore", "restore warm-pool VMs from snapshots too: on or off",
        [](Config& c, std::string_view v) -> Result<void> {
          if (v != "on" && v != "off") return bad_value("'" + std::string(v) + "' is not on or off");
          c.pool_restore = v == "on";
          return ok();
-       }},
-      {"snapshot_cache_mb", "disk the snapshot cache may use", uint_key(&Config::snapshot_cache_mb, 256, 1'000'000)},
-      {"qemu_user", "user each QEMU runs as when the daemon is root", name_key(&Config::qemu_user)},
-      {"socket_group", "group owning the control socket; its members may connect", name_key(&Config::socket_group)},
-      {"cgroup_root", "cgroup v2 mount point (empty: from /proc/self/mountinfo)", optional_path_key(&Config::cgroup_root)},
+       },
+       get_bool(&Config::pool_restore)},
+      {"snapshot_cache_mb", "disk the snapshot cache may use", uint_key(&Config::snapshot_cache_mb, 256, 1'000'000), get_uint(&Config::snapshot_cache_mb)},
+      {"qemu_user", "user each QEMU runs as when the daemon is root", name_key(&Config::qemu_user), get_string(&Config::qemu_user)},
+      {"socket_group", "group owning the control socket; its members may connect", name_key(&Config::socket_group), get_string(&Config::socket_group)},
+      {"cgroup_root", "cgroup v2 mount point (empty: from /proc/self/mountinfo)", optional_path_key(&Config::cgroup_root), get_string(&Config::cgroup_root)},
       {"cgroup_base", "the daemon's cgroup subtree below cgroup_root (empty: its own cgroup)",
-       optional_path_key(&Config::cgroup_base)},
+       optional_path_key(&Config::cgroup_base), get_string(&Config::cgroup_base)},
       {"require_cgroup_limits", "refuse to start without per-VM memory, pids and cpu cgroup limits: on or off",
-       bool_key(&Config::require_cgroup_limits)},
+       bool_key(&Config::require_cgroup_limits), get_bool(&Config::require_cgroup_limits)},
       {"vm_memory_overhead_mb", "per-VM memory.max is the guest's memory plus this",
-       uint_key(&Config::vm_memory_overhead_mb, 32, 16'384)},
-      {"vm_pids_max", "pids.max of each QEMU (its threads)", uint_key(&Config::vm_pids_max, 16, 65'536)},
+       uint_key(&Config::vm_memory_overhead_mb, 32, 16'384), get_uint(&Config::vm_memory_overhead_mb)},
+      {"vm_pids_max", "pids.max of each QEMU (its threads)", uint_key(&Config::vm_pids_max, 16, 65'536), get_uint(&Config::vm_pids_max)},
       {"vm_cpu_percent", "cpu.max of each QEMU in percent of one CPU (0: unlimited)",
-       uint_key(&Config::vm_cpu_percent, 0, 100'000)},
+       uint_key(&Config::vm_cpu_percent, 0, 100'000), get_uint(&Config::vm_cpu_percent)},
       {"dbus", "D-Bus interface: off, system, or a bus address (unix:path=...)",
        [](Config& c, std::string_view v) -> Result<void> {
          if (v != "off" && v != "system" && v.find(':') == std::string_view::npos)
            return bad_value("'" + std::string(v) + "' is not off, system or a bus address");
          c.dbus = std::string(v);
          return ok();
-       }},
+       },
+       get_string(&Config::dbus)},
       {"log_level", "debug, info, warning or error",
        [](Config& c, std::string_view v) -> Result<void> {
          if (v != "debug" && v != "info" && v != "warning" && v != "error")
            return bad_value("'" + std::string(v) + "' is not one of debug, info, warning, error");
          c.log_level = std::string(v);
          return ok();
-       }},
+       },
+       get_string(&Config::log_level)},
   };
   return k;
 }
@@ -247,6 +272,17 @@ Result<void> config_apply_env(Config& config, char** envp) {
     if (auto r = config_set(config, key, entry.substr(eq + 1), name); !r) return r;
   }
   return ok();
+}
+
+std::string config_sample() {
+  Config defaults;
+  std::string out =
+      "# sandboxd configuration: 'key = value' per line, '#' starts a comment.\n"
+      "# SANDBOXD_<KEY> environment variables override this file, --key value\n"
+      "# flags override both. Each key is shown commented out with its default.\n";
+  for (const auto& k : keys())
+    out += "\n# " + std::string(k.help) + "\n#" + std::string(k.name) + " = " + k.get(defaults) + "\n";
+  return out;
 }
 
 std::vector<std::pair<std::string, std::string>> config_keys() {

@@ -107,6 +107,9 @@ Result<void> config_set(Config& config, std::string_view key, std::string_view v
 Result<void> config_parse(Config& config, std::string_view text, std::string_view path);
 // Applies SANDBOXD_* variables from `environ`-style entries.
 Result<void> config_apply_env(Config& config, char** envp);
+// The documented sample file: every key, its description and its default
+// (etc/sandboxd.conf is this text, checked by a unit test).
+std::string config_sample();
 // Keys and their one-line descriptions, for --help and the sample file.
 std::vector<std::pair<std::string, std::string>> config_keys();
 

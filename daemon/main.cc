@@ -45,7 +45,10 @@ void usage(FILE* out) {
                "environment variables, then --KEY VALUE flags ('-' and '_' are alike).\n\nKeys:\n",
                std::string(kDefaultConfigPath).c_str());
   for (const auto& [key, help] : config_keys()) std::fprintf(out, "  --%-18s %s\n", key.c_str(), help.c_str());
-  std::fprintf(out, "\n  --config FILE        configuration file\n  --help               this text\n");
+  std::fprintf(out,
+               "\n  --config FILE        configuration file\n"
+               "  --print-config       a configuration file with every key and its default\n"
+               "  --help               this text\n");
 }
 
 Result<Config> load_config(int argc, char** argv) {
@@ -57,6 +60,10 @@ Result<Config> load_config(int argc, char** argv) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       usage(stdout);
+      std::exit(0);
+    }
+    if (arg == "--print-config") {
+      std::fputs(config_sample().c_str(), stdout);
       std::exit(0);
     }
     if (!arg.starts_with("--")) return Error::make(ErrorCode::invalid_argument, "unexpected argument '" + arg + "'");

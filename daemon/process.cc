@@ -54,12 +54,6 @@ struct CloneArgs {
 // through syscall() for that reason).
 [[noreturn]] void child_main(const SpawnOptions& options, std::vector<std::pair<int, int>>& fds, int max_target,
                              char* const* argv, int parent_pidfd, bool cgroup_by_write) {
-  if (options.die_with_parent) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    // The parent may have died before the line above: its pidfd says so.
-    pollfd p{parent_pidfd, POLLIN, 0};
-    if (::poll(&p, 1, 0) != 0) ::_exit(127);
-  }
   if (cgroup_by_write) {
     // Fallback without clone3: join the cgroup before exec.
     int procs = ::openat(options.cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
@@ -74,6 +68,13 @@ struct CloneArgs {
     if (::syscall(SYS_setgroups, u.groups.size(), u.groups.data()) != 0) child_fail("setgroups");
     if (::syscall(SYS_setresgid, u.gid, u.gid, u.gid) != 0) child_fail("setresgid");
     if (::syscall(SYS_setresuid, u.uid, u.uid, u.uid) != 0) child_fail("setresuid");
+  }
+  // After the user switch, which clears the parent-death signal.
+  if (options.die_with_parent) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    // The parent may have died before the line above: its pidfd says so.
+    pollfd p{parent_pidfd, POLLIN, 0};
+    if (::poll(&p, 1, 0) != 0) ::_exit(127);
   }
   sigset_t none;
   sigemptyset(&none);

@@ -44,6 +44,9 @@ int main(int argc, char** argv) {
     std::erase(state, std::string("snapshots"));
     for (auto& e : list_dir(d->dir() + "/state/snapshots"))
       if (e.starts_with(".")) state.push_back("snapshots/" + e);
+    // vms/ holds one record per live QEMU: empty once every VM is gone.
+    std::erase(state, std::string("vms"));
+    for (auto& e : list_dir(d->dir() + "/state/vms")) state.push_back("vms/" + e);
     if (!state.empty()) {
       std::fprintf(stderr, "LEAK: files left in the state directory: %s\n", join(state).c_str());
       ++leaks;

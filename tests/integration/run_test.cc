@@ -1,11 +1,14 @@
 // Runs real code in real VMs through sandboxctl and libsandbox.
 #include <doctest/doctest.h>
+#include <pwd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "harness.h"
@@ -238,7 +241,7 @@ TEST_CASE("results carry host-measured CPU time and memory") {
   CHECK(r->timing.execute_ms >= r->execution_time_ms);
 }
 
-TEST_CASE("each QEMU runs with no_new_privs, its own seccomp filter and namespaces, and only its fds") {
+TEST_CASE("each QEMU runs as qemu-vm with no capabilities, its own seccomp filter and namespaces, and only its fds") {
   auto& d = TestDaemon::shared();
   REQUIRE(d.wait_children_at_most(0, std::chrono::seconds(15)));
   auto running = std::async(std::launch::async, [&] { return client().run(req(Language::raw, "sleep 4", 20'000)); });
@@ -247,29 +250,58 @@ TEST_CASE("each QEMU runs with no_new_privs, its own seccomp filter and namespac
   REQUIRE(d.children().size() == 1);
   std::string q = "/proc/" + std::to_string(d.children()[0]);
   std::ifstream status(q + "/status");
-  std::string line, nnp, seccomp;
+  std::map<std::string, std::string> st;
+  std::string line;
   while (std::getline(status, line)) {
-    if (line.starts_with("NoNewPrivs:")) nnp = line.substr(line.find_last_of(" \t") + 1);
-    if (line.starts_with("Seccomp:")) seccomp = line.substr(line.find_last_of(" \t") + 1);
+    auto colon = line.find(':');
+    auto v = line.substr(colon + 1);
+    v.erase(0, v.find_first_not_of(" \t"));
+    v.erase(v.find_last_not_of(" \t") + 1);
+    st[line.substr(0, colon)] = v;
   }
-  CHECK(nnp == "1");
-  CHECK(seccomp == "2");
+  CHECK(st["NoNewPrivs"] == "1");
+  CHECK(st["Seccomp"] == "2");
+  std::string self = "/proc/" + std::to_string(d.pid());
   if (::geteuid() == 0) {
-    std::string self = "/proc/" + std::to_string(d.pid());
-    for (const char* ns : {"net", "mnt", "ipc", "uts"})
+    passwd* pw = ::getpwnam("qemu-vm");
+    REQUIRE_MESSAGE(pw, "user qemu-vm missing: setup.sh creates it with systemd-sysusers");
+    auto id = std::to_string(pw->pw_uid), gid = std::to_string(pw->pw_gid);
+    CHECK(st["Uid"] == id + "\t" + id + "\t" + id + "\t" + id);
+    CHECK(st["Gid"] == gid + "\t" + gid + "\t" + gid + "\t" + gid);
+    CHECK(st["CapEff"] == "0000000000000000");
+    CHECK(st["CapPrm"] == "0000000000000000");
+    CHECK(st["CapAmb"] == "0000000000000000");
+    for (const char* ns : {"net", "mnt", "pid", "ipc", "uts"})
       CHECK_MESSAGE(std::filesystem::read_symlink(q + "/ns/" + ns) != std::filesystem::read_symlink(self + "/ns/" + ns),
                     ns << " namespace shared with the daemon");
+    // QEMU is PID 1 of its namespace: it sees no other process.
+    std::ifstream qs(q + "/status");
+    while (std::getline(qs, line))
+      if (line.starts_with("NSpid:")) CHECK(line.ends_with("\t1"));
   } else {
-    MESSAGE("SKIPPED: namespaces need a root daemon");
+    MESSAGE("SKIPPED: the user switch and namespaces need a root daemon");
   }
-  // stdin, console, agent channel; the rest QEMU opened itself (images,
-  // its own event fds) — nothing of the daemon's.
+  // Its descriptors: the console pipe, the agent socket, the images and
+  // what QEMU made itself. No socket of the daemon's (its end of each
+  // channel, the control socket, connections) and no file it did not pass.
+  std::set<std::string> daemon_sockets;
+  for (const auto& e : std::filesystem::directory_iterator(self + "/fd")) {
+    std::error_code ec;
+    auto target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (target.starts_with("socket:")) daemon_sockets.insert(target);
+  }
+  auto images = std::filesystem::canonical(images_dir()).string();
+  int sockets = 0;
   for (const auto& e : std::filesystem::directory_iterator(q + "/fd")) {
     std::error_code ec;
     auto target = std::filesystem::read_symlink(e.path(), ec).string();
-    CHECK_MESSAGE(target.find("sandboxd.sock") == std::string::npos, "QEMU holds the control socket");
-    CHECK_MESSAGE(target.find("sandboxd.log") == std::string::npos, "QEMU holds the daemon's log");
+    CHECK_MESSAGE(daemon_sockets.count(target) == 0, "QEMU shares a socket with the daemon: " << target);
+    sockets += target.starts_with("socket:");
+    if (target.starts_with("/"))
+      CHECK_MESSAGE((target == "/dev/null" || target.starts_with(images + "/") || target.starts_with("/memfd:")),
+                    "unexpected file in QEMU: " << target);
   }
+  CHECK(sockets == 1);  // the agent channel
   auto r = running.get();
   REQUIRE(r.ok());
 }

@@ -1,5 +1,8 @@
 #include <doctest/doctest.h>
 
+#include <fstream>
+#include <sstream>
+
 #include "daemon/config.h"
 
 using namespace sandbox;
@@ -90,4 +93,24 @@ TEST_CASE("service keys: users, groups, cgroup paths and limits are checked and 
   CHECK(bad("cgroup_root = relative\n") == "f:1: cgroup_root: 'relative' is not an absolute path");
   CHECK(bad("cgroup_base = /a/../b\n") == "f:1: cgroup_base: '/a/../b' is not an absolute path");
   CHECK(bad("vm_pids_max = 3\n") == "f:1: vm_pids_max: 3 is outside 16-65536");
+}
+
+TEST_CASE("the shipped sample configuration lists every key with its default, and parses") {
+  std::ifstream in(std::string(SANDBOXD_SOURCE_DIR) + "/etc/sandboxd.conf");
+  std::stringstream shipped;
+  shipped << in.rdbuf();
+  auto sample = config_sample();
+  CHECK_MESSAGE(shipped.str() == sample, "etc/sandboxd.conf is stale: regenerate it with sandboxd --print-config");
+  for (const auto& [key, help] : config_keys()) CHECK_MESSAGE(sample.find("\n#" + key + " = ") != std::string::npos, key);
+  // Uncommented, the sample sets every key to its default.
+  std::string uncommented;
+  std::istringstream lines(sample);
+  std::string line;
+  while (std::getline(lines, line))
+    uncommented += (line.starts_with("#") && line.find(" = ") != std::string::npos && line[1] != ' ' ? line.substr(1) : line) + "\n";
+  Config c;
+  auto r = config_parse(c, uncommented, "sample");
+  CHECK_MESSAGE(r.ok(), r.error().message);
+  CHECK(c.qemu_user == Config{}.qemu_user);
+  CHECK(c.boot_timeout_ms == Config{}.boot_timeout_ms);
 }
