@@ -168,10 +168,7 @@ TEST_CASE("a uid that is not allowed gets permission_denied") {
     ::_exit(0);
   }
   ::close(pfd[1]);
-  std::string got;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(pfd[0], buf, sizeof buf)) > 0) got.append(buf, static_cast<size_t>(n));
+  std::string got = read_all(pfd[0]);
   ::close(pfd[0]);
   int status;
   ::waitpid(pid, &status, 0);

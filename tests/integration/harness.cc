@@ -1,6 +1,7 @@
 #include "harness.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -97,6 +98,15 @@ RunRequest make_request(Language language, std::string code, int timeout_ms) {
   r.code = std::move(code);
   r.timeout = std::chrono::milliseconds(timeout_ms);
   return r;
+}
+
+std::string read_all(int fd) {
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+    if (n > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
 }
 
 std::string images_dir() {

@@ -86,6 +86,8 @@ void run_suite_end();
 
 // All processes whose command line starts with `prefix` (e.g. the QEMU binary).
 std::vector<pid_t> processes_named(const std::string& prefix);
+// Everything readable from `fd` until end of file.
+std::string read_all(int fd);
 // Entries directly under `dir`.
 std::vector<std::string> list_dir(const std::string& dir);
 

@@ -64,10 +64,7 @@ std::string as_user(uid_t uid, gid_t gid, const std::function<std::string()>& fn
     ::_exit(0);
   }
   ::close(pfd[1]);
-  std::string got;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(pfd[0], buf, sizeof buf)) > 0) got.append(buf, static_cast<size_t>(n));
+  std::string got = read_all(pfd[0]);
   ::close(pfd[0]);
   ::waitpid(pid, nullptr, 0);
   return got;

@@ -31,6 +31,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
+std::string read_all(int fd) {
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+
 // Runs `argv` with `options` and returns what it wrote to fd 5.
 std::string output_of(SpawnOptions options) {
   int pfd[2];
@@ -40,10 +48,7 @@ std::string output_of(SpawnOptions options) {
   auto p = Process::spawn(options);
   REQUIRE_MESSAGE(p.ok(), p.error().describe());
   w.reset();
-  std::string out;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(r.get(), buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  std::string out = read_all(r.get());
   p->wait();
   return out;
 }
@@ -107,10 +112,7 @@ TEST_CASE("seccomp: the filter refuses what is not listed, keeps threads and blo
     ::_exit(0);
   }
   ::close(pfd[1]);
-  std::string got;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(pfd[0], buf, sizeof buf)) > 0) got.append(buf, static_cast<size_t>(n));
+  std::string got = read_all(pfd[0]);
   ::close(pfd[0]);
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -164,10 +166,7 @@ TEST_CASE("spawn: the seccomp program is in force when the program starts") {
   auto p = Process::spawn(o);
   REQUIRE(p.ok());
   w.reset();
-  std::string status;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(r.get(), buf, sizeof buf)) > 0) status.append(buf, static_cast<size_t>(n));
+  std::string status = read_all(r.get());
   p->wait();
   CHECK(field(status, "Seccomp") == "2");
   CHECK(field(status, "NoNewPrivs") == "1");
@@ -200,10 +199,7 @@ TEST_CASE("spawn: the child starts inside the given cgroup (live cgroup v2)") {
   auto p = Process::spawn(o);
   REQUIRE_MESSAGE(p.ok(), p.error().describe());
   w.reset();
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(r.get(), buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  std::string out = read_all(r.get());
   p->wait();
   cg.reset();
   ::rmdir(dir.c_str());
