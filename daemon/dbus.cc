@@ -84,6 +84,7 @@ const sd_bus_vtable kVtable[] = {
     SD_BUS_PROPERTY("Version", "s", DbusService::on_property_thunk, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("Accelerator", "s", DbusService::on_property_thunk, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("AcceleratorReason", "s", DbusService::on_property_thunk, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("HostLimits", "s", DbusService::on_property_thunk, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("VMs", "u", DbusService::on_property_thunk, 0, 0),
     SD_BUS_PROPERTY("MaxVMs", "u", DbusService::on_property_thunk, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("RunsActive", "u", DbusService::on_property_thunk, 0, 0),
@@ -371,6 +372,7 @@ int DbusService::property(const char* name, sd_bus_message* reply, sd_bus_error*
   if (p == "Version") return sd_bus_message_append(reply, "s", s.version.c_str());
   if (p == "Accelerator") return sd_bus_message_append(reply, "s", s.accelerator.c_str());
   if (p == "AcceleratorReason") return sd_bus_message_append(reply, "s", s.accelerator_reason.c_str());
+  if (p == "HostLimits") return sd_bus_message_append(reply, "s", s.host_limits.c_str());
   if (p == "VMs") return sd_bus_message_append(reply, "u", s.vms);
   if (p == "MaxVMs") return sd_bus_message_append(reply, "u", s.max_vms);
   if (p == "RunsActive") return sd_bus_message_append(reply, "u", s.runs_active);

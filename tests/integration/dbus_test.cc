@@ -174,8 +174,11 @@ TEST_CASE("D-Bus: introspection matches the shipped interface file") {
 
 TEST_CASE("D-Bus: properties report the daemon's state") {
   auto r = busctl({"get-property", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "Accelerator",
-                   "Pool", "MaxVMs"});
+                   "Pool", "MaxVMs", "HostLimits"});
   CHECK(r.exit_code == 0);
+  auto st = sandbox::Client(fixture().daemon.socket()).status();
+  REQUIRE(st.ok());
+  CHECK(r.out.find("s \"" + st->host_limits + "\"") != std::string::npos);
   CHECK(r.out.find("s \"tcg\"") != std::string::npos);
   CHECK(r.out.find("a(suuutt) 3 \"python\"") != std::string::npos);
 }

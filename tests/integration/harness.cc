@@ -149,6 +149,9 @@ bool TestDaemon::start(const std::vector<std::string>& extra_args, const std::st
                                    "--pool-python", "0", "--pool-javascript", "0", "--pool-raw", "0",
                                    "--snapshots", "off"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  // A test may put the socket elsewhere (the last flag wins in sandboxd too).
+  for (size_t i = 0; i + 1 < extra_args.size(); ++i)
+    if (extra_args[i] == "--socket") socket_ = extra_args[i + 1];
   int log = ::open((dir_ + "/sandboxd.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   pid_ = ::fork();
   if (pid_ == 0) {

@@ -72,7 +72,7 @@ std::string as_user(uid_t uid, gid_t gid, const std::function<std::string()>& fn
 
 }  // namespace
 
-TEST_CASE("start-up recovery: after kill -9 the next daemon clears VMs, records and half-written snapshots") {
+TEST_CASE("start-up recovery: after kill -9 the next daemon clears VMs, records, half-written snapshots and the socket") {
   TestDaemon first;
   REQUIRE(first.start());
   std::string state = first.dir() + "/state";
@@ -107,8 +107,10 @@ TEST_CASE("start-up recovery: after kill -9 the next daemon clears VMs, records 
   fs::create_directories(state + "/snapshots/.tmp-0123-abcdef");
   std::ofstream(state + "/snapshots/.tmp-0123-abcdef/ram") << "partial";
 
+  // The dead daemon's socket file is still there; the next one takes its place.
+  CHECK(fs::is_socket(first.socket()));
   TestDaemon second;
-  REQUIRE(second.start({"--state-dir", state, "--snapshots", "on"}));
+  REQUIRE(second.start({"--state-dir", state, "--snapshots", "on", "--socket", first.socket()}));
   int status = 0;
   auto deadline = Clock::now() + std::chrono::seconds(10);
   while (::waitpid(stray, &status, WNOHANG) == 0 && Clock::now() < deadline)
