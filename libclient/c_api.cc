@@ -1,8 +1,11 @@
 // The C API: thin wrappers over sandbox::Client.
 #include "sandbox/sandbox.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "sandbox/client.h"
 
@@ -17,6 +20,12 @@ struct sandbox_error {
   std::string message;
   bool retryable;
 };
+struct sandbox_session {
+  sandbox::Session session;
+};
+struct sandbox_file_list {
+  std::vector<sandbox::FileEntry> entries;
+};
 
 namespace {
 
@@ -24,6 +33,46 @@ void set_error(sandbox_error** out, sandbox::ErrorCode code, std::string message
   if (!out) return;
   *out = new (std::nothrow) sandbox_error{std::string(sandbox::error_code_name(code)), std::move(message),
                                           sandbox::error_code_retryable(code)};
+}
+
+bool parse_env(const char* const* env, std::vector<std::pair<std::string, std::string>>* out, sandbox_error** error) {
+  for (const char* const* e = env; e && *e; ++e) {
+    std::string entry(*e);
+    auto eq = entry.find('=');
+    if (eq == std::string::npos) {
+      set_error(error, sandbox::ErrorCode::invalid_argument, "env entry '" + entry + "' is not NAME=VALUE");
+      return false;
+    }
+    out->emplace_back(entry.substr(0, eq), entry.substr(eq + 1));
+  }
+  return true;
+}
+
+bool valid_language(sandbox_language l) { return l >= SANDBOX_PYTHON && l <= SANDBOX_RAW; }
+
+sandbox::OutputCallback output_callback(sandbox_output_fn on_output, void* user) {
+  if (!on_output) return {};
+  return [on_output, user](sandbox::Stream s, std::string_view d) {
+    on_output(user, s == sandbox::Stream::err ? SANDBOX_STDERR : SANDBOX_STDOUT, d.data(), d.size());
+  };
+}
+
+// Runs `fn` (returning 0 or -1) with C++ exceptions turned into errors:
+// none may cross into C.
+template <class Fn>
+int guarded(sandbox_error** error, Fn&& fn) {
+  if (error) *error = nullptr;
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    set_error(error, sandbox::ErrorCode::internal, e.what());
+    return -1;
+  }
+}
+
+int null_argument(sandbox_error** error, const char* what) {
+  set_error(error, sandbox::ErrorCode::invalid_argument, std::string(what) + " must not be NULL");
+  return -1;
 }
 
 }  // namespace
@@ -49,42 +98,163 @@ int sandbox_run(const sandbox_client* c, const sandbox_run_options* o, sandbox_o
     set_error(error, sandbox::ErrorCode::invalid_argument, "client, options and result must not be NULL");
     return -1;
   }
-  if (o->language < SANDBOX_PYTHON || o->language > SANDBOX_RAW) {
+  if (!valid_language(o->language)) {
     set_error(error, sandbox::ErrorCode::invalid_argument, "unknown language");
     return -1;
   }
-  try {
+  return guarded(error, [&] {
     sandbox::RunRequest req;
     req.language = static_cast<sandbox::Language>(o->language);
     req.code.assign(o->code ? o->code : "", o->code_len);
     req.timeout = std::chrono::milliseconds(o->timeout_ms);
     req.memory_mb = o->memory_mb;
-    for (const char* const* e = o->env; e && *e; ++e) {
-      std::string entry(*e);
-      auto eq = entry.find('=');
-      if (eq == std::string::npos) {
-        set_error(error, sandbox::ErrorCode::invalid_argument, "env entry '" + entry + "' is not NAME=VALUE");
-        return -1;
-      }
-      req.env.emplace_back(entry.substr(0, eq), entry.substr(eq + 1));
-    }
-    sandbox::OutputCallback cb;
-    if (on_output)
-      cb = [&](sandbox::Stream s, std::string_view d) {
-        on_output(user, s == sandbox::Stream::err ? SANDBOX_STDERR : SANDBOX_STDOUT, d.data(), d.size());
-      };
-    auto r = c->client.run(req, cb);
+    if (!parse_env(o->env, &req.env, error)) return -1;
+    auto r = c->client.run(req, output_callback(on_output, user));
     if (!r) {
       set_error(error, r.error().code, r.error().message);
       return -1;
     }
     *result = new sandbox_result{std::move(r.value())};
     return 0;
-  } catch (const std::exception& e) {
-    set_error(error, sandbox::ErrorCode::internal, e.what());
+  });
+}
+
+void sandbox_session_options_init(sandbox_session_options* o) {
+  if (!o) return;
+  *o = sandbox_session_options{SANDBOX_PYTHON, nullptr, 30'000, 256, 300'000};
+}
+
+int sandbox_session_create(const sandbox_client* c, const sandbox_session_options* o, sandbox_session** session,
+                           sandbox_error** error) {
+  if (session) *session = nullptr;
+  if (error) *error = nullptr;
+  if (!c || !o || !session) return null_argument(error, "client, options and session");
+  if (!valid_language(o->language)) {
+    set_error(error, sandbox::ErrorCode::invalid_argument, "unknown language");
     return -1;
   }
+  return guarded(error, [&] {
+    sandbox::SessionOptions so;
+    so.language = static_cast<sandbox::Language>(o->language);
+    so.timeout = std::chrono::milliseconds(o->timeout_ms);
+    so.memory_mb = o->memory_mb;
+    so.idle_timeout = std::chrono::milliseconds(o->idle_timeout_ms);
+    if (!parse_env(o->env, &so.env, error)) return -1;
+    auto s = c->client.create_session(so);
+    if (!s) {
+      set_error(error, s.error().code, s.error().message);
+      return -1;
+    }
+    *session = new sandbox_session{std::move(s.value())};
+    return 0;
+  });
 }
+
+sandbox_session* sandbox_session_open(const sandbox_client* c, const char* id) {
+  if (!c || !id) return nullptr;
+  return new (std::nothrow) sandbox_session{c->client.session(id)};
+}
+
+const char* sandbox_session_id(const sandbox_session* s) { return s ? s->session.id().c_str() : nullptr; }
+
+int sandbox_session_exec(const sandbox_session* s, const char* code, size_t code_len, uint32_t timeout_ms,
+                         sandbox_output_fn on_output, void* user, sandbox_result** result, sandbox_error** error) {
+  if (result) *result = nullptr;
+  if (error) *error = nullptr;
+  if (!s || !result || (!code && code_len)) return null_argument(error, "session, code and result");
+  return guarded(error, [&] {
+    auto r = s->session.exec(std::string_view(code ? code : "", code_len), output_callback(on_output, user),
+                             std::chrono::milliseconds(timeout_ms));
+    if (!r) {
+      set_error(error, r.error().code, r.error().message);
+      return -1;
+    }
+    *result = new sandbox_result{std::move(r.value())};
+    return 0;
+  });
+}
+
+int sandbox_session_write_file(const sandbox_session* s, const char* path, const char* data, size_t len,
+                               int executable, sandbox_error** error) {
+  if (error) *error = nullptr;
+  if (!s || !path || (!data && len)) return null_argument(error, "session, path and data");
+  return guarded(error, [&] {
+    auto r = s->session.write_file(path, std::string_view(data ? data : "", len), executable != 0);
+    if (!r) {
+      set_error(error, r.error().code, r.error().message);
+      return -1;
+    }
+    return 0;
+  });
+}
+
+int sandbox_session_read_file(const sandbox_session* s, const char* path, char** data, size_t* len,
+                              sandbox_error** error) {
+  if (data) *data = nullptr;
+  if (len) *len = 0;
+  if (error) *error = nullptr;
+  if (!s || !path || !data || !len) return null_argument(error, "session, path, data and len");
+  return guarded(error, [&] {
+    auto r = s->session.read_file(path);
+    if (!r) {
+      set_error(error, r.error().code, r.error().message);
+      return -1;
+    }
+    auto* out = static_cast<char*>(std::malloc(r->size() + 1));
+    if (!out) {
+      set_error(error, sandbox::ErrorCode::internal, "out of memory for " + std::to_string(r->size()) + " bytes");
+      return -1;
+    }
+    std::memcpy(out, r->data(), r->size());
+    out[r->size()] = '\0';
+    *data = out;
+    *len = r->size();
+    return 0;
+  });
+}
+
+int sandbox_session_list_files(const sandbox_session* s, const char* dir, sandbox_file_list** list,
+                               sandbox_error** error) {
+  if (list) *list = nullptr;
+  if (error) *error = nullptr;
+  if (!s || !list) return null_argument(error, "session and list");
+  return guarded(error, [&] {
+    auto r = s->session.list_files(dir ? dir : "");
+    if (!r) {
+      set_error(error, r.error().code, r.error().message);
+      return -1;
+    }
+    *list = new sandbox_file_list{std::move(r.value())};
+    return 0;
+  });
+}
+
+int sandbox_session_close(const sandbox_session* s, sandbox_error** error) {
+  if (error) *error = nullptr;
+  if (!s) return null_argument(error, "session");
+  return guarded(error, [&] {
+    auto r = s->session.close();
+    if (!r) {
+      set_error(error, r.error().code, r.error().message);
+      return -1;
+    }
+    return 0;
+  });
+}
+
+void sandbox_session_free(sandbox_session* s) { delete s; }
+
+size_t sandbox_file_list_count(const sandbox_file_list* l) { return l ? l->entries.size() : 0; }
+const char* sandbox_file_list_name(const sandbox_file_list* l, size_t i) {
+  return l && i < l->entries.size() ? l->entries[i].name.c_str() : nullptr;
+}
+int sandbox_file_list_is_dir(const sandbox_file_list* l, size_t i) {
+  return l && i < l->entries.size() ? l->entries[i].is_dir : 0;
+}
+uint64_t sandbox_file_list_size(const sandbox_file_list* l, size_t i) {
+  return l && i < l->entries.size() ? l->entries[i].size : 0;
+}
+void sandbox_file_list_free(sandbox_file_list* l) { delete l; }
 
 const char* sandbox_result_stdout(const sandbox_result* r, size_t* len) {
   if (len) *len = r->r.stdout_data.size();
@@ -106,6 +276,7 @@ uint64_t sandbox_result_total_ms(const sandbox_result* r) { return r->r.timing.t
 uint64_t sandbox_result_boot_ms(const sandbox_result* r) { return r->r.timing.boot_ms; }
 int sandbox_result_warm_pool_hit(const sandbox_result* r) { return r->r.warm_pool_hit; }
 const char* sandbox_result_accelerator(const sandbox_result* r) { return r->r.accelerator.c_str(); }
+int sandbox_result_state_lost(const sandbox_result* r) { return r->r.state_lost; }
 void sandbox_result_free(sandbox_result* r) { delete r; }
 
 const char* sandbox_error_code(const sandbox_error* e) { return e->code.c_str(); }

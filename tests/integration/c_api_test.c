@@ -61,3 +61,80 @@ int c_api_check(const char* socket_path, char* why, size_t why_len) {
   sandbox_client_free(client);
   return 0;
 }
+
+#include <stdlib.h>
+
+#define SESSION_FAIL(...)                   \
+  do {                                      \
+    snprintf(why, why_len, __VA_ARGS__);    \
+    goto done;                              \
+  } while (0)
+
+/* Sessions through the C API: state across execs, files both ways, a
+ * second handle by id, typed errors, and close. Returns 0 when all behave. */
+int c_api_session_check(const char* socket_path, char* why, size_t why_len) {
+  int failed = 1;
+  sandbox_client* client = sandbox_client_new(socket_path);
+  sandbox_session* session = NULL;
+  sandbox_session* again = NULL;
+  sandbox_result* result = NULL;
+  sandbox_error* error = NULL;
+  sandbox_file_list* list = NULL;
+  char* data = NULL;
+  size_t len = 0;
+  const char* out;
+  sandbox_session_options opts;
+  sandbox_session_options_init(&opts);
+  const char* env[] = {"BASE=40", NULL};
+  opts.env = env;
+  if (sandbox_session_create(client, &opts, &session, &error) != 0)
+    SESSION_FAIL("create: %s: %s", sandbox_error_code(error), sandbox_error_message(error));
+  const char* set = "import os\nx = int(os.environ['BASE']) + 1";
+  if (sandbox_session_exec(session, set, strlen(set), 0, NULL, NULL, &result, &error) != 0)
+    SESSION_FAIL("exec: %s", sandbox_error_message(error));
+  sandbox_result_free(result);
+  result = NULL;
+  if (sandbox_session_write_file(session, "data/in.txt", "hello", 5, 0, &error) != 0)
+    SESSION_FAIL("write_file: %s", sandbox_error_message(error));
+  /* Another handle on the same session, by id. */
+  again = sandbox_session_open(client, sandbox_session_id(session));
+  const char* use = "print(x + 1, open('data/in.txt').read())\nopen('data/out.bin', 'wb').write(b'\\x00\\xffok')";
+  if (sandbox_session_exec(again, use, strlen(use), 5000, NULL, NULL, &result, &error) != 0)
+    SESSION_FAIL("exec by id: %s", sandbox_error_message(error));
+  out = sandbox_result_stdout(result, &len);
+  if (len != 9 || memcmp(out, "42 hello\n", 9) != 0 || sandbox_result_state_lost(result))
+    SESSION_FAIL("state not kept: stdout '%.*s'", (int)len, out);
+  if (sandbox_session_read_file(session, "data/out.bin", &data, &len, &error) != 0)
+    SESSION_FAIL("read_file: %s", sandbox_error_message(error));
+  if (len != 4 || memcmp(data, "\0\xffok", 4) != 0) SESSION_FAIL("read_file returned %zu other bytes", len);
+  if (sandbox_session_list_files(session, "data", &list, &error) != 0)
+    SESSION_FAIL("list_files: %s", sandbox_error_message(error));
+  size_t in = sandbox_file_list_count(list);
+  for (size_t i = 0; i < sandbox_file_list_count(list); ++i)
+    if (strcmp(sandbox_file_list_name(list, i), "in.txt") == 0) in = i;
+  if (sandbox_file_list_count(list) != 2 || in == 2 || sandbox_file_list_size(list, in) != 5 ||
+      sandbox_file_list_is_dir(list, in) || sandbox_file_list_name(list, 2) != NULL)
+    SESSION_FAIL("list_files: %zu entries, first '%s'", sandbox_file_list_count(list), sandbox_file_list_name(list, 0));
+  if (sandbox_session_write_file(session, "../escape", "x", 1, 0, &error) == 0 ||
+      strcmp(sandbox_error_code(error), "invalid_argument") != 0)
+    SESSION_FAIL("a path climbing out of home was not invalid_argument");
+  sandbox_error_free(error);
+  error = NULL;
+  if (sandbox_session_close(session, &error) != 0) SESSION_FAIL("close: %s", sandbox_error_message(error));
+  sandbox_result_free(result);
+  result = NULL;
+  if (sandbox_session_exec(again, "1", 1, 0, NULL, NULL, &result, &error) == 0 ||
+      strcmp(sandbox_error_code(error), "session_closed") != 0)
+    SESSION_FAIL("an exec after close was not session_closed");
+  failed = 0;
+done:
+  if (failed && session) sandbox_session_close(session, NULL);
+  free(data);
+  sandbox_file_list_free(list);
+  sandbox_result_free(result);
+  sandbox_error_free(error);
+  sandbox_session_free(again);
+  sandbox_session_free(session);
+  sandbox_client_free(client);
+  return failed;
+}

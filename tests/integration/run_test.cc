@@ -190,6 +190,13 @@ TEST_CASE("the C API runs code and reports typed errors") {
   CHECK_MESSAGE(c_api_check(TestDaemon::shared().socket().c_str(), why, sizeof why) == 0, why);
 }
 
+extern "C" int c_api_session_check(const char* socket_path, char* why, size_t why_len);
+
+TEST_CASE("the C API drives sessions: state, files both ways, a handle by id, typed errors, close") {
+  char why[512] = "";
+  CHECK_MESSAGE(c_api_session_check(TestDaemon::shared().socket().c_str(), why, sizeof why) == 0, why);
+}
+
 TEST_CASE("output past the caps is truncated and flagged while the run completes") {
   auto r = client().run(req(Language::python,
                             "import sys\n"

@@ -14,6 +14,8 @@ extern "C" {
 typedef struct sandbox_client sandbox_client;
 typedef struct sandbox_result sandbox_result;
 typedef struct sandbox_error sandbox_error;
+typedef struct sandbox_session sandbox_session;
+typedef struct sandbox_file_list sandbox_file_list;
 
 typedef enum { SANDBOX_PYTHON = 0, SANDBOX_JAVASCRIPT = 1, SANDBOX_RAW = 2 } sandbox_language;
 typedef enum { SANDBOX_STDOUT = 1, SANDBOX_STDERR = 2 } sandbox_stream;
@@ -56,6 +58,52 @@ uint64_t sandbox_result_boot_ms(const sandbox_result* r);
 int sandbox_result_warm_pool_hit(const sandbox_result* r);
 const char* sandbox_result_accelerator(const sandbox_result* r);
 void sandbox_result_free(sandbox_result* r);
+
+/* Sessions: a VM kept alive across execs; variables, imports, files and
+ * background processes persist. A sandbox_session is a handle: freeing it
+ * leaves the session open in the daemon until sandbox_session_close, its
+ * idle timeout or its VM's end. */
+typedef struct {
+  sandbox_language language;
+  const char* const* env;   /* "NAME=VALUE", NULL-terminated; the interpreter's for the whole session */
+  uint32_t timeout_ms;      /* each exec's default */
+  uint32_t memory_mb;
+  uint32_t idle_timeout_ms; /* closed after this long without a call */
+} sandbox_session_options;
+
+/* Fills defaults: python, 30 s per exec, 256 MB, 300 s idle, no env. */
+void sandbox_session_options_init(sandbox_session_options* options);
+/* Blocks until the session's VM is ready. */
+int sandbox_session_create(const sandbox_client* client, const sandbox_session_options* options,
+                           sandbox_session** session, sandbox_error** error);
+/* A handle on an existing session of the caller's, by id (checked on use). */
+sandbox_session* sandbox_session_open(const sandbox_client* client, const char* id);
+const char* sandbox_session_id(const sandbox_session* session);
+/* Like sandbox_run, in the session's interpreter; timeout_ms 0 takes the
+ * session's default. */
+int sandbox_session_exec(const sandbox_session* session, const char* code, size_t code_len, uint32_t timeout_ms,
+                         sandbox_output_fn on_output, void* user_data, sandbox_result** result, sandbox_error** error);
+/* Paths are relative to the session's home; files are at most 50 MB. */
+int sandbox_session_write_file(const sandbox_session* session, const char* path, const char* data, size_t len,
+                               int executable, sandbox_error** error);
+/* *data is malloc'ed (NUL-terminated past *len): free it with free(). */
+int sandbox_session_read_file(const sandbox_session* session, const char* path, char** data, size_t* len,
+                              sandbox_error** error);
+/* dir NULL or "" lists the home. */
+int sandbox_session_list_files(const sandbox_session* session, const char* dir, sandbox_file_list** list,
+                               sandbox_error** error);
+/* Destroys the session's VM; later calls get session_closed. */
+int sandbox_session_close(const sandbox_session* session, sandbox_error** error);
+void sandbox_session_free(sandbox_session* session);
+
+size_t sandbox_file_list_count(const sandbox_file_list* list);
+const char* sandbox_file_list_name(const sandbox_file_list* list, size_t i);
+int sandbox_file_list_is_dir(const sandbox_file_list* list, size_t i);
+uint64_t sandbox_file_list_size(const sandbox_file_list* list, size_t i);
+void sandbox_file_list_free(sandbox_file_list* list);
+
+/* Session execs: 1 when the interpreter had to be restarted (its state is gone). */
+int sandbox_result_state_lost(const sandbox_result* r);
 
 /* Stable code name from the shared taxonomy, e.g. "invalid_argument". */
 const char* sandbox_error_code(const sandbox_error* e);
