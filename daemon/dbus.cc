@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/limits.h"
@@ -28,23 +29,41 @@ int invalid(sd_bus_error* error, const std::string& message) {
   return set_error(error, ErrorCode::invalid_argument, message);
 }
 
-// Reads the a{sv} options of Run. Unknown keys and wrong types are errors.
-int read_options(sd_bus_message* m, proto::RunRequest* req, bool* stream, uint64_t* request, sd_bus_error* error) {
+// The a{sv} options of the methods; each method names the keys it takes.
+struct Options {
+  uint32_t timeout_ms = 0;
+  uint32_t memory_mb = 0;
+  uint32_t idle_timeout_ms = 0;
+  proto::EnvList env;
+  bool stream = false;
+  uint64_t request = 0;
+};
+
+// Reads a{sv} options; keys outside `allowed` and wrong types are errors.
+int read_options(sd_bus_message* m, const std::vector<std::string>& allowed, Options* o, sd_bus_error* error) {
+  auto* req = o;
+  auto* stream = &o->stream;
+  auto* request = &o->request;
   int r = sd_bus_message_enter_container(m, 'a', "{sv}");
   if (r < 0) return r;
   while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
     const char* key = nullptr;
     if ((r = sd_bus_message_read(m, "s", &key)) < 0) return r;
     std::string k = key;
+    if (std::find(allowed.begin(), allowed.end(), k) == allowed.end()) {
+      std::string names;
+      for (const auto& a : allowed) names += (names.empty() ? "" : ", ") + a;
+      return invalid(error, "unknown option '" + k + "' (" + names + ")");
+    }
     const char* contents = nullptr;
     if ((r = sd_bus_message_peek_type(m, nullptr, &contents)) < 0) return r;
     std::string type = contents ? contents : "";
     auto want = [&](const char* t) { return type == t ? 0 : invalid(error, "option '" + k + "' must be of type " + t); };
-    if (k == "timeout_ms" || k == "memory_mb") {
+    if (k == "timeout_ms" || k == "memory_mb" || k == "idle_timeout_ms") {
       if ((r = want("u")) < 0) return r;
       uint32_t v = 0;
       if ((r = sd_bus_message_read(m, "v", "u", &v)) < 0) return r;
-      (k == "timeout_ms" ? req->timeout_ms : req->memory_mb) = v;
+      (k == "timeout_ms" ? req->timeout_ms : k == "memory_mb" ? req->memory_mb : req->idle_timeout_ms) = v;
     } else if (k == "stream") {
       if ((r = want("b")) < 0) return r;
       int v = 0;
@@ -66,8 +85,6 @@ int read_options(sd_bus_message* m, proto::RunRequest* req, bool* stream, uint64
       if (r < 0) return r;
       if ((r = sd_bus_message_exit_container(m)) < 0) return r;
       if ((r = sd_bus_message_exit_container(m)) < 0) return r;
-    } else {
-      return invalid(error, "unknown option '" + k + "' (timeout_ms, memory_mb, env, stream, request)");
     }
     if ((r = sd_bus_message_exit_container(m)) < 0) return r;
   }
@@ -81,6 +98,16 @@ const sd_bus_vtable kVtable[] = {
                              "iayaya{sv}",
                              SD_BUS_PARAM(exit_code) SD_BUS_PARAM(stdout) SD_BUS_PARAM(stderr) SD_BUS_PARAM(details),
                              DbusService::on_run_thunk, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("CreateSession", "sa{sv}", SD_BUS_PARAM(language) SD_BUS_PARAM(options), "s",
+                             SD_BUS_PARAM(session), DbusService::on_create_session_thunk, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("SessionExec", "ssa{sv}", SD_BUS_PARAM(session) SD_BUS_PARAM(code) SD_BUS_PARAM(options),
+                             "iayaya{sv}",
+                             SD_BUS_PARAM(exit_code) SD_BUS_PARAM(stdout) SD_BUS_PARAM(stderr) SD_BUS_PARAM(details),
+                             DbusService::on_session_exec_thunk, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("CloseSession", "s", SD_BUS_PARAM(session), "", , DbusService::on_close_session_thunk,
+                             SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("ListSessions", "", , "a(ssuutt)", SD_BUS_PARAM(sessions),
+                             DbusService::on_list_sessions_thunk, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_PROPERTY("Version", "s", DbusService::on_property_thunk, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("Accelerator", "s", DbusService::on_property_thunk, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("AcceleratorReason", "s", DbusService::on_property_thunk, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -112,12 +139,14 @@ std::string dbus_error_name(ErrorCode code) {
   return name;
 }
 
-// One Run call in flight: it answers the caller when the run ends, and
-// streams output as unicast signals to the caller alone.
+// One call in flight (Run, CreateSession, SessionExec, CloseSession): it
+// answers the caller when the manager does, and streams output as unicast
+// signals to the caller alone.
 class DbusCall : public RunObserver {
  public:
-  DbusCall(DbusService* service, sd_bus_message* call, bool stream, uint64_t request)
-      : service_(service), call_(sd_bus_message_ref(call)), stream_(stream), request_(request) {
+  enum class Kind { run, create, exec, close };
+  DbusCall(DbusService* service, sd_bus_message* call, Kind kind, bool stream, uint64_t request)
+      : service_(service), call_(sd_bus_message_ref(call)), kind_(kind), stream_(stream), request_(request) {
     if (const char* s = sd_bus_message_get_sender(call)) sender_ = s;
   }
 
@@ -163,6 +192,8 @@ class DbusCall : public RunObserver {
     u("total_ms", r.timing.total_ms);
     b("warm_pool_hit", r.warm_pool_hit);
     if (rc >= 0) rc = sd_bus_message_append(raw, "{sv}", "accelerator", "s", r.accelerator.c_str());
+    if (rc >= 0) rc = sd_bus_message_append(raw, "{sv}", "vm_start", "s", r.vm_start.c_str());
+    if (kind_ == Kind::exec) b("state_lost", r.state_lost);
     u("request", request_);
     if (rc >= 0) rc = sd_bus_message_close_container(raw);
     if (rc >= 0) rc = sd_bus_send(service_->bus_, raw, nullptr);
@@ -170,9 +201,22 @@ class DbusCall : public RunObserver {
     finish();
   }
 
-  // Only runs travel over D-Bus; a reply to anything else is a bug.
-  void on_reply(proto::Message) override {
-    on_error(proto::ErrorReply{0, ErrorCode::internal, "unexpected reply to a D-Bus run"});
+  // A session opened (its info) or closed (an Ack).
+  void on_reply(proto::Message m) override {
+    if (done_) return;
+    auto* list = std::get_if<proto::SessionList>(&m);
+    if (kind_ == Kind::create && list && list->sessions.size() == 1) {
+      done_ = true;
+      int rc = sd_bus_reply_method_return(call_.m, "s", list->sessions[0].session.c_str());
+      if (rc < 0) log_warning(std::string("D-Bus: cannot send a CreateSession reply: ") + std::strerror(-rc));
+      return finish();
+    }
+    if (kind_ == Kind::close && std::holds_alternative<proto::Ack>(m)) {
+      done_ = true;
+      sd_bus_reply_method_return(call_.m, "");
+      return finish();
+    }
+    on_error(proto::ErrorReply{0, ErrorCode::internal, "unexpected reply to a D-Bus call"});
   }
   void on_error(proto::ErrorReply e) override {
     if (done_) return;
@@ -196,6 +240,7 @@ class DbusCall : public RunObserver {
   DbusService* service_;
   MessageRef call_;
   std::string sender_;
+  Kind kind_;
   bool stream_;
   uint64_t request_;
   bool done_ = false;
@@ -207,22 +252,39 @@ DbusService::DbusService(uv_loop_t* loop, Manager& manager, AccessPolicy policy)
 
 DbusService::~DbusService() { stop(); }
 
-int DbusService::on_run_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error) {
-  // Never let an exception cross the C library.
+namespace {
+
+// Never let an exception cross the C library.
+template <class Fn>
+int guarded(sd_bus_error* error, Fn&& fn) {
   try {
-    return static_cast<DbusService*>(userdata)->run(m, error);
+    return fn();
   } catch (const std::exception& e) {
     return set_error(error, ErrorCode::internal, e.what());
   }
 }
 
+}  // namespace
+
+int DbusService::on_run_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+  return guarded(error, [&] { return static_cast<DbusService*>(userdata)->run(m, error); });
+}
+int DbusService::on_create_session_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+  return guarded(error, [&] { return static_cast<DbusService*>(userdata)->create_session(m, error); });
+}
+int DbusService::on_session_exec_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+  return guarded(error, [&] { return static_cast<DbusService*>(userdata)->session_call(m, true, error); });
+}
+int DbusService::on_close_session_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+  return guarded(error, [&] { return static_cast<DbusService*>(userdata)->session_call(m, false, error); });
+}
+int DbusService::on_list_sessions_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+  return guarded(error, [&] { return static_cast<DbusService*>(userdata)->list_sessions(m, error); });
+}
+
 int DbusService::on_property_thunk(sd_bus*, const char*, const char*, const char* property, sd_bus_message* reply,
                                    void* userdata, sd_bus_error* error) {
-  try {
-    return static_cast<DbusService*>(userdata)->property(property, reply, error);
-  } catch (const std::exception& e) {
-    return set_error(error, ErrorCode::internal, e.what());
-  }
+  return guarded(error, [&] { return static_cast<DbusService*>(userdata)->property(property, reply, error); });
 }
 
 Result<void> DbusService::start(const std::string& address) {
@@ -317,7 +379,7 @@ void DbusService::finished(DbusCall* call) {
   }, 0, 0);
 }
 
-int DbusService::run(sd_bus_message* m, sd_bus_error* error) {
+int DbusService::authorize(sd_bus_message* m, Caller* out, sd_bus_error* error) {
   // Authorization equals the socket's: the sender's uid and groups.
   sd_bus_creds* creds = nullptr;
   int r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID | SD_BUS_CREDS_EGID | SD_BUS_CREDS_SUPPLEMENTARY_GIDS |
@@ -340,30 +402,117 @@ int DbusService::run(sd_bus_message* m, sd_bus_error* error) {
   sd_bus_creds_unref(creds);
   if (r < 0) return set_error(error, ErrorCode::permission_denied, "cannot identify the caller");
   if (!peer_allowed(policy_, caller, groups)) {
-    log_warning("D-Bus: refused Run from uid " + std::to_string(caller.uid));
+    log_warning("D-Bus: refused " + std::string(sd_bus_message_get_member(m)) + " from uid " + std::to_string(caller.uid));
     return set_error(error, ErrorCode::permission_denied,
                      "uid " + std::to_string(caller.uid) + " is not allowed to use sandboxd");
   }
+  *out = caller;
+  return 0;
+}
 
+namespace {
+
+int read_language(const char* name, proto::Language* out, sd_bus_error* error) {
+  auto lang = proto::language_from_name(name);
+  if (!lang) return invalid(error, std::string("unknown language '") + name + "' (python, javascript, raw)");
+  *out = *lang;
+  return 0;
+}
+
+}  // namespace
+
+int DbusService::run(sd_bus_message* m, sd_bus_error* error) {
+  Caller caller;
+  int r = authorize(m, &caller, error);
+  if (r < 0) return r;
   const char *language = nullptr, *code = nullptr;
   if ((r = sd_bus_message_read(m, "ss", &language, &code)) < 0) return r;
   proto::RunRequest req;
-  auto lang = proto::language_from_name(language);
-  if (!lang) return invalid(error, std::string("unknown language '") + language + "' (python, javascript, raw)");
-  req.language = *lang;
+  if ((r = read_language(language, &req.language, error)) < 0) return r;
   req.code = code;
-  req.timeout_ms = limits::kDefaultTimeoutMs;
-  req.memory_mb = limits::kDefaultMemoryMb;
-  bool stream = false;
-  uint64_t request = 0;
-  if ((r = read_options(m, &req, &stream, &request, error)) < 0) return r;
-
-  auto call = std::make_shared<DbusCall>(this, m, stream, request);
+  Options o;
+  o.timeout_ms = limits::kDefaultTimeoutMs;
+  o.memory_mb = limits::kDefaultMemoryMb;
+  if ((r = read_options(m, {"timeout_ms", "memory_mb", "env", "stream", "request"}, &o, error)) < 0) return r;
+  req.timeout_ms = o.timeout_ms;
+  req.memory_mb = o.memory_mb;
+  req.env = std::move(o.env);
+  auto call = std::make_shared<DbusCall>(this, m, DbusCall::Kind::run, o.stream, o.request);
   auto id = manager_.run(caller, std::move(req), call);
   if (!id) return set_error(error, id.error().code, id.error().message);
   call->set_run(*id);
   calls_.emplace(call.get(), std::move(call));
   return 1;  // the reply is sent when the run ends
+}
+
+int DbusService::create_session(sd_bus_message* m, sd_bus_error* error) {
+  Caller caller;
+  int r = authorize(m, &caller, error);
+  if (r < 0) return r;
+  const char* language = nullptr;
+  if ((r = sd_bus_message_read(m, "s", &language)) < 0) return r;
+  proto::SessionCreate req;
+  if ((r = read_language(language, &req.language, error)) < 0) return r;
+  Options o;
+  o.timeout_ms = limits::kDefaultTimeoutMs;
+  o.memory_mb = limits::kDefaultMemoryMb;
+  if ((r = read_options(m, {"timeout_ms", "memory_mb", "idle_timeout_ms", "env"}, &o, error)) < 0) return r;
+  req.id = ++next_request_;
+  req.timeout_ms = o.timeout_ms;
+  req.memory_mb = o.memory_mb;
+  req.idle_timeout_ms = o.idle_timeout_ms;
+  req.env = std::move(o.env);
+  auto call = std::make_shared<DbusCall>(this, m, DbusCall::Kind::create, false, 0);
+  auto id = manager_.create_session(caller, std::move(req), call);
+  if (!id) return set_error(error, id.error().code, id.error().message);
+  // Until it is open, the session dies with the service (as with a connection).
+  call->set_run(*id);
+  calls_.emplace(call.get(), std::move(call));
+  return 1;
+}
+
+int DbusService::session_call(sd_bus_message* m, bool exec, sd_bus_error* error) {
+  Caller caller;
+  int r = authorize(m, &caller, error);
+  if (r < 0) return r;
+  const char* session = nullptr;
+  if ((r = sd_bus_message_read(m, "s", &session)) < 0) return r;
+  uint64_t request_id = ++next_request_;
+  proto::Message req;
+  Options o;
+  if (exec) {
+    const char* code = nullptr;
+    if ((r = sd_bus_message_read(m, "s", &code)) < 0) return r;
+    if ((r = read_options(m, {"timeout_ms", "stream", "request"}, &o, error)) < 0) return r;
+    req = proto::SessionExec{request_id, session, code, o.timeout_ms};
+  } else {
+    req = proto::SessionClose{request_id, session};
+  }
+  auto call = std::make_shared<DbusCall>(this, m, exec ? DbusCall::Kind::exec : DbusCall::Kind::close, o.stream,
+                                         o.request);
+  // Session calls outlive the bus call's caller: nothing is cancelled.
+  if (auto res = manager_.session_request(caller, request_id, std::move(req), call); !res)
+    return set_error(error, res.error().code, res.error().message);
+  calls_.emplace(call.get(), std::move(call));
+  return 1;
+}
+
+int DbusService::list_sessions(sd_bus_message* m, sd_bus_error* error) {
+  Caller caller;
+  int r = authorize(m, &caller, error);
+  if (r < 0) return r;
+  sd_bus_message* raw = nullptr;
+  if ((r = sd_bus_message_new_method_return(m, &raw)) < 0) return r;
+  MessageRef reply(raw);
+  r = sd_bus_message_open_container(raw, 'a', "(ssuutt)");
+  for (const auto& s : manager_.sessions(caller)) {
+    if (r < 0) break;
+    r = sd_bus_message_append(raw, "(ssuutt)", s.session.c_str(), std::string(proto::language_name(s.language)).c_str(),
+                              s.memory_mb, s.idle_timeout_ms, s.exec_count, s.last_activity_unix_ms);
+  }
+  if (r >= 0) r = sd_bus_message_close_container(raw);
+  if (r >= 0) r = sd_bus_send(bus_, raw, nullptr);
+  return r < 0 ? r : 1;
 }
 
 int DbusService::property(const char* name, sd_bus_message* reply, sd_bus_error* error) {

@@ -32,6 +32,10 @@ class DbusService {
  public:
   // sd-bus entry points (C callbacks; they never let an exception out).
   static int on_run_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error);
+  static int on_create_session_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error);
+  static int on_session_exec_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error);
+  static int on_close_session_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error);
+  static int on_list_sessions_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error);
   static int on_property_thunk(sd_bus* bus, const char* path, const char* interface, const char* property,
                                sd_bus_message* reply, void* userdata, sd_bus_error* error);
 
@@ -46,7 +50,13 @@ class DbusService {
 
  private:
   friend class DbusCall;
+  // The sender's uid and groups, checked like the socket's peer; < 0 refused.
+  int authorize(sd_bus_message* m, Caller* caller, sd_bus_error* error);
   int run(sd_bus_message* m, sd_bus_error* error);
+  int create_session(sd_bus_message* m, sd_bus_error* error);
+  // SessionExec (exec) or CloseSession.
+  int session_call(sd_bus_message* m, bool exec, sd_bus_error* error);
+  int list_sessions(sd_bus_message* m, sd_bus_error* error);
   int property(const char* name, sd_bus_message* reply, sd_bus_error* error);
   // Runs sd-bus until it has nothing to do, then re-arms the poll and timer.
   void process();
@@ -63,6 +73,8 @@ class DbusService {
   UvHandle<uv_timer_t> reap_;
   std::map<DbusCall*, std::shared_ptr<DbusCall>> calls_;
   std::vector<std::shared_ptr<DbusCall>> done_;
+  // Request ids of session calls made over the bus.
+  uint64_t next_request_ = 0;
 };
 
 }  // namespace sandbox::daemon

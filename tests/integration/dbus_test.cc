@@ -129,6 +129,38 @@ TEST_CASE("D-Bus: Run for each language through busctl") {
   CHECK(sh.out.starts_with("iayaya{sv} 4 0 3 104 105 10 "));
 }
 
+TEST_CASE("D-Bus: sessions keep state across SessionExec, are listed, and end with CloseSession") {
+  auto created = busctl({"call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "CreateSession", "sa{sv}",
+                         "python", "1", "env", "a{ss}", "1", "BASE", "40"});
+  REQUIRE_MESSAGE(created.exit_code == 0, created.err);
+  REQUIRE(created.out.starts_with("s \""));
+  std::string id = created.out.substr(3, created.out.find('"', 3) - 3);
+  REQUIRE(!id.empty());
+  auto exec = [&](const std::string& code) {
+    return busctl({"--json=short", "call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "SessionExec",
+                   "ssa{sv}", id, code, "0"});
+  };
+  auto set = exec("import os\nx = int(os.environ['BASE']) + 2");
+  CHECK_MESSAGE(set.exit_code == 0, set.err);
+  auto get = exec("print(x)");
+  CHECK_MESSAGE(get.exit_code == 0, get.err);
+  CHECK(get.out.find("\"data\":[0,[52,50,10],[]") != std::string::npos);  // "42\n"
+  CHECK(get.out.find("\"state_lost\":{\"type\":\"b\",\"data\":false}") != std::string::npos);
+  auto ls = busctl({"call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "ListSessions"});
+  CHECK(ls.exit_code == 0);
+  CHECK(ls.out.starts_with("a(ssuutt) 1 \"" + id + "\" \"python\" 256 "));
+  auto closed = busctl({"call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "CloseSession", "s", id});
+  CHECK_MESSAGE(closed.exit_code == 0, closed.err);
+  auto after = exec("print(x)");
+  CHECK(after.exit_code != 0);
+  CHECK(after.err.find("closed") != std::string::npos);
+  auto unknown = busctl({"call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "SessionExec", "ssa{sv}",
+                         "no-such-session", "1", "0"});
+  CHECK(unknown.exit_code != 0);
+  CHECK(unknown.err.find("no session 'no-such-session'") != std::string::npos);
+  REQUIRE(fixture().daemon.wait_children_at_most(0, std::chrono::seconds(20)));
+}
+
 TEST_CASE("D-Bus: errors carry the taxonomy's names") {
   Bus b(fixture().bus.address());
   auto call = [&](const char* language, const char* key, uint32_t value) {
