@@ -18,6 +18,9 @@ PACKAGES=(
   bubblewrap
   # compiling the AppArmor profiles and the SELinux module in the tests
   apparmor checkpolicy semodule-utils
+  # the fuzz test (tests/fuzz/run.sh): clang, and its libFuzzer and sanitizer
+  # runtimes, which clang only recommends
+  clang libclang-rt-14-dev
 )
 
 if [[ $EUID -ne 0 ]]; then

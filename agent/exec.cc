@@ -1,173 +1,22 @@
 #include "agent/exec.h"
 
 #include <fcntl.h>
-#include <grp.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <dirent.h>
-
 #include <algorithm>
-#include <fstream>
-#include <vector>
 
-#include "agent/seccomp.h"
+#include <sandbox/limits.h>
+
+#include "agent/launchers.h"
 #include "agent/system.h"
-#include "common/limits.h"
+#include "common/io.h"
 
 namespace sandbox::agent {
 namespace {
-
-// The interpreter waits on fd 3 for one byte (or EOF). "g" (or anything
-// else) runs the code file once, as a script would run: its own __main__
-// module, its own argv. "s" starts a session: each line then read from fd 3
-// runs the cell file in the same namespace, and its status goes back as a
-// line on fd 4. An exception, SystemExit or KeyboardInterrupt (the agent's
-// timeout) ends the cell, not the interpreter.
-constexpr const char* kPythonLauncher = R"PY(
-import os, sys, types
-def _sandbox_session():
-    import linecache
-    module = types.ModuleType('__main__')
-    module.__builtins__ = __builtins__
-    sys.modules['__main__'] = module
-    sys.argv = ['']
-    sys.path[0] = ''
-    pending = b''
-    n = 0
-    while True:
-        try:
-            while b'\n' not in pending:
-                chunk = os.read(3, 64)
-                if not chunk:
-                    os._exit(0)
-                pending += chunk
-            pending = pending.split(b'\n', 1)[1]
-        except KeyboardInterrupt:
-            continue
-        n += 1
-        status = 0
-        try:
-            try:
-                with open('/run/sandbox/cell.py', 'rb') as f:
-                    source = f.read()
-                name = '<exec %d>' % n
-                linecache.cache[name] = (len(source), None, source.decode('utf-8', 'replace').splitlines(True), name)
-                exec(compile(source, name, 'exec', dont_inherit=True), module.__dict__)
-            except SystemExit as e:
-                if e.code is None:
-                    status = 0
-                elif isinstance(e.code, int):
-                    status = e.code & 0xff
-                else:
-                    print(e.code, file=sys.stderr)
-                    status = 1
-            except BaseException as e:
-                tb = e.__traceback__.tb_next if e.__traceback__ else None
-                sys.excepthook(type(e), e.with_traceback(tb), tb)
-                status = 130 if isinstance(e, KeyboardInterrupt) else 1
-        except KeyboardInterrupt:
-            status = 130
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except BaseException:
-            pass
-        os.write(4, b'%d\n' % status)
-def _sandbox_main():
-    if os.read(3, 1) == b's':
-        return _sandbox_session()
-    os.close(3)
-    os.close(4)
-    path = '/run/sandbox/main.py'
-    with open(path, 'rb') as f:
-        source = f.read()
-    sys.argv = [path]
-    sys.path[0] = os.path.dirname(path)
-    module = types.ModuleType('__main__')
-    module.__file__ = path
-    module.__builtins__ = __builtins__
-    sys.modules['__main__'] = module
-    try:
-        code = compile(source, path, 'exec', dont_inherit=True)
-        exec(code, module.__dict__)
-    except SystemExit:
-        raise
-    except BaseException as e:
-        # Report as an uncaught exception of the script itself.
-        tb = e.__traceback__.tb_next if e.__traceback__ else None
-        sys.excepthook(type(e), e.with_traceback(tb), tb)
-        sys.exit(1)
-_sandbox_main()
-)PY";
-
-// Node: the same protocol. Cells run with vm.runInThisContext, so
-// top-level const, let, functions and classes persist like in the REPL;
-// SIGINT (the timeout) interrupts a cell, and errors thrown later by timers
-// are printed rather than fatal.
-constexpr const char* kNodeLauncher = R"JS(
-const fs = require('fs');
-const mode = Buffer.alloc(1);
-try { fs.readSync(3, mode, 0, 1, null); } catch (e) {}
-if (mode.toString() === 's') {
-  const vm = require('vm');
-  const util = require('util');
-  globalThis.require = require;
-  const report = (e) => { try { process.stderr.write(util.inspect(e) + '\n'); } catch (_) {} };
-  process.on('uncaughtException', report);
-  process.on('unhandledRejection', report);
-  process.on('SIGINT', () => {});
-  let n = 0;
-  let pending = '';
-  const input = new (require('net').Socket)({ fd: 3, readable: true, writable: false });
-  input.on('data', (d) => {
-    pending += d.toString();
-    let i;
-    while ((i = pending.indexOf('\n')) >= 0) {
-      pending = pending.slice(i + 1);
-      n += 1;
-      let status = 0;
-      try {
-        const source = fs.readFileSync('/run/sandbox/cell.js', 'utf8');
-        vm.runInThisContext(source, { filename: `<exec ${n}>`, breakOnSigint: true });
-      } catch (e) {
-        status = e && e.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED' ? 130 : 1;
-        report(e);
-      }
-      fs.writeSync(4, `${status}\n`);
-    }
-  });
-  input.on('end', () => process.exit(0));
-} else {
-fs.closeSync(3);
-fs.closeSync(4);
-const Module = require('module');
-const path = '/run/sandbox/main.js';
-const m = new Module(path, null);
-m.filename = path;
-m.paths = Module._nodeModulePaths('/run/sandbox');
-process.argv[1] = path;
-m._compile(fs.readFileSync(path, 'utf8'), path);
-}
-)JS";
-
-// Bash: cells are sourced by the same shell, so variables, functions and the
-// working directory persist. SIGUSR1 (the timeout) returns from the cell;
-// not SIGINT, whose special handling while bash waits for a foreground
-// child leaves later traps undelivered.
-constexpr const char* kBashLauncher = R"SH(read -r -N 1 -u 3 __sandbox_mode
-if [[ $__sandbox_mode != s ]]; then exec 3<&- 4>&-; unset __sandbox_mode; source /run/sandbox/main.sh; exit; fi
-unset __sandbox_mode
-trap 'return 130 2>/dev/null' USR1
-while IFS= read -r -u 3 __sandbox_cell; do
-  source /run/sandbox/cell.sh
-  printf '%d\n' "$?" >&4
-done
-exit 0)SH";
 
 struct Interpreter {
   const char* file;  // where the code is written
@@ -175,15 +24,15 @@ struct Interpreter {
   std::vector<std::string> argv;
 };
 
-Interpreter interpreter_for(proto::Language language) {
+Interpreter interpreter_for(Language language) {
   switch (language) {
-    case proto::Language::python:
+    case Language::python:
       // -u: unbuffered, so output streams while the code runs.
-      return {"/run/sandbox/main.py", "/run/sandbox/cell.py", {"/usr/bin/python3", "-u", "-c", kPythonLauncher}};
-    case proto::Language::javascript:
-      return {"/run/sandbox/main.js", "/run/sandbox/cell.js", {"/usr/bin/node", "-e", kNodeLauncher}};
-    case proto::Language::raw:
-      return {"/run/sandbox/main.sh", "/run/sandbox/cell.sh", {"/bin/bash", "-c", kBashLauncher, "main.sh"}};
+      return {"/run/sandbox/main.py", "/run/sandbox/cell.py", {"/usr/bin/python3", "-u", "-c", launchers::kPython}};
+    case Language::javascript:
+      return {"/run/sandbox/main.js", "/run/sandbox/cell.js", {"/usr/bin/node", "-e", launchers::kNode}};
+    case Language::raw:
+      return {"/run/sandbox/main.sh", "/run/sandbox/cell.sh", {"/bin/bash", "-c", launchers::kBash, "main.sh"}};
   }
   return {"/run/sandbox/main.sh", "/run/sandbox/cell.sh", {"/bin/false"}};
 }
@@ -191,13 +40,13 @@ Interpreter interpreter_for(proto::Language language) {
 Result<void> write_file(const char* path, std::string_view data) {
   unique_fd fd(::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
   if (!fd) return Error::sys("open", path);
-  while (!data.empty()) {
-    ssize_t n = ::write(fd.get(), data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Error::sys("write", path);
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return ok();
+  return write_all(fd.get(), data, path);
+}
+
+Result<void> write_line(const std::string& path, std::string_view value) {
+  unique_fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return Error::sys("open", path);
+  return write_all(fd.get(), value, path);
 }
 
 void arm(int timer, std::chrono::milliseconds after) {
@@ -206,6 +55,16 @@ void arm(int timer, std::chrono::milliseconds after) {
   its.it_value.tv_sec = ms / 1000;
   its.it_value.tv_nsec = (ms % 1000) * 1'000'000;
   ::timerfd_settime(timer, 0, &its, nullptr);
+}
+
+void disarm(int timer) {
+  itimerspec off{};
+  ::timerfd_settime(timer, 0, &off, nullptr);
+}
+
+uint64_t ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  if (b <= a) return 0;
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count());
 }
 
 // A wait status as exit code and signal (128+N when killed by signal N).
@@ -218,18 +77,18 @@ void set_exit(int status, proto::ExecDone* done) {
   }
 }
 
-// Async-signal-safe write of a message from a forked child.
-void child_fail(const char* what) {
-  const char prefix[] = "sandbox: cannot start program: ";
-  (void)!::write(2, prefix, sizeof(prefix) - 1);
-  (void)!::write(2, what, __builtin_strlen(what));
-  (void)!::write(2, "\n", 1);
-  ::_exit(127);
+struct Pipe {
+  unique_fd read, write;
+};
+Result<Pipe> make_pipe() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return Error::sys("pipe2");
+  return Pipe{unique_fd(p[0]), unique_fd(p[1])};
 }
 
 }  // namespace
 
-Result<std::unique_ptr<Execution>> Execution::spawn(proto::Language language, const proto::EnvList& env_in,
+Result<std::unique_ptr<Execution>> Execution::spawn(Language language, const EnvList& env_in,
                                                     const std::string& tree, const std::vector<sock_filter>& filter) {
   auto interp = interpreter_for(language);
   std::vector<std::string> env = {
@@ -248,67 +107,46 @@ Result<std::unique_ptr<Execution>> Execution::spawn(proto::Language language, co
     std::erase_if(env, [&](const std::string& e) { return e.starts_with(prefix); });
     env.push_back(prefix + v);
   }
-  std::vector<char*> argv_p, env_p;
-  for (auto& a : interp.argv) argv_p.push_back(a.data());
-  argv_p.push_back(nullptr);
-  for (auto& e : env) env_p.push_back(e.data());
-  env_p.push_back(nullptr);
 
-  unique_fd procs;
+  unique_fd cgroup;
   if (!tree.empty()) {
     // Anything left from an earlier execution must not join this one.
-    if (std::ofstream kill(tree + "/cgroup.kill"); kill) kill << "1";
-    procs.reset(::open((tree + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
-    if (!procs) return Error::sys("open", tree + "/cgroup.procs");
+    (void)write_line(tree + "/cgroup.kill", "1");
+    cgroup.reset(::open(tree.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!cgroup) return Error::sys("open", tree);
   }
   unique_fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!devnull) return Error::sys("open", "/dev/null");
-  int out[2], err[2], go[2], report[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) return Error::sys("pipe2");
-  unique_fd out_r(out[0]), out_w(out[1]);
-  if (::pipe2(err, O_CLOEXEC) != 0) return Error::sys("pipe2");
-  unique_fd err_r(err[0]), err_w(err[1]);
-  if (::pipe2(go, O_CLOEXEC) != 0) return Error::sys("pipe2");
-  unique_fd go_r(go[0]), go_w(go[1]);
-  if (::pipe2(report, O_CLOEXEC) != 0) return Error::sys("pipe2");
-  unique_fd report_r(report[0]), report_w(report[1]);
+  auto out = make_pipe(), err = make_pipe(), go = make_pipe(), report = make_pipe();
+  for (auto* p : {&out, &err, &go, &report})
+    if (!*p) return std::move(*p).error();
   unique_fd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
   if (!timer) return Error::sys("timerfd_create");
+
+  SpawnOptions opts;
+  opts.argv = interp.argv;
+  opts.fds = {{0, devnull.get()},      {1, out->write.get()},   {2, err->write.get()},
+              {3, go->read.get()},     {4, report->write.get()}};
+  opts.die_with_parent = false;  // the agent is PID 1
+  opts.user = SpawnOptions::User{kUserUid, kUserGid, {}};
+  opts.no_new_privs = true;
+  opts.seccomp = filter.empty() ? nullptr : &filter;
+  opts.cgroup_fd = cgroup ? cgroup.get() : -1;
+  opts.env = std::move(env);
+  opts.cwd = std::string(kUserHome);
+  auto process = Process::spawn(opts);
+  if (!process) return std::move(process).error().context("starting the interpreter");
 
   auto self = std::unique_ptr<Execution>(new Execution());
   self->language_ = language;
   self->tree_ = tree;
-  pid_t pid = ::fork();
-  if (pid < 0) return Error::sys("fork");
-  if (pid == 0) {
-    // Child: only async-signal-safe calls from here to execve.
-    if (procs && ::write(procs.get(), "0", 1) != 1) child_fail("joining the exec cgroup");
-    ::setsid();
-    if (::dup2(devnull.get(), 0) < 0 || ::dup2(out_w.get(), 1) < 0 || ::dup2(err_w.get(), 2) < 0 ||
-        ::dup2(go_r.get(), 3) < 0 || ::dup2(report_w.get(), 4) < 0)
-      child_fail("dup2");
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(kUserGid, kUserGid, kUserGid) != 0 ||
-        ::setresuid(kUserUid, kUserUid, kUserUid) != 0)
-      child_fail("dropping privileges");
-    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail("no_new_privs");
-    if (!filter.empty() && !install_filter(filter)) child_fail("seccomp");
-    if (::chdir(kUserHome.data()) != 0) child_fail("chdir home");
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::close_range(5, ~0U, 0);
-    ::execve(argv_p[0], argv_p.data(), env_p.data());
-    child_fail(argv_p[0]);
-  }
-  self->pid_ = pid;
-  self->out_ = std::move(out_r);
-  self->err_ = std::move(err_r);
-  self->go_ = std::move(go_w);
-  self->report_ = std::move(report_r);
+  self->process_ = std::move(*process);
+  self->out_ = std::move(out->read);
+  self->err_ = std::move(err->read);
+  self->go_ = std::move(go->write);
+  self->report_ = std::move(report->read);
   self->timer_ = std::move(timer);
-  ::fcntl(self->out_.get(), F_SETFL, O_NONBLOCK);
-  ::fcntl(self->err_.get(), F_SETFL, O_NONBLOCK);
-  ::fcntl(self->report_.get(), F_SETFL, O_NONBLOCK);
+  for (int fd : {self->out_.get(), self->err_.get(), self->report_.get()}) ::fcntl(fd, F_SETFL, O_NONBLOCK);
   return self;
 }
 
@@ -319,16 +157,25 @@ Result<void> Execution::start_session() {
   return ok();
 }
 
-namespace {
-
-Result<void> write_line(const std::string& path, std::string_view value) {
-  unique_fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!fd) return Error::sys("open", path);
-  if (::write(fd.get(), value.data(), value.size()) != static_cast<ssize_t>(value.size())) return Error::sys("write", path);
-  return ok();
+void Execution::arm_after_handover(const proto::Exec& exec) {
+  handed_at_ = Clock::now();
+  timeout_ = std::chrono::milliseconds(std::clamp(exec.timeout_ms, limits::kMinTimeoutMs, limits::kMaxTimeoutMs));
+  startup_timeout_ = std::chrono::milliseconds(std::max<uint32_t>(exec.startup_timeout_ms, 1'000));
+  clock_running_ = false;
+  // A prestarted interpreter said "ready" long ago: its line is waiting.
+  if (report_) on_report();
+  if (ready_)
+    start_clock();
+  else
+    arm(timer_.get(), startup_timeout_);
 }
 
-}  // namespace
+void Execution::start_clock() {
+  if (clock_running_) return;
+  clock_running_ = true;
+  clock_start_ = Clock::now();
+  arm(timer_.get(), timeout_);
+}
 
 Result<void> Execution::run_cell(const proto::Exec& exec) {
   if (!session_ || cell_active_) return Error::make(ErrorCode::internal, "no session ready for a cell");
@@ -339,14 +186,12 @@ Result<void> Execution::run_cell(const proto::Exec& exec) {
     if (exec.pids_max > 0)
       if (auto r = write_line(tree_ + "/pids.max", std::to_string(exec.pids_max)); !r) return r;
     // Cgroups of earlier cells whose processes have all ended go away.
-    if (DIR* d = ::opendir(tree_.c_str())) {
-      while (dirent* e = ::readdir(d))
-        if (std::string_view(e->d_name).starts_with("cell-")) ::rmdir((tree_ + "/" + e->d_name).c_str());
-      ::closedir(d);
-    }
+    if (auto d = Dir::open(tree_))
+      for (const auto& name : d->names())
+        if (name.starts_with("cell-")) ::rmdir((tree_ + "/" + name).c_str());
     cell_tree_ = tree_ + "/cell-" + std::to_string(cells_ + 1);
     if (::mkdir(cell_tree_.c_str(), 0755) != 0 && errno != EEXIST) return Error::sys("mkdir", cell_tree_);
-    if (auto r = write_line(cell_tree_ + "/cgroup.procs", std::to_string(pid_)); !r) return r;
+    if (auto r = write_line(cell_tree_ + "/cgroup.procs", std::to_string(process_.pid())); !r) return r;
   }
   ++cells_;
   id_ = exec.id;
@@ -358,12 +203,9 @@ Result<void> Execution::run_cell(const proto::Exec& exec) {
   timed_out_ = term_sent_ = false;
   cell_status_.reset();
   cell_active_ = true;
-  started_at_ = Clock::now();
-  if (::write(go_.get(), "run\n", 4) != 4) {
-    // The interpreter is gone; its exit ends this cell.
-  }
-  auto timeout = std::clamp(exec.timeout_ms, limits::kMinTimeoutMs, limits::kMaxTimeoutMs);
-  arm(timer_.get(), std::chrono::milliseconds(timeout));
+  // A dead interpreter makes this fail; its exit then ends the cell.
+  (void)!::write(go_.get(), "run\n", 4);
+  arm_after_handover(exec);
   return ok();
 }
 
@@ -385,6 +227,12 @@ bool Execution::on_report() {
   while ((nl = report_buf_.find('\n')) != std::string::npos) {
     std::string line = report_buf_.substr(0, nl);
     report_buf_.erase(0, nl + 1);
+    if (!ready_ && line == "r") {
+      ready_ = true;
+      ready_at_ = Clock::now();
+      if (started_ || cell_active_) start_clock();
+      continue;
+    }
     // User code may write to fd 4 too; it then ends its own cell early with
     // a status of its choosing, which affects nothing beyond that cell.
     if (cell_active_ && !cell_status_) cell_status_ = std::atoi(line.c_str()) & 0xff;
@@ -394,30 +242,23 @@ bool Execution::on_report() {
 }
 
 proto::ExecDone Execution::end_cell() {
-  itimerspec off{};
-  ::timerfd_settime(timer_.get(), 0, &off, nullptr);
+  disarm(timer_.get());
   ended_ = Clock::now();
   cell_active_ = false;
   if (!cell_tree_.empty() && alive()) {
     // The interpreter leaves the cell's cgroup; what stays there is the
     // cell's background processes.
-    (void)write_line(tree_ + "/cgroup.procs", std::to_string(pid_));
+    (void)write_line(tree_ + "/cgroup.procs", std::to_string(process_.pid()));
     ::rmdir(cell_tree_.c_str());
   }
-  proto::ExecDone done;
-  done.id = id_;
-  done.timed_out = timed_out_;
+  proto::ExecDone done = result();
   // Between cells, background output is kept (up to this much) for the next.
   limit_[0] = limit_[1] = kIdleOutputBytes;
   sent_[0] = sent_[1] = 0;
-  done.stdout_truncated = truncated_[0];
-  done.stderr_truncated = truncated_[1];
-  done.duration_ms = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(ended_ - started_at_).count());
   if (cell_status_) {
     done.exit_code = *cell_status_;
+    done.signal = 0;
   } else {
-    set_exit(exit_status_.value_or(0), &done);
     done.state_lost = true;
   }
   return done;
@@ -427,36 +268,29 @@ Result<void> Execution::go(const proto::Exec& exec) {
   if (started_) return Error::make(ErrorCode::internal, "execution already started");
   auto interp = interpreter_for(language_);
   if (auto r = write_file(interp.file, exec.code); !r) return r;
-  if (!tree_.empty() && exec.pids_max > 0) {
-    std::ofstream pids(tree_ + "/pids.max");
-    if (!(pids << exec.pids_max << std::flush)) return Error::sys("write", tree_ + "/pids.max");
-  }
+  if (!tree_.empty() && exec.pids_max > 0)
+    if (auto r = write_line(tree_ + "/pids.max", std::to_string(exec.pids_max)); !r) return r;
   id_ = exec.id;
   grace_ = std::chrono::milliseconds(exec.grace_ms);
   limit_[0] = exec.stdout_limit;
   limit_[1] = exec.stderr_limit;
   started_ = true;
-  started_at_ = Clock::now();
   // A dead interpreter makes this fail; its exit is then the result.
   (void)!::write(go_.get(), "g", 1);
   go_.reset();
-  auto timeout = std::clamp(exec.timeout_ms, limits::kMinTimeoutMs, limits::kMaxTimeoutMs);
-  arm(timer_.get(), std::chrono::milliseconds(timeout));
+  arm_after_handover(exec);
   return ok();
 }
 
 Execution::~Execution() {
-  if (pid_ > 0 && !exit_status_) {
-    signal_tree(SIGKILL);
-    // Reap it here: a later execution must not mistake its exit for its own.
-    ::waitpid(pid_, nullptr, 0);
-  }
+  if (alive()) signal_tree(SIGKILL);
+  // The handle reaps it: a later execution must not mistake its exit for its own.
 }
 
-bool Execution::drain(int fd, const std::function<void(proto::Stream, std::string_view)>& sink) {
+bool Execution::drain(int fd, const std::function<void(Stream, std::string_view)>& sink) {
   unique_fd& pipe = fd == out_.get() ? out_ : err_;
-  auto stream = fd == out_.get() ? proto::Stream::out : proto::Stream::err;
-  int s = stream == proto::Stream::out ? 0 : 1;
+  auto stream = fd == out_.get() ? Stream::out : Stream::err;
+  int s = stream == Stream::out ? 0 : 1;
   static char buf[limits::kOutputChunkBytes];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof buf);
@@ -479,63 +313,88 @@ bool Execution::drain(int fd, const std::function<void(proto::Stream, std::strin
 
 void Execution::signal_tree(int sig) {
   if (!tree_.empty()) {
-    if (sig == SIGKILL) {
-      if (std::ofstream kill(tree_ + "/cgroup.kill"); kill) {
-        kill << "1";
-        return;
-      }
-    }
-    std::ifstream procs(tree_ + "/cgroup.procs");
-    pid_t p;
+    if (sig == SIGKILL && write_line(tree_ + "/cgroup.kill", "1")) return;
     bool any = false;
-    while (procs >> p) {
-      ::kill(p, sig);
-      any = true;
+    if (auto procs = read_file(tree_ + "/cgroup.procs", 1 << 20)) {
+      size_t pos = 0;
+      while (pos < procs->size()) {
+        size_t nl = procs->find('\n', pos);
+        pid_t p = std::atoi(procs->substr(pos, nl - pos).c_str());
+        if (p > 0) any = signal_process(p, sig) || any;
+        pos = nl == std::string::npos ? procs->size() : nl + 1;
+      }
     }
     if (any) return;
   }
-  if (pid_ > 0) ::kill(-pid_, sig);
+  if (process_.running()) (void)process_.signal(sig);
+}
+
+void Execution::interrupt() {
+  term_sent_ = true;
+  if (session_) {
+    // The cell's own processes go; the interpreter is interrupted and keeps
+    // its state if it comes back within the grace period. The interrupt goes
+    // first: it must be pending when the cell's child dies, or the
+    // interpreter runs the cell's next statement before it.
+    (void)process_.signal(language_ == Language::raw ? SIGUSR1 : SIGINT);
+    if (!cell_tree_.empty()) {
+      (void)write_line(tree_ + "/cgroup.procs", std::to_string(process_.pid()));
+      (void)write_line(cell_tree_ + "/cgroup.kill", "1");
+    }
+  } else {
+    signal_tree(SIGTERM);
+  }
+  arm(timer_.get(), grace_);
 }
 
 void Execution::on_timer() {
   uint64_t expirations;
   (void)!::read(timer_.get(), &expirations, sizeof expirations);
-  if (session_) {
-    if (!cell_active_ || !alive()) return;
-    if (!term_sent_) {
-      // The cell's own processes go; the interpreter is interrupted and keeps
-      // its state if it comes back within the grace period.
-      timed_out_ = true;
-      term_sent_ = true;
-      // The interrupt goes first: it must be pending when the cell's child
-      // dies, or the interpreter runs the cell's next statement before it.
-      ::kill(pid_, language_ == proto::Language::raw ? SIGUSR1 : SIGINT);
-      if (!cell_tree_.empty()) {
-        (void)write_line(tree_ + "/cgroup.procs", std::to_string(pid_));
-        (void)write_line(cell_tree_ + "/cgroup.kill", "1");
-      }
-      arm(timer_.get(), grace_);
-    } else {
-      ::kill(pid_, SIGKILL);
-    }
+  if (!alive() || (session_ && !cell_active_)) return;
+  if (!clock_running_) {
+    // The interpreter did not come up in time: nothing of the code ran.
+    startup_failed_ = true;
+    if (session_) (void)process_.signal(SIGKILL);
+    signal_tree(SIGKILL);
     return;
   }
   if (!term_sent_) {
-    timed_out_ = !exit_status_.has_value();
-    term_sent_ = true;
-    signal_tree(SIGTERM);
-    arm(timer_.get(), grace_);
-  } else {
-    signal_tree(SIGKILL);
+    timed_out_ = true;
+    return interrupt();
   }
+  if (session_)
+    (void)process_.signal(SIGKILL);
+  else
+    signal_tree(SIGKILL);
 }
 
-void Execution::on_main_exit(int status) {
+void Execution::cancel() {
+  if (!alive() || term_sent_ || (session_ && !cell_active_)) return;
+  if (!clock_running_) {
+    // Still starting: nothing to keep.
+    if (session_) (void)process_.signal(SIGKILL);
+    signal_tree(SIGKILL);
+    return;
+  }
+  interrupt();
+}
+
+void Execution::on_exit() {
+  if (auto status = process_.try_wait()) reaped(*status);
+}
+
+void Execution::reaped(int status) {
+  if (exit_status_) return;
   exit_status_ = status;
   ended_ = Clock::now();
   // Whatever the program left running would hold the pipes open; a session
   // whose interpreter died starts over clean.
   signal_tree(SIGKILL);
+}
+
+std::string Execution::startup_error() const {
+  return "the " + std::string(language_name(language_)) + " interpreter did not start within " +
+         std::to_string(startup_timeout_.count()) + " ms";
 }
 
 proto::ExecDone Execution::result() const {
@@ -545,17 +404,29 @@ proto::ExecDone Execution::result() const {
   done.stdout_truncated = truncated_[0];
   done.stderr_truncated = truncated_[1];
   set_exit(exit_status_.value_or(0), &done);
-  done.duration_ms = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(ended_ - started_at_).count());
+  // Start-up the exec waited for; a prestarted interpreter was ready before.
+  done.startup_ms = ready_ ? ms_between(handed_at_, ready_at_) : ms_between(handed_at_, Clock::now());
+  auto end = ended_ > clock_start_ ? ended_ : Clock::now();
+  done.duration_ms = clock_running_ ? ms_between(clock_start_, end) : 0;
   return done;
 }
 
 void reap_children(std::initializer_list<Execution*> executions) {
-  int status;
-  pid_t pid;
-  while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0)
+  for (;;) {
+    // Look first, reap second: an execution's own child is reaped through
+    // its handle, which must see the exit status.
+    siginfo_t info{};
+    if (::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0) return;
+    bool reaped = false;
     for (Execution* e : executions)
-      if (e && pid == e->pid()) e->on_main_exit(status);
+      if (e && e->pid() == info.si_pid) {
+        e->on_exit();
+        reaped = !e->alive();
+      }
+    // An orphan (or, should its handle fail, one of ours): never left to
+    // block the loop.
+    if (!reaped) ::waitpid(info.si_pid, nullptr, WNOHANG);
+  }
 }
 
 }  // namespace sandbox::agent

@@ -1,10 +1,16 @@
 // One exec at a time: user code as the unprivileged user, output streamed,
 // the whole process tree killed at the deadline or when the main process ends.
 //
-// An execution is spawned first and started later: the interpreter comes up
-// and blocks on a "go" pipe (fd 3); go() writes the code file and releases
-// it. A warm VM spawns before any request exists, so a run pays only for
-// the code itself; a cold one spawns and goes at once.
+// An execution is spawned first and started later: the interpreter comes up,
+// says "ready" on fd 4 and blocks on a "go" pipe (fd 3); go() writes the code
+// file and releases it. A warm VM spawns before any request exists, so a run
+// pays only for the code itself.
+//
+// The code's clock (its timeout, its execution time) starts when both have
+// happened: the interpreter is ready and has the code. Until then the
+// interpreter's start-up is bounded on its own (the exec's
+// startup_timeout_ms) and reported as startup_ms, so a slow host or a cold
+// interpreter never eats the caller's budget.
 //
 // Or the execution becomes a session (start_session()): the interpreter
 // stays, fd 3 carries one line per cell and fd 4 returns each cell's status.
@@ -23,8 +29,10 @@
 #include <string>
 #include <vector>
 
+#include <sandbox/result.h>
+
+#include "common/process.h"
 #include "common/protocol.h"
-#include "common/result.h"
 #include "common/unique_fd.h"
 
 namespace sandbox::agent {
@@ -37,18 +45,18 @@ class Execution {
  public:
   using Clock = std::chrono::steady_clock;
 
-  // Forks the interpreter for `language` with `env` added to the base
+  // Starts the interpreter for `language` with `env` added to the base
   // environment; it waits for go(). `tree` is the cgroup directory that will
   // hold the whole process tree, or empty to fall back to the process group;
   // `filter` is the seccomp program installed in the child before exec.
-  static Result<std::unique_ptr<Execution>> spawn(proto::Language language, const proto::EnvList& env,
-                                                  const std::string& tree, const std::vector<sock_filter>& filter);
+  static Result<std::unique_ptr<Execution>> spawn(Language language, const EnvList& env, const std::string& tree,
+                                                  const std::vector<sock_filter>& filter);
   ~Execution();
 
-  proto::Language language() const { return language_; }
+  Language language() const { return language_; }
   bool alive() const { return !exit_status_.has_value(); }
-  // Writes the code, applies the exec's limits, releases the interpreter and
-  // arms the deadline.
+  // Writes the code and releases the interpreter; the clock starts once it
+  // is ready (at once if it already is).
   Result<void> go(const proto::Exec& exec);
   bool started() const { return started_; }
 
@@ -59,10 +67,6 @@ class Execution {
   // limits and deadline.
   Result<void> run_cell(const proto::Exec& exec);
   bool cell_active() const { return cell_active_; }
-  int report_fd() const { return report_.get(); }
-  // Reads the interpreter's status line(s) from fd 4; false once the pipe
-  // is at EOF (and closed).
-  bool on_report();
   // The running cell is over: status reported, or the interpreter died and
   // its pipes are closed.
   bool cell_finished() const {
@@ -72,37 +76,55 @@ class Execution {
   // interpreter died: then alive() is false and state_lost is set).
   proto::ExecDone end_cell();
 
+  // Reads the interpreter's lines on fd 4 (ready, then cell statuses);
+  // false once the pipe is at EOF (and closed).
+  bool on_report();
+  // Stops the exec as at its timeout (interrupt or SIGTERM, grace, kill),
+  // without calling it a timeout: its caller went away.
+  void cancel();
+
   uint64_t id() const { return id_; }
   int stdout_fd() const { return out_.get(); }
   int stderr_fd() const { return err_.get(); }
+  int report_fd() const { return report_.get(); }
   int timer_fd() const { return timer_.get(); }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return process_.pid(); }
 
   // Reads what is available on a pipe and passes on what fits the stream's
   // limit; returns false at EOF (and closes it).
-  bool drain(int fd, const std::function<void(proto::Stream, std::string_view)>& sink);
-  // The deadline or the grace period expired.
+  bool drain(int fd, const std::function<void(Stream, std::string_view)>& sink);
+  // The start-up bound, the deadline or the grace period expired.
   void on_timer();
-  // The main process was reaped with wait status `status`.
-  void on_main_exit(int status);
+  // Reaps the main process if it has exited.
+  void on_exit();
   // Main process gone and both pipes at EOF.
   bool finished() const { return exit_status_.has_value() && !out_ && !err_; }
-  // Whether output now belongs to a request (a cell or a one-shot run).
-  bool collecting() const { return session_ ? cell_active_ : true; }
+  // The interpreter never became ready within its start-up bound.
+  bool startup_failed() const { return startup_failed_; }
+  std::string startup_error() const;
   proto::ExecDone result() const;
 
  private:
   Execution() = default;
   void signal_tree(int sig);
+  // The interpreter is ready and has the code: the timeout runs from now.
+  void start_clock();
+  // Waits for readiness (bounded by the start-up limit) or starts the clock.
+  void arm_after_handover(const proto::Exec& exec);
+  void interrupt();
+  void reaped(int status);
 
-  proto::Language language_ = proto::Language::python;
+  Language language_ = Language::python;
   uint64_t id_ = 0;
-  pid_t pid_ = -1;
+  Process process_;
   std::string tree_;
   unique_fd out_, err_, timer_, go_, report_;
   bool started_ = false;
-  Clock::time_point started_at_;
-  Clock::time_point ended_;
+  bool ready_ = false;
+  bool clock_running_ = false;
+  bool startup_failed_ = false;
+  std::chrono::milliseconds timeout_{0}, startup_timeout_{0};
+  Clock::time_point handed_at_, ready_at_, clock_start_, ended_;
   std::optional<int> exit_status_;
   bool timed_out_ = false;
   bool term_sent_ = false;
@@ -119,7 +141,8 @@ class Execution {
   std::optional<int> cell_status_;
 };
 
-// Reaps every child that has exited and tells the execution it belongs to.
+// As PID 1: reaps every exited child; an execution's own are reaped
+// through its handle, so it learns its exit status.
 void reap_children(std::initializer_list<Execution*> executions);
 
 }  // namespace sandbox::agent

@@ -11,9 +11,11 @@
 
 #include <algorithm>
 
+#include <sandbox/limits.h>
+
 #include "agent/system.h"
 #include "common/files.h"
-#include "common/limits.h"
+#include "common/io.h"
 
 namespace sandbox::agent {
 namespace {
@@ -80,24 +82,37 @@ std::pair<std::string, std::string> split(std::string_view path) {
   return {std::string(path.substr(0, slash)), std::string(path.substr(slash + 1))};
 }
 
-// Opens `dir` beneath home, creating missing directories on the way.
-Result<unique_fd> make_dirs(const std::string& dir) {
+// Opens `dir` beneath home, creating missing directories on the way; the
+// ones it created are appended to *created, outermost first.
+Result<unique_fd> make_dirs(const std::string& dir, std::vector<std::string>* created) {
   size_t pos = 0;
   for (;;) {
     size_t end = dir.find('/', pos);
     std::string prefix = dir.substr(0, end);
-    int fd = open_beneath(prefix, O_PATH | O_DIRECTORY);
-    if (fd < 0 && errno == ENOENT) {
+    unique_fd fd(open_beneath(prefix, O_PATH | O_DIRECTORY));
+    if (!fd && errno == ENOENT) {
       auto [parent, name] = split(prefix);
       unique_fd p(open_beneath(parent, O_PATH | O_DIRECTORY));
       if (!p) return path_error("open", parent, errno);
-      if (::mkdirat(p.get(), name.c_str(), 0755) != 0 && errno != EEXIST) return path_error("mkdir", prefix, errno);
-      fd = open_beneath(prefix, O_PATH | O_DIRECTORY);
+      if (::mkdirat(p.get(), name.c_str(), 0755) == 0)
+        created->push_back(prefix);
+      else if (errno != EEXIST)
+        return path_error("mkdir", prefix, errno);
+      fd.reset(open_beneath(prefix, O_PATH | O_DIRECTORY));
     }
-    if (fd < 0) return path_error("open", prefix, errno);
-    if (end == std::string::npos) return unique_fd(fd);
-    ::close(fd);
+    if (!fd) return path_error("open", prefix, errno);
+    if (end == std::string::npos) return fd;
     pos = end + 1;
+  }
+}
+
+// Removes directories a failed write created, innermost first; one that
+// something else has since filled stays.
+void remove_dirs(const std::vector<std::string>& created) {
+  for (auto it = created.rbegin(); it != created.rend(); ++it) {
+    auto [parent, name] = split(*it);
+    unique_fd p(open_beneath(parent, O_PATH | O_DIRECTORY));
+    if (p) ::unlinkat(p.get(), name.c_str(), AT_REMOVEDIR);
   }
 }
 
@@ -123,8 +138,11 @@ Result<void> FileService::on_write(const proto::FileWrite& m) {
     up.dir.reset(open_beneath("", O_PATH | O_DIRECTORY));
     if (!up.dir) return refuse(path_error("open", "home", errno));
   } else {
-    auto d = make_dirs(dir);
-    if (!d) return refuse(std::move(d).error());
+    auto d = make_dirs(dir, &up.created_dirs);
+    if (!d) {
+      remove_dirs(up.created_dirs);
+      return refuse(std::move(d).error());
+    }
     up.dir = std::move(*d);
   }
   // Written beside its final name and renamed over it when complete, so no
@@ -135,11 +153,13 @@ Result<void> FileService::on_write(const proto::FileWrite& m) {
   std::snprintf(temp, sizeof temp, ".sandbox-upload-%016llx", static_cast<unsigned long long>(nonce));
   up.temp = temp;
   up.file.reset(::openat(up.dir.get(), temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!up.file) return refuse(path_error("create", m.path, errno));
+  if (!up.file) {
+    int err = errno;
+    remove_dirs(up.created_dirs);
+    return refuse(path_error("create", m.path, err));
+  }
   upload_ = std::move(up);
-  for (const auto& c : m.chunks)
-    if (auto r = on_chunk(proto::FileChunk{m.id, c}); !r || !upload_) return r;
-  if (upload_ && upload_->received == upload_->size) return finish_upload();
+  if (upload_->size == 0) return finish_upload();
   return ok();
 }
 
@@ -153,13 +173,8 @@ Result<void> FileService::on_chunk(const proto::FileChunk& m) {
   if (upload_->received + data.size() > upload_->size)
     return fail_upload(Error::make(ErrorCode::invalid_argument, "more data than the declared file size"));
   AsUser as_user;
-  std::string_view rest = data;
-  while (!rest.empty()) {
-    ssize_t n = ::write(upload_->file.get(), rest.data(), rest.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail_upload(path_error("write", upload_->name, errno));
-    rest.remove_prefix(static_cast<size_t>(n));
-  }
+  if (auto w = write_all(upload_->file.get(), data, upload_->name); !w)
+    return fail_upload(path_error("write", upload_->name, w.error().sys_errno));
   upload_->received += data.size();
   if (upload_->received == upload_->size) return finish_upload();
   return ok();
@@ -189,6 +204,8 @@ void FileService::abort_upload() {
   AsUser as_user;
   upload_->file.reset();
   ::unlinkat(upload_->dir.get(), upload_->temp.c_str(), 0);
+  upload_->dir.reset();
+  remove_dirs(upload_->created_dirs);
   upload_.reset();
 }
 
@@ -229,26 +246,21 @@ Result<void> FileService::on_list(const proto::FileListRequest& m) {
   AsUser as_user;
   int fd = open_beneath(m.path, O_RDONLY | O_DIRECTORY);
   if (fd < 0) return refuse(path_error("open", m.path.empty() ? "." : m.path, errno));
-  DIR* dir = ::fdopendir(fd);
-  if (!dir) {
-    ::close(fd);
-    return refuse(path_error("opendir", m.path, errno));
-  }
+  auto dir = Dir::adopt(fd, m.path);
+  if (!dir) return refuse(path_error("opendir", m.path, dir.error().sys_errno));
   proto::FileList list;
   list.id = m.id;
-  while (dirent* e = ::readdir(dir)) {
-    std::string_view name(e->d_name);
-    if (name == "." || name == "..") continue;
-    if (list.entries.size() == limits::kMaxListEntries) {
-      list.truncated = true;
+  auto& entries = list.listing.entries;
+  while (const dirent* e = dir->next()) {
+    if (entries.size() == limits::kMaxListEntries) {
+      list.listing.truncated = true;
       break;
     }
     struct stat st{};
-    if (::fstatat(::dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    list.entries.push_back({std::string(name), S_ISDIR(st.st_mode), S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0});
+    if (::fstatat(dir->fd(), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    entries.push_back({e->d_name, S_ISDIR(st.st_mode), S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0});
   }
-  ::closedir(dir);
-  std::sort(list.entries.begin(), list.entries.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   return send_(list);
 }
 

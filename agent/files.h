@@ -8,9 +8,10 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/protocol.h"
-#include "common/result.h"
+#include <sandbox/result.h>
 #include "common/unique_fd.h"
 
 namespace sandbox::agent {
@@ -36,6 +37,7 @@ class FileService {
     std::string temp, name;
     uint64_t size = 0, received = 0;
     bool executable = false;
+    std::vector<std::string> created_dirs;  // by this write; removed if it fails
   };
   Result<void> finish_upload();
   Result<void> fail_upload(Error e);

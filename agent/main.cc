@@ -18,9 +18,11 @@
 #include "agent/files.h"
 #include "agent/log.h"
 #include "agent/seccomp.h"
+#include <sandbox/limits.h>
+
 #include "agent/system.h"
 #include "common/framing.h"
-#include "common/limits.h"
+#include "common/io.h"
 
 namespace sandbox::agent {
 namespace {
@@ -36,9 +38,9 @@ class Agent {
         filter_(std::move(filter)),
         files_([this](const proto::Message& m) { return send(m); }) {}
 
-  Result<void> run(std::optional<proto::Language> prestart) {
-    watch(port_.get());
-    watch(sigchld_.get());
+  Result<void> run(std::optional<Language> prestart) {
+    if (auto r = watch(port_.get()); !r) return r;
+    if (auto r = watch(sigchld_.get()); !r) return r;
     if (auto r = setup_exec_cgroup(kExecTree); r)
       tree_ = kExecTree;
     else
@@ -49,9 +51,9 @@ class Agent {
       auto p = Execution::spawn(*prestart, {}, tree_, filter_);
       if (p) {
         prepared_ = std::move(*p);
-        prestarted = proto::language_name(*prestart);
+        prestarted = language_name(*prestart);
       } else {
-        log("cannot prestart %s: %s", std::string(proto::language_name(*prestart)).c_str(), p.error().message.c_str());
+        log("cannot prestart %s: %s", std::string(language_name(*prestart)).c_str(), p.error().message.c_str());
       }
     }
     if (auto r = send(proto::Hello{proto::kProtocolVersion, kernel_release(), prestarted}); !r) return r;
@@ -66,35 +68,47 @@ class Agent {
   }
 
  private:
-  void watch(int fd) {
+  Result<void> watch(int fd) {
+    if (fd < 0) return ok();
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) return Error::sys("epoll_ctl");
+    return ok();
   }
-  void unwatch(int fd) { ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr); }
+  // A descriptor already closed has left the epoll set by itself.
+  void unwatch(int fd) {
+    if (fd >= 0) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  }
 
   // Runs one trivial program of `language` to its end. A VM restored from a
   // snapshot under TCG has an empty translation cache: every code path is
   // slow the first time it runs. This pays that for the exec path (agent,
   // kernel, interpreter) before a caller is waiting. The program is ours and
   // leaves nothing behind: the next spawn empties the exec cgroup.
-  void warm_up(proto::Language language) {
+  void warm_up(Language language) {
     static constexpr const char* kWarmCode[] = {"import sys\nprint('warm')\n", "console.log('warm')\n",
                                                 "echo warm\n"};
     auto e = Execution::spawn(language, {}, tree_, filter_);
     if (!e) return;
-    proto::Exec x{0, language, kWarmCode[static_cast<size_t>(language)], {}, 30'000, 0, 0, 0, 0};
+    proto::Exec x;
+    x.language = language;
+    x.code = kWarmCode[static_cast<size_t>(language)];
+    x.timeout_ms = 30'000;
+    x.startup_timeout_ms = 30'000;
     if (!(*e)->go(x)) return;
-    auto discard = [](proto::Stream, std::string_view) {};
+    auto discard = [](Stream, std::string_view) {};
     while ((*e)->stdout_fd() >= 0 || (*e)->stderr_fd() >= 0) {
       pollfd fds[2] = {{(*e)->stdout_fd(), POLLIN, 0}, {(*e)->stderr_fd(), POLLIN, 0}};
       if (::poll(fds, 2, 30'000) <= 0) break;
       for (auto& f : fds)
         if (f.fd >= 0 && f.revents) (*e)->drain(f.fd, discard);
     }
-    int status = 0;
-    if (::waitpid((*e)->pid(), &status, 0) == (*e)->pid()) (*e)->on_main_exit(status);
+    // Its pipes are closed: the program is done or about to be.
+    for (int i = 0; i < 3000 && (*e)->alive(); ++i) {
+      (*e)->on_exit();
+      if ((*e)->alive()) ::usleep(1000);
+    }
   }
 
   Result<void> dispatch(int fd) {
@@ -126,9 +140,13 @@ class Agent {
       exec_->on_timer();
       return ok();
     }
+    if (fd == exec_->report_fd()) {
+      if (!exec_->on_report()) unwatch(fd);
+      return ok();
+    }
     if (fd == exec_->stdout_fd() || fd == exec_->stderr_fd()) {
       Result<void> sent;
-      bool open = exec_->drain(fd, [&](proto::Stream s, std::string_view data) {
+      bool open = exec_->drain(fd, [&](Stream s, std::string_view data) {
         if (sent) sent = send(proto::Output{exec_->id(), s, std::string(data)});
       });
       if (!open) unwatch(fd);
@@ -147,34 +165,35 @@ class Agent {
       ::usleep(10'000);
       return ok();
     }
-    if (auto r = decoder_.feed({buf, static_cast<size_t>(n)}); !r) return r;
-    std::string payload;
-    while (decoder_.next(&payload)) {
-      auto msg = proto::decode(payload);
-      if (!msg) {
-        log("dropping malformed host message: %s", msg.error().message.c_str());
+    reader_.feed({buf, static_cast<size_t>(n)});
+    while (auto msg = reader_.next()) {
+      if (!*msg) {
+        // An oversize or malformed frame: skipped, and said so. The request
+        // it carried gets no other answer; the host treats id 0 as the
+        // current request's.
+        log("dropping a host frame: %s", msg->error().message.c_str());
+        if (auto r = send(proto::ErrorReply{0, ErrorCode::invalid_argument, msg->error().message}); !r) return r;
         continue;
       }
-      Result<void> r;
-      if (auto* exec = std::get_if<proto::Exec>(&*msg)) {
-        r = exec->session ? start_cell(*exec) : start(*exec);
-      } else if (auto* w = std::get_if<proto::FileWrite>(&*msg)) {
-        r = files_.on_write(*w);
-      } else if (auto* c = std::get_if<proto::FileChunk>(&*msg)) {
-        r = files_.on_chunk(*c);
-      } else if (auto* rd = std::get_if<proto::FileRead>(&*msg)) {
-        r = files_.on_read(*rd);
-      } else if (auto* ls = std::get_if<proto::FileListRequest>(&*msg)) {
-        r = files_.on_list(*ls);
-      } else if (auto* resume = std::get_if<proto::Resume>(&*msg)) {
-        r = on_resume(*resume);
-      } else if (auto* ping = std::get_if<proto::Ping>(&*msg)) {
-        r = send(proto::Pong{ping->seq});
-      } else {
-        log("ignoring unexpected host message type %zu", msg->index());
-      }
-      if (!r) return r;
+      if (auto r = on_message(std::move(**msg)); !r) return r;
     }
+    return ok();
+  }
+
+  Result<void> on_message(proto::Message&& msg) {
+    if (auto* exec = std::get_if<proto::Exec>(&msg)) return exec->session ? start_cell(*exec) : start(*exec);
+    if (auto* cancel = std::get_if<proto::Cancel>(&msg)) {
+      if (exec_ && exec_->id() == cancel->id) exec_->cancel();
+      if (session_ && session_->cell_active() && session_->id() == cancel->id) session_->cancel();
+      return ok();
+    }
+    if (auto* w = std::get_if<proto::FileWrite>(&msg)) return files_.on_write(*w);
+    if (auto* c = std::get_if<proto::FileChunk>(&msg)) return files_.on_chunk(*c);
+    if (auto* rd = std::get_if<proto::FileRead>(&msg)) return files_.on_read(*rd);
+    if (auto* ls = std::get_if<proto::FileListRequest>(&msg)) return files_.on_list(*ls);
+    if (auto* resume = std::get_if<proto::Resume>(&msg)) return on_resume(*resume);
+    if (auto* ping = std::get_if<proto::Ping>(&msg)) return send(proto::Pong{ping->seq});
+    log("ignoring an unexpected '%s' message from the host", std::string(proto::type_name(msg)).c_str());
     return ok();
   }
 
@@ -193,12 +212,12 @@ class Agent {
       auto language = prepared_->language();
       // A warm-up run empties the exec cgroup (each spawn does), so the
       // interpreter is started again after it.
-      bool respawn = r.warm_up || language != proto::Language::python;
+      bool respawn = r.warm_up || language != Language::python;
       if (respawn) prepared_.reset();
       if (r.warm_up) warm_up(language);
       if (respawn)
         if (auto p = Execution::spawn(language, {}, tree_, filter_); p) prepared_ = std::move(*p);
-      if (prepared_) prestarted = proto::language_name(language);
+      if (prepared_) prestarted = language_name(language);
     }
     return send(proto::Hello{proto::kProtocolVersion, kernel_release(), prestarted});
   }
@@ -226,20 +245,20 @@ class Agent {
         return send(proto::ErrorReply{exec.id, r.error().code, r.error().message});
       }
       for (int fd : {session_->stdout_fd(), session_->stderr_fd(), session_->report_fd(), session_->timer_fd()})
-        watch(fd);
+        if (auto r = watch(fd); !r) return r;
     }
     if (auto r = session_->run_cell(exec); !r) return send(proto::ErrorReply{exec.id, r.error().code, r.error().message});
     // Output of background processes since the last cell opens this one.
     for (int s = 0; s < 2; ++s)
       if (!idle_output_[s].empty())
-        if (auto r = send(proto::Output{exec.id, static_cast<proto::Stream>(s), std::exchange(idle_output_[s], {})}); !r)
+        if (auto r = send(proto::Output{exec.id, static_cast<Stream>(s), std::exchange(idle_output_[s], {})}); !r)
           return r;
     return ok();
   }
 
   Result<void> drain_session(int fd) {
     Result<void> sent;
-    bool open = session_->drain(fd, [&](proto::Stream s, std::string_view data) {
+    bool open = session_->drain(fd, [&](Stream s, std::string_view data) {
       if (session_->cell_active()) {
         if (sent) sent = send(proto::Output{session_->id(), s, std::string(data)});
       } else {
@@ -260,6 +279,14 @@ class Agent {
         if (auto r = drain_session(fd); !r) return r;
         if (fd != session_->stdout_fd() && fd != session_->stderr_fd()) break;  // at EOF
       }
+    }
+    if (session_->startup_failed()) {
+      auto id = session_->id();
+      auto why = session_->startup_error();
+      session_->end_cell();
+      drop_session();
+      session_lost_ = true;
+      return send(proto::ErrorReply{id, ErrorCode::timeout, why});
     }
     auto done = session_->end_cell();
     done.state_lost = done.state_lost || std::exchange(session_lost_, false);
@@ -292,34 +319,25 @@ class Agent {
       exec_.reset();
       return send(proto::ErrorReply{exec.id, r.error().code, r.error().message});
     }
-    watch(exec_->stdout_fd());
-    watch(exec_->stderr_fd());
-    watch(exec_->timer_fd());
+    for (int fd : {exec_->stdout_fd(), exec_->stderr_fd(), exec_->timer_fd(), exec_->report_fd()})
+      if (auto r = watch(fd); !r) return r;
     return ok();
   }
 
   Result<void> maybe_finish() {
     if (!exec_ || !exec_->finished()) return ok();
     unwatch(exec_->timer_fd());
-    auto done = exec_->result();
-    exec_.reset();
-    return send(done);
+    unwatch(exec_->report_fd());
+    auto exec = std::move(exec_);
+    if (exec->startup_failed()) return send(proto::ErrorReply{exec->id(), ErrorCode::timeout, exec->startup_error()});
+    return send(exec->result());
   }
 
-  Result<void> send(const proto::Message& m) {
-    std::string bytes = frame_message(m);
-    std::string_view rest = bytes;
-    while (!rest.empty()) {
-      ssize_t n = ::write(port_.get(), rest.data(), rest.size());
-      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-      if (n < 0) return Error::sys("write", "agent port");
-      rest.remove_prefix(static_cast<size_t>(n));
-    }
-    return ok();
-  }
+  Result<void> send(const proto::Message& m) { return write_all(port_.get(), frame_message(m), "agent port"); }
 
   unique_fd port_, sigchld_, epoll_;
-  FrameDecoder decoder_{limits::kMaxAgentFrameBytes};
+  // Oversize frames are skipped, not fatal: the agent must stay reachable.
+  MessageReader reader_{limits::kMaxFrameBytes, FrameDecoder::Oversize::skip};
   std::unique_ptr<Execution> exec_;
   std::unique_ptr<Execution> prepared_;  // spawned, waiting for its code
   std::unique_ptr<Execution> session_;   // a session's interpreter
@@ -332,12 +350,12 @@ class Agent {
 
 // "sandbox.prestart=python" on the kernel command line asks for a warm
 // interpreter before hello.
-std::optional<proto::Language> prestart_from_cmdline() {
+std::optional<Language> prestart_from_cmdline() {
   std::ifstream in("/proc/cmdline");
   std::string word;
   constexpr std::string_view kKey = "sandbox.prestart=";
   while (in >> word)
-    if (word.starts_with(kKey)) return proto::language_from_name(std::string_view(word).substr(kKey.size()));
+    if (word.starts_with(kKey)) return schema::EnumNames<Language>::parse(std::string_view(word).substr(kKey.size()));
   return std::nullopt;
 }
 

@@ -10,7 +10,7 @@
 
 #include <memory>
 
-#include "common/unique_fd.h"
+#include "common/seccomp_program.h"
 
 namespace sandbox::agent {
 namespace {
@@ -18,6 +18,7 @@ namespace {
 struct Denied {
   int nr;
   const char* why;
+  int err = EPERM;  // ENOSYS where programs should fall back as on an older kernel
 };
 
 // Each entry: a syscall user code never needs, and what it would open up.
@@ -58,6 +59,17 @@ const Denied kDenied[] = {
     {SCMP_SYS(mount_setattr), "new mount API"},
     {SCMP_SYS(lookup_dcookie), "kernel profiling interface"},
     {SCMP_SYS(vhangup), "terminal hijacking"},
+    {SCMP_SYS(io_uring_setup), "io_uring is one of the largest kernel attack surfaces", ENOSYS},
+    {SCMP_SYS(io_uring_enter), "io_uring is one of the largest kernel attack surfaces", ENOSYS},
+    {SCMP_SYS(io_uring_register), "io_uring is one of the largest kernel attack surfaces", ENOSYS},
+    {SCMP_SYS(memfd_secret), "secret memory is hidden from the kernel's own checks", ENOSYS},
+    {SCMP_SYS(pidfd_getfd), "takes descriptors out of other processes"},
+    {SCMP_SYS(process_madvise), "acts on other processes' memory"},
+    {SCMP_SYS(process_mrelease), "acts on other processes' memory"},
+    {SCMP_SYS(fanotify_init), "watches the whole filesystem"},
+    {SCMP_SYS(quotactl_fd), "quota control"},
+    {SCMP_SYS(move_pages), "acts on other processes' memory"},
+    {SCMP_SYS(migrate_pages), "acts on other processes' memory"},
 };
 
 // Namespace flags that clone() may not carry.
@@ -77,7 +89,7 @@ Result<std::vector<sock_filter>> build_user_filter() {
     return ok();
   };
   for (const auto& d : kDenied)
-    if (auto r = deny(d.nr, EPERM); !r) return std::move(r).error();
+    if (auto r = deny(d.nr, static_cast<uint32_t>(d.err)); !r) return std::move(r).error();
   for (uint64_t flag : kNamespaceFlags)
     if (auto r = deny(SCMP_SYS(clone), EPERM, 1, SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)); !r)
       return std::move(r).error();
@@ -91,19 +103,7 @@ Result<std::vector<sock_filter>> build_user_filter() {
         !r)
       return std::move(r).error();
 
-  unique_fd mem(::memfd_create("seccomp-bpf", MFD_CLOEXEC));
-  if (!mem) return Error::sys("memfd_create");
-  if (int rc = seccomp_export_bpf(ctx.get(), mem.get()); rc != 0) return Error::sys("seccomp_export_bpf", {}, -rc);
-  off_t size = ::lseek(mem.get(), 0, SEEK_END);
-  if (size <= 0 || size % sizeof(sock_filter) != 0) return Error::make(ErrorCode::internal, "bad seccomp program size");
-  std::vector<sock_filter> program(static_cast<size_t>(size) / sizeof(sock_filter));
-  if (::pread(mem.get(), program.data(), static_cast<size_t>(size), 0) != size) return Error::sys("pread", "seccomp program");
-  return program;
-}
-
-bool install_filter(const std::vector<sock_filter>& program) {
-  sock_fprog prog{static_cast<unsigned short>(program.size()), const_cast<sock_filter*>(program.data())};
-  return ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) == 0;
+  return export_seccomp_program(ctx.get());
 }
 
 }  // namespace sandbox::agent

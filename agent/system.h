@@ -6,7 +6,7 @@
 #include <string_view>
 
 #include "common/protocol.h"
-#include "common/result.h"
+#include <sandbox/result.h>
 #include "common/unique_fd.h"
 
 namespace sandbox::agent {

@@ -21,10 +21,10 @@
 #include <vector>
 
 #include "common/framing.h"
-#include "common/limits.h"
+#include <sandbox/limits.h>
 #include "daemon/accel.h"
 #include "daemon/images.h"
-#include "daemon/process.h"
+#include "common/process.h"
 #include "daemon/qemu_argv.h"
 #include "sandbox/client.h"
 
@@ -58,7 +58,7 @@ std::string fmt(double ms) {
 
 // Runs a command to completion with stdout/stderr discarded; returns exit status.
 int run_quiet(const std::vector<std::string>& argv) {
-  auto p = daemon::Process::spawn({argv, {}, true});
+  auto p = Process::spawn({argv, {}, true});
   if (!p) return -1;
   int status = p->wait();
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -74,7 +74,7 @@ class Daemon {
                                      "--images", images, "--state-dir", dir_};
     argv.insert(argv.end(), args.begin(), args.end());
     sandbox::unique_fd log(::open((dir_ + "/log").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
-    auto p = daemon::Process::spawn({argv, {{1, log.get()}, {2, log.get()}}, true});
+    auto p = Process::spawn({argv, {{1, log.get()}, {2, log.get()}}, true});
     if (p) proc_ = std::move(*p);
     for (int i = 0; i < 3000 && !Client(socket_).status().ok(); ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -109,7 +109,7 @@ class Daemon {
 
  private:
   std::string dir_, socket_;
-  daemon::Process proc_;
+  Process proc_;
 };
 
 RunRequest print1() {
@@ -142,18 +142,17 @@ double plain_boot_ms(const daemon::ImageSet& images, daemon::Accel accel) {
   auto argv = daemon::qemu_argv(spec);
   if (!argv) return -1;
   auto start = Clock::now();
-  auto p = daemon::Process::spawn({*argv, {{3, guest.get()}}, true});
+  auto p = Process::spawn({*argv, {{3, guest.get()}}, true});
   if (!p) return -1;
   guest.reset();
   timeval tv{30, 0};
   ::setsockopt(host.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  FrameDecoder d(limits::kMaxAgentFrameBytes);
+  FrameDecoder d(limits::kMaxFrameBytes);
   char buf[4096];
-  std::string payload;
-  while (!d.next(&payload)) {
+  while (!d.next()) {
     ssize_t n = ::recv(host.get(), buf, sizeof buf, 0);
     if (n <= 0) return -1;
-    (void)d.feed({buf, static_cast<size_t>(n)});
+    d.feed({buf, static_cast<size_t>(n)});
   }
   return ms_since(start);
 }

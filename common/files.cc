@@ -2,7 +2,7 @@
 
 #include <zstd.h>
 
-#include "common/limits.h"
+#include <sandbox/limits.h>
 
 namespace sandbox {
 namespace {

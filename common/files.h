@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "common/result.h"
+#include <sandbox/result.h>
 
 namespace sandbox {
 

@@ -2,45 +2,53 @@
 //
 // Two channels carry the same framing (4-byte big-endian length, then one
 // msgpack map with a "type" key):
-//   client <-> daemon   control socket: run, output, result, error
-//   daemon <-> agent    virtio-serial port: hello, exec, output, exec_done
+//   client <-> daemon   control socket: run, output, result, error, sessions, files, status
+//   daemon <-> agent    virtio-serial port: hello, exec, output, exec_done, files
+// Every message is described once, below, as a table of fields with their
+// bounds (schema.h); encoder and decoder are derived from the tables.
 // Decoding is strict: unknown types, unknown or duplicate keys, wrong types
-// and values over the limits in limits.h are errors, never crashes.
+// and values over the bounds are errors, never crashes.
+//
+// Files travel as a header (file_write, or file_read answered by chunks)
+// followed by file_chunk frames of one zstd frame each, and end with
+// file_done; no frame ever holds a whole file.
 #pragma once
 
+#include <array>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <variant>
 #include <vector>
 
-#include "common/result.h"
+#include <sandbox/limits.h>
+#include <sandbox/result.h>
+#include <sandbox/types.h>
+
+#include "common/schema.h"
 
 namespace sandbox::proto {
 
-inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr uint32_t kProtocolVersion = 2;
 // Name of the virtio-serial port the agent opens.
 inline constexpr std::string_view kAgentPortName = "org.sandboxd.agent.0";
 
-enum class Language : uint8_t { python, javascript, raw };
-std::string_view language_name(Language language);
-std::optional<Language> language_from_name(std::string_view name);
+// Entropy handed to a restored guest; the kernel takes at most 256 bytes' worth.
+inline constexpr size_t kMaxSeedBytes = 256;
+// Snapshots listed at once (the cache holds a few per language).
+inline constexpr size_t kMaxSnapshotEntries = 512;
+// One pool per language; a status never lists more.
+inline constexpr size_t kMaxPoolEntries = 8;
+// Sessions listed at once: far above any per-user limit.
+inline constexpr size_t kMaxSessionEntries = 256;
+inline constexpr size_t kMaxHostnameBytes = 64;
 
-enum class Stream : uint8_t { out, err };
-std::string_view stream_name(Stream stream);
-
-using EnvList = std::vector<std::pair<std::string, std::string>>;
+// ---------------------------------------------------------------- client <-> daemon
 
 // client -> daemon: run code in a fresh VM.
-struct RunRequest {
+struct Run {
   uint64_t id = 0;
-  Language language = Language::python;
-  std::string code;
-  EnvList env;
-  uint32_t timeout_ms = 0;
-  uint32_t memory_mb = 0;
+  RunRequest request;
 };
 
 // agent -> daemon and daemon -> client: a piece of output, in order.
@@ -50,71 +58,17 @@ struct Output {
   std::string data;
 };
 
-struct Timing {
-  uint64_t setup_ms = 0;    // request accepted -> VM process started
-  uint64_t boot_ms = 0;     // VM process started -> agent hello
-  uint64_t execute_ms = 0;  // exec sent -> exec done
-  uint64_t total_ms = 0;    // request accepted -> result
-};
-
-// daemon -> client: the end of a run.
-struct RunResult {
+// daemon -> client: the end of a run or of a session exec.
+struct Finished {
   uint64_t id = 0;
-  std::string stdout_data;
-  std::string stderr_data;
-  bool stdout_truncated = false;
-  bool stderr_truncated = false;
-  int32_t exit_code = 0;
-  int32_t signal = 0;  // 0 unless the process was killed by a signal
-  bool timed_out = false;
-  uint64_t execution_time_ms = 0;  // measured by the guest
-  Timing timing;
-  uint64_t cpu_time_ms = 0;     // host CPU time of the VM while the code ran
-  uint64_t memory_peak_mb = 0;  // peak host memory of the VM
-  bool warm_pool_hit = false;
-  std::string accelerator;  // "kvm" or "tcg"
-  // How the VM came to be: "pool", "snapshot", "boot", or "boot" after a
-  // snapshot failed to restore ("boot (snapshot failed)").
-  std::string vm_start;
-  // Session execs only: the interpreter died during this exec and was
-  // restarted, so variables and imports from earlier execs are gone.
-  bool state_lost = false;
+  RunResult result;
 };
 
-// daemon -> client: the request failed; no result follows.
+// daemon -> client (and agent -> daemon): the request failed; nothing follows.
 struct ErrorReply {
   uint64_t id = 0;
   ErrorCode code = ErrorCode::internal;
   std::string message;
-};
-
-// agent -> daemon: the agent is up and speaks this version. `prestarted`
-// names the language whose interpreter is already waiting for code ("" if
-// none): the guest kernel command line asked for it.
-struct Hello {
-  uint32_t version = 0;
-  std::string kernel;
-  std::string prestarted;
-};
-
-// daemon -> agent, first thing after a VM is restored from a snapshot: make
-// this clone unlike its siblings (entropy, clock, name). The agent answers
-// with a fresh hello.
-struct Resume {
-  std::string seed;  // random bytes from the host for the guest's RNG
-  uint64_t realtime_ns = 0;
-  std::string hostname;
-  // Run a trivial program first (software emulation starts with an empty
-  // translation cache; a warm VM should not make its caller pay for it).
-  bool warm_up = false;
-};
-
-// daemon -> agent and back: liveness of an idle VM.
-struct Ping {
-  uint64_t seq = 0;
-};
-struct Pong {
-  uint64_t seq = 0;
 };
 
 // client -> daemon: what is the daemon doing?
@@ -122,81 +76,27 @@ struct StatusRequest {
   uint64_t id = 0;
 };
 
-struct PoolStats {
-  Language language = Language::python;
-  uint32_t target = 0;   // configured size
-  uint32_t ready = 0;    // booted, interpreter waiting
-  uint32_t booting = 0;
-  uint64_t hits = 0;     // runs served from the pool
-  uint64_t misses = 0;   // runs that had to boot
-};
-
-// daemon -> client.
 struct Status {
   uint64_t id = 0;
-  std::string version;
-  std::string accelerator;
-  std::string accelerator_reason;
-  uint32_t vms = 0;       // QEMU processes alive, pool included
-  uint32_t max_vms = 0;
-  uint32_t runs_active = 0;
-  uint32_t runs_queued = 0;
-  uint32_t sessions = 0;  // open sessions, all users
-  std::vector<PoolStats> pool;
-  // Host-side per-VM limits: the cgroup subtree and its controllers, or
-  // why there are none.
-  std::string host_limits;
+  DaemonStatus status;
 };
 
-// daemon -> agent: run code as the unprivileged user.
-struct Exec {
+// client -> daemon: list the snapshot cache; with `drop`, empty it first
+// (root and the daemon's own uid only).
+struct SnapshotsRequest {
   uint64_t id = 0;
-  Language language = Language::python;
-  std::string code;
-  EnvList env;
-  uint32_t timeout_ms = 0;
-  uint32_t grace_ms = 0;      // SIGTERM at the timeout, SIGKILL this much later
-  uint64_t stdout_limit = 0;  // bytes sent back at most; the rest is drained
-  uint64_t stderr_limit = 0;
-  uint32_t pids_max = 0;      // processes and threads of the code at once
-  // Session exec: run in the long-lived interpreter (started on the first
-  // one, with `env`), keeping its state; else a one-shot interpreter.
-  bool session = false;
+  bool drop = false;
 };
 
-// agent -> daemon: the process tree of an exec is gone.
-struct ExecDone {
+struct SnapshotList {
   uint64_t id = 0;
-  int32_t exit_code = 0;
-  int32_t signal = 0;
-  bool timed_out = false;
-  uint64_t duration_ms = 0;
-  bool stdout_truncated = false;
-  bool stderr_truncated = false;
-  bool state_lost = false;  // session exec: the interpreter had to be restarted
+  std::vector<SnapshotInfo> snapshots;
 };
 
-// client -> daemon: open a session, a VM kept for many execs. `timeout_ms`
-// is each exec's default; the session closes after `idle_timeout_ms`
-// without a call.
+// client -> daemon: open a session, a VM kept for many execs.
 struct SessionCreate {
   uint64_t id = 0;
-  Language language = Language::python;
-  EnvList env;
-  uint32_t timeout_ms = 0;
-  uint32_t memory_mb = 0;
-  uint32_t idle_timeout_ms = 0;
-};
-
-struct SessionInfo {
-  std::string session;
-  Language language = Language::python;
-  uint32_t memory_mb = 0;
-  uint32_t idle_timeout_ms = 0;
-  uint64_t exec_count = 0;
-  uint64_t created_unix_ms = 0;
-  uint64_t last_activity_unix_ms = 0;
-  std::string vm_start;  // how its VM came to be, as in a run result
+  SessionOptions options;
 };
 
 // daemon -> client: the answer to SessionCreate (one entry) and to
@@ -229,45 +129,34 @@ struct Ack {
   uint64_t id = 0;
 };
 
-// Files travel as zstd frames of at most limits::kFileChunkBytes each.
-// client -> daemon: the whole file, every chunk inline. daemon -> agent:
-// this header with no chunks, then FileChunk messages. Paths are relative
-// to the session's home.
+// client -> daemon -> agent: a file into the session's home. FileChunk
+// frames carrying `size` bytes in all follow; the answer is FileDone.
+// `session` is empty on the agent channel.
 struct FileWrite {
   uint64_t id = 0;
-  std::string session;  // empty on the agent channel
+  std::string session;
   std::string path;
   uint64_t size = 0;  // bytes after decompression, all chunks together
   bool executable = false;
-  std::vector<std::string> chunks;
 };
 
-// One chunk of a file in transit (daemon -> agent for writes, agent ->
-// daemon for reads).
+// One piece of a file in transit: a zstd frame of at most kFileChunkBytes.
 struct FileChunk {
   uint64_t id = 0;
-  std::string data;  // one zstd frame
+  std::string data;
 };
 
-// client -> daemon -> agent: send a file back. The agent answers with
-// FileChunk messages and FileDone; the daemon gathers them into FileContent.
+// client -> daemon -> agent: send a file back, as FileChunk frames and then FileDone.
 struct FileRead {
   uint64_t id = 0;
   std::string session;
   std::string path;
 };
 
-// agent -> daemon, and daemon -> client for writes: the transfer is complete.
+// The end of a transfer: a write stored, or a read complete (`size` in all).
 struct FileDone {
   uint64_t id = 0;
   uint64_t size = 0;
-};
-
-// daemon -> client: a file read.
-struct FileContent {
-  uint64_t id = 0;
-  uint64_t size = 0;
-  std::vector<std::string> chunks;
 };
 
 // client -> daemon -> agent: the entries of a directory ("" is home).
@@ -277,49 +166,413 @@ struct FileListRequest {
   std::string path;
 };
 
-struct FileEntry {
-  std::string name;
-  bool is_dir = false;
-  uint64_t size = 0;
-};
-
 struct FileList {
   uint64_t id = 0;
-  std::vector<FileEntry> entries;
-  bool truncated = false;  // more entries than one listing returns
+  FileListing listing;
 };
 
-// client -> daemon: list the snapshot cache; with `drop`, empty it first
-// (root and the daemon's own uid only).
-struct SnapshotsRequest {
+// ---------------------------------------------------------------- daemon <-> agent
+
+// agent -> daemon: the agent is up and speaks this version. `prestarted`
+// names the language whose interpreter is already waiting for code ("" if
+// none): the guest kernel command line asked for it.
+struct Hello {
+  uint32_t version = 0;
+  std::string kernel;
+  std::string prestarted;
+};
+
+// daemon -> agent, first thing after a VM is restored from a snapshot: make
+// this clone unlike its siblings (entropy, clock, name). The agent answers
+// with a fresh hello.
+struct Resume {
+  std::string seed;  // random bytes from the host for the guest's RNG
+  uint64_t realtime_ns = 0;
+  std::string hostname;
+  // Run a trivial program first (software emulation starts with an empty
+  // translation cache; a warm VM should not make its caller pay for it).
+  bool warm_up = false;
+};
+
+// daemon -> agent and back: liveness of an idle VM.
+struct Ping {
+  uint64_t seq = 0;
+};
+struct Pong {
+  uint64_t seq = 0;
+};
+
+// daemon -> agent: run code as the unprivileged user. The timeout starts
+// when the interpreter is ready and has the code; getting there is bounded
+// by `startup_timeout_ms`.
+struct Exec {
   uint64_t id = 0;
-  bool drop = false;
-};
-
-struct SnapshotInfo {
-  std::string key;
   Language language = Language::python;
-  uint32_t memory_mb = 0;
-  uint64_t bytes = 0;  // on disk
+  std::string code;
+  EnvList env;
+  uint32_t timeout_ms = 0;
+  uint32_t startup_timeout_ms = 0;
+  uint32_t grace_ms = 0;      // SIGTERM at the timeout, SIGKILL this much later
+  uint64_t stdout_limit = 0;  // bytes sent back at most; the rest is drained
+  uint64_t stderr_limit = 0;
+  uint32_t pids_max = 0;  // processes and threads of the code at once
+  // Session exec: run in the long-lived interpreter (started on the first
+  // one, with `env`), keeping its state; else a one-shot interpreter.
+  bool session = false;
 };
 
-// daemon -> client.
-struct SnapshotList {
+// agent -> daemon: the process tree of an exec is gone.
+struct ExecDone {
   uint64_t id = 0;
-  std::vector<SnapshotInfo> snapshots;
+  int32_t exit_code = 0;
+  int32_t signal = 0;
+  bool timed_out = false;
+  uint64_t startup_ms = 0;   // exec received -> interpreter ready with the code
+  uint64_t duration_ms = 0;  // the code's own time, from there to the end
+  bool stdout_truncated = false;
+  bool stderr_truncated = false;
+  bool state_lost = false;  // session exec: the interpreter had to be restarted
 };
 
-using Message = std::variant<RunRequest, Output, RunResult, ErrorReply, Hello, Exec, ExecDone, Ping, Pong,
-                             StatusRequest, Status, Resume, SnapshotsRequest, SnapshotList, SessionCreate,
-                             SessionList, SessionListRequest, SessionExec, SessionClose, Ack, FileWrite, FileChunk,
-                             FileRead, FileDone, FileContent, FileListRequest, FileList>;
+// daemon -> agent: stop the running exec as at its timeout (interrupt,
+// grace, kill), because its caller went away. Answered by its ExecDone.
+struct Cancel {
+  uint64_t id = 0;
+};
+
+using Message = std::variant<Run, Output, Finished, ErrorReply, Hello, Exec, ExecDone, Ping, Pong, StatusRequest,
+                             Status, Resume, SnapshotsRequest, SnapshotList, SessionCreate, SessionList,
+                             SessionListRequest, SessionExec, SessionClose, Ack, FileWrite, FileChunk, FileRead,
+                             FileDone, FileListRequest, FileList, Cancel>;
 
 // The request id a message carries (0 for those without one: hello, ping...).
 uint64_t request_id_of(const Message& message);
+// The wire name of a message's type ("run", "result", ...).
+std::string_view type_name(const Message& message);
 
 // Payload only (no length prefix).
 std::string encode(const Message& message);
-// Strict, bounded decode of one payload.
+// Strict, bounded decode of one payload. Strings are copied out of the
+// payload only for fields that are read; everything else is bounded before
+// any allocation.
 Result<Message> decode(std::string_view payload);
 
 }  // namespace sandbox::proto
+
+// ---------------------------------------------------------------- the tables
+
+namespace sandbox::schema {
+
+using namespace sandbox::limits;
+
+template <>
+struct EnumNames<Language> {
+  static std::string_view name(Language l) { return language_name(l); }
+  static std::optional<Language> parse(std::string_view s);
+};
+template <>
+struct EnumNames<Stream> {
+  static std::string_view name(Stream s) { return stream_name(s); }
+  static std::optional<Stream> parse(std::string_view s);
+};
+template <>
+struct EnumNames<ErrorCode> {
+  static std::string_view name(ErrorCode c) { return error_code_name(c); }
+  static std::optional<ErrorCode> parse(std::string_view s) { return error_code_from_name(s); }
+};
+
+constexpr uint64_t kU32 = UINT32_MAX;
+
+template <>
+struct Schema<RunRequest> {
+  static constexpr auto fields = std::tuple{
+      field("language", &RunRequest::language),
+      field("code", &RunRequest::code, kMaxCodeBytes),
+      field("env", &RunRequest::env, kMaxEnvVars),
+      field("timeout_ms", &RunRequest::timeout, kU32),
+      field("memory_mb", &RunRequest::memory_mb),
+  };
+};
+template <>
+struct Schema<Timing> {
+  static constexpr auto fields = std::tuple{
+      field("setup_ms", &Timing::setup_ms),     field("boot_ms", &Timing::boot_ms),
+      field("startup_ms", &Timing::startup_ms), field("execute_ms", &Timing::execute_ms),
+      field("total_ms", &Timing::total_ms),
+  };
+};
+template <>
+struct Schema<RunResult> {
+  static constexpr auto fields = std::tuple{
+      field("language", &RunResult::language),
+      field("stdout", &RunResult::stdout_data, kMaxStdoutBytes),
+      field("stderr", &RunResult::stderr_data, kMaxStderrBytes),
+      field("stdout_truncated", &RunResult::stdout_truncated),
+      field("stderr_truncated", &RunResult::stderr_truncated),
+      field("exit_code", &RunResult::exit_code),
+      field("signal", &RunResult::signal),
+      field("timed_out", &RunResult::timed_out),
+      field("execution_time_ms", &RunResult::execution_time_ms),
+      field("cpu_time_ms", &RunResult::cpu_time_ms),
+      field("memory_peak_mb", &RunResult::memory_peak_mb),
+      field("timing", &RunResult::timing),
+      field("warm_pool_hit", &RunResult::warm_pool_hit),
+      text("accelerator", &RunResult::accelerator, kMaxNameBytes),
+      text("vm_start", &RunResult::vm_start, kMaxNameBytes),
+      field("state_lost", &RunResult::state_lost),
+  };
+};
+template <>
+struct Schema<PoolInfo> {
+  static constexpr auto fields = std::tuple{
+      field("language", &PoolInfo::language), field("size", &PoolInfo::target),
+      field("ready", &PoolInfo::ready),       field("booting", &PoolInfo::booting),
+      field("hits", &PoolInfo::hits),         field("misses", &PoolInfo::misses),
+  };
+};
+template <>
+struct Schema<DaemonStatus> {
+  static constexpr auto fields = std::tuple{
+      text("version", &DaemonStatus::version, kMaxNameBytes),
+      text("accelerator", &DaemonStatus::accelerator, kMaxNameBytes),
+      text("accelerator_reason", &DaemonStatus::accelerator_reason, kMaxMessageBytes),
+      field("vms", &DaemonStatus::vms),
+      field("max_vms", &DaemonStatus::max_vms),
+      field("runs_active", &DaemonStatus::runs_active),
+      field("runs_queued", &DaemonStatus::runs_queued),
+      field("sessions", &DaemonStatus::sessions),
+      field("runs_per_uid", &DaemonStatus::runs_per_uid),
+      field("pool", &DaemonStatus::pool, proto::kMaxPoolEntries),
+      text("host_limits", &DaemonStatus::host_limits, kMaxMessageBytes),
+  };
+};
+template <>
+struct Schema<SnapshotInfo> {
+  static constexpr auto fields = std::tuple{
+      text("key", &SnapshotInfo::key, kMaxNameBytes),
+      field("language", &SnapshotInfo::language),
+      field("memory_mb", &SnapshotInfo::memory_mb),
+      field("bytes", &SnapshotInfo::bytes),
+  };
+};
+template <>
+struct Schema<SessionOptions> {
+  static constexpr auto fields = std::tuple{
+      field("language", &SessionOptions::language),
+      field("env", &SessionOptions::env, kMaxEnvVars),
+      field("timeout_ms", &SessionOptions::timeout, kU32),
+      field("memory_mb", &SessionOptions::memory_mb),
+      field("idle_timeout_ms", &SessionOptions::idle_timeout, kU32),
+  };
+};
+template <>
+struct Schema<SessionInfo> {
+  static constexpr auto fields = std::tuple{
+      text("session", &SessionInfo::id, kMaxSessionIdBytes),
+      field("language", &SessionInfo::language),
+      field("memory_mb", &SessionInfo::memory_mb),
+      field("idle_timeout_ms", &SessionInfo::idle_timeout, kU32),
+      field("exec_count", &SessionInfo::exec_count),
+      field("created_unix_ms", &SessionInfo::created_unix_ms),
+      field("last_activity_unix_ms", &SessionInfo::last_activity_unix_ms),
+      text("vm_start", &SessionInfo::vm_start, kMaxNameBytes),
+  };
+};
+template <>
+struct Schema<FileEntry> {
+  static constexpr auto fields = std::tuple{
+      field("name", &FileEntry::name, kMaxPathBytes),
+      field("is_dir", &FileEntry::is_dir),
+      field("size", &FileEntry::size),
+  };
+};
+template <>
+struct Schema<FileListing> {
+  static constexpr auto fields = std::tuple{
+      field("entries", &FileListing::entries, kMaxListEntries),
+      field("truncated", &FileListing::truncated),
+  };
+};
+
+// Wire messages: `type` names them on the wire.
+template <>
+struct Schema<proto::Run> {
+  static constexpr std::string_view type = "run";
+  static constexpr auto fields = std::tuple{field("id", &proto::Run::id), embed(&proto::Run::request)};
+};
+template <>
+struct Schema<proto::Output> {
+  static constexpr std::string_view type = "output";
+  static constexpr auto fields = std::tuple{field("id", &proto::Output::id), field("stream", &proto::Output::stream),
+                                            field("data", &proto::Output::data, kMaxFrameBytes)};
+};
+template <>
+struct Schema<proto::Finished> {
+  static constexpr std::string_view type = "result";
+  static constexpr auto fields = std::tuple{field("id", &proto::Finished::id), embed(&proto::Finished::result)};
+};
+template <>
+struct Schema<proto::ErrorReply> {
+  static constexpr std::string_view type = "error";
+  static constexpr auto fields = std::tuple{field("id", &proto::ErrorReply::id), field("code", &proto::ErrorReply::code),
+                                            text("message", &proto::ErrorReply::message, kMaxMessageBytes)};
+};
+template <>
+struct Schema<proto::StatusRequest> {
+  static constexpr std::string_view type = "status_request";
+  static constexpr auto fields = std::tuple{field("id", &proto::StatusRequest::id)};
+};
+template <>
+struct Schema<proto::Status> {
+  static constexpr std::string_view type = "status";
+  static constexpr auto fields = std::tuple{field("id", &proto::Status::id), embed(&proto::Status::status)};
+};
+template <>
+struct Schema<proto::SnapshotsRequest> {
+  static constexpr std::string_view type = "snapshots_request";
+  static constexpr auto fields =
+      std::tuple{field("id", &proto::SnapshotsRequest::id), field("drop", &proto::SnapshotsRequest::drop)};
+};
+template <>
+struct Schema<proto::SnapshotList> {
+  static constexpr std::string_view type = "snapshot_list";
+  static constexpr auto fields = std::tuple{field("id", &proto::SnapshotList::id),
+                                            field("snapshots", &proto::SnapshotList::snapshots, proto::kMaxSnapshotEntries)};
+};
+template <>
+struct Schema<proto::SessionCreate> {
+  static constexpr std::string_view type = "session_create";
+  static constexpr auto fields =
+      std::tuple{field("id", &proto::SessionCreate::id), embed(&proto::SessionCreate::options)};
+};
+template <>
+struct Schema<proto::SessionList> {
+  static constexpr std::string_view type = "session_list";
+  static constexpr auto fields = std::tuple{field("id", &proto::SessionList::id),
+                                            field("sessions", &proto::SessionList::sessions, proto::kMaxSessionEntries)};
+};
+template <>
+struct Schema<proto::SessionListRequest> {
+  static constexpr std::string_view type = "session_list_request";
+  static constexpr auto fields = std::tuple{field("id", &proto::SessionListRequest::id)};
+};
+template <>
+struct Schema<proto::SessionExec> {
+  static constexpr std::string_view type = "session_exec";
+  static constexpr auto fields = std::tuple{
+      field("id", &proto::SessionExec::id), text("session", &proto::SessionExec::session, kMaxSessionIdBytes),
+      field("code", &proto::SessionExec::code, kMaxCodeBytes), field("timeout_ms", &proto::SessionExec::timeout_ms)};
+};
+template <>
+struct Schema<proto::SessionClose> {
+  static constexpr std::string_view type = "session_close";
+  static constexpr auto fields = std::tuple{field("id", &proto::SessionClose::id),
+                                            text("session", &proto::SessionClose::session, kMaxSessionIdBytes)};
+};
+template <>
+struct Schema<proto::Ack> {
+  static constexpr std::string_view type = "ack";
+  static constexpr auto fields = std::tuple{field("id", &proto::Ack::id)};
+};
+template <>
+struct Schema<proto::FileWrite> {
+  static constexpr std::string_view type = "file_write";
+  static constexpr auto fields = std::tuple{
+      field("id", &proto::FileWrite::id), text("session", &proto::FileWrite::session, kMaxSessionIdBytes),
+      field("path", &proto::FileWrite::path, kMaxPathBytes), field("size", &proto::FileWrite::size, kMaxFileBytes),
+      field("executable", &proto::FileWrite::executable)};
+};
+template <>
+struct Schema<proto::FileChunk> {
+  static constexpr std::string_view type = "file_chunk";
+  static constexpr auto fields =
+      std::tuple{field("id", &proto::FileChunk::id), field("data", &proto::FileChunk::data, kMaxFileChunkWireBytes)};
+};
+template <>
+struct Schema<proto::FileRead> {
+  static constexpr std::string_view type = "file_read";
+  static constexpr auto fields =
+      std::tuple{field("id", &proto::FileRead::id), text("session", &proto::FileRead::session, kMaxSessionIdBytes),
+                 field("path", &proto::FileRead::path, kMaxPathBytes)};
+};
+template <>
+struct Schema<proto::FileDone> {
+  static constexpr std::string_view type = "file_done";
+  static constexpr auto fields =
+      std::tuple{field("id", &proto::FileDone::id), field("size", &proto::FileDone::size, kMaxFileBytes)};
+};
+template <>
+struct Schema<proto::FileListRequest> {
+  static constexpr std::string_view type = "file_list_request";
+  static constexpr auto fields = std::tuple{field("id", &proto::FileListRequest::id),
+                                            text("session", &proto::FileListRequest::session, kMaxSessionIdBytes),
+                                            field("path", &proto::FileListRequest::path, kMaxPathBytes)};
+};
+template <>
+struct Schema<proto::FileList> {
+  static constexpr std::string_view type = "file_list";
+  static constexpr auto fields = std::tuple{field("id", &proto::FileList::id), embed(&proto::FileList::listing)};
+};
+template <>
+struct Schema<proto::Hello> {
+  static constexpr std::string_view type = "hello";
+  static constexpr auto fields =
+      std::tuple{field("version", &proto::Hello::version), text("kernel", &proto::Hello::kernel, kMaxNameBytes),
+                 text("prestarted", &proto::Hello::prestarted, kMaxNameBytes)};
+};
+template <>
+struct Schema<proto::Resume> {
+  static constexpr std::string_view type = "resume";
+  static constexpr auto fields = std::tuple{
+      field("seed", &proto::Resume::seed, proto::kMaxSeedBytes), field("realtime_ns", &proto::Resume::realtime_ns),
+      text("hostname", &proto::Resume::hostname, proto::kMaxHostnameBytes), field("warm_up", &proto::Resume::warm_up)};
+};
+template <>
+struct Schema<proto::Ping> {
+  static constexpr std::string_view type = "ping";
+  static constexpr auto fields = std::tuple{field("seq", &proto::Ping::seq)};
+};
+template <>
+struct Schema<proto::Pong> {
+  static constexpr std::string_view type = "pong";
+  static constexpr auto fields = std::tuple{field("seq", &proto::Pong::seq)};
+};
+template <>
+struct Schema<proto::Exec> {
+  static constexpr std::string_view type = "exec";
+  static constexpr auto fields = std::tuple{
+      field("id", &proto::Exec::id),
+      field("language", &proto::Exec::language),
+      field("code", &proto::Exec::code, kMaxCodeBytes),
+      field("env", &proto::Exec::env, kMaxEnvVars),
+      field("timeout_ms", &proto::Exec::timeout_ms),
+      field("startup_timeout_ms", &proto::Exec::startup_timeout_ms),
+      field("grace_ms", &proto::Exec::grace_ms),
+      field("stdout_limit", &proto::Exec::stdout_limit),
+      field("stderr_limit", &proto::Exec::stderr_limit),
+      field("pids_max", &proto::Exec::pids_max),
+      field("session", &proto::Exec::session),
+  };
+};
+template <>
+struct Schema<proto::ExecDone> {
+  static constexpr std::string_view type = "exec_done";
+  static constexpr auto fields = std::tuple{
+      field("id", &proto::ExecDone::id),
+      field("exit_code", &proto::ExecDone::exit_code),
+      field("signal", &proto::ExecDone::signal),
+      field("timed_out", &proto::ExecDone::timed_out),
+      field("startup_ms", &proto::ExecDone::startup_ms),
+      field("duration_ms", &proto::ExecDone::duration_ms),
+      field("stdout_truncated", &proto::ExecDone::stdout_truncated),
+      field("stderr_truncated", &proto::ExecDone::stderr_truncated),
+      field("state_lost", &proto::ExecDone::state_lost),
+  };
+};
+template <>
+struct Schema<proto::Cancel> {
+  static constexpr std::string_view type = "cancel";
+  static constexpr auto fields = std::tuple{field("id", &proto::Cancel::id)};
+};
+
+}  // namespace sandbox::schema

@@ -1,18 +1,31 @@
-// Checks on a run request that every entry point applies before any work:
-// the daemon always (authoritative), libsandbox early for a clear message.
+// Checks on every request kind, applied before any work: by the daemon's
+// service layer (authoritative, for both transports) and by libsandbox
+// (early, for a clear message without a round trip).
 #pragma once
 
+#include <chrono>
 #include <string_view>
 
-#include "common/protocol.h"
-#include "common/result.h"
+#include <sandbox/result.h>
+#include <sandbox/types.h>
 
 namespace sandbox {
 
-// A name an environment variable may have: a portable identifier, not one
-// that changes how the interpreter or the loader starts.
+// A name an environment variable may have: a portable identifier, and not
+// one of the refused classes (see kRefusedEnv in validate.cc and the
+// README): the loader's, each interpreter's start-up and module paths, the
+// shell's hooks, and the variables the sandbox sets itself.
 Result<void> validate_env_name(std::string_view name);
 Result<void> validate_env_value(std::string_view name, std::string_view value);
-Result<void> validate_run_request(const proto::RunRequest& request);
+Result<void> validate_env(const EnvList& env);
+// Not empty, not only white space, no NUL byte, at most kMaxCodeBytes.
+Result<void> validate_code(std::string_view code);
+Result<void> validate_timeout(std::chrono::milliseconds timeout);
+Result<void> validate_memory(uint32_t memory_mb);
+
+Result<void> validate(const RunRequest& request);
+Result<void> validate(const SessionOptions& options);
+// A session exec: its code, and its timeout unless 0 (the session's default).
+Result<void> validate_exec(std::string_view code, std::chrono::milliseconds timeout);
 
 }  // namespace sandbox

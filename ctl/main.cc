@@ -1,6 +1,5 @@
 // sandboxctl: the command-line client of sandboxd.
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -10,7 +9,7 @@ namespace {
 
 struct Verb {
   std::string_view name;
-  int (*fn)(int, char**);
+  int (*fn)(sandbox::ctl::Globals, int, char**);
   std::string_view summary;
 };
 
@@ -23,27 +22,44 @@ constexpr Verb kVerbs[] = {
 };
 
 void usage(FILE* out) {
-  std::fprintf(out, "usage: sandboxctl VERB [OPTIONS]\n\nVerbs:\n");
+  std::fprintf(out, "usage: sandboxctl [--socket PATH] [--json] [-q] VERB [OPTIONS]\n\nVerbs:\n");
   for (const auto& v : kVerbs)
     std::fprintf(out, "  %-10s %.*s\n", std::string(v.name).c_str(), static_cast<int>(v.summary.size()), v.summary.data());
-  std::fprintf(out, "\n'sandboxctl VERB --help' describes a verb.\n");
+  std::fprintf(out,
+               "\n--socket, --json and -q may also follow the verb. The socket defaults to\n"
+               "$SANDBOXD_SOCKET, else %s.\n'sandboxctl VERB --help' describes a verb.\n",
+               sandbox::kDefaultSocketPath);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
+  sandbox::ctl::Globals globals;
+  int i = 1;
+  for (; i < argc && argv[i][0] == '-'; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--help" || a == "-h") {
+      usage(stdout);
+      return 0;
+    }
+    if (!sandbox::ctl::parse_global(argc, argv, &i, &globals)) {
+      std::fprintf(stderr, "sandboxctl: unknown option '%s' before the verb\n", argv[i]);
+      usage(stderr);
+      return sandbox::ctl::kExitUsage;
+    }
+  }
+  if (i >= argc) {
     usage(stderr);
     return sandbox::ctl::kExitUsage;
   }
-  std::string_view verb = argv[1];
-  if (verb == "--help" || verb == "-h" || verb == "help") {
+  std::string_view verb = argv[i];
+  if (verb == "help") {
     usage(stdout);
     return 0;
   }
   for (const auto& v : kVerbs)
-    if (v.name == verb) return v.fn(argc - 1, argv + 1);
-  std::fprintf(stderr, "sandboxctl: unknown verb '%s'\n", argv[1]);
+    if (v.name == verb) return v.fn(globals, argc - i, argv + i);
+  std::fprintf(stderr, "sandboxctl: unknown verb '%s'\n", argv[i]);
   usage(stderr);
   return sandbox::ctl::kExitUsage;
 }

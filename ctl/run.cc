@@ -15,11 +15,11 @@
 #include <thread>
 #include <vector>
 
-#include "common/limits.h"
-#include "ctl/json.h"
+#include <sandbox/client.h>
+#include <sandbox/limits.h>
+
 #include "ctl/session_files.h"
 #include "ctl/verbs.h"
-#include "sandbox/client.h"
 
 namespace sandbox::ctl {
 namespace {
@@ -45,6 +45,8 @@ constexpr const char* kRunUsage =
     "                          SOURCE only\n"
     "      --socket PATH       default $SANDBOXD_SOCKET or /run/sandboxd/sandboxd.sock\n"
     "  -h, --help              this text\n\n"
+    "With several sources, at most as many run at once as the daemon allows one user;\n"
+    "a busy daemon (capacity) is retried with backoff for up to a minute.\n"
     "Exit status: the code's own (128+N if killed by signal N), 124 on timeout,\n"
     "125 when the sandbox failed, 2 for bad usage.\n";
 
@@ -55,14 +57,12 @@ struct Source {
 };
 
 struct Options {
+  Globals globals;
   std::optional<Language> language;
   std::chrono::milliseconds timeout{limits::kDefaultTimeoutMs};
   uint32_t memory_mb = limits::kDefaultMemoryMb;
   std::vector<std::pair<std::string, std::string>> env;
-  bool json = false;
-  bool quiet = false;
   unsigned concurrency = 10;
-  std::string socket;
   std::vector<std::pair<std::string, std::string>> uploads;    // local, guest
   std::vector<std::pair<std::string, std::string>> downloads;  // guest, local
 };
@@ -111,15 +111,9 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
       case 'c':
         sources->push_back({"-c #" + std::to_string(++inline_count), arg, std::nullopt});
         break;
-      case 't': {
-        char* end = nullptr;
-        errno = 0;
-        double secs = std::strtod(arg.c_str(), &end);
-        if (arg.empty() || *end || errno || !std::isfinite(secs) || secs <= 0 || secs > 1e6)
-          return bad("timeout '" + arg + "' is not a positive number of seconds");
-        o->timeout = std::chrono::milliseconds(static_cast<int64_t>(std::llround(secs * 1000)));
+      case 't':
+        if (!parse_seconds(arg, &o->timeout)) return bad("timeout '" + arg + "' is not a positive number of seconds");
         break;
-      }
       case 'm': {
         char* end = nullptr;
         unsigned long mb = std::strtoul(arg.c_str(), &end, 10);
@@ -133,8 +127,8 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
         o->env.emplace_back(arg.substr(0, eq), arg.substr(eq + 1));
         break;
       }
-      case 'J': o->json = true; break;
-      case 'q': o->quiet = true; break;
+      case 'J': o->globals.json = true; break;
+      case 'q': o->globals.quiet = true; break;
       case 'j': {
         char* end = nullptr;
         unsigned long n = std::strtoul(arg.c_str(), &end, 10);
@@ -142,7 +136,7 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
         o->concurrency = static_cast<unsigned>(n);
         break;
       }
-      case 'S': o->socket = arg; break;
+      case 'S': o->globals.socket = arg; break;
       case 'U': {
         auto colon = arg.find(':');
         std::string local = arg.substr(0, colon);
@@ -186,84 +180,82 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
   if (sources->empty()) return bad("nothing to run: give code, a file, or - for stdin (see --help)");
   if ((!o->uploads.empty() || !o->downloads.empty()) && sources->size() != 1)
     return bad("--upload and --download work with one SOURCE");
-  if (o->socket.empty()) {
-    const char* env = std::getenv("SANDBOXD_SOCKET");
-    o->socket = env && *env ? env : kDefaultSocketPath;
-  }
   return -1;
-}
-
-}  // namespace
-
-void write_fd(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-}
-
-int exit_status(const Result<RunResult>& r) {
-  if (!r) return r.error().code == ErrorCode::invalid_argument ? kExitUsage : kExitSandboxError;
-  if (r->timed_out) return kExitTimeout;
-  return r->exit_code & 0xff;
 }
 
 // A run with files: a session that lives for one exec. Files go in first;
 // files come out afterwards whatever the exit status; the session is closed
-// in every case.
+// in every case. With --json, one object says how it all went.
 int run_with_files(const Options& opts, const Source& src) {
-  Client client(opts.socket);
+  Client client(socket_path(opts.globals));
   SessionOptions so;
   so.language = opts.language.value_or(src.language.value_or(Language::python));
   so.env = opts.env;
   so.timeout = opts.timeout;
   so.memory_mb = opts.memory_mb;
   so.idle_timeout = std::chrono::milliseconds(limits::kMinSessionIdleMs);
+  bool json = opts.globals.json;
   auto session = client.create_session(so);
-  auto report = [&](const Error& e) {
-    if (opts.json) write_fd(1, result_json(src.name, so.language, Result<RunResult>(e)) + "\n");
-    else write_fd(2, "sandboxctl: " + std::string(error_code_name(e.code)) + ": " + e.message + "\n");
-    return e.code == ErrorCode::invalid_argument ? kExitUsage : kExitSandboxError;
-  };
-  if (!session) return report(session.error());
-  int status = 0;
+  if (!session) {
+    if (json) write_fd(1, run_json(src.name, so.language, Result<RunResult>(session.error())) + "\n");
+    return json ? exit_status(Result<RunResult>(session.error())) : fail(session.error());
+  }
+  std::optional<Error> file_error;
   for (const auto& [local, guest] : opts.uploads)
     if (auto r = put_file(*session, local, guest, false); !r) {
-      status = report(Error(r.error()).context("uploading '" + local + "'"));
+      file_error = Error(r.error()).context("uploading '" + local + "'");
       break;
     }
-  if (status == 0) {
+  Result<RunResult> r = file_error ? Result<RunResult>(*file_error) : Result<RunResult>(Error{});
+  if (!file_error) {
     OutputCallback cb;
-    if (!opts.json) cb = [](Stream s, std::string_view d) { write_fd(s == Stream::err ? 2 : 1, d); };
-    auto r = session->exec(src.code, cb);
-    if (opts.json) write_fd(1, result_json(src.name, so.language, r) + "\n");
-    else if (!r) write_fd(2, "sandboxctl: " + std::string(error_code_name(r.error().code)) + ": " + r.error().message + "\n");
-    else if (r->timed_out && !opts.quiet) write_fd(2, "sandboxctl: timed out after " + std::to_string(opts.timeout.count()) + " ms\n");
-    status = exit_status(r);
+    if (!json) cb = [](Stream s, std::string_view d) { write_fd(s == Stream::err ? 2 : 1, d); };
+    r = session->exec(src.code, cb);
     if (r)
       for (const auto& [guest, local] : opts.downloads)
         if (auto d = get_file(*session, guest, local); !d) {
-          int st = report(Error(d.error()).context("downloading '" + guest + "'"));
-          if (status == 0) status = st;
+          file_error = Error(d.error()).context("downloading '" + guest + "'");
+          break;
         }
   }
   (void)session->close();
+  int status = exit_status(r);
+  if (json) {
+    write_fd(1, run_json(src.name, so.language, r, r ? file_error : std::nullopt) + "\n");
+  } else if (!r) {
+    fail(r.error());
+  } else {
+    if (r->timed_out && !opts.globals.quiet) notice("timed out after " + std::to_string(opts.timeout.count()) + " ms");
+    if (file_error) fail(*file_error);
+  }
+  if (status == 0 && file_error) status = file_error->code == ErrorCode::invalid_argument ? kExitUsage : kExitSandboxError;
   return status;
 }
 
-int cmd_run(int argc, char** argv) {
+// Runs at once: what was asked, but no more than the daemon takes from one
+// user (more would only come back as `capacity`).
+unsigned effective_concurrency(const Client& client, const Options& opts, size_t sources) {
+  unsigned n = std::min<unsigned>(opts.concurrency, static_cast<unsigned>(sources));
+  if (n > 1)
+    if (auto st = client.status(); st && st->runs_per_uid > 0) n = std::min(n, st->runs_per_uid);
+  return std::max(n, 1u);
+}
+
+}  // namespace
+
+int cmd_run(Globals globals, int argc, char** argv) {
   Options opts;
+  opts.globals = std::move(globals);
   std::vector<Source> sources;
   if (int rc = parse_args(argc, argv, &opts, &sources); rc >= 0) return rc;
   if (!opts.uploads.empty() || !opts.downloads.empty()) return run_with_files(opts, sources[0]);
 
-  Client client(opts.socket);
+  Client client(socket_path(opts.globals));
+  bool json = opts.globals.json, quiet = opts.globals.quiet;
   std::vector<std::optional<Result<RunResult>>> results(sources.size());
   std::vector<Language> languages(sources.size());
   std::mutex out_mu;
-  bool stream_live = sources.size() == 1 && !opts.json;
+  bool stream_live = sources.size() == 1 && !json;
   std::atomic<size_t> next{0};
 
   auto work = [&] {
@@ -280,30 +272,26 @@ int cmd_run(int argc, char** argv) {
       if (stream_live) cb = [](Stream s, std::string_view d) { write_fd(s == Stream::err ? 2 : 1, d); };
       auto r = client.run(req, cb);
       std::lock_guard lock(out_mu);
-      if (opts.json) {
-        auto line = result_json(src.name, req.language, r) + "\n";
-        write_fd(1, line);
+      std::string prefix = sources.size() > 1 ? src.name + ": " : "";
+      if (json) {
+        write_fd(1, run_json(src.name, req.language, r) + "\n");
       } else {
         if (!stream_live && r) {
-          if (!opts.quiet) write_fd(2, "==> " + src.name + " <==\n");
+          if (!quiet) write_fd(2, "==> " + src.name + " <==\n");
           write_fd(1, r->stdout_data);
           write_fd(2, r->stderr_data);
         }
-        if (!r) {
-          std::string prefix = sources.size() > 1 ? src.name + ": " : "";
-          write_fd(2, "sandboxctl: " + prefix + std::string(error_code_name(r.error().code)) + ": " +
-                          r.error().message + "\n");
-        } else if (r->timed_out && !opts.quiet) {
-          write_fd(2, "sandboxctl: " + (sources.size() > 1 ? src.name + ": " : std::string()) + "timed out after " +
-                          std::to_string(opts.timeout.count()) + " ms\n");
-        }
-        if (r && (r->stdout_truncated || r->stderr_truncated) && !opts.quiet)
-          write_fd(2, "sandboxctl: output truncated to the sandbox's limits\n");
+        if (!r)
+          fail(r.error(), prefix);
+        else if (r->timed_out && !quiet)
+          notice(prefix + "timed out after " + std::to_string(opts.timeout.count()) + " ms");
+        if (r && (r->stdout_truncated || r->stderr_truncated) && !quiet)
+          notice(prefix + "output truncated to the sandbox's limits");
       }
       results[i].emplace(std::move(r));
     }
   };
-  unsigned n = std::min<unsigned>(opts.concurrency, static_cast<unsigned>(sources.size()));
+  unsigned n = effective_concurrency(client, opts, sources.size());
   std::vector<std::thread> workers;
   for (unsigned t = 1; t < n; ++t) workers.emplace_back(work);
   work();

@@ -2,7 +2,6 @@
 #include <getopt.h>
 #include <unistd.h>
 
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -10,11 +9,12 @@
 #include <iostream>
 #include <sstream>
 
-#include "common/limits.h"
-#include "ctl/json.h"
+#include <sandbox/client.h>
+#include <sandbox/json.h>
+#include <sandbox/limits.h>
+
 #include "ctl/session_files.h"
 #include "ctl/verbs.h"
-#include "sandbox/client.h"
 
 namespace sandbox::ctl {
 namespace {
@@ -34,26 +34,12 @@ constexpr const char* kSessionUsage =
     "  ls [--json]             your open sessions\n"
     "  ls ID [DIR] [--json]    the entries of a directory in the session (default: home)\n"
     "  close ID                destroy the session's VM\n\n"
-    "Common: --socket PATH (default $SANDBOXD_SOCKET or /run/sandboxd/sandboxd.sock), -h.\n"
+    "Common: --socket PATH (default $SANDBOXD_SOCKET or /run/sandboxd/sandboxd.sock), --json, -h.\n"
     "Guest paths are relative to the session's home; at most 50 MB per file.\n";
-
-int fail(const Error& e) {
-  std::fprintf(stderr, "sandboxctl: %s: %s\n", std::string(error_code_name(e.code)).c_str(), e.message.c_str());
-  return e.code == ErrorCode::invalid_argument ? kExitUsage : kExitSandboxError;
-}
 
 int usage_error(const std::string& msg) {
   std::fprintf(stderr, "sandboxctl session: %s (see --help)\n", msg.c_str());
   return kExitUsage;
-}
-
-bool parse_seconds(const std::string& arg, std::chrono::milliseconds* out) {
-  char* end = nullptr;
-  errno = 0;
-  double secs = std::strtod(arg.c_str(), &end);
-  if (arg.empty() || *end || errno || !std::isfinite(secs) || secs <= 0 || secs > 1e6) return false;
-  *out = std::chrono::milliseconds(static_cast<int64_t>(std::llround(secs * 1000)));
-  return true;
 }
 
 std::string iso_time(uint64_t unix_ms) {
@@ -66,14 +52,13 @@ std::string iso_time(uint64_t unix_ms) {
 }
 
 struct Args {
+  Globals globals;
   std::optional<Language> language;
   std::optional<std::chrono::milliseconds> timeout;
   std::optional<std::chrono::milliseconds> idle;
   uint32_t memory_mb = limits::kDefaultMemoryMb;
   std::vector<std::pair<std::string, std::string>> env;
-  bool json = false;
   bool executable = false;
-  std::string socket;
   std::vector<std::string> positional;
 };
 
@@ -84,12 +69,13 @@ int parse(int argc, char** argv, Args* a) {
       {"memory", required_argument, nullptr, 'm'},   {"env", required_argument, nullptr, 'e'},
       {"idle", required_argument, nullptr, 'I'},     {"json", no_argument, nullptr, 'J'},
       {"executable", no_argument, nullptr, 'x'},     {"socket", required_argument, nullptr, 'S'},
-      {"help", no_argument, nullptr, 'h'},           {nullptr, 0, nullptr, 0},
+      {"quiet", no_argument, nullptr, 'q'},          {"help", no_argument, nullptr, 'h'},
+      {nullptr, 0, nullptr, 0},
   };
   optind = 1;
   int c;
   // "-" as a SOURCE or LOCAL is positional, which getopt's permutation keeps.
-  while ((c = getopt_long(argc, argv, "l:t:m:e:xh", kLong, nullptr)) != -1) {
+  while ((c = getopt_long(argc, argv, "l:t:m:e:xqh", kLong, nullptr)) != -1) {
     std::string arg = optarg ? optarg : "";
     switch (c) {
       case 'l':
@@ -121,18 +107,15 @@ int parse(int argc, char** argv, Args* a) {
         a->env.emplace_back(arg.substr(0, eq), arg.substr(eq + 1));
         break;
       }
-      case 'J': a->json = true; break;
+      case 'J': a->globals.json = true; break;
+      case 'q': a->globals.quiet = true; break;
       case 'x': a->executable = true; break;
-      case 'S': a->socket = arg; break;
+      case 'S': a->globals.socket = arg; break;
       case 'h': std::fputs(kSessionUsage, stdout); return 0;
       default: std::fputs(kSessionUsage, stderr); return kExitUsage;
     }
   }
   for (int i = optind; i < argc; ++i) a->positional.push_back(argv[i]);
-  if (a->socket.empty()) {
-    const char* env = std::getenv("SANDBOXD_SOCKET");
-    a->socket = env && *env ? env : kDefaultSocketPath;
-  }
   return -1;
 }
 
@@ -151,9 +134,9 @@ int do_create(const Args& a) {
   if (a.timeout) o.timeout = *a.timeout;
   if (a.idle) o.idle_timeout = *a.idle;
   o.memory_mb = a.memory_mb;
-  auto s = Client(a.socket).create_session(o);
+  auto s = Client(socket_path(a.globals)).create_session(o);
   if (!s) return fail(s.error());
-  if (a.json)
+  if (a.globals.json)
     write_fd(1, "{\"session\":" + json_string(s->id()) + "}\n");
   else
     write_fd(1, s->id() + "\n");
@@ -171,53 +154,44 @@ int do_exec(const Args& a) {
   } else {
     code = src;
   }
-  auto session = Client(a.socket).session(a.positional[0]);
+  auto session = Client(socket_path(a.globals)).session(a.positional[0]);
   OutputCallback cb;
-  if (!a.json) cb = [](Stream s, std::string_view d) { write_fd(s == Stream::err ? 2 : 1, d); };
+  if (!a.globals.json) cb = [](Stream s, std::string_view d) { write_fd(s == Stream::err ? 2 : 1, d); };
   auto r = session.exec(code, cb, a.timeout.value_or(std::chrono::milliseconds(0)));
-  if (a.json) {
-    write_fd(1, result_json(src == "-" ? "<stdin>" : src, a.language.value_or(Language::python), r) + "\n");
+  if (a.globals.json) {
+    write_fd(1, run_json(src == "-" ? "<stdin>" : src, std::nullopt, r) + "\n");
   } else if (!r) {
     return fail(r.error());
-  } else {
-    if (r->timed_out) write_fd(2, "sandboxctl: timed out\n");
-    if (r->state_lost) write_fd(2, "sandboxctl: the interpreter was restarted; earlier session state is gone\n");
+  } else if (!a.globals.quiet) {
+    if (r->timed_out) notice("timed out");
+    if (r->state_lost) notice("the interpreter was restarted; earlier session state is gone");
+    if (r->stdout_truncated || r->stderr_truncated) notice("output truncated to the sandbox's limits");
   }
   return exit_status(r);
 }
 
 int do_put(const Args& a) {
   if (a.positional.size() != 3) return usage_error("put wants ID LOCAL GUEST");
-  auto r = put_file(Client(a.socket).session(a.positional[0]), a.positional[1], a.positional[2], a.executable);
+  auto r = put_file(Client(socket_path(a.globals)).session(a.positional[0]), a.positional[1], a.positional[2], a.executable);
   return r ? 0 : fail(r.error());
 }
 
 int do_get(const Args& a) {
   if (a.positional.size() != 2 && a.positional.size() != 3) return usage_error("get wants ID GUEST [LOCAL]");
-  auto r = get_file(Client(a.socket).session(a.positional[0]), a.positional[1],
+  auto r = get_file(Client(socket_path(a.globals)).session(a.positional[0]), a.positional[1],
                     a.positional.size() == 3 ? a.positional[2] : std::string());
   return r ? 0 : fail(r.error());
 }
 
 int do_ls(const Args& a) {
-  Client client(a.socket);
+  Client client(socket_path(a.globals));
   if (a.positional.empty()) {
     auto list = client.sessions();
     if (!list) return fail(list.error());
     std::string out;
-    if (a.json) {
+    if (a.globals.json) {
       out = "[";
-      for (size_t i = 0; i < list->size(); ++i) {
-        const auto& s = (*list)[i];
-        out += std::string(i ? "," : "") + "{\"session\":" + json_string(s.id) +
-               ",\"language\":" + json_string(language_name(s.language)) +
-               ",\"memory_mb\":" + std::to_string(s.memory_mb) +
-               ",\"idle_timeout_ms\":" + std::to_string(s.idle_timeout.count()) +
-               ",\"exec_count\":" + std::to_string(s.exec_count) +
-               ",\"created_unix_ms\":" + std::to_string(s.created_unix_ms) +
-               ",\"last_activity_unix_ms\":" + std::to_string(s.last_activity_unix_ms) +
-               ",\"vm_start\":" + json_string(s.vm_start) + "}";
-      }
+      for (size_t i = 0; i < list->size(); ++i) out += (i ? "," : "") + to_json((*list)[i]);
       out += "]\n";
     } else {
       char line[256];
@@ -236,31 +210,30 @@ int do_ls(const Args& a) {
     return 0;
   }
   if (a.positional.size() > 2) return usage_error("ls wants [ID [DIR]]");
-  auto entries = client.session(a.positional[0]).list_files(a.positional.size() == 2 ? a.positional[1] : "");
-  if (!entries) return fail(entries.error());
-  std::string out = a.json ? "[" : "";
-  for (size_t i = 0; i < entries->size(); ++i) {
-    const auto& e = (*entries)[i];
-    if (a.json)
-      out += std::string(i ? "," : "") + "{\"name\":" + json_string(e.name) + ",\"is_dir\":" +
-             (e.is_dir ? "true" : "false") + ",\"size\":" + std::to_string(e.size) + "}";
-    else
-      out += (e.is_dir ? e.name + "/" : e.name) + (e.is_dir ? "" : "\t" + std::to_string(e.size)) + "\n";
+  auto listing = client.session(a.positional[0]).list_files(a.positional.size() == 2 ? a.positional[1] : "");
+  if (!listing) return fail(listing.error());
+  if (a.globals.json) {
+    write_fd(1, to_json(*listing) + "\n");
+    return 0;
   }
-  if (a.json) out += "]\n";
+  std::string out;
+  for (const auto& e : listing->entries)
+    out += (e.is_dir ? e.name + "/" : e.name) + (e.is_dir ? "" : "\t" + std::to_string(e.size)) + "\n";
   write_fd(1, out);
+  if (listing->truncated)
+    notice("only the first " + std::to_string(listing->entries.size()) + " entries are listed; the directory has more");
   return 0;
 }
 
 int do_close(const Args& a) {
   if (a.positional.size() != 1) return usage_error("close wants ID");
-  auto r = Client(a.socket).session(a.positional[0]).close();
+  auto r = Client(socket_path(a.globals)).session(a.positional[0]).close();
   return r ? 0 : fail(r.error());
 }
 
 }  // namespace
 
-int cmd_session(int argc, char** argv) {
+int cmd_session(Globals globals, int argc, char** argv) {
   if (argc < 2) {
     std::fputs(kSessionUsage, stderr);
     return kExitUsage;
@@ -271,6 +244,7 @@ int cmd_session(int argc, char** argv) {
     return 0;
   }
   Args a;
+  a.globals = std::move(globals);
   if (int rc = parse(argc - 1, argv + 1, &a); rc >= 0) return rc;
   if (action == "create") return do_create(a);
   if (action == "exec") return do_exec(a);

@@ -7,7 +7,13 @@
 #include <iostream>
 #include <sstream>
 
-#include "common/limits.h"
+#include <sys/random.h>
+
+#include <cstdio>
+#include <memory>
+
+#include <sandbox/limits.h>
+
 #include "ctl/verbs.h"
 
 namespace sandbox::ctl {
@@ -45,14 +51,26 @@ Result<void> get_file(const Session& session, const std::string& guest, std::str
     auto slash = guest.find_last_of('/');
     local = slash == std::string::npos ? guest : guest.substr(slash + 1);
   }
-  // Written beside its name and renamed, so a failed copy leaves no half file.
-  std::string temp = local + ".sandboxctl-part";
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out || !out.write(data->data(), static_cast<std::streamsize>(data->size())) || !out.flush()) {
-      ::unlink(temp.c_str());
-      return Error::sys("write", temp);
-    }
+  // Written beside its name and renamed, so a failed copy leaves no half
+  // file. The temp name is new (O_EXCL, no symlink followed): nothing that
+  // already sits at a guessable name is truncated or written through.
+  std::string temp;
+  std::unique_ptr<FILE, int (*)(FILE*)> f(nullptr, &std::fclose);
+  for (int attempt = 0; attempt < 16 && !f; ++attempt) {
+    uint32_t r = 0;
+    (void)::getrandom(&r, sizeof r, 0);
+    temp = local + ".sandboxctl-" + std::to_string(r);
+    f.reset(std::fopen(temp.c_str(), "wbxe"));  // x: O_EXCL, which never follows a link; e: O_CLOEXEC
+    if (!f && errno != EEXIST) return Error::sys("open", temp);
+  }
+  if (!f) return Error::sys("open", temp);
+  bool written = std::fwrite(data->data(), 1, data->size(), f.get()) == data->size() && std::fflush(f.get()) == 0 &&
+                 ::fsync(::fileno(f.get())) == 0;
+  int err = errno;
+  if (std::fclose(f.release()) != 0 && written) written = false, err = errno;
+  if (!written) {
+    ::unlink(temp.c_str());
+    return Error::sys("write", temp, err);
   }
   if (::rename(temp.c_str(), local.c_str()) != 0) {
     int err = errno;

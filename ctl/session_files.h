@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "sandbox/client.h"
+#include <sandbox/client.h>
 
 namespace sandbox::ctl {
 

@@ -1,66 +1,41 @@
-// sandboxctl status / pool: what the daemon is doing.
+// sandboxctl status / pool / snapshots: what the daemon is doing.
 #include <getopt.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
-#include "ctl/json.h"
+#include <sandbox/client.h>
+#include <sandbox/json.h>
+
 #include "ctl/verbs.h"
-#include "sandbox/client.h"
 
 namespace sandbox::ctl {
 namespace {
 
-struct Options {
-  bool json = false;
-  std::string socket;
-};
-
-int parse(int argc, char** argv, const char* usage, Options* o) {
-  static const option kLong[] = {{"json", no_argument, nullptr, 'J'},
-                                 {"socket", required_argument, nullptr, 'S'},
-                                 {"help", no_argument, nullptr, 'h'},
-                                 {nullptr, 0, nullptr, 0}};
-  optind = 1;
-  int c;
-  while ((c = getopt_long(argc, argv, "+h", kLong, nullptr)) != -1) {
-    switch (c) {
-      case 'J': o->json = true; break;
-      case 'S': o->socket = optarg; break;
-      case 'h': std::fputs(usage, stdout); return 0;
-      default: std::fputs(usage, stderr); return kExitUsage;
+// Options after the verb: the global ones, --help and (snapshots) --drop.
+int parse(int argc, char** argv, const char* usage, Globals* g, bool* drop = nullptr) {
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(usage, stdout);
+      return 0;
     }
-  }
-  if (optind < argc) {
-    std::fprintf(stderr, "sandboxctl: unexpected argument '%s'\n%s", argv[optind], usage);
+    if (drop && a == "--drop") {
+      *drop = true;
+      continue;
+    }
+    if (parse_global(argc, argv, &i, g)) continue;
+    std::fprintf(stderr, "sandboxctl: unexpected argument '%s'\n%s", argv[i], usage);
     return kExitUsage;
-  }
-  if (o->socket.empty()) {
-    const char* env = std::getenv("SANDBOXD_SOCKET");
-    o->socket = env && *env ? env : kDefaultSocketPath;
   }
   return -1;
 }
 
-Result<DaemonStatus> fetch(const Options& o) {
-  auto st = Client(o.socket).status();
-  if (!st)
-    std::fprintf(stderr, "sandboxctl: %s: %s\n", std::string(error_code_name(st.error().code)).c_str(),
-                 st.error().message.c_str());
-  return st;
-}
-
-std::string pool_json(const DaemonStatus& s) {
+template <class T>
+std::string json_array(const std::vector<T>& items) {
   std::string j = "[";
-  for (size_t i = 0; i < s.pool.size(); ++i) {
-    const auto& p = s.pool[i];
-    j += (i ? "," : "") + std::string("{\"language\":") + json_string(language_name(p.language)) +
-         ",\"size\":" + std::to_string(p.target) + ",\"ready\":" + std::to_string(p.ready) +
-         ",\"booting\":" + std::to_string(p.booting) + ",\"hits\":" + std::to_string(p.hits) +
-         ",\"misses\":" + std::to_string(p.misses) + "}";
-  }
+  for (size_t i = 0; i < items.size(); ++i) j += (i ? "," : "") + to_json(items[i]);
   return j + "]";
 }
 
@@ -77,35 +52,21 @@ void print_pool(const DaemonStatus& s) {
 
 }  // namespace
 
-int cmd_snapshots(int argc, char** argv) {
-  // --drop is parsed here; the rest by the shared parser.
+int cmd_snapshots(Globals g, int argc, char** argv) {
   bool drop = false;
-  std::vector<char*> rest;
-  for (int i = 0; i < argc; ++i)
-    if (std::string(argv[i]) == "--drop") drop = true;
-    else rest.push_back(argv[i]);
-  Options o;
-  if (int rc = parse(static_cast<int>(rest.size()), rest.data(),
+  if (int rc = parse(argc, argv,
                      "usage: sandboxctl snapshots [--drop] [--json] [--socket PATH]\n"
                      "The snapshot cache: key, language, memory, size. --drop empties it (root).\n",
-                     &o);
+                     &g, &drop);
       rc >= 0)
     return rc;
-  auto list = Client(o.socket).snapshots(drop);
+  auto list = Client(socket_path(g)).snapshots(drop);
   if (!list) {
-    std::fprintf(stderr, "sandboxctl: %s: %s\n", std::string(error_code_name(list.error().code)).c_str(),
-                 list.error().message.c_str());
+    fail(list.error());
     return list.error().code == ErrorCode::permission_denied ? kExitUsage : kExitSandboxError;
   }
-  if (o.json) {
-    std::string j = "[";
-    for (size_t i = 0; i < list->size(); ++i) {
-      const auto& e = (*list)[i];
-      j += (i ? "," : "") + std::string("{\"key\":") + json_string(e.key) + ",\"language\":" +
-           json_string(language_name(e.language)) + ",\"memory_mb\":" + std::to_string(e.memory_mb) +
-           ",\"bytes\":" + std::to_string(e.bytes) + "}";
-    }
-    std::printf("%s]\n", j.c_str());
+  if (g.json) {
+    std::printf("%s\n", json_array(*list).c_str());
     return 0;
   }
   std::printf("%-26s %-12s %8s %10s\n", "KEY", "LANGUAGE", "MEMORY", "DISK");
@@ -116,42 +77,36 @@ int cmd_snapshots(int argc, char** argv) {
   return 0;
 }
 
-int cmd_pool(int argc, char** argv) {
-  Options o;
-  if (int rc = parse(argc, argv, "usage: sandboxctl pool [--json] [--socket PATH]\nWarm VMs per language.\n", &o);
+int cmd_pool(Globals g, int argc, char** argv) {
+  if (int rc = parse(argc, argv, "usage: sandboxctl pool [--json] [--socket PATH]\nWarm VMs per language.\n", &g);
       rc >= 0)
     return rc;
-  auto st = fetch(o);
-  if (!st) return kExitSandboxError;
-  if (o.json)
-    std::printf("%s\n", pool_json(*st).c_str());
+  auto st = Client(socket_path(g)).status();
+  if (!st) return fail(st.error());
+  if (g.json)
+    std::printf("%s\n", json_array(st->pool).c_str());
   else
     print_pool(*st);
   return 0;
 }
 
-int cmd_status(int argc, char** argv) {
-  Options o;
+int cmd_status(Globals g, int argc, char** argv) {
   if (int rc = parse(argc, argv,
                      "usage: sandboxctl status [--json] [--socket PATH]\n"
                      "Version, accelerator, VMs, runs and the warm pool.\n",
-                     &o);
+                     &g);
       rc >= 0)
     return rc;
-  auto st = fetch(o);
-  if (!st) return kExitSandboxError;
-  if (o.json) {
-    std::printf("{\"version\":%s,\"accelerator\":%s,\"accelerator_reason\":%s,\"vms\":%u,\"max_vms\":%u,"
-                "\"runs_active\":%u,\"runs_queued\":%u,\"sessions\":%u,\"host_limits\":%s,\"pool\":%s}\n",
-                json_string(st->version).c_str(), json_string(st->accelerator).c_str(),
-                json_string(st->accelerator_reason).c_str(), st->vms, st->max_vms, st->runs_active, st->runs_queued,
-                st->sessions, json_string(st->host_limits).c_str(), pool_json(*st).c_str());
+  auto st = Client(socket_path(g)).status();
+  if (!st) return fail(st.error());
+  if (g.json) {
+    std::printf("%s\n", to_json(*st).c_str());
     return 0;
   }
-  std::printf("sandboxd %s\naccelerator: %s (%s)\nhost limits: %s\nVMs: %u of %u\nruns: %u running, %u queued\n"
-              "sessions: %u open\n\n",
+  std::printf("sandboxd %s\naccelerator: %s (%s)\nhost limits: %s\nVMs: %u of %u\nruns: %u running, %u queued "
+              "(%u per user)\nsessions: %u open\n\n",
               st->version.c_str(), st->accelerator.c_str(), st->accelerator_reason.c_str(), st->host_limits.c_str(),
-              st->vms, st->max_vms, st->runs_active, st->runs_queued, st->sessions);
+              st->vms, st->max_vms, st->runs_active, st->runs_queued, st->runs_per_uid, st->sessions);
   print_pool(*st);
   return 0;
 }

@@ -1,31 +1,51 @@
-// sandboxctl verbs: one function each, dispatched from main's table.
+// sandboxctl verbs: one function each, dispatched from main's table, and
+// what they share. Only the public libsandbox API is used here.
 #pragma once
 
+#include <chrono>
+#include <optional>
+#include <string>
 #include <string_view>
+
+#include <sandbox/client.h>
 
 namespace sandbox::ctl {
 
 // Exit statuses of sandboxctl itself (the code's own status otherwise).
 inline constexpr int kExitUsage = 2;
-inline constexpr int kExitTimeout = 124;   // like timeout(1)
+inline constexpr int kExitTimeout = 124;       // like timeout(1)
 inline constexpr int kExitSandboxError = 125;  // the sandbox, not the code, failed
 
-int cmd_run(int argc, char** argv);
-int cmd_status(int argc, char** argv);
-int cmd_pool(int argc, char** argv);
-int cmd_snapshots(int argc, char** argv);
-int cmd_session(int argc, char** argv);
+// Options every verb takes, before the verb or after it.
+struct Globals {
+  std::string socket;  // empty: $SANDBOXD_SOCKET, else the default
+  bool json = false;
+  bool quiet = false;
+};
+// Consumes argv[*i] (and its value) when it is a global option; false if not.
+bool parse_global(int argc, char** argv, int* i, Globals* g);
+std::string socket_path(const Globals& g);
 
-// Shared by run and session exec.
-}  // namespace sandbox::ctl
-
-#include "sandbox/client.h"
-
-namespace sandbox::ctl {
+int cmd_run(Globals g, int argc, char** argv);
+int cmd_status(Globals g, int argc, char** argv);
+int cmd_pool(Globals g, int argc, char** argv);
+int cmd_snapshots(Globals g, int argc, char** argv);
+int cmd_session(Globals g, int argc, char** argv);
 
 // The exit status sandboxctl gives a run's outcome.
 int exit_status(const Result<RunResult>& r);
-// Writes all of `data` to fd.
+// Prints "sandboxctl: CODE: message" and returns the exit status for it.
+int fail(const Error& e, std::string_view prefix = {});
+// Writes all of `data` to fd; remembers whether fd 2's last byte ended a line.
 void write_fd(int fd, std::string_view data);
+// A notice on stderr, on a line of its own even after output without a newline.
+void notice(std::string_view text);
+// One JSON object for a run or exec: the source, then the result's fields,
+// or "language" and "error"; `extra` (a failed download, say) adds "error"
+// to a result.
+std::string run_json(std::string_view source, std::optional<Language> language, const Result<RunResult>& r,
+                     const std::optional<Error>& extra = std::nullopt);
+// "2.5" -> 2500 ms; false unless a positive number of seconds.
+bool parse_seconds(const std::string& arg, std::chrono::milliseconds* out);
 
 }  // namespace sandbox::ctl

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "common/result.h"
+#include <sandbox/result.h>
 #include "common/unique_fd.h"
 
 namespace sandbox::daemon {

@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "common/result.h"
+#include <sandbox/result.h>
 
 namespace sandbox::daemon {
 
@@ -66,6 +66,16 @@ struct Config {
   uint32_t pool_max_idle_ms = 600'000;
   // Idle warm VMs are pinged this often; one that misses a ping is replaced.
   uint32_t pool_health_interval_ms = 15'000;
+  // An interpreter's start-up (before the code's own clock starts) is
+  // bounded by this; past it the exec fails with `timeout`.
+  uint32_t startup_timeout_ms = 60'000;
+  // Control socket: connections at once, in all and per uid.
+  uint32_t max_connections = 1024;
+  uint32_t max_connections_per_uid = 64;
+  // A connection with nothing in flight is closed after this long.
+  uint32_t client_idle_timeout_ms = 600'000;
+  // A frame begun must be complete within this long.
+  uint32_t frame_timeout_ms = 30'000;
   // On SIGTERM, running runs get this long to finish before they are cancelled.
   uint32_t shutdown_grace_ms = 10'000;
   // Restore VMs from memory snapshots instead of booting them.

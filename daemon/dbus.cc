@@ -5,21 +5,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
-#include "common/limits.h"
+#include <sandbox/limits.h>
+
 #include "daemon/log.h"
 
 namespace sandbox::daemon {
 namespace {
-
-// Owns an sd-bus reference.
-struct MessageRef {
-  sd_bus_message* m = nullptr;
-  explicit MessageRef(sd_bus_message* msg = nullptr) : m(msg) {}
-  MessageRef(const MessageRef&) = delete;
-  MessageRef& operator=(const MessageRef&) = delete;
-  ~MessageRef() { sd_bus_message_unref(m); }
-};
 
 int set_error(sd_bus_error* error, ErrorCode code, const std::string& message) {
   return sd_bus_error_set(error, dbus_error_name(code).c_str(), message.c_str());
@@ -31,19 +24,13 @@ int invalid(sd_bus_error* error, const std::string& message) {
 
 // The a{sv} options of the methods; each method names the keys it takes.
 struct Options {
-  uint32_t timeout_ms = 0;
-  uint32_t memory_mb = 0;
-  uint32_t idle_timeout_ms = 0;
-  proto::EnvList env;
+  std::optional<uint32_t> timeout_ms, memory_mb, idle_timeout_ms;
+  EnvList env;
   bool stream = false;
   uint64_t request = 0;
 };
 
-// Reads a{sv} options; keys outside `allowed` and wrong types are errors.
-int read_options(sd_bus_message* m, const std::vector<std::string>& allowed, Options* o, sd_bus_error* error) {
-  auto* req = o;
-  auto* stream = &o->stream;
-  auto* request = &o->request;
+int read_options(sd_bus_message* m, const std::vector<std::string_view>& allowed, Options* o, sd_bus_error* error) {
   int r = sd_bus_message_enter_container(m, 'a', "{sv}");
   if (r < 0) return r;
   while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
@@ -52,8 +39,8 @@ int read_options(sd_bus_message* m, const std::vector<std::string>& allowed, Opt
     std::string k = key;
     if (std::find(allowed.begin(), allowed.end(), k) == allowed.end()) {
       std::string names;
-      for (const auto& a : allowed) names += (names.empty() ? "" : ", ") + a;
-      return invalid(error, "unknown option '" + k + "' (" + names + ")");
+      for (const auto& a : allowed) names += (names.empty() ? "" : ", ") + std::string(a);
+      return invalid(error, "unknown option '" + k.substr(0, 64) + "' (" + names + ")");
     }
     const char* contents = nullptr;
     if ((r = sd_bus_message_peek_type(m, nullptr, &contents)) < 0) return r;
@@ -63,24 +50,24 @@ int read_options(sd_bus_message* m, const std::vector<std::string>& allowed, Opt
       if ((r = want("u")) < 0) return r;
       uint32_t v = 0;
       if ((r = sd_bus_message_read(m, "v", "u", &v)) < 0) return r;
-      (k == "timeout_ms" ? req->timeout_ms : k == "memory_mb" ? req->memory_mb : req->idle_timeout_ms) = v;
+      (k == "timeout_ms" ? o->timeout_ms : k == "memory_mb" ? o->memory_mb : o->idle_timeout_ms) = v;
     } else if (k == "stream") {
       if ((r = want("b")) < 0) return r;
       int v = 0;
       if ((r = sd_bus_message_read(m, "v", "b", &v)) < 0) return r;
-      *stream = v != 0;
+      o->stream = v != 0;
     } else if (k == "request") {
       if ((r = want("t")) < 0) return r;
-      if ((r = sd_bus_message_read(m, "v", "t", request)) < 0) return r;
+      if ((r = sd_bus_message_read(m, "v", "t", &o->request)) < 0) return r;
     } else if (k == "env") {
       if ((r = want("a{ss}")) < 0) return r;
       if ((r = sd_bus_message_enter_container(m, 'v', "a{ss}")) < 0) return r;
       if ((r = sd_bus_message_enter_container(m, 'a', "{ss}")) < 0) return r;
       const char *name, *value;
       while ((r = sd_bus_message_read(m, "{ss}", &name, &value)) > 0) {
-        if (req->env.size() >= limits::kMaxEnvVars)
+        if (o->env.size() >= limits::kMaxEnvVars)
           return invalid(error, "more than " + std::to_string(limits::kMaxEnvVars) + " environment variables");
-        req->env.emplace_back(name, value);
+        o->env.emplace_back(name, value);
       }
       if (r < 0) return r;
       if ((r = sd_bus_message_exit_container(m)) < 0) return r;
@@ -92,34 +79,92 @@ int read_options(sd_bus_message* m, const std::vector<std::string>& allowed, Opt
   return sd_bus_message_exit_container(m);
 }
 
+int read_language(const char* name, Language* out, sd_bus_error* error) {
+  auto lang = schema::EnumNames<Language>::parse(name);
+  if (!lang) return invalid(error, std::string("unknown language '") + std::string(name).substr(0, 64) +
+                                       "' (python, javascript, raw)");
+  *out = *lang;
+  return 0;
+}
+
+// One member of the details dictionary, typed as the field is.
+template <class M>
+int append_detail(sd_bus_message* m, const char* key, const M& v) {
+  if constexpr (std::is_same_v<M, bool>) return sd_bus_message_append(m, "{sv}", key, "b", static_cast<int>(v));
+  else if constexpr (std::is_same_v<M, int32_t>) return sd_bus_message_append(m, "{sv}", key, "i", v);
+  else if constexpr (std::is_same_v<M, uint32_t>) return sd_bus_message_append(m, "{sv}", key, "u", v);
+  else if constexpr (std::is_same_v<M, uint64_t>) return sd_bus_message_append(m, "{sv}", key, "t", v);
+  else if constexpr (std::is_same_v<M, std::string>) return sd_bus_message_append(m, "{sv}", key, "s", v.c_str());
+  else if constexpr (schema::NamedEnum<M>)
+    return sd_bus_message_append(m, "{sv}", key, "s", std::string(schema::EnumNames<M>::name(v)).c_str());
+  else static_assert(sizeof(M) == 0, "a result field D-Bus cannot carry");
+}
+
+// A result's fields as a{sv} members, derived from its table: nested
+// structs (timing) are flattened; the fields that are the method's own
+// return values are left out.
+template <class T>
+int append_details(sd_bus_message* m, const T& v) {
+  int rc = 0;
+  schema::for_each_field<T>([&](const auto& f) {
+    using M = typename std::decay_t<decltype(f)>::Member;
+    if (rc < 0 || f.key == "stdout" || f.key == "stderr" || f.key == "exit_code") return;
+    if constexpr (schema::Described<M>)
+      rc = append_details(m, v.*f.member);
+    else
+      rc = append_detail(m, std::string(f.key).c_str(), v.*f.member);
+  });
+  return rc;
+}
+
+struct Method {
+  const char* name;
+  enum class Kind { run, create, exec, close, list } kind;
+};
+constexpr Method kMethods[] = {
+    {"Run", Method::Kind::run},           {"CreateSession", Method::Kind::create},
+    {"SessionExec", Method::Kind::exec},  {"CloseSession", Method::Kind::close},
+    {"ListSessions", Method::Kind::list},
+};
+
 const sd_bus_vtable kVtable[] = {
     SD_BUS_VTABLE_START(0),
     SD_BUS_METHOD_WITH_NAMES("Run", "ssa{sv}", SD_BUS_PARAM(language) SD_BUS_PARAM(code) SD_BUS_PARAM(options),
                              "iayaya{sv}",
                              SD_BUS_PARAM(exit_code) SD_BUS_PARAM(stdout) SD_BUS_PARAM(stderr) SD_BUS_PARAM(details),
-                             DbusService::on_run_thunk, SD_BUS_VTABLE_UNPRIVILEGED),
+                             DbusService::on_method, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("CreateSession", "sa{sv}", SD_BUS_PARAM(language) SD_BUS_PARAM(options), "s",
-                             SD_BUS_PARAM(session), DbusService::on_create_session_thunk, SD_BUS_VTABLE_UNPRIVILEGED),
+                             SD_BUS_PARAM(session), DbusService::on_method, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("SessionExec", "ssa{sv}", SD_BUS_PARAM(session) SD_BUS_PARAM(code) SD_BUS_PARAM(options),
                              "iayaya{sv}",
                              SD_BUS_PARAM(exit_code) SD_BUS_PARAM(stdout) SD_BUS_PARAM(stderr) SD_BUS_PARAM(details),
-                             DbusService::on_session_exec_thunk, SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_NAMES("CloseSession", "s", SD_BUS_PARAM(session), "", , DbusService::on_close_session_thunk,
+                             DbusService::on_method, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("CloseSession", "s", SD_BUS_PARAM(session), "", , DbusService::on_method,
                              SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_NAMES("ListSessions", "", , "a(ssuutt)", SD_BUS_PARAM(sessions),
-                             DbusService::on_list_sessions_thunk, SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_PROPERTY("Version", "s", DbusService::on_property_thunk, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-    SD_BUS_PROPERTY("Accelerator", "s", DbusService::on_property_thunk, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-    SD_BUS_PROPERTY("AcceleratorReason", "s", DbusService::on_property_thunk, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-    SD_BUS_PROPERTY("HostLimits", "s", DbusService::on_property_thunk, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-    SD_BUS_PROPERTY("VMs", "u", DbusService::on_property_thunk, 0, 0),
-    SD_BUS_PROPERTY("MaxVMs", "u", DbusService::on_property_thunk, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-    SD_BUS_PROPERTY("RunsActive", "u", DbusService::on_property_thunk, 0, 0),
-    SD_BUS_PROPERTY("RunsQueued", "u", DbusService::on_property_thunk, 0, 0),
-    SD_BUS_PROPERTY("Pool", "a(suuutt)", DbusService::on_property_thunk, 0, 0),
+    SD_BUS_METHOD_WITH_NAMES("ListSessions", "", , "a(ssuutt)", SD_BUS_PARAM(sessions), DbusService::on_method,
+                             SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_PROPERTY("Version", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("Accelerator", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("AcceleratorReason", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("HostLimits", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("VMs", "u", DbusService::on_property, 0, 0),
+    SD_BUS_PROPERTY("MaxVMs", "u", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("RunsActive", "u", DbusService::on_property, 0, 0),
+    SD_BUS_PROPERTY("RunsQueued", "u", DbusService::on_property, 0, 0),
+    SD_BUS_PROPERTY("Pool", "a(suuutt)", DbusService::on_property, 0, 0),
     SD_BUS_SIGNAL_WITH_NAMES("Output", "tsay", SD_BUS_PARAM(request) SD_BUS_PARAM(stream) SD_BUS_PARAM(data), 0),
     SD_BUS_VTABLE_END,
 };
+
+// Never let an exception cross the C library.
+template <class Fn>
+int guarded(sd_bus_error* error, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    return set_error(error, ErrorCode::internal, e.what());
+  }
+}
 
 }  // namespace
 
@@ -139,178 +184,122 @@ std::string dbus_error_name(ErrorCode code) {
   return name;
 }
 
-// One call in flight (Run, CreateSession, SessionExec, CloseSession): it
-// answers the caller when the manager does, and streams output as unicast
-// signals to the caller alone.
-class DbusCall : public RunObserver {
+// One call in flight: the service's peer for it, answering the caller when
+// the request ends and streaming output as unicast signals to the caller.
+class DbusCall : public Sink, public std::enable_shared_from_this<DbusCall> {
  public:
-  enum class Kind { run, create, exec, close };
-  DbusCall(DbusService* service, sd_bus_message* call, Kind kind, bool stream, uint64_t request)
+  DbusCall(DbusService* service, sd_bus_message* call, Method::Kind kind, bool stream, uint64_t request)
       : service_(service), call_(sd_bus_message_ref(call)), kind_(kind), stream_(stream), request_(request) {
     if (const char* s = sd_bus_message_get_sender(call)) sender_ = s;
   }
-
-  void on_output(uint64_t, proto::Stream stream, std::string_view data) override {
-    if (!stream_ || sender_.empty() || done_) return;
-    sd_bus_message* raw = nullptr;
-    if (sd_bus_message_new_signal(service_->bus_, &raw, kObjectPath, kInterface, "Output") < 0) return;
-    MessageRef sig(raw);
-    if (sd_bus_message_set_destination(raw, sender_.c_str()) < 0 ||
-        sd_bus_message_append(raw, "ts", request_, std::string(proto::stream_name(stream)).c_str()) < 0 ||
-        sd_bus_message_append_array(raw, 'y', data.data(), data.size()) < 0)
-      return;
-    sd_bus_send(service_->bus_, raw, nullptr);
-    service_->rearm();
+  ~DbusCall() override {
+    if (peer_) service_->service_.disconnect(*peer_);
   }
 
-  void on_result(proto::RunResult r) override {
+  void begin(const Caller& caller, proto::Message&& request) {
+    peer_ = service_->service_.connect(caller, weak_from_this());
+    service_->service_.handle(*peer_, std::move(request));
+  }
+  bool done() const { return done_; }
+
+  void deliver(proto::Message&& m) override {
     if (done_) return;
+    if (auto* out = std::get_if<proto::Output>(&m)) return signal(*out);
     done_ = true;
-    sd_bus_message* raw = nullptr;
-    int rc = sd_bus_message_new_method_return(call_.m, &raw);
-    MessageRef reply(raw);
-    if (rc >= 0) rc = sd_bus_message_append(raw, "i", r.exit_code);
-    if (rc >= 0) rc = sd_bus_message_append_array(raw, 'y', r.stdout_data.data(), r.stdout_data.size());
-    if (rc >= 0) rc = sd_bus_message_append_array(raw, 'y', r.stderr_data.data(), r.stderr_data.size());
-    if (rc >= 0) rc = sd_bus_message_open_container(raw, 'a', "{sv}");
-    auto u = [&](const char* k, uint64_t v) {
-      if (rc >= 0) rc = sd_bus_message_append(raw, "{sv}", k, "t", v);
-    };
-    auto b = [&](const char* k, bool v) {
-      if (rc >= 0) rc = sd_bus_message_append(raw, "{sv}", k, "b", static_cast<int>(v));
-    };
-    if (rc >= 0) rc = sd_bus_message_append(raw, "{sv}", "signal", "i", r.signal);
-    b("timed_out", r.timed_out);
-    b("stdout_truncated", r.stdout_truncated);
-    b("stderr_truncated", r.stderr_truncated);
-    u("execution_time_ms", r.execution_time_ms);
-    u("cpu_time_ms", r.cpu_time_ms);
-    u("memory_peak_mb", r.memory_peak_mb);
-    u("setup_ms", r.timing.setup_ms);
-    u("boot_ms", r.timing.boot_ms);
-    u("execute_ms", r.timing.execute_ms);
-    u("total_ms", r.timing.total_ms);
-    b("warm_pool_hit", r.warm_pool_hit);
-    if (rc >= 0) rc = sd_bus_message_append(raw, "{sv}", "accelerator", "s", r.accelerator.c_str());
-    if (rc >= 0) rc = sd_bus_message_append(raw, "{sv}", "vm_start", "s", r.vm_start.c_str());
-    if (kind_ == Kind::exec) b("state_lost", r.state_lost);
-    u("request", request_);
-    if (rc >= 0) rc = sd_bus_message_close_container(raw);
-    if (rc >= 0) rc = sd_bus_send(service_->bus_, raw, nullptr);
-    if (rc < 0) log_warning(std::string("D-Bus: cannot send a Run reply: ") + std::strerror(-rc));
-    finish();
-  }
-
-  // A session opened (its info) or closed (an Ack).
-  void on_reply(proto::Message m) override {
-    if (done_) return;
-    auto* list = std::get_if<proto::SessionList>(&m);
-    if (kind_ == Kind::create && list && list->sessions.size() == 1) {
-      done_ = true;
-      int rc = sd_bus_reply_method_return(call_.m, "s", list->sessions[0].session.c_str());
-      if (rc < 0) log_warning(std::string("D-Bus: cannot send a CreateSession reply: ") + std::strerror(-rc));
-      return finish();
+    int rc = 0;
+    if (auto* err = std::get_if<proto::ErrorReply>(&m)) {
+      sd_bus_error e = SD_BUS_ERROR_NULL;
+      sd_bus_error_set(&e, dbus_error_name(err->code).c_str(), err->message.c_str());
+      rc = sd_bus_reply_method_error(call_.get(), &e);
+      sd_bus_error_free(&e);
+    } else if (auto* fin = std::get_if<proto::Finished>(&m)) {
+      rc = reply_result(fin->result);
+    } else if (auto* list = std::get_if<proto::SessionList>(&m); list && kind_ == Method::Kind::create) {
+      rc = list->sessions.size() == 1 ? sd_bus_reply_method_return(call_.get(), "s", list->sessions[0].id.c_str())
+                                      : -EPROTO;
+    } else if (std::holds_alternative<proto::Ack>(m)) {
+      rc = sd_bus_reply_method_return(call_.get(), "");
+    } else {
+      rc = -EPROTO;
     }
-    if (kind_ == Kind::close && std::holds_alternative<proto::Ack>(m)) {
-      done_ = true;
-      sd_bus_reply_method_return(call_.m, "");
-      return finish();
-    }
-    on_error(proto::ErrorReply{0, ErrorCode::internal, "unexpected reply to a D-Bus call"});
-  }
-  void on_error(proto::ErrorReply e) override {
-    if (done_) return;
-    done_ = true;
-    sd_bus_error err = SD_BUS_ERROR_NULL;
-    sd_bus_error_set(&err, dbus_error_name(e.code).c_str(), e.message.c_str());
-    sd_bus_reply_method_error(call_.m, &err);
-    sd_bus_error_free(&err);
-    finish();
-  }
-
-  void set_run(Manager::RunId id) { run_ = id; }
-  Manager::RunId run() const { return run_; }
-
- private:
-  void finish() {
+    if (rc < 0) log_warning(std::string("D-Bus: cannot send a reply: ") + std::strerror(-rc));
     service_->rearm();
     service_->finished(this);
+  }
+
+ private:
+  void signal(const proto::Output& out) {
+    if (!stream_ || sender_.empty()) return;
+    MessageRef sig;
+    if (sd_bus_message_new_signal(service_->bus_.get(), sig.out(), kObjectPath, kInterface, "Output") < 0) return;
+    if (sd_bus_message_set_destination(sig.get(), sender_.c_str()) < 0 ||
+        sd_bus_message_append(sig.get(), "ts", request_, std::string(stream_name(out.stream)).c_str()) < 0 ||
+        sd_bus_message_append_array(sig.get(), 'y', out.data.data(), out.data.size()) < 0)
+      return;
+    sd_bus_send(service_->bus_.get(), sig.get(), nullptr);
+    service_->rearm();
+  }
+
+  int reply_result(const RunResult& r) {
+    MessageRef reply;
+    int rc = sd_bus_message_new_method_return(call_.get(), reply.out());
+    if (rc >= 0) rc = sd_bus_message_append(reply.get(), "i", r.exit_code);
+    if (rc >= 0) rc = sd_bus_message_append_array(reply.get(), 'y', r.stdout_data.data(), r.stdout_data.size());
+    if (rc >= 0) rc = sd_bus_message_append_array(reply.get(), 'y', r.stderr_data.data(), r.stderr_data.size());
+    if (rc >= 0) rc = sd_bus_message_open_container(reply.get(), 'a', "{sv}");
+    if (rc >= 0) rc = append_details(reply.get(), r);
+    if (rc >= 0) rc = sd_bus_message_append(reply.get(), "{sv}", "request", "t", request_);
+    if (rc >= 0) rc = sd_bus_message_close_container(reply.get());
+    if (rc >= 0) rc = sd_bus_send(service_->bus_.get(), reply.get(), nullptr);
+    return rc;
   }
 
   DbusService* service_;
   MessageRef call_;
   std::string sender_;
-  Kind kind_;
+  Method::Kind kind_;
   bool stream_;
   uint64_t request_;
   bool done_ = false;
-  Manager::RunId run_ = 0;
+  std::shared_ptr<Service::Peer> peer_;
 };
 
-DbusService::DbusService(uv_loop_t* loop, Manager& manager, AccessPolicy policy)
-    : loop_(loop), manager_(manager), policy_(std::move(policy)) {}
+DbusService::DbusService(uv_loop_t* loop, Service& service) : loop_(loop), service_(service), later_(loop) {}
 
 DbusService::~DbusService() { stop(); }
 
-namespace {
-
-// Never let an exception cross the C library.
-template <class Fn>
-int guarded(sd_bus_error* error, Fn&& fn) {
-  try {
-    return fn();
-  } catch (const std::exception& e) {
-    return set_error(error, ErrorCode::internal, e.what());
-  }
+int DbusService::on_method(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+  return guarded(error, [&] { return static_cast<DbusService*>(userdata)->method(m, error); });
 }
 
-}  // namespace
-
-int DbusService::on_run_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error) {
-  return guarded(error, [&] { return static_cast<DbusService*>(userdata)->run(m, error); });
-}
-int DbusService::on_create_session_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error) {
-  return guarded(error, [&] { return static_cast<DbusService*>(userdata)->create_session(m, error); });
-}
-int DbusService::on_session_exec_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error) {
-  return guarded(error, [&] { return static_cast<DbusService*>(userdata)->session_call(m, true, error); });
-}
-int DbusService::on_close_session_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error) {
-  return guarded(error, [&] { return static_cast<DbusService*>(userdata)->session_call(m, false, error); });
-}
-int DbusService::on_list_sessions_thunk(sd_bus_message* m, void* userdata, sd_bus_error* error) {
-  return guarded(error, [&] { return static_cast<DbusService*>(userdata)->list_sessions(m, error); });
-}
-
-int DbusService::on_property_thunk(sd_bus*, const char*, const char*, const char* property, sd_bus_message* reply,
-                                   void* userdata, sd_bus_error* error) {
+int DbusService::on_property(sd_bus*, const char*, const char*, const char* property, sd_bus_message* reply,
+                             void* userdata, sd_bus_error* error) {
   return guarded(error, [&] { return static_cast<DbusService*>(userdata)->property(property, reply, error); });
 }
 
 Result<void> DbusService::start(const std::string& address) {
   int r;
   if (address == "system") {
-    r = sd_bus_open_system(&bus_);
+    r = sd_bus_open_system(bus_.out());
   } else {
-    r = sd_bus_new(&bus_);
-    if (r >= 0) r = sd_bus_set_address(bus_, address.c_str());
-    if (r >= 0) r = sd_bus_set_bus_client(bus_, 1);
-    if (r >= 0) r = sd_bus_start(bus_);
+    r = sd_bus_new(bus_.out());
+    if (r >= 0) r = sd_bus_set_address(bus_.get(), address.c_str());
+    if (r >= 0) r = sd_bus_set_bus_client(bus_.get(), 1);
+    if (r >= 0) r = sd_bus_start(bus_.get());
   }
   if (r < 0) {
     stop();
     return Error::sys("connecting to D-Bus", address, -r);
   }
-  r = sd_bus_add_object_vtable(bus_, &slot_, kObjectPath, kInterface, kVtable, this);
-  if (r >= 0) r = sd_bus_request_name(bus_, kBusName, 0);
+  r = sd_bus_add_object_vtable(bus_.get(), slot_.out(), kObjectPath, kInterface, kVtable, this);
+  if (r >= 0) r = sd_bus_request_name(bus_.get(), kBusName, 0);
   if (r < 0) {
     stop();
     return Error::sys("registering", kBusName, -r);
   }
-  poll_ = UvHandle<uv_poll_t>::make(this, [&](uv_poll_t* p) { return uv_poll_init(loop_, p, sd_bus_get_fd(bus_)); });
+  poll_ = UvHandle<uv_poll_t>::make(this, [&](uv_poll_t* p) { return uv_poll_init(loop_, p, sd_bus_get_fd(bus_.get())); });
   timer_ = UvHandle<uv_timer_t>::make(this, [&](uv_timer_t* t) { return uv_timer_init(loop_, t); });
-  reap_ = UvHandle<uv_timer_t>::make(this, [&](uv_timer_t* t) { return uv_timer_init(loop_, t); });
-  if (!poll_ || !timer_ || !reap_) {
+  if (!poll_ || !timer_) {
     stop();
     return Error::make(ErrorCode::internal, "cannot create event handles for D-Bus");
   }
@@ -319,24 +308,20 @@ Result<void> DbusService::start(const std::string& address) {
 }
 
 void DbusService::stop() {
-  // Calls still in flight get no reply; their runs are cancelled.
-  for (auto& [raw, call] : calls_) manager_.cancel(call->run());
+  // Calls still in flight get no reply; what they run is cancelled.
   calls_.clear();
-  done_.clear();
+  later_.run();
   poll_.reset();
   timer_.reset();
-  reap_.reset();
-  slot_ = sd_bus_slot_unref(slot_);
-  if (bus_) {
-    sd_bus_flush(bus_);
-    bus_ = sd_bus_flush_close_unref(bus_);
-  }
+  slot_.reset();
+  bus_.reset();
 }
 
 void DbusService::process() {
   if (!bus_) return;
   for (;;) {
-    int r = sd_bus_process(bus_, nullptr);
+    status_.reset();
+    int r = sd_bus_process(bus_.get(), nullptr);
     if (r < 0) {
       log_warning(std::string("D-Bus: ") + std::strerror(-r) + "; the bus interface is off");
       stop();
@@ -344,18 +329,19 @@ void DbusService::process() {
     }
     if (r == 0) break;
   }
+  status_.reset();
   rearm();
 }
 
 void DbusService::rearm() {
   if (!bus_ || !poll_) return;
-  int events = sd_bus_get_events(bus_);
+  int events = sd_bus_get_events(bus_.get());
   int uv_events = (events & POLLIN ? UV_READABLE : 0) | (events & POLLOUT ? UV_WRITABLE : 0);
   uv_poll_start(poll_.get(), uv_events ? uv_events : UV_READABLE, [](uv_poll_t* p, int, int) {
     if (auto* self = owner_of<DbusService>(p)) self->process();
   });
   uint64_t until_usec = 0;
-  if (sd_bus_get_timeout(bus_, &until_usec) >= 0 && until_usec != UINT64_MAX) {
+  if (sd_bus_get_timeout(bus_.get(), &until_usec) >= 0 && until_usec != UINT64_MAX) {
     timespec now{};
     ::clock_gettime(CLOCK_MONOTONIC, &now);
     uint64_t now_usec = static_cast<uint64_t>(now.tv_sec) * 1'000'000 + static_cast<uint64_t>(now.tv_nsec) / 1000;
@@ -371,152 +357,121 @@ void DbusService::rearm() {
 void DbusService::finished(DbusCall* call) {
   auto it = calls_.find(call);
   if (it == calls_.end()) return;
-  // Destroyed on the next loop turn: we may be inside its own method.
-  done_.push_back(std::move(it->second));
+  // Destroyed on a later loop turn: we may be inside its own method.
+  std::shared_ptr<DbusCall> keep = std::move(it->second);
   calls_.erase(it);
-  uv_timer_start(reap_.get(), [](uv_timer_t* t) {
-    if (auto* self = owner_of<DbusService>(t)) self->done_.clear();
-  }, 0, 0);
+  later_.post([keep]() mutable { keep.reset(); });
 }
 
-int DbusService::authorize(sd_bus_message* m, Caller* out, sd_bus_error* error) {
-  // Authorization equals the socket's: the sender's uid and groups.
-  sd_bus_creds* creds = nullptr;
-  int r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID | SD_BUS_CREDS_EGID | SD_BUS_CREDS_SUPPLEMENTARY_GIDS |
-                                           SD_BUS_CREDS_PID | SD_BUS_CREDS_AUGMENT,
-                                    &creds);
-  Caller caller;
-  std::vector<gid_t> groups;
-  if (r >= 0) {
-    uid_t uid;
-    gid_t gid;
-    pid_t pid;
-    const gid_t* gids = nullptr;
-    if (sd_bus_creds_get_euid(creds, &uid) < 0) r = -EPERM;
-    if (r >= 0 && sd_bus_creds_get_egid(creds, &gid) >= 0) caller.gid = gid;
-    if (r >= 0 && sd_bus_creds_get_pid(creds, &pid) >= 0) caller.pid = pid;
-    int n = sd_bus_creds_get_supplementary_gids(creds, &gids);
-    for (int i = 0; i < n; ++i) groups.push_back(gids[i]);
-    if (r >= 0) caller.uid = uid;
-  }
-  sd_bus_creds_unref(creds);
+int DbusService::identify(sd_bus_message* m, Caller* out, sd_bus_error* error) {
+  // The uid comes from the bus itself. Groups are not taken from the
+  // sender's own claims (augmented credentials read /proc/PID, which a
+  // process can change by exec'ing a setgid program): the service derives
+  // them from the uid.
+  CredsRef creds;
+  int r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID | SD_BUS_CREDS_PID, creds.out());
+  uid_t uid = 0;
+  if (r >= 0) r = sd_bus_creds_get_euid(creds.get(), &uid);
   if (r < 0) return set_error(error, ErrorCode::permission_denied, "cannot identify the caller");
-  if (!peer_allowed(policy_, caller, groups)) {
-    log_warning("D-Bus: refused " + std::string(sd_bus_message_get_member(m)) + " from uid " + std::to_string(caller.uid));
-    return set_error(error, ErrorCode::permission_denied,
-                     "uid " + std::to_string(caller.uid) + " is not allowed to use sandboxd");
+  Caller caller;
+  caller.uid = uid;
+  pid_t pid = 0;
+  if (sd_bus_creds_get_pid(creds.get(), &pid) >= 0) caller.pid = pid;
+  if (auto a = service_.authorize(caller, std::nullopt); !a) {
+    log_warning("D-Bus: refused " + std::string(sd_bus_message_get_member(m)) + " from uid " + std::to_string(uid));
+    return set_error(error, a.error().code, a.error().message);
   }
   *out = caller;
   return 0;
 }
 
-namespace {
-
-int read_language(const char* name, proto::Language* out, sd_bus_error* error) {
-  auto lang = proto::language_from_name(name);
-  if (!lang) return invalid(error, std::string("unknown language '") + name + "' (python, javascript, raw)");
-  *out = *lang;
-  return 0;
-}
-
-}  // namespace
-
-int DbusService::run(sd_bus_message* m, sd_bus_error* error) {
+int DbusService::method(sd_bus_message* m, sd_bus_error* error) {
+  const char* member = sd_bus_message_get_member(m);
+  const Method* method = nullptr;
+  for (const auto& k : kMethods)
+    if (std::strcmp(k.name, member) == 0) method = &k;
+  if (!method) return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_METHOD, "unknown method %s", member);
   Caller caller;
-  int r = authorize(m, &caller, error);
+  int r = identify(m, &caller, error);
   if (r < 0) return r;
-  const char *language = nullptr, *code = nullptr;
-  if ((r = sd_bus_message_read(m, "ss", &language, &code)) < 0) return r;
-  proto::RunRequest req;
-  if ((r = read_language(language, &req.language, error)) < 0) return r;
-  req.code = code;
-  Options o;
-  o.timeout_ms = limits::kDefaultTimeoutMs;
-  o.memory_mb = limits::kDefaultMemoryMb;
-  if ((r = read_options(m, {"timeout_ms", "memory_mb", "env", "stream", "request"}, &o, error)) < 0) return r;
-  req.timeout_ms = o.timeout_ms;
-  req.memory_mb = o.memory_mb;
-  req.env = std::move(o.env);
-  auto call = std::make_shared<DbusCall>(this, m, DbusCall::Kind::run, o.stream, o.request);
-  auto id = manager_.run(caller, std::move(req), call);
-  if (!id) return set_error(error, id.error().code, id.error().message);
-  call->set_run(*id);
-  calls_.emplace(call.get(), std::move(call));
-  return 1;  // the reply is sent when the run ends
-}
 
-int DbusService::create_session(sd_bus_message* m, sd_bus_error* error) {
-  Caller caller;
-  int r = authorize(m, &caller, error);
-  if (r < 0) return r;
-  const char* language = nullptr;
-  if ((r = sd_bus_message_read(m, "s", &language)) < 0) return r;
-  proto::SessionCreate req;
-  if ((r = read_language(language, &req.language, error)) < 0) return r;
+  uint64_t id = next_request_++;
+  proto::Message request;
   Options o;
-  o.timeout_ms = limits::kDefaultTimeoutMs;
-  o.memory_mb = limits::kDefaultMemoryMb;
-  if ((r = read_options(m, {"timeout_ms", "memory_mb", "idle_timeout_ms", "env"}, &o, error)) < 0) return r;
-  req.id = ++next_request_;
-  req.timeout_ms = o.timeout_ms;
-  req.memory_mb = o.memory_mb;
-  req.idle_timeout_ms = o.idle_timeout_ms;
-  req.env = std::move(o.env);
-  auto call = std::make_shared<DbusCall>(this, m, DbusCall::Kind::create, false, 0);
-  auto id = manager_.create_session(caller, std::move(req), call);
-  if (!id) return set_error(error, id.error().code, id.error().message);
-  // Until it is open, the session dies with the service (as with a connection).
-  call->set_run(*id);
-  calls_.emplace(call.get(), std::move(call));
-  return 1;
-}
-
-int DbusService::session_call(sd_bus_message* m, bool exec, sd_bus_error* error) {
-  Caller caller;
-  int r = authorize(m, &caller, error);
-  if (r < 0) return r;
-  const char* session = nullptr;
-  if ((r = sd_bus_message_read(m, "s", &session)) < 0) return r;
-  uint64_t request_id = ++next_request_;
-  proto::Message req;
-  Options o;
-  if (exec) {
-    const char* code = nullptr;
-    if ((r = sd_bus_message_read(m, "s", &code)) < 0) return r;
-    if ((r = read_options(m, {"timeout_ms", "stream", "request"}, &o, error)) < 0) return r;
-    req = proto::SessionExec{request_id, session, code, o.timeout_ms};
-  } else {
-    req = proto::SessionClose{request_id, session};
+  switch (method->kind) {
+    case Method::Kind::run: {
+      const char *language = nullptr, *code = nullptr;
+      if ((r = sd_bus_message_read(m, "ss", &language, &code)) < 0) return r;
+      RunRequest req;
+      if ((r = read_language(language, &req.language, error)) < 0) return r;
+      if ((r = read_options(m, {"timeout_ms", "memory_mb", "env", "stream", "request"}, &o, error)) < 0) return r;
+      req.code = code;
+      req.timeout = std::chrono::milliseconds(o.timeout_ms.value_or(0));
+      req.memory_mb = o.memory_mb.value_or(0);
+      req.env = std::move(o.env);
+      request = proto::Run{id, std::move(req)};
+      break;
+    }
+    case Method::Kind::create: {
+      const char* language = nullptr;
+      if ((r = sd_bus_message_read(m, "s", &language)) < 0) return r;
+      SessionOptions so;
+      if ((r = read_language(language, &so.language, error)) < 0) return r;
+      if ((r = read_options(m, {"timeout_ms", "memory_mb", "idle_timeout_ms", "env"}, &o, error)) < 0) return r;
+      so.timeout = std::chrono::milliseconds(o.timeout_ms.value_or(0));
+      so.memory_mb = o.memory_mb.value_or(0);
+      so.idle_timeout = std::chrono::milliseconds(o.idle_timeout_ms.value_or(0));
+      so.env = std::move(o.env);
+      request = proto::SessionCreate{id, std::move(so)};
+      break;
+    }
+    case Method::Kind::exec: {
+      const char *session = nullptr, *code = nullptr;
+      if ((r = sd_bus_message_read(m, "ss", &session, &code)) < 0) return r;
+      if ((r = read_options(m, {"timeout_ms", "stream", "request"}, &o, error)) < 0) return r;
+      request = proto::SessionExec{id, session, code, o.timeout_ms.value_or(0)};
+      break;
+    }
+    case Method::Kind::close: {
+      const char* session = nullptr;
+      if ((r = sd_bus_message_read(m, "s", &session)) < 0) return r;
+      request = proto::SessionClose{id, session};
+      break;
+    }
+    case Method::Kind::list: {
+      // The same request a socket client sends, answered at once.
+      struct Capture : Sink {
+        std::optional<proto::Message> reply;
+        void deliver(proto::Message&& x) override { reply = std::move(x); }
+      };
+      auto capture = std::make_shared<Capture>();
+      auto peer = service_.connect(caller, capture);
+      service_.handle(*peer, proto::SessionListRequest{id});
+      auto* list = capture->reply ? std::get_if<proto::SessionList>(&*capture->reply) : nullptr;
+      if (!list) return set_error(error, ErrorCode::internal, "no session list");
+      MessageRef reply;
+      if ((r = sd_bus_message_new_method_return(m, reply.out())) < 0) return r;
+      r = sd_bus_message_open_container(reply.get(), 'a', "(ssuutt)");
+      for (const auto& s : list->sessions) {
+        if (r < 0) break;
+        r = sd_bus_message_append(reply.get(), "(ssuutt)", s.id.c_str(), std::string(language_name(s.language)).c_str(),
+                                  s.memory_mb, static_cast<uint32_t>(s.idle_timeout.count()), s.exec_count,
+                                  s.last_activity_unix_ms);
+      }
+      if (r >= 0) r = sd_bus_message_close_container(reply.get());
+      if (r >= 0) r = sd_bus_send(bus_.get(), reply.get(), nullptr);
+      return r < 0 ? r : 1;
+    }
   }
-  auto call = std::make_shared<DbusCall>(this, m, exec ? DbusCall::Kind::exec : DbusCall::Kind::close, o.stream,
-                                         o.request);
-  // Session calls outlive the bus call's caller: nothing is cancelled.
-  if (auto res = manager_.session_request(caller, request_id, std::move(req), call); !res)
-    return set_error(error, res.error().code, res.error().message);
-  calls_.emplace(call.get(), std::move(call));
-  return 1;
-}
-
-int DbusService::list_sessions(sd_bus_message* m, sd_bus_error* error) {
-  Caller caller;
-  int r = authorize(m, &caller, error);
-  if (r < 0) return r;
-  sd_bus_message* raw = nullptr;
-  if ((r = sd_bus_message_new_method_return(m, &raw)) < 0) return r;
-  MessageRef reply(raw);
-  r = sd_bus_message_open_container(raw, 'a', "(ssuutt)");
-  for (const auto& s : manager_.sessions(caller)) {
-    if (r < 0) break;
-    r = sd_bus_message_append(raw, "(ssuutt)", s.session.c_str(), std::string(proto::language_name(s.language)).c_str(),
-                              s.memory_mb, s.idle_timeout_ms, s.exec_count, s.last_activity_unix_ms);
-  }
-  if (r >= 0) r = sd_bus_message_close_container(raw);
-  if (r >= 0) r = sd_bus_send(bus_, raw, nullptr);
-  return r < 0 ? r : 1;
+  auto call = std::make_shared<DbusCall>(this, m, method->kind, o.stream, o.request);
+  calls_.emplace(call.get(), call);
+  call->begin(caller, std::move(request));
+  return 1;  // the reply is sent when the request ends
 }
 
 int DbusService::property(const char* name, sd_bus_message* reply, sd_bus_error* error) {
-  auto s = manager_.status();
+  if (!status_) status_ = service_.status();
+  const auto& s = *status_;
   std::string p = name;
   if (p == "Version") return sd_bus_message_append(reply, "s", s.version.c_str());
   if (p == "Accelerator") return sd_bus_message_append(reply, "s", s.accelerator.c_str());
@@ -530,8 +485,8 @@ int DbusService::property(const char* name, sd_bus_message* reply, sd_bus_error*
     int r = sd_bus_message_open_container(reply, 'a', "(suuutt)");
     for (const auto& e : s.pool) {
       if (r < 0) break;
-      r = sd_bus_message_append(reply, "(suuutt)", std::string(proto::language_name(e.language)).c_str(), e.target,
-                                e.ready, e.booting, e.hits, e.misses);
+      r = sd_bus_message_append(reply, "(suuutt)", std::string(language_name(e.language)).c_str(), e.target, e.ready,
+                                e.booting, e.hits, e.misses);
     }
     if (r < 0) return r;
     return sd_bus_message_close_container(reply);

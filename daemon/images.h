@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "common/result.h"
+#include <sandbox/result.h>
 
 namespace sandbox::daemon {
 
@@ -23,7 +23,5 @@ struct ImageSet {
 // Reads `dir`/manifest and hashes every file it names: image_missing when a
 // file or the manifest is absent, image_corrupt when a hash differs.
 Result<ImageSet> load_images(const std::string& dir);
-// Hex SHA-256 of a file's contents.
-Result<std::string> sha256_file(const std::string& path);
 
 }  // namespace sandbox::daemon

@@ -1,7 +1,9 @@
-// sandboxd: the host service. Reads configuration, verifies the guest
-// images, picks the accelerator, listens on the control socket and runs
-// code in disposable microVMs until SIGTERM or SIGINT.
+// sandboxd: the host service. Reads configuration, prepares the host side
+// of every VM (images, user, seccomp, cgroups, recovery), picks the
+// accelerator, then composes the core, the service layer and the two
+// transports, and runs until SIGTERM or SIGINT.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
@@ -10,11 +12,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
+#include <fcntl.h>
 #include <functional>
-#include <sstream>
 #include <string>
 
+#include "common/io.h"
 #include "common/sysinfo.h"
 #include "daemon/accel.h"
 #include "daemon/config.h"
@@ -22,14 +24,12 @@
 #include "daemon/dbus.h"
 #include "daemon/images.h"
 #include "daemon/log.h"
-#include "daemon/manager.h"
+#include "daemon/options.h"
 #include "daemon/privileges.h"
 #include "daemon/qemu_seccomp.h"
 #include "daemon/recovery.h"
 #include "daemon/snapshots.h"
 #include "daemon/vm.h"
-
-#include <fcntl.h>
 
 extern char** environ;
 
@@ -40,15 +40,15 @@ void usage(FILE* out) {
   std::fprintf(out,
                "usage: sandboxd [--config FILE] [--KEY VALUE]...\n"
                "Runs untrusted code in disposable QEMU microVMs; clients talk to it through\n"
-               "the control socket (sandboxctl, libsandbox).\n\n"
+               "the control socket (sandboxctl, libsandbox) and optionally D-Bus.\n\n"
                "Configuration comes from %s (or --config FILE), then SANDBOXD_<KEY>\n"
                "environment variables, then --KEY VALUE flags ('-' and '_' are alike).\n\nKeys:\n",
                std::string(kDefaultConfigPath).c_str());
-  for (const auto& [key, help] : config_keys()) std::fprintf(out, "  --%-18s %s\n", key.c_str(), help.c_str());
+  for (const auto& [key, help] : config_keys()) std::fprintf(out, "  --%-24s %s\n", key.c_str(), help.c_str());
   std::fprintf(out,
-               "\n  --config FILE        configuration file\n"
-               "  --print-config       a configuration file with every key and its default\n"
-               "  --help               this text\n");
+               "\n  --config FILE              configuration file\n"
+               "  --print-config             a configuration file with every key and its default\n"
+               "  --help                     this text\n");
 }
 
 Result<Config> load_config(int argc, char** argv) {
@@ -84,13 +84,10 @@ Result<Config> load_config(int argc, char** argv) {
       flags.emplace_back(key, value);
     }
   }
-  std::ifstream in(config_path);
-  if (in) {
-    std::stringstream text;
-    text << in.rdbuf();
-    if (auto r = config_parse(config, text.str(), config_path); !r) return std::move(r).error();
+  if (auto text = read_file(config_path, 1 << 20)) {
+    if (auto r = config_parse(config, *text, config_path); !r) return std::move(r).error();
   } else if (explicit_config) {
-    return Error::sys("open", config_path);
+    return std::move(text).error();
   }
   if (auto r = config_apply_env(config, environ); !r) return std::move(r).error();
   for (const auto& [key, value] : flags)
@@ -98,45 +95,87 @@ Result<Config> load_config(int argc, char** argv) {
   return config;
 }
 
-// As many VMs as three quarters of host memory holds, at the pool's size
-// plus QEMU's own overhead, and no more than four per CPU: a VM that gets no
-// CPU misses its boot deadline. Under TCG every VM needs far more CPU.
-uint32_t default_max_vms(uint32_t vm_mb, Accel accel) {
-  uint64_t total_kb = meminfo_kb("MemTotal");
-  uint64_t per_vm_mb = vm_mb + 64;
-  uint64_t n = total_kb / 1024 * 3 / 4 / per_vm_mb;
-  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
-  uint64_t per_cpu = accel == Accel::kvm ? 16 : 4;
-  if (cpus > 0) n = std::min<uint64_t>(n, static_cast<uint64_t>(cpus) * per_cpu);
-  return static_cast<uint32_t>(std::clamp<uint64_t>(n, 1, 1000));
-}
-
 // First line of `qemu --version`: part of every snapshot's key.
 std::string qemu_version(const std::string& qemu) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return "unknown";
   unique_fd r(p[0]), w(p[1]);
-  auto proc = Process::spawn({{qemu, "--version"}, {{1, w.get()}}, true});
+  SpawnOptions opts;
+  opts.argv = {qemu, "--version"};
+  opts.fds = {{1, w.get()}};
+  auto proc = Process::spawn(opts);
   w.reset();
   if (!proc) return "unknown";
-  std::string out;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(r.get(), buf, sizeof buf)) > 0 && out.size() < 4096) out.append(buf, static_cast<size_t>(n));
+  auto out = read_all(r.get(), 4096, "qemu --version");
   proc->wait();
-  return out.substr(0, out.find('\n'));
+  if (!out) return "unknown";
+  return out->substr(0, out->find('\n'));
+}
+
+// The host side of every VM: its user, seccomp program, images (opened
+// once, read-only), cgroups, and the records start-up recovery reads.
+struct HostSide {
+  std::optional<SpawnOptions::User> user;
+  std::vector<sock_filter> seccomp;
+  ImageSet images;
+  unique_fd image_fds[3];
+  Cgroups cgroups;
+};
+
+Result<void> prepare_host(const Config& cfg, HostSide* h, VmHost* host) {
+  auto seccomp = build_qemu_seccomp();
+  if (!seccomp) return std::move(seccomp).error().context("QEMU seccomp filter");
+  h->seccomp = std::move(*seccomp);
+  auto images = load_images(cfg.images);
+  if (!images) return std::move(images).error().context("images");
+  h->images = std::move(*images);
+  log_info("images verified in " + cfg.images + " (" + h->images.description + ")");
+  const std::string* paths[] = {&h->images.kernel.path, &h->images.initrd.path, &h->images.rootfs.path};
+  for (int i = 0; i < 3; ++i) {
+    h->image_fds[i].reset(::open(paths[i]->c_str(), O_RDONLY | O_CLOEXEC));
+    if (!h->image_fds[i]) return Error::sys("open", *paths[i]).context("images");
+  }
+  h->cgroups = Cgroups::open({cfg.cgroup_root, cfg.cgroup_base, ::geteuid() == 0});
+  if (h->cgroups.enabled() && h->cgroups.missing().empty())
+    log_info(h->cgroups.status());
+  else if (cfg.require_cgroup_limits)
+    return Error::make(ErrorCode::invalid_argument,
+                       h->cgroups.status() + "; refusing to start (require_cgroup_limits = on)");
+  else
+    log_warning(h->cgroups.status() + "; VMs are bounded by QEMU's -m and the guest's own limits only");
+
+  // A daemon that died without cleaning up left its VMs' traces here.
+  for (const std::string& dir : {cfg.state_dir, cfg.state_dir + "/vms"})
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return Error::sys("mkdir", dir).context("state");
+  auto recovered = recover_leftovers(cfg.state_dir + "/vms", h->cgroups);
+  for (const auto& k : recovered.killed) log_warning("recovery: killed QEMU left running: " + k);
+  if (!recovered.records.empty() || !recovered.cgroups.empty())
+    log_warning("recovery: removed " + std::to_string(recovered.records.size()) + " VM records and " +
+                std::to_string(recovered.cgroups.size()) + " cgroups left by an earlier daemon");
+
+  host->kernel_fd = h->image_fds[0].get();
+  host->initrd_fd = h->image_fds[1].get();
+  host->rootfs_fd = h->image_fds[2].get();
+  host->user = h->user;
+  host->seccomp = &h->seccomp;
+  host->cgroups = &h->cgroups;
+  host->memory_overhead_mb = cfg.vm_memory_overhead_mb;
+  host->pids_max = cfg.vm_pids_max;
+  host->cpu_percent = cfg.vm_cpu_percent;
+  host->records_dir = cfg.state_dir + "/vms";
+  return ok();
 }
 
 // Boots one VM with KVM and waits for the agent's hello.
-bool probe_boot(uv_loop_t* loop, VmSpec spec, std::chrono::milliseconds timeout, std::string* why) {
+bool probe_boot(uv_loop_t* loop, const VmConfig& config, std::string* why) {
   bool done = false, ok = false;
-  Vm::Events ev;
+  VmEvents ev;
   ev.ready = [&] { done = ok = true; };
   ev.failed = [&](Error e) {
     done = true;
     *why = e.message.substr(0, 300);
   };
-  auto vm = Vm::start(loop, std::move(spec), timeout, std::move(ev));
+  auto vm = Vm::start(loop, config, VmLaunch{}, std::move(ev));
   if (!vm) {
     *why = vm.error().message;
     return false;
@@ -145,6 +184,120 @@ bool probe_boot(uv_loop_t* loop, VmSpec spec, std::chrono::milliseconds timeout,
   return ok;
 }
 
+AccelChoice pick_accelerator(uv_loop_t* loop, const Config& cfg, VmConfig* vm) {
+  AccelChoice accel = choose_accel(cfg.accel, probe_host());
+  if (accel.needs_probe_boot) {
+    vm->base.accel = Accel::kvm;
+    std::string why;
+    if (probe_boot(loop, *vm, &why))
+      accel.reason = "KVM probe boot succeeded";
+    else
+      accel = {Accel::tcg, false, "KVM probe boot failed (" + why + "); using TCG software emulation"};
+  }
+  vm->base.accel = accel.accel;
+  if (accel.accel == Accel::tcg) {
+    vm->base.tsc_khz = measure_tsc_khz();
+    log_info("host TSC " + std::to_string(vm->base.tsc_khz) + " kHz passed to TCG guests");
+    log_warning("accelerator tcg: " + accel.reason + "; VMs boot in seconds, not milliseconds");
+  } else {
+    log_info("accelerator kvm: " + accel.reason);
+  }
+  return accel;
+}
+
+// Snapshots depend on everything that shapes the guest's memory.
+std::unique_ptr<SnapshotStore> open_snapshots(const Config& cfg, const HostSide& h, const VmSpec& base) {
+  if (!cfg.snapshots) return nullptr;
+  auto fingerprint = snapshot_fingerprint(
+      {h.images.kernel.sha256, h.images.initrd.sha256, h.images.rootfs.sha256, qemu_version(cfg.qemu),
+       std::string(accel_name(base.accel)), std::to_string(base.vcpus), std::to_string(base.tsc_khz),
+       std::to_string(base.tcg_tb_size_mb), kKernelCmdline, std::to_string(proto::kProtocolVersion)});
+  auto store = std::make_unique<SnapshotStore>(cfg.state_dir + "/snapshots", fingerprint,
+                                               uint64_t{cfg.snapshot_cache_mb} << 20);
+  auto dropped = store->init();
+  if (!dropped) {
+    log_warning("snapshots off: " + dropped.error().describe());
+    return nullptr;
+  }
+  for (const auto& d : *dropped) log_info("snapshot cache: removed " + d);
+  log_info("snapshot cache in " + cfg.state_dir + "/snapshots: " + std::to_string(store->list().size()) + " snapshots");
+  return store;
+}
+
+// Connections and VMs each need descriptors: the soft limit goes to the
+// hard one, and the connection limit must fit under it.
+void raise_descriptor_limit(const Config& cfg) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  rl.rlim_cur = rl.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < cfg.max_connections + 256)
+    log_warning("only " + std::to_string(rl.rlim_cur) + " descriptors for " + std::to_string(cfg.max_connections) +
+                " connections (max_connections) and the VMs; lower max_connections or raise LimitNOFILE");
+}
+
+void warn_unreachable_uids(const Config& cfg, const std::optional<gid_t>& socket_gid) {
+  if (cfg.allowed_uids.empty()) return;
+  log_warning("allowed_uids: the socket is mode 0660" +
+              (socket_gid ? ", group " + cfg.socket_group : std::string(", owned by the daemon")) +
+              "; a listed uid passes the access check but can only open the socket as a member of that group");
+}
+
+// systemd (Type=notify): a status line and watchdog pings from the loop.
+// Without systemd these calls do nothing.
+class Notifier {
+ public:
+  Notifier(uv_loop_t* loop, Manager& manager) : manager_(manager) {
+    timer_ = UvHandle<uv_timer_t>::make(this, [&](uv_timer_t* t) { return uv_timer_init(loop, t); });
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0) usec = 0;
+    uint64_t every = usec ? std::max<uint64_t>(usec / 2000, 100) : 10'000;
+    sd_notify(0, ("READY=1\n" + line()).c_str());
+    uv_timer_start(timer_.get(), [](uv_timer_t* t) {
+      if (auto* n = owner_of<Notifier>(t)) sd_notify(0, ("WATCHDOG=1\n" + n->line()).c_str());
+    }, every, every);
+  }
+  void stop() { timer_.reset(); }
+
+ private:
+  std::string line() const {
+    auto st = manager_.status();
+    uint32_t ready = 0;
+    for (auto& p : st.pool) ready += p.ready;
+    return "STATUS=" + st.accelerator + ": " + std::to_string(st.vms) + "/" + std::to_string(st.max_vms) + " VMs, " +
+           std::to_string(st.runs_active) + " running, " + std::to_string(st.runs_queued) + " queued, " +
+           std::to_string(ready) + " warm";
+  }
+  Manager& manager_;
+  UvHandle<uv_timer_t> timer_;
+};
+
+// Shutdown drains: no new connections or runs, running ones get the grace
+// to finish, then every VM is gone and the replies are flushed.
+class Shutdown {
+ public:
+  Shutdown(uv_loop_t* loop, std::function<void(int)> on_signal) : on_signal_(std::move(on_signal)) {
+    for (auto* h : {&term_, &intr_}) {
+      *h = UvHandle<uv_signal_t>::make(this, [&](uv_signal_t* s) { return uv_signal_init(loop, s); });
+      uv_signal_start(h->get(), [](uv_signal_t* s, int signum) {
+        auto* self = owner_of<Shutdown>(s);
+        if (!self || self->started_) return;
+        self->started_ = true;
+        self->on_signal_(signum);
+      }, h == &term_ ? SIGTERM : SIGINT);
+    }
+  }
+  void stop() {
+    term_.reset();
+    intr_.reset();
+  }
+
+ private:
+  std::function<void(int)> on_signal_;
+  UvHandle<uv_signal_t> term_, intr_;
+  bool started_ = false;
+};
+
 int run(int argc, char** argv) {
   auto config = load_config(argc, argv);
   if (!config) {
@@ -152,176 +305,71 @@ int run(int argc, char** argv) {
     return 2;
   }
   const Config& cfg = *config;
-  set_log_level(cfg.log_level == "debug" ? LogLevel::debug
+  set_log_level(cfg.log_level == "debug"     ? LogLevel::debug
                 : cfg.log_level == "warning" ? LogLevel::warning
-                : cfg.log_level == "error" ? LogLevel::error
-                                           : LogLevel::info);
+                : cfg.log_level == "error"   ? LogLevel::error
+                                             : LogLevel::info);
   ::signal(SIGPIPE, SIG_IGN);
   const bool root = ::geteuid() == 0;
+  raise_descriptor_limit(cfg);
 
-  // Everything each QEMU shares on the host side.
-  VmHost host;
-  host.memory_overhead_mb = cfg.vm_memory_overhead_mb;
-  host.pids_max = cfg.vm_pids_max;
-  host.cpu_percent = cfg.vm_cpu_percent;
+  HostSide host_side;
   if (root) {
     auto user = lookup_user(cfg.qemu_user);
     if (!user) {
       std::fprintf(stderr, "sandboxd: configuration: qemu_user: %s\n", user.error().message.c_str());
       return 2;
     }
-    host.user = std::move(*user);
+    host_side.user = std::move(*user);
   }
-  auto seccomp = build_qemu_seccomp();
-  if (!seccomp) {
-    log_error("QEMU seccomp filter: " + seccomp.error().describe());
+  VmConfig vm_config;
+  if (auto r = prepare_host(cfg, &host_side, &vm_config.host); !r) {
+    log_error(r.error().describe());
     return 1;
   }
-  host.seccomp = &*seccomp;
-
-  auto images = load_images(cfg.images);
-  if (!images) {
-    log_error("images: " + images.error().describe());
-    return 1;
-  }
-  log_info("images verified in " + cfg.images + " (" + images->description + ")");
-  // Opened once, read-only; every QEMU inherits these instead of a path.
-  unique_fd image_fds[3];
-  for (auto [i, path] : {std::pair{0, &images->kernel.path}, {1, &images->initrd.path}, {2, &images->rootfs.path}}) {
-    image_fds[i].reset(::open(path->c_str(), O_RDONLY | O_CLOEXEC));
-    if (!image_fds[i]) {
-      log_error("images: " + Error::sys("open", *path).describe());
-      return 1;
-    }
-  }
-  host.kernel_fd = image_fds[0].get();
-  host.initrd_fd = image_fds[1].get();
-  host.rootfs_fd = image_fds[2].get();
-
-  // Host-side limits: reported once here and by `sandboxctl status`.
-  Cgroups cgroups = Cgroups::open({cfg.cgroup_root, cfg.cgroup_base, root});
-  if (cgroups.enabled() && cgroups.missing().empty()) {
-    log_info(cgroups.status());
-  } else if (cfg.require_cgroup_limits) {
-    log_error(cgroups.status() + "; refusing to start (require_cgroup_limits = on)");
-    return 1;
-  } else {
-    log_warning(cgroups.status() + "; VMs are bounded by QEMU's -m and the guest's own limits only");
-  }
-  host.cgroups = &cgroups;
-
-  // A daemon that died without cleaning up left its VMs' traces here.
-  host.records_dir = cfg.state_dir + "/vms";
-  ::mkdir(cfg.state_dir.c_str(), 0700);
-  if (::mkdir(host.records_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    log_error("state: " + Error::sys("mkdir", host.records_dir).describe());
-    return 1;
-  }
-  auto recovered = recover_leftovers(host.records_dir, cgroups);
-  for (const auto& k : recovered.killed) log_warning("recovery: killed QEMU left running: " + k);
-  if (!recovered.records.empty() || !recovered.cgroups.empty())
-    log_warning("recovery: removed " + std::to_string(recovered.records.size()) + " VM records and " +
-                std::to_string(recovered.cgroups.size()) + " cgroups left by an earlier daemon");
+  vm_config.base.qemu = cfg.qemu;
+  vm_config.base.vcpus = cfg.vcpus;
+  vm_config.base.tcg_tb_size_mb = cfg.tcg_tb_size_mb;
+  vm_config.base.kernel = host_side.images.kernel.path;
+  vm_config.base.initrd = host_side.images.initrd.path;
+  vm_config.base.rootfs = host_side.images.rootfs.path;
+  vm_config.boot_timeout = std::chrono::milliseconds(cfg.boot_timeout_ms);
 
   uv_loop_t loop;
   uv_loop_init(&loop);
+  AccelChoice accel = pick_accelerator(&loop, cfg, &vm_config);
+  auto snapshots = open_snapshots(cfg, host_side, vm_config.base);
 
-  VmSpec spec;
-  spec.qemu = cfg.qemu;
-  spec.vcpus = cfg.vcpus;
-  spec.tcg_tb_size_mb = cfg.tcg_tb_size_mb;
-  spec.kernel = images->kernel.path;
-  spec.initrd = images->initrd.path;
-  spec.rootfs = images->rootfs.path;
-  spec.memory_mb = 256;
-  spec.host = &host;
-
-  AccelChoice accel = choose_accel(cfg.accel, probe_host());
-  if (accel.needs_probe_boot) {
-    spec.accel = Accel::kvm;
-    std::string why;
-    if (probe_boot(&loop, spec, std::chrono::milliseconds(cfg.boot_timeout_ms), &why)) {
-      accel.reason = "KVM probe boot succeeded";
-    } else {
-      accel = {Accel::tcg, false, "KVM probe boot failed (" + why + "); using TCG software emulation"};
-    }
-  }
-  spec.accel = accel.accel;
-  if (accel.accel == Accel::tcg) {
-    spec.tsc_khz = measure_tsc_khz();
-    log_info("host TSC " + std::to_string(spec.tsc_khz) + " kHz passed to TCG guests");
-  }
-  if (accel.accel == Accel::tcg)
-    log_warning("accelerator tcg: " + accel.reason + "; VMs boot in seconds, not milliseconds");
-  else
-    log_info("accelerator kvm: " + accel.reason);
-
-  // Snapshots depend on everything that shapes the guest's memory.
-  std::unique_ptr<SnapshotStore> snapshots;
-  if (cfg.snapshots) {
-    auto fingerprint = snapshot_fingerprint(
-        {images->kernel.sha256, images->initrd.sha256, images->rootfs.sha256, qemu_version(cfg.qemu),
-         std::string(accel_name(spec.accel)), std::to_string(spec.vcpus), std::to_string(spec.tsc_khz),
-         std::to_string(spec.tcg_tb_size_mb), kKernelCmdline, std::to_string(proto::kProtocolVersion)});
-    snapshots = std::make_unique<SnapshotStore>(cfg.state_dir + "/snapshots", fingerprint,
-                                                uint64_t{cfg.snapshot_cache_mb} << 20);
-    auto dropped = snapshots->init();
-    if (!dropped) {
-      log_warning("snapshots off: " + dropped.error().describe());
-      snapshots.reset();
-    } else {
-      for (const auto& d : *dropped) log_info("snapshot cache: removed " + d);
-      log_info("snapshot cache in " + cfg.state_dir + "/snapshots: " + std::to_string(snapshots->list().size()) +
-               " snapshots");
-    }
-  }
-
-  ManagerOptions mopts;
-  mopts.snapshots = snapshots.get();
-  mopts.pool_restore = cfg.pool_restore;
-  mopts.version = PROJECT_VERSION;
-  mopts.accel_reason = accel.reason;
-  mopts.host_limits = cgroups.status();
-  mopts.vm = spec;
-  mopts.boot_timeout = std::chrono::milliseconds(cfg.boot_timeout_ms);
-  mopts.boot_retries = cfg.boot_retries;
-  mopts.kill_slack = std::chrono::milliseconds(cfg.kill_slack_ms);
-  mopts.kill_grace = std::chrono::milliseconds(cfg.kill_grace_ms);
-  mopts.pids_max = cfg.pids_max;
-  mopts.max_vms = cfg.max_concurrent_vms ? cfg.max_concurrent_vms : default_max_vms(cfg.pool_memory_mb, spec.accel);
-  mopts.max_runs_per_uid = cfg.max_runs_per_uid ? cfg.max_runs_per_uid : std::max(1u, mopts.max_vms * 3 / 4);
-  mopts.queue_timeout = std::chrono::milliseconds(cfg.queue_timeout_ms);
-  mopts.max_sessions_per_uid = cfg.max_sessions_per_uid;
-  mopts.session_idle_timeout_ms = cfg.session_idle_timeout_ms;
-  mopts.pool_size = {cfg.pool_python, cfg.pool_javascript, cfg.pool_raw};
-  mopts.pool_memory_mb = cfg.pool_memory_mb;
-  mopts.pool_refill_concurrency = cfg.pool_refill_concurrency;
-  mopts.pool_max_idle = std::chrono::milliseconds(cfg.pool_max_idle_ms);
-  mopts.pool_health_interval = std::chrono::milliseconds(cfg.pool_health_interval_ms);
-  log_info("at most " + std::to_string(mopts.max_vms) + " VMs, " + std::to_string(mopts.max_runs_per_uid) +
-           " runs per uid; warm pool python=" + std::to_string(cfg.pool_python) +
-           " javascript=" + std::to_string(cfg.pool_javascript) + " raw=" + std::to_string(cfg.pool_raw));
-  auto manager = std::make_unique<Manager>(&loop, mopts);
-
-  AccessPolicy policy{cfg.allowed_uids, cfg.allowed_gids, ::getuid()};
-  // Members of the socket's group may connect, by file mode and by policy.
+  RuntimeFacts facts;
+  facts.accel = accel.accel;
+  facts.accel_reason = accel.reason;
+  facts.host_limits = host_side.cgroups.status();
+  facts.daemon_uid = ::getuid();
+  facts.host_memory_kb = meminfo_kb("MemTotal");
+  facts.cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   auto socket_gid = lookup_group(cfg.socket_group);
   if (socket_gid)
-    policy.allowed_gids.push_back(*socket_gid);
+    facts.socket_gid = *socket_gid;
   else
     log_warning("socket_group: " + socket_gid.error().message + "; only root and allowed_uids/allowed_gids may connect");
-  auto server = std::make_unique<ControlServer>(&loop, *manager, policy);
+  warn_unreachable_uids(cfg, facts.socket_gid);
+  auto options = options_from(cfg, facts);
+  log_info("at most " + std::to_string(options.manager.max_vms) + " VMs, " +
+           std::to_string(options.manager.limits.runs_per_uid) + " runs per uid; warm pool python=" +
+           std::to_string(cfg.pool_python) + " javascript=" + std::to_string(cfg.pool_javascript) +
+           " raw=" + std::to_string(cfg.pool_raw));
+
+  QemuVmFactory factory(&loop, vm_config);
+  auto manager = std::make_unique<Manager>(&loop, factory, snapshots.get(), options.manager);
+  auto service = std::make_unique<Service>(*manager, options.service);
+  auto server = std::make_unique<ControlServer>(&loop, *service, options.control);
   auto parent = cfg.socket.substr(0, cfg.socket.rfind('/'));
   if (!parent.empty()) ::mkdir(parent.c_str(), 0755);
-  if (auto r = server->listen(cfg.socket, 0660); !r) {
+  if (auto r = server->listen(cfg.socket, 0660, facts.socket_gid); !r) {
     log_error("control socket: " + r.error().describe());
     return 1;
   }
-  if (socket_gid && ::chown(cfg.socket.c_str(), static_cast<uid_t>(-1), *socket_gid) != 0) {
-    log_error("control socket: " + Error::sys("chown", cfg.socket).describe());
-    return 1;
-  }
-  log_info("listening on " + cfg.socket + " (mode 0660" + (socket_gid ? ", group " + cfg.socket_group : "") + ")");
+  log_info("listening on " + cfg.socket + " (mode 0660" + (facts.socket_gid ? ", group " + cfg.socket_group : "") + ")");
   // Set-up that needed root is done: keep only what starting QEMU needs.
   if (root) {
     if (auto r = drop_capabilities(); !r) {
@@ -337,7 +385,7 @@ int run(int argc, char** argv) {
   // The bus is optional: without one the daemon still serves the socket.
   std::unique_ptr<DbusService> dbus;
   if (cfg.dbus != "off") {
-    dbus = std::make_unique<DbusService>(&loop, *manager, policy);
+    dbus = std::make_unique<DbusService>(&loop, *service);
     if (auto r = dbus->start(cfg.dbus); r) {
       log_info(std::string("D-Bus: ") + kBusName + " on " + cfg.dbus);
     } else {
@@ -346,71 +394,27 @@ int run(int argc, char** argv) {
     }
   }
 
-  // systemd (Type=notify): ready once the socket listens and the images are
-  // verified; a status line and watchdog pings from the loop. Without
-  // systemd these calls do nothing.
-  auto status_line = [&] {
-    auto st = manager->status();
-    uint32_t ready = 0;
-    for (auto& p : st.pool) ready += p.ready;
-    return "STATUS=" + st.accelerator + ": " + std::to_string(st.vms) + "/" + std::to_string(st.max_vms) + " VMs, " +
-           std::to_string(st.runs_active) + " running, " + std::to_string(st.runs_queued) + " queued, " +
-           std::to_string(ready) + " warm";
-  };
-  sd_notify(0, ("READY=1\n" + status_line()).c_str());
-  uint64_t watchdog_usec = 0;
-  if (sd_watchdog_enabled(0, &watchdog_usec) <= 0) watchdog_usec = 0;
-  struct Notify {
-    std::function<std::string()> status;
-    uv_timer_t timer;
-  } notify{status_line, {}};
-  uv_timer_init(&loop, &notify.timer);
-  notify.timer.data = &notify;
-  uint64_t every_ms = watchdog_usec ? std::max<uint64_t>(watchdog_usec / 2000, 100) : 10'000;
-  uv_timer_start(&notify.timer, [](uv_timer_t* t) {
-    auto* n = static_cast<Notify*>(t->data);
-    sd_notify(0, ("WATCHDOG=1\n" + n->status()).c_str());
-  }, every_ms, every_ms);
-
-  // Shutdown drains: no new connections or runs, running ones get the
-  // grace to finish, then every VM is gone and the replies are flushed.
-  struct Stop {
-    ControlServer* server;
-    Manager* manager;
-    DbusService* dbus;
-    uv_timer_t* notify;
-    std::chrono::milliseconds grace;
-    uv_signal_t term, intr;
-  } stop{server.get(), manager.get(), dbus.get(), &notify.timer, std::chrono::milliseconds(cfg.shutdown_grace_ms), {}, {}};
-  auto on_signal = [](uv_signal_t* s, int signum) {
-    auto* st = static_cast<Stop*>(s->data);
-    if (st->manager->draining()) return;
-    log_info(std::string("received ") + strsignal(signum) + "; draining " +
-             std::to_string(st->manager->active_runs()) + " runs");
+  Notifier notifier(&loop, *manager);
+  Shutdown shutdown(&loop, [&](int signum) {
+    log_info(std::string("received ") + strsignal(signum) + "; draining " + std::to_string(manager->leases()) + " runs");
     sd_notify(0, "STOPPING=1");
-    st->server->stop_listening();
-    st->manager->drain(st->grace, [st] {
-      uv_timer_stop(st->notify);
-      if (st->dbus) st->dbus->stop();
-      st->server->close();
-      uv_signal_stop(&st->term);
-      uv_signal_stop(&st->intr);
+    server->stop_listening();
+    manager->drain(std::chrono::milliseconds(cfg.shutdown_grace_ms), [&] {
+      notifier.stop();
+      if (dbus) dbus->stop();
+      server->close();
+      shutdown.stop();
     });
-  };
-  for (auto [h, sig] : {std::pair{&stop.term, SIGTERM}, std::pair{&stop.intr, SIGINT}}) {
-    uv_signal_init(&loop, h);
-    h->data = &stop;
-    uv_signal_start(h, on_signal, sig);
-  }
+  });
 
   uv_run(&loop, UV_RUN_DEFAULT);
 
   dbus.reset();
   server.reset();
+  service.reset();
   manager.reset();
-  uv_close(reinterpret_cast<uv_handle_t*>(&notify.timer), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&stop.term), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&stop.intr), nullptr);
+  notifier.stop();
+  shutdown.stop();
   uv_run(&loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&loop) != 0) log_warning("event loop closed with handles still open");
   log_info("stopped");

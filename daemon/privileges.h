@@ -8,8 +8,8 @@
 #include <string>
 #include <string_view>
 
-#include "common/result.h"
-#include "daemon/process.h"
+#include <sandbox/result.h>
+#include "common/process.h"
 
 namespace sandbox::daemon {
 

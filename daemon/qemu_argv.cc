@@ -27,7 +27,7 @@ Result<void> check_path(std::string_view what, const std::string& path) {
 std::string kernel_cmdline(const VmSpec& spec) {
   std::string cmdline = kKernelCmdline;
   if (spec.accel == Accel::tcg && spec.tsc_khz > 0) cmdline += " tsc_early_khz=" + std::to_string(spec.tsc_khz);
-  if (spec.prestart) cmdline += " sandbox.prestart=" + std::string(proto::language_name(*spec.prestart));
+  if (spec.prestart) cmdline += " sandbox.prestart=" + std::string(language_name(*spec.prestart));
   return cmdline;
 }
 

@@ -8,12 +8,10 @@
 #include <vector>
 
 #include "common/protocol.h"
-#include "common/result.h"
+#include <sandbox/result.h>
 #include "daemon/config.h"
 
 namespace sandbox::daemon {
-
-struct VmHost;
 
 struct VmSpec {
   std::string qemu;
@@ -34,7 +32,7 @@ struct VmSpec {
   // measured frequency skips that calibration. 0: let the guest calibrate.
   uint32_t tsc_khz = 0;
   // Language whose interpreter the agent starts before its hello, if any.
-  std::optional<proto::Language> prestart;
+  std::optional<Language> prestart;
   // Descriptor number of QEMU's QMP control socket; -1 for none.
   int qmp_fd = -1;
   // Guest RAM in a file instead of anonymous memory: shared (a snapshot
@@ -47,9 +45,6 @@ struct VmSpec {
   bool incoming = false;
   // After a restore, have the agent run a trivial program before its hello.
   bool warm_up = false;
-  // How the process is confined and accounted on the host (not part of the
-  // command line); null runs QEMU as the daemon's user, unconfined.
-  const VmHost* host = nullptr;
 };
 
 // Fixed guest kernel arguments; nothing user-controlled reaches them.

@@ -1,5 +1,7 @@
 #include "daemon/qemu_seccomp.h"
 
+#include "common/seccomp_program.h"
+
 #include <sched.h>
 #include <seccomp.h>
 #include <sys/mman.h>
@@ -169,17 +171,7 @@ Result<std::vector<sock_filter>> build_qemu_seccomp() {
     if (int rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), nr, 0); rc != 0)
       return fail("seccomp_rule_add", name, rc);
   }
-  // libseccomp 2.5 exports to a descriptor only; a memfd holds the program.
-  unique_fd mem(::memfd_create("qemu-seccomp", MFD_CLOEXEC));
-  if (!mem) return Error::sys("memfd_create");
-  if (int rc = seccomp_export_bpf(ctx.get(), mem.get()); rc != 0) return fail("seccomp_export_bpf", "", rc);
-  off_t size = ::lseek(mem.get(), 0, SEEK_END);
-  if (size <= 0 || size % static_cast<off_t>(sizeof(sock_filter)) != 0 ||
-      size / static_cast<off_t>(sizeof(sock_filter)) > BPF_MAXINSNS)
-    return Error::make(ErrorCode::internal, "seccomp program has an unexpected size");
-  std::vector<sock_filter> prog(static_cast<size_t>(size) / sizeof(sock_filter));
-  if (::pread(mem.get(), prog.data(), static_cast<size_t>(size), 0) != size) return Error::sys("reading the seccomp program");
-  return prog;
+  return export_seccomp_program(ctx.get());
 }
 
 }  // namespace sandbox::daemon

@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "common/result.h"
+#include <sandbox/result.h>
 
 namespace sandbox::daemon {
 

@@ -1,7 +1,6 @@
 #include "daemon/snapshots.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,22 +12,12 @@
 #include <map>
 #include <sstream>
 
-#include "daemon/images.h"
+#include "daemon/digest.h"
 
 namespace sandbox::daemon {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string hex_sha256(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) out += {kHex[md[i] >> 4], kHex[md[i] & 15]};
-  return out;
-}
 
 std::map<std::string, std::string> read_meta(const std::string& path) {
   std::map<std::string, std::string> m;
@@ -76,14 +65,14 @@ uint64_t disk_bytes(const std::string& path) {
 std::string snapshot_fingerprint(const std::vector<std::string>& parts) {
   std::string all;
   for (const auto& p : parts) all += p + "\n";
-  return hex_sha256(all);
+  return sha256_hex(all);
 }
 
 SnapshotStore::SnapshotStore(std::string dir, std::string fingerprint, uint64_t max_bytes)
     : dir_(std::move(dir)), fingerprint_(std::move(fingerprint)), max_bytes_(max_bytes) {}
 
-std::string SnapshotStore::key(proto::Language language, uint32_t memory_mb) const {
-  return hex_sha256(fingerprint_ + " " + std::string(proto::language_name(language)) + " " + std::to_string(memory_mb))
+std::string SnapshotStore::key(Language language, uint32_t memory_mb) const {
+  return sha256_hex(fingerprint_ + " " + std::string(language_name(language)) + " " + std::to_string(memory_mb))
       .substr(0, 24);
 }
 
@@ -91,7 +80,7 @@ Result<std::vector<std::string>> SnapshotStore::init() {
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) return Error::make(ErrorCode::internal, "create '" + dir_ + "': " + ec.message());
-  ::chmod(dir_.c_str(), 0700);
+  if (::chmod(dir_.c_str(), 0700) != 0) return Error::sys("chmod", dir_);
   std::vector<std::string> dropped;
   for (const auto& e : fs::directory_iterator(dir_, ec)) {
     std::string name = e.path().filename().string();
@@ -127,14 +116,14 @@ std::optional<SnapshotStore::Entry> SnapshotStore::find(const std::string& key) 
   e.dir = dir;
   e.ram = dir + "/ram";
   e.state = dir + "/state";
-  e.language = proto::language_from_name(meta["language"]).value_or(proto::Language::python);
+  e.language = schema::EnumNames<Language>::parse(meta["language"]).value_or(Language::python);
   e.memory_mb = static_cast<uint32_t>(std::strtoul(meta["memory_mb"].c_str(), nullptr, 10));
   e.bytes = disk_bytes(e.ram) + disk_bytes(e.state);
   ::utimensat(AT_FDCWD, dir.c_str(), nullptr, 0);  // recently used
   return e;
 }
 
-Result<SnapshotStore::Pending> SnapshotStore::begin(proto::Language language, uint32_t memory_mb) {
+Result<SnapshotStore::Pending> SnapshotStore::begin(Language language, uint32_t memory_mb) {
   Pending p;
   p.key = key(language, memory_mb);
   p.language = language;
@@ -169,7 +158,7 @@ Result<SnapshotStore::Entry> SnapshotStore::commit(Pending p) {
   if (!ram_sha) return std::move(ram_sha).error();
   {
     std::ofstream meta(p.dir + "/meta");
-    meta << "fingerprint " << fingerprint_ << "\nlanguage " << proto::language_name(p.language) << "\nmemory_mb "
+    meta << "fingerprint " << fingerprint_ << "\nlanguage " << language_name(p.language) << "\nmemory_mb "
          << p.memory_mb << "\nstate_sha256 " << *state_sha << "\nram_sha256 " << *ram_sha << "\n";
     if (!meta.flush()) return Error::sys("write", p.dir + "/meta");
   }
@@ -226,7 +215,7 @@ std::vector<SnapshotStore::Entry> SnapshotStore::list() const {
     x.dir = e.path().string();
     x.ram = x.dir + "/ram";
     x.state = x.dir + "/state";
-    x.language = proto::language_from_name(meta["language"]).value_or(proto::Language::python);
+    x.language = schema::EnumNames<Language>::parse(meta["language"]).value_or(Language::python);
     x.memory_mb = static_cast<uint32_t>(std::strtoul(meta["memory_mb"].c_str(), nullptr, 10));
     x.bytes = disk_bytes(x.ram) + disk_bytes(x.state);
     out.push_back(x);

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "common/protocol.h"
-#include "common/result.h"
+#include <sandbox/result.h>
 #include "common/unique_fd.h"
 
 namespace sandbox::daemon {
@@ -31,7 +31,7 @@ class SnapshotStore {
   struct Entry {
     std::string key;
     std::string dir, ram, state;
-    proto::Language language = proto::Language::python;
+    Language language = Language::python;
     uint32_t memory_mb = 0;
     uint64_t bytes = 0;  // allocated on disk
   };
@@ -41,7 +41,7 @@ class SnapshotStore {
     std::string dir, ram;
     unique_fd ram_fd;  // the template's RAM (a memfd), copied to `ram` at commit
     unique_fd state;  // QEMU writes the device state here
-    proto::Language language = proto::Language::python;
+    Language language = Language::python;
     uint32_t memory_mb = 0;
   };
 
@@ -50,9 +50,9 @@ class SnapshotStore {
   // Creates the directory, removes temp leftovers and entries whose hashes
   // or fingerprint do not match; returns what was dropped, for the log.
   Result<std::vector<std::string>> init();
-  std::string key(proto::Language language, uint32_t memory_mb) const;
+  std::string key(Language language, uint32_t memory_mb) const;
   std::optional<Entry> find(const std::string& key);
-  Result<Pending> begin(proto::Language language, uint32_t memory_mb);
+  Result<Pending> begin(Language language, uint32_t memory_mb);
   Result<Entry> commit(Pending pending);
   void abort(Pending pending);
   void drop(const std::string& key);

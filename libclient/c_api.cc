@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "sandbox/client.h"
+#include "sandbox/types.h"
 
 struct sandbox_client {
   sandbox::Client client;
@@ -24,8 +25,13 @@ struct sandbox_session {
   sandbox::Session session;
 };
 struct sandbox_file_list {
-  std::vector<sandbox::FileEntry> entries;
+  sandbox::FileListing listing;
 };
+
+// The C enums are the C++ ones, value for value.
+static_assert(static_cast<int>(sandbox::Language::python) == SANDBOX_PYTHON);
+static_assert(static_cast<int>(sandbox::Language::javascript) == SANDBOX_JAVASCRIPT);
+static_assert(static_cast<int>(sandbox::Language::raw) == SANDBOX_RAW);
 
 namespace {
 
@@ -244,16 +250,17 @@ int sandbox_session_close(const sandbox_session* s, sandbox_error** error) {
 
 void sandbox_session_free(sandbox_session* s) { delete s; }
 
-size_t sandbox_file_list_count(const sandbox_file_list* l) { return l ? l->entries.size() : 0; }
+size_t sandbox_file_list_count(const sandbox_file_list* l) { return l ? l->listing.entries.size() : 0; }
 const char* sandbox_file_list_name(const sandbox_file_list* l, size_t i) {
-  return l && i < l->entries.size() ? l->entries[i].name.c_str() : nullptr;
+  return l && i < l->listing.entries.size() ? l->listing.entries[i].name.c_str() : nullptr;
 }
 int sandbox_file_list_is_dir(const sandbox_file_list* l, size_t i) {
-  return l && i < l->entries.size() ? l->entries[i].is_dir : 0;
+  return l && i < l->listing.entries.size() ? l->listing.entries[i].is_dir : 0;
 }
 uint64_t sandbox_file_list_size(const sandbox_file_list* l, size_t i) {
-  return l && i < l->entries.size() ? l->entries[i].size : 0;
+  return l && i < l->listing.entries.size() ? l->listing.entries[i].size : 0;
 }
+int sandbox_file_list_truncated(const sandbox_file_list* l) { return l ? l->listing.truncated : 0; }
 void sandbox_file_list_free(sandbox_file_list* l) { delete l; }
 
 const char* sandbox_result_stdout(const sandbox_result* r, size_t* len) {
@@ -274,6 +281,7 @@ uint64_t sandbox_result_cpu_time_ms(const sandbox_result* r) { return r->r.cpu_t
 uint64_t sandbox_result_memory_peak_mb(const sandbox_result* r) { return r->r.memory_peak_mb; }
 uint64_t sandbox_result_total_ms(const sandbox_result* r) { return r->r.timing.total_ms; }
 uint64_t sandbox_result_boot_ms(const sandbox_result* r) { return r->r.timing.boot_ms; }
+uint64_t sandbox_result_startup_ms(const sandbox_result* r) { return r->r.timing.startup_ms; }
 int sandbox_result_warm_pool_hit(const sandbox_result* r) { return r->r.warm_pool_hit; }
 const char* sandbox_result_accelerator(const sandbox_result* r) { return r->r.accelerator.c_str(); }
 int sandbox_result_state_lost(const sandbox_result* r) { return r->r.state_lost; }

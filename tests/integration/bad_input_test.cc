@@ -10,7 +10,7 @@
 #include <fstream>
 
 #include "common/framing.h"
-#include "common/limits.h"
+#include <sandbox/limits.h>
 #include "harness.h"
 #include "sandbox/client.h"
 
@@ -26,7 +26,7 @@ CmdResult ctl(std::vector<std::string> args, const std::string& input = {}) {
 }
 
 // Sends one raw request and returns the daemon's error reply.
-proto::ErrorReply raw_error(const proto::RunRequest& request) {
+proto::ErrorReply raw_error(const proto::Run& request) {
   RawClient raw(TestDaemon::shared().socket());
   REQUIRE(raw.connected());
   REQUIRE(raw.send(request));
@@ -36,7 +36,7 @@ proto::ErrorReply raw_error(const proto::RunRequest& request) {
   return std::get<proto::ErrorReply>(*m);
 }
 
-proto::RunRequest good() { return proto::RunRequest{5, proto::Language::python, "print(1)", {}, 10'000, 256}; }
+proto::Run good() { return proto::Run{5, {Language::python, "print(1)", {}, std::chrono::milliseconds(10'000), 256}}; }
 
 // The daemon still serves a real run after whatever a test threw at it.
 void daemon_still_works() {
@@ -50,23 +50,36 @@ void daemon_still_works() {
 TEST_CASE("the daemon refuses invalid requests that a client library would not send") {
   auto& d = TestDaemon::shared();
   auto r = good();
-  r.code = "";
+  r.request.code = "";
   auto e = raw_error(r);
   CHECK(e.id == 5);
   CHECK(e.code == ErrorCode::invalid_argument);
   CHECK(e.message == "code is empty");
+  // Whitespace-only code and code with a NUL byte, for every language.
+  for (auto lang : {Language::python, Language::javascript, Language::raw}) {
+    r = good();
+    r.request.language = lang;
+    r.request.code = " \n\t ";
+    CHECK(raw_error(r).message == "code is only white space");
+    r.request.code = std::string("echo a\0echo b", 13);
+    CHECK(raw_error(r).message == "code contains a NUL byte");
+  }
 
   r = good();
-  r.timeout_ms = 301'000;
+  r.request.timeout = std::chrono::milliseconds(301'000);
   CHECK(raw_error(r).message.find("timeout 301000 ms is outside") != std::string::npos);
   r = good();
-  r.memory_mb = 64;
+  r.request.memory_mb = 64;
   CHECK(raw_error(r).message.find("memory 64 MB is outside") != std::string::npos);
+  // Refused by class: the loader, interpreter start-up, shell hooks, PATH.
+  for (const char* name : {"LD_PRELOAD", "LD_AUDIT", "PYTHONHOME", "NODE_PATH", "PROMPT_COMMAND", "SHELLOPTS", "PS4",
+                           "IFS", "PATH", "HOME"}) {
+    r = good();
+    r.request.env = {{name, "/tmp/x"}};
+    CHECK_MESSAGE(raw_error(r).message.find("'" + std::string(name) + "' is not allowed") != std::string::npos, name);
+  }
   r = good();
-  r.env = {{"LD_PRELOAD", "/tmp/evil.so"}};
-  CHECK(raw_error(r).message.find("'LD_PRELOAD' is not allowed") != std::string::npos);
-  r = good();
-  r.code.assign(limits::kMaxCodeBytes + 1, '#');
+  r.request.code.assign(limits::kMaxCodeBytes + 1, '#');
   auto big = raw_error(r);
   CHECK(big.code == ErrorCode::invalid_argument);
   CHECK(big.message.find("longer than") != std::string::npos);
@@ -100,7 +113,8 @@ TEST_CASE("malformed and oversized frames close the connection and nothing else"
     REQUIRE(raw.send(proto::Hello{1, "x"}));
     auto m = raw.receive(std::chrono::seconds(5));
     REQUIRE(m.has_value());
-    CHECK(std::get<proto::ErrorReply>(*m).message.find("may only send run, session, file, status and snapshot requests") != std::string::npos);
+    CHECK(std::get<proto::ErrorReply>(*m).message.find("only run, session, file, status and snapshot requests") !=
+          std::string::npos);
   }
   {
     // Half a frame, then the client vanishes.

@@ -18,7 +18,7 @@
 #include <thread>
 
 #include "common/framing.h"
-#include "common/limits.h"
+#include <sandbox/limits.h>
 
 namespace sandbox::test {
 namespace fs = std::filesystem;
@@ -240,16 +240,9 @@ std::optional<proto::Message> RawClient::receive(std::chrono::seconds timeout, b
   if (closed) *closed = false;
   auto deadline = Clock::now() + timeout;
   for (;;) {
-    if (buffer_.size() >= 4) {
-      FrameDecoder one(limits::kMaxClientFrameBytes);
-      (void)one.feed(buffer_);
-      std::string payload;
-      if (one.next(&payload)) {
-        buffer_.erase(0, 4 + payload.size());
-        auto m = proto::decode(payload);
-        if (!m) return std::nullopt;
-        return std::move(*m);
-      }
+    if (auto m = reader_.next()) {
+      if (!*m) return std::nullopt;
+      return std::move(**m);
     }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left <= 0) return std::nullopt;
@@ -261,7 +254,7 @@ std::optional<proto::Message> RawClient::receive(std::chrono::seconds timeout, b
       if (closed) *closed = true;
       return std::nullopt;
     }
-    buffer_.append(buf, static_cast<size_t>(n));
+    reader_.feed({buf, static_cast<size_t>(n)});
   }
 }
 

@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include <sandbox/limits.h>
+
+#include "common/framing.h"
 #include "common/protocol.h"
 #include "common/unique_fd.h"
 #include "sandbox/client.h"
@@ -76,7 +79,7 @@ class RawClient {
 
  private:
   unique_fd fd_;
-  std::string buffer_;
+  MessageReader reader_{limits::kMaxFrameBytes};
 };
 
 // Runs `fn` when the cases are done, before the leak check: for fixtures

@@ -127,6 +127,7 @@ TEST_CASE("scheduler: a full daemon queues, then fails with capacity at the dead
   TestDaemon d;
   REQUIRE(d.start({"--max-concurrent-vms", "1", "--max-runs-per-uid", "10", "--queue-timeout-ms", "1000"}));
   Client c(d.socket());
+  c.set_capacity_wait(std::chrono::milliseconds(0));  // the answer itself is what is tested
   auto busy = std::async(std::launch::async, [&] { return c.run(req(Language::raw, "sleep 8; echo done", 20'000)); });
   REQUIRE(d.wait_children_at_most(1, std::chrono::seconds(5)));
   auto until = Clock::now() + std::chrono::seconds(10);
@@ -151,6 +152,7 @@ TEST_CASE("scheduler: the per-uid limit keeps one caller from taking every slot"
   TestDaemon d;
   REQUIRE(d.start({"--max-runs-per-uid", "1"}));
   Client c(d.socket());
+  c.set_capacity_wait(std::chrono::milliseconds(0));
   auto busy = std::async(std::launch::async, [&] { return c.run(req(Language::raw, "sleep 6; echo done", 20'000)); });
   auto until = Clock::now() + std::chrono::seconds(10);
   while (d.children().empty() && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));

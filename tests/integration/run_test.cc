@@ -164,7 +164,7 @@ TEST_CASE("a client that disconnects mid-run leaves no QEMU process") {
   REQUIRE(d.wait_children_at_most(0, std::chrono::seconds(15)));
   RawClient raw(d.socket());
   REQUIRE(raw.connected());
-  REQUIRE(raw.send(proto::RunRequest{1, proto::Language::raw, "sleep 60", {}, 60'000, 256}));
+  REQUIRE(raw.send(proto::Run{1, {Language::raw, "sleep 60", {}, std::chrono::seconds(60), 256}}));
   auto until = Clock::now() + std::chrono::seconds(30);
   while (d.children().empty() && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   REQUIRE(d.children().size() == 1);

@@ -18,7 +18,7 @@
 
 #include "common/files.h"
 #include "common/framing.h"
-#include "common/limits.h"
+#include <sandbox/limits.h>
 #include "harness.h"
 #include "sandbox/client.h"
 
@@ -84,14 +84,14 @@ std::string guest_sha256(const Session& s, const std::string& path) {
   return r.stdout_data.substr(0, r.stdout_data.find('\n'));
 }
 
-bool has_entry(const std::vector<FileEntry>& entries, const std::string& name) {
-  for (const auto& e : entries)
+bool has_entry(const FileListing& listing, const std::string& name) {
+  for (const auto& e : listing.entries)
     if (e.name == name) return true;
   return false;
 }
 
-bool has_temp_file(const std::vector<FileEntry>& entries) {
-  for (const auto& e : entries)
+bool has_temp_file(const FileListing& listing) {
+  for (const auto& e : listing.entries)
     if (e.name.starts_with(".sandbox-upload")) return true;
   return false;
 }
@@ -235,7 +235,8 @@ TEST_CASE("sessions: files round-trip byte for byte, with SHA-256 checked in the
 
   auto home = s.list_files();
   REQUIRE(home.ok());
-  for (const auto& e : *home) {
+  CHECK_FALSE(home->truncated);
+  for (const auto& e : home->entries) {
     if (e.name == "big.bin") CHECK(e.size == limits::kMaxFileBytes);
     if (e.name == "data") CHECK(e.is_dir);
   }
@@ -243,9 +244,9 @@ TEST_CASE("sessions: files round-trip byte for byte, with SHA-256 checked in the
   CHECK(has_entry(*home, "empty"));
   auto nested = s.list_files("data/nested");
   REQUIRE(nested.ok());
-  REQUIRE(nested->size() == 1);
-  CHECK(nested->at(0).name == "random.bin");
-  CHECK(nested->at(0).size == rnd.size());
+  REQUIRE(nested->entries.size() == 1);
+  CHECK(nested->entries.at(0).name == "random.bin");
+  CHECK(nested->entries.at(0).size == rnd.size());
 
   // Executable bit on request; an overwrite replaces the file whole.
   REQUIRE(s.write_file("bin/tool.sh", "#!/bin/sh\necho tool-ran\n", true).ok());
@@ -267,7 +268,8 @@ TEST_CASE("sessions: paths that leave home are refused by the daemon and by the 
   }
   // The daemon checks too, whatever a client sends.
   RawClient raw(TestDaemon::shared().socket());
-  REQUIRE(raw.send(proto::FileWrite{7, s.id(), "../../etc/x", 1, false, compress_chunks("x")}));
+  REQUIRE(raw.send(proto::FileWrite{7, s.id(), "../../etc/x", 1, false}));
+  REQUIRE(raw.send(proto::FileChunk{7, compress_chunk("x")}));
   auto m = raw.receive(std::chrono::seconds(30));
   REQUIRE(m.has_value());
   auto* err = std::get_if<proto::ErrorReply>(&*m);
@@ -306,15 +308,19 @@ TEST_CASE("sessions: an aborted or failed transfer leaves no partial file and th
   // A client that vanishes halfway through sending a file.
   {
     RawClient raw(TestDaemon::shared().socket());
-    std::string frame = frame_message(proto::FileWrite{1, s.id(), "half.bin", 4 << 20, false,
-                                                       compress_chunks(random_bytes(4 << 20, 3))});
-    REQUIRE(raw.send_bytes(std::string_view(frame).substr(0, frame.size() / 2)));
+    REQUIRE(raw.send(proto::FileWrite{1, s.id(), "half.bin", 4 << 20, false}));
+    auto chunks = compress_chunks(random_bytes(4 << 20, 3));
+    for (size_t i = 0; i < chunks.size() / 2; ++i) REQUIRE(raw.send(proto::FileChunk{1, chunks[i]}));
+    // Half a frame of the next chunk, too.
+    std::string next = frame_message(proto::FileChunk{1, chunks[chunks.size() / 2]});
+    REQUIRE(raw.send_bytes(std::string_view(next).substr(0, next.size() / 2)));
     raw.close();
   }
-  // Declared sizes that do not match, or exceed the limit.
+  // Declared sizes that do not match the data, or exceed the limit.
   RawClient raw(TestDaemon::shared().socket());
-  REQUIRE(raw.send(proto::FileWrite{2, s.id(), "lie.bin", 10, false, compress_chunks("12345")}));
-  REQUIRE(raw.send(proto::FileWrite{3, s.id(), "huge.bin", limits::kMaxFileBytes + 1, false, {}}));
+  REQUIRE(raw.send(proto::FileWrite{2, s.id(), "lie.bin", 5, false}));
+  REQUIRE(raw.send(proto::FileChunk{2, compress_chunk("1234567890")}));
+  REQUIRE(raw.send(proto::FileWrite{3, s.id(), "huge.bin", limits::kMaxFileBytes + 1, false}));
   for (int i = 0; i < 2; ++i) {
     auto m = raw.receive(std::chrono::seconds(30));
     REQUIRE(m.has_value());

@@ -7,7 +7,7 @@
 #include <sstream>
 
 #include "../integration/harness.h"
-#include "common/limits.h"
+#include <sandbox/limits.h>
 #include "sandbox/client.h"
 
 using namespace sandbox;

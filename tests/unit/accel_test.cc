@@ -1,7 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include "daemon/accel.h"
-#include "daemon/control_socket.h"
+#include "daemon/access.h"
 
 using namespace sandbox::daemon;
 
@@ -32,11 +34,19 @@ TEST_CASE("explicit choices are obeyed without a probe") {
 
 TEST_CASE("socket peers: root, the daemon's uid, listed uids and groups") {
   AccessPolicy p{{1001}, {2000}, 500};
-  CHECK(peer_allowed(p, {0, 0, 1}, {}));
-  CHECK(peer_allowed(p, {500, 500, 1}, {}));
-  CHECK(peer_allowed(p, {1001, 1001, 1}, {}));
-  CHECK(peer_allowed(p, {1002, 2000, 1}, {}));        // primary group
-  CHECK(peer_allowed(p, {1003, 1003, 1}, {1003, 2000}));  // supplementary group
-  CHECK_FALSE(peer_allowed(p, {1004, 1004, 1}, {1004, 27}));
-  CHECK_FALSE(peer_allowed(AccessPolicy{{}, {}, 500}, {65534, 65534, 1}, {}));
+  CHECK(peer_allowed(p, 0, {}));
+  CHECK(peer_allowed(p, 500, {}));
+  CHECK(peer_allowed(p, 1001, {}));
+  CHECK(peer_allowed(p, 1002, {2000}));        // primary group
+  CHECK(peer_allowed(p, 1003, {1003, 2000}));  // supplementary group
+  CHECK_FALSE(peer_allowed(p, 1004, {1004, 27}));
+  CHECK_FALSE(peer_allowed(AccessPolicy{{}, {}, 500}, 65534, {}));
+  CHECK(is_operator(p, 0));
+  CHECK(is_operator(p, 500));
+  CHECK_FALSE(is_operator(p, 1001));
+  // Groups come from the user database, whatever a process claims: root's
+  // entry says it is in group 0.
+  auto root_groups = groups_of(0, std::nullopt);
+  CHECK(std::find(root_groups.begin(), root_groups.end(), 0u) != root_groups.end());
+  CHECK(groups_of(4'000'000'000u, 77) == std::vector<gid_t>{77});
 }

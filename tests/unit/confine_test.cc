@@ -21,7 +21,7 @@
 #include <sstream>
 
 #include "daemon/cgroups.h"
-#include "daemon/process.h"
+#include "common/process.h"
 #include "daemon/qemu_seccomp.h"
 #include "daemon/recovery.h"
 

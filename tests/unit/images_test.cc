@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "daemon/digest.h"
 #include "daemon/images.h"
 
 using namespace sandbox;
@@ -35,7 +36,8 @@ TEST_CASE("sha256 of known vectors") {
   d.write("empty", "");
   CHECK(*sha256_file(d.path + "/abc") == kAbc);
   CHECK(*sha256_file(d.path + "/empty") == kEmpty);
-  CHECK(sha256_file(d.path + "/missing").error().code == ErrorCode::image_missing);
+  CHECK(sha256_file(d.path + "/missing").error().code == ErrorCode::not_found);
+  CHECK(sha256_hex("abc") == kAbc);
 }
 
 TEST_CASE("a manifest whose hashes match loads with absolute paths") {

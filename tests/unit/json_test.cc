@@ -1,8 +1,8 @@
 #include <doctest/doctest.h>
 
-#include "ctl/json.h"
+#include <sandbox/json.h>
 
-using namespace sandbox::ctl;
+using namespace sandbox;
 
 TEST_CASE("json strings escape what JSON requires") {
   CHECK(json_string("plain") == "\"plain\"");
@@ -26,4 +26,37 @@ TEST_CASE("base64 matches RFC 4648 vectors") {
   CHECK(base64("foo") == "Zm9v");
   CHECK(base64("foobar") == "Zm9vYmFy");
   CHECK(base64(std::string("\xff\x00", 2)) == "/wA=");
+}
+
+TEST_CASE("a result's JSON comes from its field table, with exact bytes when they are not text") {
+  RunResult r;
+  r.language = Language::javascript;
+  r.stdout_data = "hi\n";
+  r.stderr_data = std::string("\xff\x00", 2);
+  r.exit_code = 3;
+  r.timing.startup_ms = 12;
+  r.accelerator = "tcg";
+  auto j = to_json(r);
+  CHECK(j.starts_with("{\"language\":\"javascript\",\"stdout\":\"hi\\n\""));
+  CHECK(j.find("\"stderr_base64\":\"/wA=\"") != std::string::npos);
+  CHECK(j.find("\"stdout_base64\"") == std::string::npos);
+  CHECK(j.find("\"exit_code\":3") != std::string::npos);
+  CHECK(j.find("\"timing\":{\"setup_ms\":0,\"boot_ms\":0,\"startup_ms\":12,") != std::string::npos);
+  CHECK(j.find("\"accelerator\":\"tcg\"") != std::string::npos);
+  CHECK(j.ends_with("\"state_lost\":false}"));
+}
+
+TEST_CASE("status, sessions, listings and errors print their fields") {
+  DaemonStatus s;
+  s.pool = {{Language::raw, 2, 1, 0, 5, 6}};
+  auto j = to_json(s);
+  CHECK(j.find("\"pool\":[{\"language\":\"raw\",\"size\":2,\"ready\":1,\"booting\":0,\"hits\":5,\"misses\":6}]") !=
+        std::string::npos);
+  SessionInfo si;
+  si.id = "s-1";
+  si.idle_timeout = std::chrono::milliseconds(60'000);
+  CHECK(to_json(si).starts_with("{\"session\":\"s-1\",\"language\":\"python\",\"memory_mb\":0,\"idle_timeout_ms\":60000,"));
+  FileListing l{{{"a b", false, 3}}, true};
+  CHECK(to_json(l) == "{\"entries\":[{\"name\":\"a b\",\"is_dir\":false,\"size\":3}],\"truncated\":true}");
+  CHECK(to_json(Error::make(ErrorCode::capacity, "busy")) == "{\"code\":\"capacity\",\"message\":\"busy\",\"retryable\":true}");
 }

@@ -5,10 +5,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "daemon/process.h"
+#include "common/process.h"
 
 using namespace sandbox;
-using namespace sandbox::daemon;
+
 
 namespace {
 

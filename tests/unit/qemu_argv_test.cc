@@ -59,7 +59,7 @@ TEST_CASE("under TCG the measured TSC frequency reaches the guest kernel") {
 
 TEST_CASE("a warm VM asks its agent to prestart the interpreter") {
   auto s = spec();
-  s.prestart = proto::Language::javascript;
+  s.prestart = Language::javascript;
   CHECK(kernel_cmdline(s) == std::string(kKernelCmdline) + " sandbox.prestart=javascript");
 }
 

@@ -55,6 +55,8 @@ uint64_t sandbox_result_cpu_time_ms(const sandbox_result* r);
 uint64_t sandbox_result_memory_peak_mb(const sandbox_result* r);
 uint64_t sandbox_result_total_ms(const sandbox_result* r);
 uint64_t sandbox_result_boot_ms(const sandbox_result* r);
+/* Interpreter start-up the run waited for; not part of the timeout. */
+uint64_t sandbox_result_startup_ms(const sandbox_result* r);
 int sandbox_result_warm_pool_hit(const sandbox_result* r);
 const char* sandbox_result_accelerator(const sandbox_result* r);
 void sandbox_result_free(sandbox_result* r);
@@ -100,6 +102,8 @@ size_t sandbox_file_list_count(const sandbox_file_list* list);
 const char* sandbox_file_list_name(const sandbox_file_list* list, size_t i);
 int sandbox_file_list_is_dir(const sandbox_file_list* list, size_t i);
 uint64_t sandbox_file_list_size(const sandbox_file_list* list, size_t i);
+/* 1 when the directory had more entries than one listing returns (1000). */
+int sandbox_file_list_truncated(const sandbox_file_list* list);
 void sandbox_file_list_free(sandbox_file_list* list);
 
 /* Session execs: 1 when the interpreter had to be restarted (its state is gone). */

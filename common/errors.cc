@@ -1,4 +1,4 @@
-#include "common/result.h"
+#include <sandbox/result.h>
 
 #include <array>
 

@@ -1,4 +1,4 @@
-#include "daemon/process.h"
+#include "common/process.h"
 
 #include <fcntl.h>
 #include <linux/seccomp.h>
@@ -16,7 +16,7 @@
 #include <fstream>
 #include <sstream>
 
-namespace sandbox::daemon {
+namespace sandbox {
 namespace {
 
 #ifndef P_PIDFD
@@ -28,7 +28,7 @@ int pidfd_send_signal(int pidfd, int sig) { return static_cast<int>(::syscall(SY
 
 [[noreturn]] void child_fail(const char* what) {
   // stderr may be the console pipe; the parent reports the exit status.
-  const char prefix[] = "sandboxd: spawn: ";
+  const char prefix[] = "spawn: cannot start the program: ";
   (void)!::write(2, prefix, sizeof prefix - 1);
   (void)!::write(2, what, std::strlen(what));
   (void)!::write(2, "\n", 1);
@@ -53,7 +53,7 @@ struct CloneArgs {
 // no glibc calls that assume the parent's threads (setuid and friends go
 // through syscall() for that reason).
 [[noreturn]] void child_main(const SpawnOptions& options, std::vector<std::pair<int, int>>& fds, int max_target,
-                             char* const* argv, int parent_pidfd, bool cgroup_by_write) {
+                             char* const* argv, char* const* envp, int parent_pidfd, bool cgroup_by_write) {
   if (cgroup_by_write) {
     // Fallback without clone3: join the cgroup before exec.
     int procs = ::openat(options.cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
@@ -62,7 +62,8 @@ struct CloneArgs {
   }
   // Own session: a terminal's ^C reaches the daemon, which decides.
   ::setsid();
-  if (options.confine && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail("no_new_privs");
+  if ((options.confine || options.no_new_privs) && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+    child_fail("no_new_privs");
   if (options.user) {
     const auto& u = *options.user;
     if (::syscall(SYS_setgroups, u.groups.size(), u.groups.data()) != 0) child_fail("setgroups");
@@ -90,12 +91,16 @@ struct CloneArgs {
   for (auto& [target, source] : fds)
     if (::dup2(source, target) < 0) child_fail("dup2");
   ::close_range(static_cast<unsigned>(max_target + 1), ~0U, 0);
+  if (!options.cwd.empty() && ::chdir(options.cwd.c_str()) != 0) child_fail("chdir");
   if (options.seccomp) {
     sock_fprog prog{static_cast<unsigned short>(options.seccomp->size()),
                     const_cast<sock_filter*>(options.seccomp->data())};
     if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0) child_fail("seccomp");
   }
-  ::execvp(argv[0], argv);
+  if (envp)
+    ::execvpe(argv[0], argv, envp);
+  else
+    ::execvp(argv[0], argv);
   child_fail(argv[0]);
 }
 
@@ -107,6 +112,11 @@ Result<Process> Process::spawn(const SpawnOptions& options) {
   std::vector<char*> argv;
   for (const auto& a : options.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  std::vector<char*> envp;
+  if (options.env) {
+    for (const auto& e : *options.env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+  }
   unique_fd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   if (!devnull) return Error::sys("open", "/dev/null");
   std::vector<std::pair<int, int>> fds = options.fds;
@@ -144,7 +154,8 @@ Result<Process> Process::spawn(const SpawnOptions& options) {
     if (pid == 0 && flags != 0 && ::unshare(static_cast<int>(flags)) != 0) child_fail("unshare");
   }
   if (pid < 0) return Error::sys("clone3");
-  if (pid == 0) child_main(options, fds, max_target, argv.data(), self.get(), cgroup_by_write);
+  if (pid == 0) child_main(options, fds, max_target, argv.data(), options.env ? envp.data() : nullptr, self.get(),
+                             cgroup_by_write);
   Process p;
   p.pid_ = static_cast<pid_t>(pid);
   p.pidfd_.reset(pidfd >= 0 ? pidfd : pidfd_open(p.pid_));
@@ -206,6 +217,11 @@ void Process::kill_and_wait() {
   wait();
 }
 
+bool signal_process(pid_t pid, int sig) {
+  unique_fd fd(pidfd_open(pid));
+  return fd && pidfd_send_signal(fd.get(), sig) == 0;
+}
+
 std::optional<ProcessUsage> read_process_usage(pid_t pid) {
   std::string base = "/proc/" + std::to_string(pid);
   std::ifstream stat(base + "/stat");
@@ -251,4 +267,4 @@ std::string describe_wait_status(int status) {
   return "ended with wait status " + std::to_string(status);
 }
 
-}  // namespace sandbox::daemon
+}  // namespace sandbox

@@ -1,5 +1,6 @@
 // Every user-controllable size, count and duration, with the reason for its
-// value. Daemon, libclient and agent all check against these.
+// value. Daemon, libclient and agent all check against these; part of the
+// public API so that callers can check early too.
 #pragma once
 
 #include <cstddef>
@@ -24,11 +25,11 @@ inline constexpr uint32_t kDefaultTimeoutMs = 30'000;
 inline constexpr uint32_t kMinMemoryMb = 128;
 inline constexpr uint32_t kMaxMemoryMb = 2048;
 inline constexpr uint32_t kDefaultMemoryMb = 256;
-// A control-socket frame; an oversize one closes the connection.
-inline constexpr size_t kMaxClientFrameBytes = 64 << 20;
-// An agent-channel frame: code plus env plus slack; output and files are
-// chunked below it.
-inline constexpr size_t kMaxAgentFrameBytes = 4 << 20;
+// One frame on the control socket and on the agent channel: the largest
+// message is a run (code plus environment) or a result (stdout plus
+// stderr); files travel as chunk frames. An oversize frame closes a client
+// connection.
+inline constexpr size_t kMaxFrameBytes = 2 << 20;
 // Output chunk size on the agent channel: small enough to stream promptly.
 inline constexpr size_t kOutputChunkBytes = 64 << 10;
 // Sessions: idle timeout bounds (a forgotten session must not hold a VM for
@@ -48,9 +49,11 @@ inline constexpr size_t kMaxFileChunkWireBytes = kFileChunkBytes + (kFileChunkBy
 inline constexpr size_t kMaxPathBytes = 255;
 // Directory entries one listing returns.
 inline constexpr size_t kMaxListEntries = 1000;
-// Nesting and element counts a decoder accepts; our messages need far less.
+// Nesting, entries per container and objects per frame a decoder accepts:
+// the largest message (a full directory listing) holds about 7,000.
 inline constexpr size_t kMaxDecodeDepth = 4;
 inline constexpr size_t kMaxDecodeElements = 1024;
+inline constexpr size_t kMaxDecodeObjects = 16384;
 // Strings that are names, not data (language, error code, kernel release).
 inline constexpr size_t kMaxNameBytes = 256;
 // Error messages travelling to clients.

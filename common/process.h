@@ -1,5 +1,7 @@
 // A child process owned through a pidfd: the handle's destructor kills and
-// reaps it, so no VM process can outlive the object that started it.
+// reaps it, so no child (a QEMU, a guest interpreter, a test's daemon) can
+// outlive the object that started it. Spawning is one clone3 with every
+// step of the child's set-up listed in SpawnOptions.
 #pragma once
 
 #include <linux/filter.h>
@@ -10,10 +12,10 @@
 #include <utility>
 #include <vector>
 
-#include "common/result.h"
+#include <sandbox/result.h>
 #include "common/unique_fd.h"
 
-namespace sandbox::daemon {
+namespace sandbox {
 
 struct SpawnOptions {
   std::vector<std::string> argv;
@@ -40,6 +42,12 @@ struct SpawnOptions {
   // A seccomp program installed as the last step before exec; it must
   // allow execve. Built before the fork: the child may not allocate.
   const std::vector<sock_filter>* seccomp = nullptr;
+  // The child's whole environment ("NAME=value"); unset keeps ours.
+  std::optional<std::vector<std::string>> env;
+  // Working directory of the child; empty keeps ours.
+  std::string cwd;
+  // no_new_privs without the namespaces of `confine`.
+  bool no_new_privs = false;
 };
 
 class Process {
@@ -71,6 +79,10 @@ class Process {
   std::optional<int> status_;
 };
 
+// Signals a process that is not a child of ours (one a cgroup lists, say),
+// through a pidfd opened on it; false if it is gone.
+bool signal_process(pid_t pid, int sig);
+
 // Resource use of a live process from /proc (the fallback when no cgroup
 // accounts for it): CPU time of all its threads and its peak resident set.
 struct ProcessUsage {
@@ -86,4 +98,4 @@ std::string process_start_time(pid_t pid);
 // "exited with status 1" / "killed by signal 9 (Killed)".
 std::string describe_wait_status(int status);
 
-}  // namespace sandbox::daemon
+}  // namespace sandbox

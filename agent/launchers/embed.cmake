@@ -1,0 +1,16 @@
+# Writes OUT: the launcher scripts in DIR as C++ string constants, so the
+# agent stays one static binary while the scripts stay readable files.
+set(body "// Generated from agent/launchers/ by embed.cmake; edit the scripts, not this.\n")
+string(APPEND body "#include \"agent/launchers.h\"\n\nnamespace sandbox::agent::launchers {\n")
+foreach(pair "kPython;python.py" "kNode;node.js" "kBash;bash.sh")
+  list(GET pair 0 name)
+  list(GET pair 1 file)
+  file(READ "${DIR}/${file}" text)
+  string(FIND "${text}" ")LAUNCHER\"" clash)
+  if(NOT clash EQUAL -1)
+    message(FATAL_ERROR "${file} contains the raw-string delimiter")
+  endif()
+  string(APPEND body "const char* const ${name} = R\"LAUNCHER(${text})LAUNCHER\";\n")
+endforeach()
+string(APPEND body "\n}  // namespace sandbox::agent::launchers\n")
+file(WRITE "${OUT}" "${body}")

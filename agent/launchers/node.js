@@ -1,0 +1,49 @@
+// The Node side of an execution (sandbox-agent runs it with node -e): the
+// same protocol as python.py. Cells run with vm.runInThisContext, so
+// top-level const, let, functions and classes persist like in the REPL;
+// SIGINT (the timeout) interrupts a cell, and errors thrown later by timers
+// are printed rather than fatal.
+const fs = require('fs');
+fs.writeSync(4, 'r\n');
+const mode = Buffer.alloc(1);
+try { fs.readSync(3, mode, 0, 1, null); } catch (e) {}
+if (mode.toString() === 's') {
+  const vm = require('vm');
+  const util = require('util');
+  globalThis.require = require;
+  const report = (e) => { try { process.stderr.write(util.inspect(e) + '\n'); } catch (_) {} };
+  process.on('uncaughtException', report);
+  process.on('unhandledRejection', report);
+  process.on('SIGINT', () => {});
+  let n = 0;
+  let pending = '';
+  const input = new (require('net').Socket)({ fd: 3, readable: true, writable: false });
+  input.on('data', (d) => {
+    pending += d.toString();
+    let i;
+    while ((i = pending.indexOf('\n')) >= 0) {
+      pending = pending.slice(i + 1);
+      n += 1;
+      let status = 0;
+      try {
+        const source = fs.readFileSync('/run/sandbox/cell.js', 'utf8');
+        vm.runInThisContext(source, { filename: `<exec ${n}>`, breakOnSigint: true });
+      } catch (e) {
+        status = e && e.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED' ? 130 : 1;
+        report(e);
+      }
+      fs.writeSync(4, `${status}\n`);
+    }
+  });
+  input.on('end', () => process.exit(0));
+} else {
+  fs.closeSync(3);
+  fs.closeSync(4);
+  const Module = require('module');
+  const path = '/run/sandbox/main.js';
+  const m = new Module(path, null);
+  m.filename = path;
+  m.paths = Module._nodeModulePaths('/run/sandbox');
+  process.argv[1] = path;
+  m._compile(fs.readFileSync(path, 'utf8'), path);
+}

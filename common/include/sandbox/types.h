@@ -1,0 +1,131 @@
+// The values libsandbox, the daemon and the agent exchange: what a run
+// asks for and what it returns, sessions, status. Each is described once
+// more, field by field, in common/protocol.h (the wire table); encoder,
+// decoder, JSON and D-Bus views all come from that table.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sandbox {
+
+enum class Language : uint8_t { python, javascript, raw };
+// "python", "javascript", "raw".
+std::string_view language_name(Language language);
+// The canonical names plus the usual aliases (py, js, node, sh, bash...).
+std::optional<Language> parse_language(std::string_view name);
+
+enum class Stream : uint8_t { out, err };
+std::string_view stream_name(Stream stream);  // "stdout", "stderr"
+
+using EnvList = std::vector<std::pair<std::string, std::string>>;
+
+struct RunRequest {
+  Language language = Language::python;
+  std::string code;
+  EnvList env;
+  // Measured on the code: the clock starts when the interpreter is up and
+  // has the code; its start-up is bounded and reported on its own.
+  std::chrono::milliseconds timeout{30'000};
+  uint32_t memory_mb = 256;
+};
+
+struct Timing {
+  uint64_t setup_ms = 0;    // request accepted -> VM process started (or taken warm)
+  uint64_t boot_ms = 0;     // VM process started -> agent ready
+  uint64_t startup_ms = 0;  // exec sent -> interpreter ready for the code
+  uint64_t execute_ms = 0;  // code handed over -> its process tree gone
+  uint64_t total_ms = 0;    // request accepted -> result
+};
+
+struct RunResult {
+  Language language = Language::python;  // what ran (a session's own language for its execs)
+  std::string stdout_data;  // bytes, exactly as written by the code
+  std::string stderr_data;
+  bool stdout_truncated = false;
+  bool stderr_truncated = false;
+  int32_t exit_code = 0;
+  int32_t signal = 0;  // 0 unless the process was killed by a signal
+  bool timed_out = false;
+  uint64_t execution_time_ms = 0;  // wall time of the code, measured in the guest
+  uint64_t cpu_time_ms = 0;        // host CPU time of the VM while the code ran
+  uint64_t memory_peak_mb = 0;     // peak host memory of the VM
+  Timing timing;
+  bool warm_pool_hit = false;
+  std::string accelerator;  // "kvm" or "tcg"
+  // How the VM came to be: "pool", "snapshot", "boot", "boot (snapshot failed)".
+  std::string vm_start;
+  // Session execs: the interpreter died during this exec (os._exit, a
+  // crash, a timeout it ignored) and was restarted; earlier state is gone.
+  bool state_lost = false;
+};
+
+struct PoolInfo {
+  Language language = Language::python;
+  uint32_t target = 0;   // configured warm VMs
+  uint32_t ready = 0;    // booted, interpreter waiting
+  uint32_t booting = 0;
+  uint64_t hits = 0;     // runs served warm
+  uint64_t misses = 0;   // runs that had to boot
+};
+
+struct DaemonStatus {
+  std::string version;
+  std::string accelerator;
+  std::string accelerator_reason;
+  uint32_t vms = 0;  // QEMU processes alive, pool included
+  uint32_t max_vms = 0;
+  uint32_t runs_active = 0;
+  uint32_t runs_queued = 0;
+  uint32_t sessions = 0;  // open sessions, all users
+  // Runs one uid may have running and queued: more at once get `capacity`.
+  uint32_t runs_per_uid = 0;
+  std::vector<PoolInfo> pool;
+  // Per-VM cgroup limits on the host, or why there are none.
+  std::string host_limits;
+};
+
+struct SnapshotInfo {
+  std::string key;
+  Language language = Language::python;
+  uint32_t memory_mb = 0;
+  uint64_t bytes = 0;  // on disk
+};
+
+struct SessionOptions {
+  Language language = Language::python;
+  EnvList env;                                       // the interpreter's, for the whole session
+  std::chrono::milliseconds timeout{30'000};         // each exec's default
+  uint32_t memory_mb = 256;
+  std::chrono::milliseconds idle_timeout{300'000};  // closed after this long without a call
+};
+
+struct SessionInfo {
+  std::string id;
+  Language language = Language::python;
+  uint32_t memory_mb = 0;
+  std::chrono::milliseconds idle_timeout{0};
+  uint64_t exec_count = 0;
+  uint64_t created_unix_ms = 0;
+  uint64_t last_activity_unix_ms = 0;
+  std::string vm_start;  // how its VM came to be, as in a run result
+};
+
+struct FileEntry {
+  std::string name;
+  bool is_dir = false;
+  uint64_t size = 0;  // regular files; 0 otherwise
+};
+
+struct FileListing {
+  std::vector<FileEntry> entries;
+  // More entries than one listing returns (limits::kMaxListEntries).
+  bool truncated = false;
+};
+
+}  // namespace sandbox

@@ -1,0 +1,57 @@
+#include "daemon/options.h"
+
+#include <algorithm>
+
+namespace sandbox::daemon {
+
+uint32_t default_max_vms(uint64_t host_memory_kb, long cpus, uint32_t vm_mb, Accel accel) {
+  uint64_t per_vm_mb = vm_mb + 64;
+  uint64_t n = host_memory_kb / 1024 * 3 / 4 / per_vm_mb;
+  uint64_t per_cpu = accel == Accel::kvm ? 16 : 4;
+  if (cpus > 0) n = std::min<uint64_t>(n, static_cast<uint64_t>(cpus) * per_cpu);
+  return static_cast<uint32_t>(std::clamp<uint64_t>(n, 1, 1000));
+}
+
+DaemonOptions options_from(const Config& c, const RuntimeFacts& f) {
+  using ms = std::chrono::milliseconds;
+  DaemonOptions o;
+  auto& m = o.manager;
+  m.version = PROJECT_VERSION;
+  m.accel_reason = f.accel_reason;
+  m.host_limits = f.host_limits;
+  m.max_vms = c.max_concurrent_vms ? c.max_concurrent_vms
+                                   : default_max_vms(f.host_memory_kb, f.cpus, c.pool_memory_mb, f.accel);
+  m.limits.runs_per_uid = c.max_runs_per_uid ? c.max_runs_per_uid : std::max(1u, m.max_vms * 3 / 4);
+  m.limits.sessions_per_uid = c.max_sessions_per_uid;
+  m.lease.queue_timeout = ms(c.queue_timeout_ms);
+  m.lease.startup_timeout = ms(c.startup_timeout_ms);
+  m.lease.kill_grace = ms(c.kill_grace_ms);
+  m.lease.kill_slack = ms(c.kill_slack_ms);
+  m.lease.boot_retries = c.boot_retries;
+  m.lease.pids_max = c.pids_max;
+  m.lease.accelerator = std::string(accel_name(f.accel));
+  m.pool.size = {c.pool_python, c.pool_javascript, c.pool_raw};
+  m.pool.memory_mb = c.pool_memory_mb;
+  m.pool.refill_concurrency = c.pool_refill_concurrency;
+  m.pool.max_idle = ms(c.pool_max_idle_ms);
+  m.pool.health_interval = ms(c.pool_health_interval_ms);
+  m.pool.restore = c.pool_restore;
+  // Pool VMs wait for callers anyway: under TCG, a restored one spends that
+  // time warming its translation cache rather than the first run's.
+  m.pool.warm_up = f.accel == Accel::tcg;
+
+  auto& s = o.service;
+  s.access = {c.allowed_uids, c.allowed_gids, f.daemon_uid};
+  // Members of the socket's group may connect, by file mode and by policy.
+  if (f.socket_gid) s.access.allowed_gids.push_back(*f.socket_gid);
+  s.default_idle_timeout = ms(c.session_idle_timeout_ms);
+
+  auto& l = o.control;
+  l.max_connections = c.max_connections;
+  l.max_connections_per_uid = c.max_connections_per_uid;
+  l.idle_timeout = ms(c.client_idle_timeout_ms);
+  l.frame_timeout = ms(c.frame_timeout_ms);
+  return o;
+}
+
+}  // namespace sandbox::daemon

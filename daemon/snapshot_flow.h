@@ -1,0 +1,69 @@
+// The snapshot flow in one place: whether a new VM restores or boots, when
+// a template VM is made and saved, and when a snapshot is given up.
+//
+//   plan()        a VM of (language, memory) is needed: a launch from the
+//                 snapshot if the cache has one; else a boot, and a
+//                 template is started beside it (room allowing) so that
+//                 the next VM restores.
+//   template VM   boots with its RAM in a memfd the store owns; once its
+//                 interpreter waits, snapshot() saves the device state;
+//                 the store copies both into the cache and the VM goes.
+//   restore_failed()
+//                 a restored VM died before it was ready. The snapshot is
+//                 dropped only when the restore itself failed (QEMU
+//                 refused the state, exited, the migration failed): a host
+//                 too loaded to finish within the boot deadline is slow,
+//                 not broken, and the snapshot stays.
+// Snapshots are otherwise judged by their hashes (the store verifies them
+// at start-up).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "daemon/fleet.h"
+#include "daemon/snapshots.h"
+
+namespace sandbox::daemon {
+
+class SnapshotFlow {
+ public:
+  // `store` may be null: every VM boots.
+  SnapshotFlow(Fleet& fleet, SnapshotStore* store) : fleet_(fleet), store_(store) {}
+  ~SnapshotFlow() { stop(); }
+
+  // How a new VM of `shape` starts; *how says "snapshot" or "boot".
+  VmLaunch plan(const VmShape& shape, Language language, bool allow_restore, std::string* how);
+  // A VM started from plan() as a restore failed before it was ready.
+  void restore_failed(Language language, uint32_t memory_mb, const Error& e);
+  // Starts a template for (language, memory) unless there is a snapshot,
+  // one is being made, or the fleet has no room.
+  void maybe_make(Language language, uint32_t memory_mb);
+  // Templates in flight are abandoned (shutdown).
+  void stop();
+  bool enabled() const { return store_ != nullptr; }
+  size_t templates_in_flight() const { return templates_.size(); }
+  // The cache, emptied first when `drop`.
+  std::vector<SnapshotInfo> list(bool drop);
+
+ private:
+  struct Template {
+    std::unique_ptr<VmHandle> vm;
+    std::shared_ptr<SnapshotStore::Pending> pending;
+  };
+  void template_ready(const std::string& key);
+  void template_done(const std::string& key, Result<void> saved);
+  void discard(Language language, uint32_t memory_mb, const std::string& why);
+
+  Fleet& fleet_;
+  SnapshotStore* store_;
+  std::map<std::string, Template> templates_;  // by snapshot key
+  bool stopped_ = false;
+};
+
+// Whether a failed restore says the snapshot is bad (rather than the host slow).
+bool restore_failure_condemns_snapshot(const Error& e);
+
+}  // namespace sandbox::daemon
