@@ -134,14 +134,14 @@ TEST_CASE("every msgpack format is walked with the right counts") {
 }
 
 TEST_CASE("real protocol messages are within the realistic limits") {
-  proto::RunRequest run{7, proto::Language::python, "print(1)", {{"A", "1"}, {"B", "2"}}, 1000, 256};
+  proto::Run run{7, {Language::python, "print(1)", {{"A", "1"}, {"B", "2"}}, std::chrono::milliseconds(1000), 256}};
   auto r = scan_msgpack(proto::encode(run), kRealistic);
   REQUIRE_MESSAGE(r.ok(), r.error().message);
   // The map, 7 keys, 7 values, and the env map's 2 keys and 2 values.
   CHECK(r->objects == 1 + 14 + 4);
   CHECK(r->max_depth_seen == 2);
 
-  proto::FileList list{3, {{"a", false, 1}, {"b", true, 0}}, false};
+  proto::FileList list{3, {{{"a", false, 1}, {"b", true, 0}}, false}};
   auto l = scan_msgpack(proto::encode(list), kRealistic);
   REQUIRE_MESSAGE(l.ok(), l.error().message);
   CHECK(l->max_depth_seen == 3);

@@ -1,0 +1,104 @@
+// The small parts of the core: the scheduler's counts and queue, the
+// session registry, byte budgets, the snapshot rule and log escaping.
+#include <doctest/doctest.h>
+
+#include "daemon/budget.h"
+#include "daemon/log.h"
+#include "daemon/scheduler.h"
+#include "daemon/sessions.h"
+#include "daemon/snapshot_flow.h"
+
+using namespace sandbox;
+using namespace sandbox::daemon;
+
+TEST_CASE("scheduler: per-uid caps for runs and sessions, counted apart") {
+  Scheduler s({2, 1});
+  CHECK(s.reserve(1, Scheduler::Kind::run).ok());
+  CHECK(s.reserve(1, Scheduler::Kind::run).ok());
+  auto third = s.reserve(1, Scheduler::Kind::run);
+  REQUIRE_FALSE(third.ok());
+  CHECK(third.error().code == ErrorCode::capacity);
+  CHECK(s.reserve(2, Scheduler::Kind::run).ok());
+  CHECK(s.reserve(1, Scheduler::Kind::session).ok());
+  CHECK_FALSE(s.reserve(1, Scheduler::Kind::session).ok());
+  s.release(1, Scheduler::Kind::run);
+  CHECK(s.held(1, Scheduler::Kind::run) == 1);
+  CHECK(s.reserve(1, Scheduler::Kind::run).ok());
+}
+
+TEST_CASE("scheduler: the queue is served in order and stops at the first that cannot start") {
+  Scheduler s({10, 10});
+  for (LeaseId id : {1, 2, 3}) s.enqueue(id);
+  std::vector<LeaseId> started;
+  s.pump([&](LeaseId id) {
+    if (id == 2) return false;
+    started.push_back(id);
+    return true;
+  });
+  CHECK(started == std::vector<LeaseId>{1});
+  CHECK(s.queued() == 2);
+  s.remove(2);
+  s.pump([&](LeaseId id) {
+    started.push_back(id);
+    return true;
+  });
+  CHECK(started == std::vector<LeaseId>{1, 3});
+  CHECK(s.queued() == 0);
+}
+
+TEST_CASE("sessions: ids are unguessable, ownership hides them, closed ones say why to their owner") {
+  SessionRegistry r;
+  auto a = SessionRegistry::new_id(), b = SessionRegistry::new_id();
+  REQUIRE(a.ok());
+  CHECK(a->size() == 26);
+  CHECK(*a != *b);
+  r.add(*a, 7, 1000);
+  CHECK(*r.find(*a, 1000) == 7);
+  CHECK(r.find(*a, 1001).error().code == ErrorCode::not_found);
+  CHECK(r.find("s-nope", 1000).error().code == ErrorCode::not_found);
+  r.closed(*a, "idle for 300 s");
+  CHECK(r.find(*a, 1000).error().code == ErrorCode::session_closed);
+  CHECK(r.find(*a, 1000).error().message.find("idle for 300 s") != std::string::npos);
+  CHECK(r.find(*a, 1001).error().code == ErrorCode::not_found);
+  // The memory of closed sessions is bounded.
+  for (size_t i = 0; i < SessionRegistry::kClosedKept; ++i) {
+    std::string id = "s-" + std::to_string(i);
+    r.add(id, i, 1000);
+    r.closed(id, "x");
+  }
+  CHECK(r.find(*a, 1000).error().code == ErrorCode::not_found);
+  CHECK(r.open() == 0);
+}
+
+TEST_CASE("byte budgets bound each uid and the whole, and give back what a hold had") {
+  ByteBudget b(100, 150, "test bytes");
+  {
+    auto h1 = b.open(1);
+    CHECK(h1.grow(80).ok());
+    CHECK_FALSE(h1.grow(30).ok());  // past the uid's share
+    auto h2 = b.open(2);
+    CHECK(h2.grow(70).ok());
+    auto over = h2.grow(10);  // past the whole
+    REQUIRE_FALSE(over.ok());
+    CHECK(over.error().code == ErrorCode::capacity);
+    h1.shrink(50);
+    CHECK(h2.grow(10).ok());
+    CHECK(b.used() == 110);
+    auto moved = std::move(h1);
+    CHECK(b.used_by(1) == 30);
+  }
+  CHECK(b.used() == 0);
+  CHECK(b.used_by(1) == 0);
+}
+
+TEST_CASE("snapshots: a restore that missed a deadline does not condemn its snapshot; one that failed does") {
+  CHECK_FALSE(restore_failure_condemns_snapshot(Error::make(ErrorCode::timeout, "VM did not boot within the deadline")));
+  CHECK(restore_failure_condemns_snapshot(Error::make(ErrorCode::vm_boot_failed, "migration failed")));
+  CHECK(restore_failure_condemns_snapshot(Error::make(ErrorCode::communication, "agent channel closed")));
+}
+
+TEST_CASE("log lines cannot be forged: control characters are escaped, length is bounded") {
+  CHECK(log_escape("type\nname\x1b[31m") == "type\\x0aname\\x1b[31m");
+  CHECK(log_escape(std::string(5000, 'a'), 100).size() == 103);
+  CHECK(log_escape("caf\xc3\xa9") == "caf\xc3\xa9");
+}
