@@ -55,10 +55,10 @@ struct CloneArgs {
 [[noreturn]] void child_main(const SpawnOptions& options, std::vector<std::pair<int, int>>& fds, int max_target,
                              char* const* argv, char* const* envp, int parent_pidfd, bool cgroup_by_write) {
   if (cgroup_by_write) {
-    // Fallback without clone3: join the cgroup before exec.
+    // Fallback without clone3: join the cgroup before exec (the
+    // descriptor goes with close_range below, or at exec).
     int procs = ::openat(options.cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
     if (procs < 0 || ::write(procs, "0", 1) != 1) child_fail("joining the cgroup");
-    ::close(procs);
   }
   // Own session: a terminal's ^C reaches the daemon, which decides.
   ::setsid();

@@ -84,6 +84,34 @@ bool read_stream(std::istream& in, std::string* out) {
   return !in.bad();
 }
 
+// Sources after the options: - (stdin), a readable file, or inline code.
+int collect_sources(int argc, char** argv, int first, int inline_count, std::vector<Source>* sources) {
+  auto bad = [](const std::string& msg) {
+    std::fprintf(stderr, "sandboxctl run: %s\n", msg.c_str());
+    return kExitUsage;
+  };
+  bool stdin_used = false;
+  for (int i = first; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-") {
+      if (stdin_used) return bad("stdin (-) given twice");
+      stdin_used = true;
+      Source s{"<stdin>", "", std::nullopt};
+      if (!read_stream(std::cin, &s.code)) return bad("cannot read stdin");
+      sources->push_back(std::move(s));
+      continue;
+    }
+    if (std::ifstream f(arg, std::ios::binary); f && access(arg.c_str(), R_OK) == 0 && arg.find('\n') == std::string::npos) {
+      Source s{arg, "", language_from_extension(arg)};
+      if (!read_stream(f, &s.code)) return bad("cannot read '" + arg + "'");
+      sources->push_back(std::move(s));
+      continue;
+    }
+    sources->push_back({"inline #" + std::to_string(++inline_count), arg, std::nullopt});
+  }
+  return -1;
+}
+
 int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) {
   static const option kLong[] = {
       {"language", required_argument, nullptr, 'l'}, {"code", required_argument, nullptr, 'c'},
@@ -158,25 +186,7 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
       default: std::fputs(kRunUsage, stderr); return kExitUsage;
     }
   }
-  bool stdin_used = false;
-  for (int i = optind; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "-") {
-      if (stdin_used) return bad("stdin (-) given twice");
-      stdin_used = true;
-      Source s{"<stdin>", "", std::nullopt};
-      if (!read_stream(std::cin, &s.code)) return bad("cannot read stdin");
-      sources->push_back(std::move(s));
-      continue;
-    }
-    if (std::ifstream f(arg, std::ios::binary); f && access(arg.c_str(), R_OK) == 0 && arg.find('\n') == std::string::npos) {
-      Source s{arg, "", language_from_extension(arg)};
-      if (!read_stream(f, &s.code)) return bad("cannot read '" + arg + "'");
-      sources->push_back(std::move(s));
-      continue;
-    }
-    sources->push_back({"inline #" + std::to_string(++inline_count), arg, std::nullopt});
-  }
+  if (int rc = collect_sources(argc, argv, optind, inline_count, sources); rc >= 0) return rc;
   if (sources->empty()) return bad("nothing to run: give code, a file, or - for stdin (see --help)");
   if ((!o->uploads.empty() || !o->downloads.empty()) && sources->size() != 1)
     return bad("--upload and --download work with one SOURCE");

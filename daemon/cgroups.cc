@@ -1,5 +1,7 @@
 #include "daemon/cgroups.h"
 
+#include "common/io.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -204,11 +206,9 @@ void Cgroups::remove(const std::string& name) const {
     if (errno == ENOTEMPTY) {
       // Only a plain directory (a fake tree) has files of its own to remove;
       // cgroupfs refuses the unlinks and removes them with the directory.
-      if (DIR* d = ::opendir(dir.c_str())) {
-        while (auto* e = ::readdir(d))
-          if (e->d_type == DT_REG) ::unlinkat(::dirfd(d), e->d_name, 0);
-        ::closedir(d);
-      }
+      if (auto d = Dir::open(dir))
+        while (const dirent* e = d->next())
+          if (e->d_type == DT_REG) ::unlinkat(d->fd(), e->d_name, 0);
       if (::rmdir(dir.c_str()) == 0) return;
     }
     if (errno != EBUSY) return;
@@ -219,11 +219,9 @@ void Cgroups::remove(const std::string& name) const {
 std::vector<std::string> Cgroups::recover() const {
   std::vector<std::string> names;
   if (!enabled_) return names;
-  if (DIR* d = ::opendir((base_dir_ + "/vms").c_str())) {
-    while (auto* e = ::readdir(d))
-      if (e->d_type == DT_DIR && e->d_name[0] != '.') names.emplace_back(e->d_name);
-    ::closedir(d);
-  }
+  if (auto d = Dir::open(base_dir_ + "/vms"))
+    while (const dirent* e = d->next())
+      if (e->d_type == DT_DIR) names.emplace_back(e->d_name);
   std::sort(names.begin(), names.end());
   for (const auto& n : names) remove(n);
   return names;

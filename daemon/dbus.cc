@@ -9,6 +9,7 @@
 
 #include <sandbox/limits.h>
 
+#include "daemon/dbus_call.h"
 #include "daemon/log.h"
 
 namespace sandbox::daemon {
@@ -87,40 +88,6 @@ int read_language(const char* name, Language* out, sd_bus_error* error) {
   return 0;
 }
 
-// One member of the details dictionary, typed as the field is.
-template <class M>
-int append_detail(sd_bus_message* m, const char* key, const M& v) {
-  if constexpr (std::is_same_v<M, bool>) return sd_bus_message_append(m, "{sv}", key, "b", static_cast<int>(v));
-  else if constexpr (std::is_same_v<M, int32_t>) return sd_bus_message_append(m, "{sv}", key, "i", v);
-  else if constexpr (std::is_same_v<M, uint32_t>) return sd_bus_message_append(m, "{sv}", key, "u", v);
-  else if constexpr (std::is_same_v<M, uint64_t>) return sd_bus_message_append(m, "{sv}", key, "t", v);
-  else if constexpr (std::is_same_v<M, std::string>) return sd_bus_message_append(m, "{sv}", key, "s", v.c_str());
-  else if constexpr (schema::NamedEnum<M>)
-    return sd_bus_message_append(m, "{sv}", key, "s", std::string(schema::EnumNames<M>::name(v)).c_str());
-  else static_assert(sizeof(M) == 0, "a result field D-Bus cannot carry");
-}
-
-// A result's fields as a{sv} members, derived from its table: nested
-// structs (timing) are flattened; the fields that are the method's own
-// return values are left out.
-template <class T>
-int append_details(sd_bus_message* m, const T& v) {
-  int rc = 0;
-  schema::for_each_field<T>([&](const auto& f) {
-    using M = typename std::decay_t<decltype(f)>::Member;
-    if (rc < 0 || f.key == "stdout" || f.key == "stderr" || f.key == "exit_code") return;
-    if constexpr (schema::Described<M>)
-      rc = append_details(m, v.*f.member);
-    else
-      rc = append_detail(m, std::string(f.key).c_str(), v.*f.member);
-  });
-  return rc;
-}
-
-struct Method {
-  const char* name;
-  enum class Kind { run, create, exec, close, list } kind;
-};
 constexpr Method kMethods[] = {
     {"Run", Method::Kind::run},           {"CreateSession", Method::Kind::create},
     {"SessionExec", Method::Kind::exec},  {"CloseSession", Method::Kind::close},
@@ -183,86 +150,6 @@ std::string dbus_error_name(ErrorCode code) {
   if (auto p = name.find("Vm"); p != std::string::npos) name.replace(p, 2, "VM");
   return name;
 }
-
-// One call in flight: the service's peer for it, answering the caller when
-// the request ends and streaming output as unicast signals to the caller.
-class DbusCall : public Sink, public std::enable_shared_from_this<DbusCall> {
- public:
-  DbusCall(DbusService* service, sd_bus_message* call, Method::Kind kind, bool stream, uint64_t request)
-      : service_(service), call_(sd_bus_message_ref(call)), kind_(kind), stream_(stream), request_(request) {
-    if (const char* s = sd_bus_message_get_sender(call)) sender_ = s;
-  }
-  ~DbusCall() override {
-    if (peer_) service_->service_.disconnect(*peer_);
-  }
-
-  void begin(const Caller& caller, proto::Message&& request) {
-    peer_ = service_->service_.connect(caller, weak_from_this());
-    service_->service_.handle(*peer_, std::move(request));
-  }
-  bool done() const { return done_; }
-
-  void deliver(proto::Message&& m) override {
-    if (done_) return;
-    if (auto* out = std::get_if<proto::Output>(&m)) return signal(*out);
-    done_ = true;
-    int rc = 0;
-    if (auto* err = std::get_if<proto::ErrorReply>(&m)) {
-      sd_bus_error e = SD_BUS_ERROR_NULL;
-      sd_bus_error_set(&e, dbus_error_name(err->code).c_str(), err->message.c_str());
-      rc = sd_bus_reply_method_error(call_.get(), &e);
-      sd_bus_error_free(&e);
-    } else if (auto* fin = std::get_if<proto::Finished>(&m)) {
-      rc = reply_result(fin->result);
-    } else if (auto* list = std::get_if<proto::SessionList>(&m); list && kind_ == Method::Kind::create) {
-      rc = list->sessions.size() == 1 ? sd_bus_reply_method_return(call_.get(), "s", list->sessions[0].id.c_str())
-                                      : -EPROTO;
-    } else if (std::holds_alternative<proto::Ack>(m)) {
-      rc = sd_bus_reply_method_return(call_.get(), "");
-    } else {
-      rc = -EPROTO;
-    }
-    if (rc < 0) log_warning(std::string("D-Bus: cannot send a reply: ") + std::strerror(-rc));
-    service_->rearm();
-    service_->finished(this);
-  }
-
- private:
-  void signal(const proto::Output& out) {
-    if (!stream_ || sender_.empty()) return;
-    MessageRef sig;
-    if (sd_bus_message_new_signal(service_->bus_.get(), sig.out(), kObjectPath, kInterface, "Output") < 0) return;
-    if (sd_bus_message_set_destination(sig.get(), sender_.c_str()) < 0 ||
-        sd_bus_message_append(sig.get(), "ts", request_, std::string(stream_name(out.stream)).c_str()) < 0 ||
-        sd_bus_message_append_array(sig.get(), 'y', out.data.data(), out.data.size()) < 0)
-      return;
-    sd_bus_send(service_->bus_.get(), sig.get(), nullptr);
-    service_->rearm();
-  }
-
-  int reply_result(const RunResult& r) {
-    MessageRef reply;
-    int rc = sd_bus_message_new_method_return(call_.get(), reply.out());
-    if (rc >= 0) rc = sd_bus_message_append(reply.get(), "i", r.exit_code);
-    if (rc >= 0) rc = sd_bus_message_append_array(reply.get(), 'y', r.stdout_data.data(), r.stdout_data.size());
-    if (rc >= 0) rc = sd_bus_message_append_array(reply.get(), 'y', r.stderr_data.data(), r.stderr_data.size());
-    if (rc >= 0) rc = sd_bus_message_open_container(reply.get(), 'a', "{sv}");
-    if (rc >= 0) rc = append_details(reply.get(), r);
-    if (rc >= 0) rc = sd_bus_message_append(reply.get(), "{sv}", "request", "t", request_);
-    if (rc >= 0) rc = sd_bus_message_close_container(reply.get());
-    if (rc >= 0) rc = sd_bus_send(service_->bus_.get(), reply.get(), nullptr);
-    return rc;
-  }
-
-  DbusService* service_;
-  MessageRef call_;
-  std::string sender_;
-  Method::Kind kind_;
-  bool stream_;
-  uint64_t request_;
-  bool done_ = false;
-  std::shared_ptr<Service::Peer> peer_;
-};
 
 DbusService::DbusService(uv_loop_t* loop, Service& service) : loop_(loop), service_(service), later_(loop) {}
 
@@ -385,6 +272,86 @@ int DbusService::identify(sd_bus_message* m, Caller* out, sd_bus_error* error) {
   return 0;
 }
 
+namespace {
+
+// The request a method call stands for; the options it carried in *o.
+int read_request(Method::Kind kind, sd_bus_message* m, uint64_t id, proto::Message* out, Options* o,
+                 sd_bus_error* error) {
+  int r = 0;
+  switch (kind) {
+    case Method::Kind::run: {
+      const char *language = nullptr, *code = nullptr;
+      if ((r = sd_bus_message_read(m, "ss", &language, &code)) < 0) return r;
+      RunRequest req;
+      if ((r = read_language(language, &req.language, error)) < 0) return r;
+      if ((r = read_options(m, {"timeout_ms", "memory_mb", "env", "stream", "request"}, o, error)) < 0) return r;
+      req.code = code;
+      req.timeout = std::chrono::milliseconds(o->timeout_ms.value_or(0));
+      req.memory_mb = o->memory_mb.value_or(0);
+      req.env = std::move(o->env);
+      *out = proto::Run{id, std::move(req)};
+      return 0;
+    }
+    case Method::Kind::create: {
+      const char* language = nullptr;
+      if ((r = sd_bus_message_read(m, "s", &language)) < 0) return r;
+      SessionOptions so;
+      if ((r = read_language(language, &so.language, error)) < 0) return r;
+      if ((r = read_options(m, {"timeout_ms", "memory_mb", "idle_timeout_ms", "env"}, o, error)) < 0) return r;
+      so.timeout = std::chrono::milliseconds(o->timeout_ms.value_or(0));
+      so.memory_mb = o->memory_mb.value_or(0);
+      so.idle_timeout = std::chrono::milliseconds(o->idle_timeout_ms.value_or(0));
+      so.env = std::move(o->env);
+      *out = proto::SessionCreate{id, std::move(so)};
+      return 0;
+    }
+    case Method::Kind::exec: {
+      const char *session = nullptr, *code = nullptr;
+      if ((r = sd_bus_message_read(m, "ss", &session, &code)) < 0) return r;
+      if ((r = read_options(m, {"timeout_ms", "stream", "request"}, o, error)) < 0) return r;
+      *out = proto::SessionExec{id, session, code, o->timeout_ms.value_or(0)};
+      return 0;
+    }
+    case Method::Kind::close: {
+      const char* session = nullptr;
+      if ((r = sd_bus_message_read(m, "s", &session)) < 0) return r;
+      *out = proto::SessionClose{id, session};
+      return 0;
+    }
+    case Method::Kind::list:
+      *out = proto::SessionListRequest{id};
+      return 0;
+  }
+  return -EINVAL;
+}
+
+}  // namespace
+
+int DbusService::list_sessions(sd_bus_message* m, const Caller& caller, uint64_t id, sd_bus_error* error) {
+  // The same request a socket client sends, answered at once.
+  struct Capture : Sink {
+    std::optional<proto::Message> reply;
+    void deliver(proto::Message&& x) override { reply = std::move(x); }
+  };
+  auto capture = std::make_shared<Capture>();
+  auto peer = service_.connect(caller, capture);
+  service_.handle(*peer, proto::SessionListRequest{id});
+  auto* list = capture->reply ? std::get_if<proto::SessionList>(&*capture->reply) : nullptr;
+  if (!list) return set_error(error, ErrorCode::internal, "no session list");
+  MessageRef reply;
+  int r = sd_bus_message_new_method_return(m, reply.out());
+  if (r >= 0) r = sd_bus_message_open_container(reply.get(), 'a', "(ssuutt)");
+  for (const auto& s : list->sessions) {
+    if (r < 0) break;
+    r = sd_bus_message_append(reply.get(), "(ssuutt)", s.id.c_str(), std::string(language_name(s.language)).c_str(),
+                              s.memory_mb, static_cast<uint32_t>(s.idle_timeout.count()), s.exec_count,
+                              s.last_activity_unix_ms);
+  }
+  if (r >= 0) r = sd_bus_message_close_container(reply.get());
+  if (r >= 0) r = sd_bus_send(bus_.get(), reply.get(), nullptr);
+  return r < 0 ? r : 1;
+}
+
 int DbusService::method(sd_bus_message* m, sd_bus_error* error) {
   const char* member = sd_bus_message_get_member(m);
   const Method* method = nullptr;
@@ -394,75 +361,11 @@ int DbusService::method(sd_bus_message* m, sd_bus_error* error) {
   Caller caller;
   int r = identify(m, &caller, error);
   if (r < 0) return r;
-
   uint64_t id = next_request_++;
+  if (method->kind == Method::Kind::list) return list_sessions(m, caller, id, error);
   proto::Message request;
   Options o;
-  switch (method->kind) {
-    case Method::Kind::run: {
-      const char *language = nullptr, *code = nullptr;
-      if ((r = sd_bus_message_read(m, "ss", &language, &code)) < 0) return r;
-      RunRequest req;
-      if ((r = read_language(language, &req.language, error)) < 0) return r;
-      if ((r = read_options(m, {"timeout_ms", "memory_mb", "env", "stream", "request"}, &o, error)) < 0) return r;
-      req.code = code;
-      req.timeout = std::chrono::milliseconds(o.timeout_ms.value_or(0));
-      req.memory_mb = o.memory_mb.value_or(0);
-      req.env = std::move(o.env);
-      request = proto::Run{id, std::move(req)};
-      break;
-    }
-    case Method::Kind::create: {
-      const char* language = nullptr;
-      if ((r = sd_bus_message_read(m, "s", &language)) < 0) return r;
-      SessionOptions so;
-      if ((r = read_language(language, &so.language, error)) < 0) return r;
-      if ((r = read_options(m, {"timeout_ms", "memory_mb", "idle_timeout_ms", "env"}, &o, error)) < 0) return r;
-      so.timeout = std::chrono::milliseconds(o.timeout_ms.value_or(0));
-      so.memory_mb = o.memory_mb.value_or(0);
-      so.idle_timeout = std::chrono::milliseconds(o.idle_timeout_ms.value_or(0));
-      so.env = std::move(o.env);
-      request = proto::SessionCreate{id, std::move(so)};
-      break;
-    }
-    case Method::Kind::exec: {
-      const char *session = nullptr, *code = nullptr;
-      if ((r = sd_bus_message_read(m, "ss", &session, &code)) < 0) return r;
-      if ((r = read_options(m, {"timeout_ms", "stream", "request"}, &o, error)) < 0) return r;
-      request = proto::SessionExec{id, session, code, o.timeout_ms.value_or(0)};
-      break;
-    }
-    case Method::Kind::close: {
-      const char* session = nullptr;
-      if ((r = sd_bus_message_read(m, "s", &session)) < 0) return r;
-      request = proto::SessionClose{id, session};
-      break;
-    }
-    case Method::Kind::list: {
-      // The same request a socket client sends, answered at once.
-      struct Capture : Sink {
-        std::optional<proto::Message> reply;
-        void deliver(proto::Message&& x) override { reply = std::move(x); }
-      };
-      auto capture = std::make_shared<Capture>();
-      auto peer = service_.connect(caller, capture);
-      service_.handle(*peer, proto::SessionListRequest{id});
-      auto* list = capture->reply ? std::get_if<proto::SessionList>(&*capture->reply) : nullptr;
-      if (!list) return set_error(error, ErrorCode::internal, "no session list");
-      MessageRef reply;
-      if ((r = sd_bus_message_new_method_return(m, reply.out())) < 0) return r;
-      r = sd_bus_message_open_container(reply.get(), 'a', "(ssuutt)");
-      for (const auto& s : list->sessions) {
-        if (r < 0) break;
-        r = sd_bus_message_append(reply.get(), "(ssuutt)", s.id.c_str(), std::string(language_name(s.language)).c_str(),
-                                  s.memory_mb, static_cast<uint32_t>(s.idle_timeout.count()), s.exec_count,
-                                  s.last_activity_unix_ms);
-      }
-      if (r >= 0) r = sd_bus_message_close_container(reply.get());
-      if (r >= 0) r = sd_bus_send(bus_.get(), reply.get(), nullptr);
-      return r < 0 ? r : 1;
-    }
-  }
+  if ((r = read_request(method->kind, m, id, &request, &o, error)) < 0) return r;
   auto call = std::make_shared<DbusCall>(this, m, method->kind, o.stream, o.request);
   calls_.emplace(call.get(), call);
   call->begin(caller, std::move(request));

@@ -298,6 +298,58 @@ class Shutdown {
   bool started_ = false;
 };
 
+RuntimeFacts runtime_facts(const Config& cfg, const AccelChoice& accel, const HostSide& host_side) {
+  RuntimeFacts facts;
+  facts.accel = accel.accel;
+  facts.accel_reason = accel.reason;
+  facts.host_limits = host_side.cgroups.status();
+  facts.daemon_uid = ::getuid();
+  facts.host_memory_kb = meminfo_kb("MemTotal");
+  facts.cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  auto socket_gid = lookup_group(cfg.socket_group);
+  if (socket_gid)
+    facts.socket_gid = *socket_gid;
+  else
+    log_warning("socket_group: " + socket_gid.error().message + "; only root and allowed_uids/allowed_gids may connect");
+  warn_unreachable_uids(cfg, facts.socket_gid);
+  return facts;
+}
+
+bool keep_only_needed_capabilities() {
+  if (auto r = drop_capabilities(); !r) {
+    log_error("dropping capabilities: " + r.error().describe());
+    return false;
+  }
+  std::string kept;
+  for (const auto& k : kept_capabilities()) kept += (kept.empty() ? "" : " ") + std::string(k.name);
+  log_info("capabilities dropped; kept " + kept);
+  return true;
+}
+
+// The bus is optional: without one the daemon still serves the socket.
+std::unique_ptr<DbusService> open_bus(uv_loop_t* loop, const Config& cfg, Service& service) {
+  if (cfg.dbus == "off") return nullptr;
+  auto dbus = std::make_unique<DbusService>(loop, service);
+  if (auto r = dbus->start(cfg.dbus); !r) {
+    log_warning("D-Bus unavailable (" + r.error().message + "); serving the socket only");
+    return nullptr;
+  }
+  log_info(std::string("D-Bus: ") + kBusName + " on " + cfg.dbus);
+  return dbus;
+}
+
+VmConfig vm_config_from(const Config& cfg, const HostSide& host_side) {
+  VmConfig vm;
+  vm.base.qemu = cfg.qemu;
+  vm.base.vcpus = cfg.vcpus;
+  vm.base.tcg_tb_size_mb = cfg.tcg_tb_size_mb;
+  vm.base.kernel = host_side.images.kernel.path;
+  vm.base.initrd = host_side.images.initrd.path;
+  vm.base.rootfs = host_side.images.rootfs.path;
+  vm.boot_timeout = std::chrono::milliseconds(cfg.boot_timeout_ms);
+  return vm;
+}
+
 int run(int argc, char** argv) {
   auto config = load_config(argc, argv);
   if (!config) {
@@ -322,37 +374,20 @@ int run(int argc, char** argv) {
     }
     host_side.user = std::move(*user);
   }
-  VmConfig vm_config;
-  if (auto r = prepare_host(cfg, &host_side, &vm_config.host); !r) {
+  VmHost vm_host;
+  if (auto r = prepare_host(cfg, &host_side, &vm_host); !r) {
     log_error(r.error().describe());
     return 1;
   }
-  vm_config.base.qemu = cfg.qemu;
-  vm_config.base.vcpus = cfg.vcpus;
-  vm_config.base.tcg_tb_size_mb = cfg.tcg_tb_size_mb;
-  vm_config.base.kernel = host_side.images.kernel.path;
-  vm_config.base.initrd = host_side.images.initrd.path;
-  vm_config.base.rootfs = host_side.images.rootfs.path;
-  vm_config.boot_timeout = std::chrono::milliseconds(cfg.boot_timeout_ms);
+  VmConfig vm_config = vm_config_from(cfg, host_side);
+  vm_config.host = vm_host;
 
   uv_loop_t loop;
   uv_loop_init(&loop);
   AccelChoice accel = pick_accelerator(&loop, cfg, &vm_config);
   auto snapshots = open_snapshots(cfg, host_side, vm_config.base);
 
-  RuntimeFacts facts;
-  facts.accel = accel.accel;
-  facts.accel_reason = accel.reason;
-  facts.host_limits = host_side.cgroups.status();
-  facts.daemon_uid = ::getuid();
-  facts.host_memory_kb = meminfo_kb("MemTotal");
-  facts.cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
-  auto socket_gid = lookup_group(cfg.socket_group);
-  if (socket_gid)
-    facts.socket_gid = *socket_gid;
-  else
-    log_warning("socket_group: " + socket_gid.error().message + "; only root and allowed_uids/allowed_gids may connect");
-  warn_unreachable_uids(cfg, facts.socket_gid);
+  RuntimeFacts facts = runtime_facts(cfg, accel, host_side);
   auto options = options_from(cfg, facts);
   log_info("at most " + std::to_string(options.manager.max_vms) + " VMs, " +
            std::to_string(options.manager.limits.runs_per_uid) + " runs per uid; warm pool python=" +
@@ -371,28 +406,9 @@ int run(int argc, char** argv) {
   }
   log_info("listening on " + cfg.socket + " (mode 0660" + (facts.socket_gid ? ", group " + cfg.socket_group : "") + ")");
   // Set-up that needed root is done: keep only what starting QEMU needs.
-  if (root) {
-    if (auto r = drop_capabilities(); !r) {
-      log_error("dropping capabilities: " + r.error().describe());
-      return 1;
-    }
-    std::string kept;
-    for (const auto& k : kept_capabilities()) kept += (kept.empty() ? "" : " ") + std::string(k.name);
-    log_info("capabilities dropped; kept " + kept);
-  }
+  if (root && !keep_only_needed_capabilities()) return 1;
   manager->start();
-
-  // The bus is optional: without one the daemon still serves the socket.
-  std::unique_ptr<DbusService> dbus;
-  if (cfg.dbus != "off") {
-    dbus = std::make_unique<DbusService>(&loop, *service);
-    if (auto r = dbus->start(cfg.dbus); r) {
-      log_info(std::string("D-Bus: ") + kBusName + " on " + cfg.dbus);
-    } else {
-      log_warning("D-Bus unavailable (" + r.error().message + "); serving the socket only");
-      dbus.reset();
-    }
-  }
+  auto dbus = open_bus(&loop, cfg, *service);
 
   Notifier notifier(&loop, *manager);
   Shutdown shutdown(&loop, [&](int signum) {

@@ -201,7 +201,7 @@ TEST_CASE("sessions: the shell keeps variables, cwd and functions; background pr
   CHECK(r.stdout_data == "bar\nbg-alive\n");
 
   // An orphan that exits is reaped by the guest's init.
-  r = exec_ok(s, "(sleep 0.2 &); sleep 1.5\n"
+  r = exec_ok(s, "(sleep 0.2 &); sleep 3\n"
                  "n=0; for f in /proc/[0-9]*/stat; do read -r _ _ st _ < $f 2>/dev/null; [ \"$st\" = Z ] && n=$((n+1)); done\n"
                  "echo zombies=$n");
   CHECK(r.stdout_data == "zombies=0\n");
@@ -465,8 +465,15 @@ TEST_CASE("sessions: another uid cannot see or use a session; per-uid limit; a d
   REQUIRE_MESSAGE(idle.ok(), idle.error().describe());
   CHECK(idle->exec("v = 1").ok());
 
-  // Idle past its timeout: closed, VM gone.
-  std::this_thread::sleep_for(std::chrono::milliseconds(11'500));
+  // Idle past its timeout: closed, VM gone. Watched through the listing,
+  // which does not count as activity, for however long a slow host takes.
+  auto listed_now = [&] {
+    auto l = c.sessions();
+    return l.ok() && !l->empty();
+  };
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (listed_now() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
   auto late = idle->exec("print(v)");
   REQUIRE_FALSE(late.ok());
   CHECK(late.error().code == ErrorCode::session_closed);

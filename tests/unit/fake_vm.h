@@ -141,6 +141,10 @@ class FakeFactory : public daemon::VmFactory {
   daemon::Deferred later_;
 };
 
+class Loop;
+// The first VM running a job, once there is one (null after a few seconds).
+FakeVm* wait_busy(Loop& loop, const FakeFactory& factory);
+
 // Collects what a request's sink receives.
 struct Collect : daemon::Sink {
   std::vector<proto::Message> got;
@@ -188,5 +192,15 @@ class Loop {
  private:
   uv_loop_t loop_;
 };
+
+inline FakeVm* wait_busy(Loop& loop, const FakeFactory& factory) {
+  FakeVm* vm = nullptr;
+  loop.until([&] {
+    auto busy = factory.in_state(daemon::VmHandle::State::busy);
+    vm = busy.empty() ? nullptr : busy.front();
+    return vm != nullptr;
+  });
+  return vm;
+}
 
 }  // namespace sandbox::test

@@ -49,16 +49,7 @@ struct Core {
     manager.reset();
     loop.settle();
   }
-  // The busy VM running a job, once there is one.
-  FakeVm* busy() {
-    FakeVm* vm = nullptr;
-    loop.until([&] {
-      auto b = factory.in_state(State::busy);
-      vm = b.empty() ? nullptr : b.front();
-      return vm != nullptr;
-    });
-    return vm;
-  }
+  FakeVm* busy() { return wait_busy(loop, factory); }
 };
 
 Caller user(uid_t uid = 1000) { return Caller{uid, uid, 1}; }

@@ -36,15 +36,7 @@ struct Stack {
     manager.reset();
     loop.settle();
   }
-  FakeVm* busy() {
-    FakeVm* vm = nullptr;
-    loop.until([&] {
-      auto b = factory.in_state(State::busy);
-      vm = b.empty() ? nullptr : b.front();
-      return vm != nullptr;
-    });
-    return vm;
-  }
+  FakeVm* busy() { return wait_busy(loop, factory); }
 };
 
 struct Client {
