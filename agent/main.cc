@@ -253,7 +253,9 @@ class Agent {
       if (!idle_output_[s].empty())
         if (auto r = send(proto::Output{exec.id, static_cast<Stream>(s), std::exchange(idle_output_[s], {})}); !r)
           return r;
-    return ok();
+    // A quick cell may have ended already: run_cell reads the status pipe,
+    // and the interpreter can run before the agent does.
+    return maybe_finish_cell();
   }
 
   Result<void> drain_session(int fd) {

@@ -88,6 +88,9 @@ struct CloneArgs {
     if (moved < 0) child_fail("fcntl F_DUPFD");
     source = moved;
   }
+  // Whatever sits between the standard descriptors and the last target
+  // (inherited without close-on-exec) is not the child's either.
+  ::close_range(3, static_cast<unsigned>(max_target), 0);
   for (auto& [target, source] : fds)
     if (::dup2(source, target) < 0) child_fail("dup2");
   ::close_range(static_cast<unsigned>(max_target + 1), ~0U, 0);

@@ -3,6 +3,7 @@
 // accelerator, then composes the core, the service layer and the two
 // transports, and runs until SIGTERM or SIGINT.
 #include <signal.h>
+#include <linux/close_range.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -351,6 +352,8 @@ VmConfig vm_config_from(const Config& cfg, const HostSide& host_side) {
 }
 
 int run(int argc, char** argv) {
+  // Descriptors inherited from whoever started the daemon are not for QEMU.
+  ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
   auto config = load_config(argc, argv);
   if (!config) {
     std::fprintf(stderr, "sandboxd: configuration: %s\n", config.error().message.c_str());
