@@ -59,7 +59,10 @@ class JsonParser {
       while (pos_ < s_.size() && s_[pos_] >= '0' && s_[pos_] <= '9') ++pos_;
       return pos_ > d;
     };
+    // The integer part is "0" or starts with 1-9: RFC 8259 has no leading zeros.
+    bool zero = pos_ < s_.size() && s_[pos_] == '0';
     if (!digits()) return error("bad number");
+    if (zero && pos_ - start > (s_[start] == '-' ? 2u : 1u)) return error("leading zero in a number");
     if (pos_ < s_.size() && s_[pos_] == '.' && (++pos_, !digits())) return error("bad number");
     if (pos_ < s_.size() && (s_[pos_] == 'e' || s_[pos_] == 'E')) {
       ++pos_;

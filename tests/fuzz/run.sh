@@ -11,11 +11,13 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$root/build-fuzz
 
 # target and -max_len: frames carry whole messages, so their streams get
-# room for several; a payload's structure shows in far fewer bytes.
+# room for several; a payload's structure shows in far fewer bytes, and a
+# QMP line is at most 64 KiB.
 targets=(
   "fuzz_msgpack_scan 65536"
   "fuzz_decode 65536"
   "fuzz_frame 1048576"
+  "fuzz_json_parse 65536"
 )
 
 skip() {
