@@ -24,11 +24,13 @@
 
 namespace sandbox::daemon {
 
+// The configurable bounds come from Config (config.h) through options_from
+// (options.h); the byte bounds are fixed here, each with its reason.
 struct ControlLimits {
-  uint32_t max_connections = 1024;
-  uint32_t max_connections_per_uid = 64;
-  std::chrono::milliseconds idle_timeout{600'000};
-  std::chrono::milliseconds frame_timeout{30'000};
+  uint32_t max_connections = 0;
+  uint32_t max_connections_per_uid = 0;
+  std::chrono::milliseconds idle_timeout{};
+  std::chrono::milliseconds frame_timeout{};
   // Replies queued for a connection: past `pause` it is not read from
   // until they drain to half; past `drop` the client is cut off (it does
   // not read what it asked for).

@@ -67,18 +67,20 @@ struct LeaseSpec {
   std::string session;  // empty for a run
 };
 
+// Defaults come from Config (config.h) through options_from (options.h).
 struct LeaseConfig {
-  std::chrono::milliseconds queue_timeout{30'000};
+  std::chrono::milliseconds queue_timeout{};
   // The interpreter's start-up, before the code's clock starts.
-  std::chrono::milliseconds startup_timeout{60'000};
+  std::chrono::milliseconds startup_timeout{};
   // SIGTERM at the timeout, SIGKILL this much later (enforced in the guest).
-  std::chrono::milliseconds kill_grace{2'000};
+  std::chrono::milliseconds kill_grace{};
   // Past startup + timeout + grace + this, the daemon kills the VM itself.
-  std::chrono::milliseconds kill_slack{5'000};
-  // A file job the guest does not finish in this long loses its VM.
+  std::chrono::milliseconds kill_slack{};
+  // A file job the guest does not finish in this long loses its VM: the
+  // largest transfer at a crawl.
   std::chrono::milliseconds file_deadline{300'000};
-  uint32_t boot_retries = 1;
-  uint32_t pids_max = 256;
+  uint32_t boot_retries = 0;
+  uint32_t pids_max = 0;
   std::string accelerator;
 };
 

@@ -26,11 +26,12 @@
 
 namespace sandbox::daemon {
 
+// Defaults come from Config (config.h) through options_from (options.h).
 struct ManagerOptions {
   std::string version;
   std::string accel_reason;  // why this accelerator, for status
   std::string host_limits;   // the per-VM cgroup limits, or why there are none
-  uint32_t max_vms = 8;
+  uint32_t max_vms = 0;
   Scheduler::Limits limits;
   LeaseConfig lease;
   PoolOptions pool;

@@ -21,16 +21,17 @@ namespace sandbox::daemon {
 
 inline constexpr size_t kLanguageCount = 3;
 
+// Defaults come from Config (config.h) through options_from (options.h).
 struct PoolOptions {
   std::array<uint32_t, kLanguageCount> size{0, 0, 0};  // index: Language
-  uint32_t memory_mb = 256;                             // only runs of this size are served warm
+  uint32_t memory_mb = 0;                               // only runs of this size are served warm
   uint32_t refill_concurrency = 1;
-  std::chrono::milliseconds max_idle{600'000};
-  std::chrono::milliseconds health_interval{15'000};
+  std::chrono::milliseconds max_idle{};
+  std::chrono::milliseconds health_interval{};
   // After a boot fails, refills wait this long: broken images or a missing
   // QEMU must not turn into a busy loop of boots.
   std::chrono::milliseconds refill_backoff{5'000};
-  bool restore = true;  // pool VMs restore from snapshots when there are some
+  bool restore = false;  // pool VMs restore from snapshots when there are some
   bool warm_up = false;  // restored VMs run a trivial program first (TCG)
 };
 

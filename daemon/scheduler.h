@@ -20,8 +20,8 @@ using LeaseId = uint64_t;
 class Scheduler {
  public:
   struct Limits {
-    uint32_t runs_per_uid = 6;      // running and queued
-    uint32_t sessions_per_uid = 4;  // open, each holds a VM
+    uint32_t runs_per_uid = 0;      // running and queued
+    uint32_t sessions_per_uid = 0;  // open, each holds a VM
   };
   enum class Kind { run, session };
 

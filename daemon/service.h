@@ -11,6 +11,8 @@
 #include <optional>
 #include <string>
 
+#include <sandbox/limits.h>
+
 #include "daemon/access.h"
 #include "daemon/budget.h"
 #include "daemon/manager.h"
@@ -19,10 +21,11 @@ namespace sandbox::daemon {
 
 struct ServiceOptions {
   AccessPolicy access;
-  // What a request that leaves a value at 0 gets.
-  std::chrono::milliseconds default_timeout{30'000};
-  uint32_t default_memory_mb = 256;
-  std::chrono::milliseconds default_idle_timeout{300'000};
+  // What a request that leaves a value at 0 gets: the public defaults
+  // (limits.h), and the configured idle timeout.
+  std::chrono::milliseconds default_timeout{limits::kDefaultTimeoutMs};
+  uint32_t default_memory_mb = limits::kDefaultMemoryMb;
+  std::chrono::milliseconds default_idle_timeout{};
   // Requests one peer may have in flight (each runs, waits or uploads).
   size_t max_requests_per_peer = 64;
   // Upload data held until its session takes it: three full files per uid.

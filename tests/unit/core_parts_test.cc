@@ -4,6 +4,7 @@
 
 #include "daemon/budget.h"
 #include "daemon/log.h"
+#include "daemon/options.h"
 #include "daemon/scheduler.h"
 #include "daemon/sessions.h"
 #include "daemon/snapshot_flow.h"
@@ -101,4 +102,31 @@ TEST_CASE("log lines cannot be forged: control characters are escaped, length is
   CHECK(log_escape("type\nname\x1b[31m") == "type\\x0aname\\x1b[31m");
   CHECK(log_escape(std::string(5000, 'a'), 100).size() == 103);
   CHECK(log_escape("caf\xc3\xa9") == "caf\xc3\xa9");
+}
+
+TEST_CASE("options: every part's settings come from the configuration, in one place") {
+  Config c;
+  RuntimeFacts f;
+  f.accel = Accel::tcg;
+  f.host_memory_kb = 24ull << 20;  // 24 GiB
+  f.cpus = 2;
+  f.socket_gid = 4242;
+  auto o = options_from(c, f);
+  // 0 derives the VM budget: 4 per CPU under TCG here, 3/4 of it per uid.
+  CHECK(o.manager.max_vms == 8);
+  CHECK(o.manager.limits.runs_per_uid == 6);
+  CHECK(o.manager.limits.sessions_per_uid == c.max_sessions_per_uid);
+  CHECK(o.manager.lease.startup_timeout.count() == c.startup_timeout_ms);
+  CHECK(o.manager.lease.queue_timeout.count() == c.queue_timeout_ms);
+  CHECK(o.manager.lease.accelerator == "tcg");
+  CHECK(o.manager.pool.size[0] == c.pool_python);
+  CHECK(o.manager.pool.warm_up);  // TCG: restored pool VMs warm their translation cache
+  CHECK(o.service.default_idle_timeout.count() == c.session_idle_timeout_ms);
+  CHECK(o.service.access.allowed_gids == std::vector<gid_t>{4242});  // the socket's group may connect
+  CHECK(o.control.max_connections == c.max_connections);
+  CHECK(o.control.frame_timeout.count() == c.frame_timeout_ms);
+  f.accel = Accel::kvm;
+  CHECK(default_max_vms(f.host_memory_kb, 2, 256, Accel::kvm) == 32);
+  CHECK(default_max_vms(1 << 20, 64, 256, Accel::kvm) == 2);  // 1 GiB holds two
+  CHECK_FALSE(options_from(c, f).manager.pool.warm_up);
 }

@@ -5,6 +5,7 @@
 
 #include "common/files.h"
 #include "daemon/manager.h"
+#include "daemon/options.h"
 #include "fake_vm.h"
 
 using namespace sandbox;
@@ -15,8 +16,11 @@ using State = VmHandle::State;
 
 namespace {
 
+// The daemon's defaults, with deadlines short enough for a unit test.
 ManagerOptions options() {
-  ManagerOptions o;
+  RuntimeFacts facts;
+  facts.accel_reason = "fake VMs";
+  ManagerOptions o = options_from(Config{}, facts).manager;
   o.version = "test";
   o.max_vms = 4;
   o.limits = {3, 2};

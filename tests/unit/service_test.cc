@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "common/files.h"
+#include "daemon/options.h"
 #include "daemon/service.h"
 #include "fake_vm.h"
 
@@ -21,8 +22,8 @@ struct Stack {
   FakeFactory factory{loop.get()};
   std::unique_ptr<Manager> manager;
   std::unique_ptr<Service> service;
-  explicit Stack(ServiceOptions so = {}) {
-    ManagerOptions mo;
+  explicit Stack(ServiceOptions so = options_from(Config{}, RuntimeFacts{}).service) {
+    ManagerOptions mo = options_from(Config{}, RuntimeFacts{}).manager;
     mo.max_vms = 4;
     mo.limits = {8, 4};
     mo.lease.queue_timeout = ms(5000);
@@ -93,7 +94,7 @@ TEST_CASE("service: a request id in use is refused, whatever the request kind") 
 }
 
 TEST_CASE("service: requests in flight per peer are bounded, with capacity") {
-  ServiceOptions so;
+  ServiceOptions so = options_from(Config{}, RuntimeFacts{}).service;
   so.access = {{1000}, {}, 0};
   so.max_requests_per_peer = 2;
   Stack s(so);
@@ -168,7 +169,7 @@ TEST_CASE("service: an upload is assembled from its chunks, checked, then queued
 }
 
 TEST_CASE("service: uploads are refused for bad paths, lying sizes and past the per-uid budget") {
-  ServiceOptions so;
+  ServiceOptions so = options_from(Config{}, RuntimeFacts{}).service;
   so.access = {{1000}, {}, 0};
   so.upload_bytes_per_uid = 1 << 20;
   Stack s(so);
