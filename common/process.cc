@@ -1,5 +1,7 @@
 #include "common/process.h"
 
+#include "common/io.h"
+
 #include <fcntl.h>
 #include <linux/seccomp.h>
 #include <poll.h>
@@ -225,42 +227,41 @@ bool signal_process(pid_t pid, int sig) {
   return fd && pidfd_send_signal(fd.get(), sig) == 0;
 }
 
+namespace {
+
+// Fields 3 and on of /proc/PID/stat (field N is at index N - 3). The command
+// name may hold spaces and parentheses: fields resume after the last ')'.
+std::vector<std::string> stat_fields(pid_t pid) {
+  std::vector<std::string> out;
+  auto line = read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
+  if (!line) return out;
+  auto close = line->rfind(')');
+  if (close == std::string::npos || close + 2 > line->size()) return out;
+  std::istringstream rest(line->substr(close + 2));
+  for (std::string f; rest >> f;) out.push_back(f);
+  return out;
+}
+
+}  // namespace
+
 std::optional<ProcessUsage> read_process_usage(pid_t pid) {
-  std::string base = "/proc/" + std::to_string(pid);
-  std::ifstream stat(base + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return std::nullopt;
-  // The command name may contain spaces and parentheses; fields resume
-  // after the last ')'. utime and stime are fields 14 and 15.
-  auto close = line.rfind(')');
-  if (close == std::string::npos) return std::nullopt;
-  std::istringstream rest(line.substr(close + 2));
-  std::string field;
-  uint64_t utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
+  auto f = stat_fields(pid);
+  if (f.size() < 13) return std::nullopt;
+  // utime and stime are fields 14 and 15.
+  uint64_t utime = std::strtoull(f[11].c_str(), nullptr, 10), stime = std::strtoull(f[12].c_str(), nullptr, 10);
   ProcessUsage u;
   long ticks = ::sysconf(_SC_CLK_TCK);
   u.cpu_ms = ticks > 0 ? (utime + stime) * 1000 / static_cast<uint64_t>(ticks) : 0;
-  std::ifstream status(base + "/status");
-  while (std::getline(status, line))
-    if (line.starts_with("VmHWM:")) u.peak_rss_kb = std::stoull(line.substr(6));
+  if (auto status = read_file("/proc/" + std::to_string(pid) + "/status", 1 << 16))
+    if (auto p = status->find("VmHWM:"); p != std::string::npos)
+      u.peak_rss_kb = std::strtoull(status->c_str() + p + 6, nullptr, 10);
   return u;
 }
 
+// Field 22: the start time in clock ticks since boot.
 std::string process_start_time(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(in, line);
-  auto close = line.rfind(')');
-  if (close == std::string::npos) return {};
-  std::istringstream rest(line.substr(close + 2));
-  std::string field;
-  for (int i = 3; i <= 22 && rest >> field; ++i)
-    if (i == 22) return field;
-  return {};
+  auto f = stat_fields(pid);
+  return f.size() > 19 ? f[19] : std::string();
 }
 
 std::string describe_wait_status(int status) {

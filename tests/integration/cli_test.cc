@@ -167,3 +167,27 @@ TEST_CASE("cli: a write that fails in the guest leaves no directories behind") {
   for (const auto& e : home->entries) CHECK(e.name != "new");
   CHECK(s->close().ok());
 }
+
+TEST_CASE("cli: a download writes through no symlink and truncates nothing it did not create") {
+  auto& d = TestDaemon::shared();
+  auto s = Client(d.socket()).create_session({});
+  REQUIRE(s.ok());
+  REQUIRE(s->write_file("out.txt", "fresh").ok());
+  std::string dir = std::filesystem::temp_directory_path() / "sandboxd-cli-get";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/victim") << "keep me";
+  // The temp names a download used to take, planted as links to a victim.
+  std::filesystem::create_symlink(dir + "/victim", dir + "/out.txt.sandboxctl-part");
+  auto r = ctl({"session", "get", s->id(), "out.txt", dir + "/out.txt", "--socket", d.socket()});
+  CHECK_MESSAGE(r.exit_code == 0, r.err);
+  std::ifstream got(dir + "/out.txt"), victim(dir + "/victim");
+  std::string a, b;
+  std::getline(got, a);
+  std::getline(victim, b);
+  CHECK(a == "fresh");
+  CHECK(b == "keep me");
+  CHECK(std::filesystem::is_symlink(dir + "/out.txt.sandboxctl-part"));
+  std::filesystem::remove_all(dir);
+  CHECK(s->close().ok());
+}

@@ -161,6 +161,35 @@ TEST_CASE("D-Bus: sessions keep state across SessionExec, are listed, and end wi
   REQUIRE(fixture().daemon.wait_children_at_most(0, std::chrono::seconds(20)));
 }
 
+TEST_CASE("D-Bus: an oversized SessionExec is refused by the service; the session goes on") {
+  Bus b(fixture().bus.address());
+  sd_bus_error err = SD_BUS_ERROR_NULL;
+  sd_bus_message* reply = nullptr;
+  int r = sd_bus_call_method(b.bus, "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "CreateSession", &err,
+                             &reply, "sa{sv}", "python", 0);
+  REQUIRE_MESSAGE(r >= 0, (err.message ? err.message : ""));
+  const char* id = nullptr;
+  REQUIRE(sd_bus_message_read(reply, "s", &id) >= 0);
+  std::string session = id;
+  sd_bus_message_unref(reply);
+  // 5 MiB of code: past the 1 MiB limit, and past what one agent frame holds.
+  std::string big(5 << 20, '#');
+  reply = nullptr;
+  r = sd_bus_call_method(b.bus, "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "SessionExec", &err,
+                         &reply, "ssa{sv}", session.c_str(), big.c_str(), 0);
+  CHECK(r < 0);
+  CHECK(std::string(err.name ? err.name : "") == "org.sandboxd1.Error.InvalidArgument");
+  CHECK(std::string(err.message ? err.message : "").find("the limit is 1048576") != std::string::npos);
+  sd_bus_error_free(&err);
+  sd_bus_message_unref(reply);
+  auto ok = busctl({"--json=short", "call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "SessionExec",
+                    "ssa{sv}", session, "print(6*7)", "0"});
+  CHECK_MESSAGE(ok.exit_code == 0, ok.err);
+  CHECK(ok.out.find("\"data\":[0,[52,50,10],[]") != std::string::npos);
+  CHECK(busctl({"call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "CloseSession", "s", session})
+            .exit_code == 0);
+}
+
 TEST_CASE("D-Bus: errors carry the taxonomy's names") {
   Bus b(fixture().bus.address());
   auto call = [&](const char* language, const char* key, uint32_t value) {

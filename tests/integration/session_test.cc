@@ -393,6 +393,8 @@ TEST_CASE("sessions: sandboxctl session verbs and run --upload/--download") {
 TEST_CASE("sessions: another uid cannot see or use a session; per-uid limit; a dead VM closes the session") {
   TestDaemon d;
   REQUIRE(d.start({"--allowed_uids", "65534", "--max_sessions_per_uid", "1"}));
+  // A listed uid passes the check but must also be able to open the socket.
+  CHECK(d.log().find("allowed_uids: the socket is mode 0660") != std::string::npos);
   Client c(d.socket());
   SessionOptions o;
   auto s = c.create_session(o);
