@@ -352,8 +352,9 @@ VmConfig vm_config_from(const Config& cfg, const HostSide& host_side) {
 }
 
 int run(int argc, char** argv) {
-  // Descriptors inherited from whoever started the daemon are not for QEMU.
-  ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+  // Descriptors inherited from whoever started the daemon are neither ours
+  // nor QEMU's (a lock its starter holds, say): closed before anything opens.
+  ::close_range(3, ~0U, 0);
   auto config = load_config(argc, argv);
   if (!config) {
     std::fprintf(stderr, "sandboxd: configuration: %s\n", config.error().message.c_str());

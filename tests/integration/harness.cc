@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -155,6 +156,8 @@ bool TestDaemon::start(const std::vector<std::string>& extra_args, const std::st
   int log = ::open((dir_ + "/sandboxd.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   pid_ = ::fork();
   if (pid_ == 0) {
+    // A test binary that dies (a timeout, a crash) takes its daemon along.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::dup2(log, 1), ::dup2(log, 2);
     // Something only the host knows; escape tests look for it in the guest.
     ::setenv("SANDBOX_TEST_MARKER", "host-only-value", 1);
