@@ -3,6 +3,7 @@
 // benchmarks report, tests check behaviour.
 //
 // usage: sandbox-bench [--images DIR] [--samples N] [--seconds S]
+//        sandbox-bench --soak [--clients N] [--seconds S] [--images DIR]
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -27,104 +28,19 @@
 #include "common/process.h"
 #include "daemon/qemu_argv.h"
 #include "sandbox/client.h"
+#include "bench/harness.h"
+#include "bench/soak.h"
 
-namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 using namespace sandbox;
+using namespace sandbox::bench;
 
 namespace {
-
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
-
-struct Stats {
-  std::vector<double> v;
-  double pct(double p) const {
-    if (v.empty()) return 0;
-    auto s = v;
-    std::sort(s.begin(), s.end());
-    size_t i = static_cast<size_t>(p / 100.0 * static_cast<double>(s.size() - 1) + 0.5);
-    return s[std::min(i, s.size() - 1)];
-  }
-  double median() const { return pct(50); }
-};
-
-std::string fmt(double ms) {
-  char b[32];
-  std::snprintf(b, sizeof b, ms < 10 ? "%.2f ms" : ms < 1000 ? "%.1f ms" : "%.0f ms", ms);
-  return b;
-}
-
-// Runs a command to completion with stdout/stderr discarded; returns exit status.
-int run_quiet(const std::vector<std::string>& argv) {
-  auto p = Process::spawn({argv, {}, true});
-  if (!p) return -1;
-  int status = p->wait();
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-class Daemon {
- public:
-  Daemon(const std::string& bin_dir, const std::string& images, std::vector<std::string> args) {
-    char tmpl[] = "/tmp/sandbox-bench.XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    socket_ = dir_ + "/sandboxd.sock";
-    std::vector<std::string> argv = {bin_dir + "/sandboxd", "--config", "/dev/null", "--socket", socket_,
-                                     "--images", images, "--state-dir", dir_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    sandbox::unique_fd log(::open((dir_ + "/log").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
-    auto p = Process::spawn({argv, {{1, log.get()}, {2, log.get()}}, true});
-    if (p) proc_ = std::move(*p);
-    for (int i = 0; i < 3000 && !Client(socket_).status().ok(); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ~Daemon() {
-    (void)proc_.signal(SIGTERM);
-    for (int i = 0; i < 1500 && !proc_.try_wait(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    proc_.kill_and_wait();
-    fs::remove_all(dir_);
-  }
-  const std::string& socket() const { return socket_; }
-  Client client() const { return Client(socket_); }
-  pid_t pid() const { return proc_.pid(); }
-  std::vector<pid_t> children() const {
-    std::ifstream in("/proc/" + std::to_string(pid()) + "/task/" + std::to_string(pid()) + "/children");
-    std::vector<pid_t> out;
-    pid_t p;
-    while (in >> p) out.push_back(p);
-    return out;
-  }
-  // Until the pool holds `n` ready VMs of `lang` and none is booting.
-  bool wait_pool(Language lang, uint32_t n, std::chrono::seconds deadline = std::chrono::seconds(120)) const {
-    auto until = Clock::now() + deadline;
-    while (Clock::now() < until) {
-      if (auto st = client().status(); st.ok())
-        for (auto& p : st->pool)
-          if (p.language == lang && p.ready >= n && p.booting == 0) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
-  }
-
- private:
-  std::string dir_, socket_;
-  Process proc_;
-};
 
 RunRequest print1() {
   RunRequest r;
   r.language = Language::python;
   r.code = "print(1)";
   return r;
-}
-
-uint64_t rss_kb(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.starts_with("VmRSS:")) return std::stoull(line.substr(6));
-  return 0;
 }
 
 // A bare QEMU boot of the same images, timed to the agent's hello.
@@ -159,17 +75,57 @@ double plain_boot_ms(const daemon::ImageSet& images, daemon::Accel accel) {
 
 }  // namespace
 
+namespace {
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: sandbox-bench [--images DIR] [--samples N] [--seconds S]\n"
+               "       sandbox-bench --soak [--clients N] [--seconds S] [--images DIR]\n"
+               "\n"
+               "Without --soak: print(1) latency (warm pool, cold boot, snapshot restore), sustained runs per\n"
+               "second with 1, 4 and 16 clients, pool refill and memory per VM, next to peers measured in the\n"
+               "same run (python3, bwrap, a plain QEMU boot). About five minutes on a 2-core machine.\n"
+               "  --samples N   latency samples per figure (default 15)\n"
+               "  --seconds S   length of each sustained-throughput level (default 15)\n"
+               "\n"
+               "With --soak: N client threads for S seconds against one private sandboxd, each mixing status\n"
+               "calls, session execs and runs; served and failed counts per kind (by error code), latency\n"
+               "p50/p95/p99 per kind, and the daemon's peak RSS and descriptors.\n"
+               "  --clients N   client threads (default 100)\n"
+               "  --seconds S   how long (default 60)\n"
+               "\n"
+               "  --images DIR  guest images (default: images/ beside bin/)\n");
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   std::string self = fs::canonical("/proc/self/exe").parent_path().string();
   std::string images = fs::path(self).parent_path().string() + "/images";
   int samples = 15;
-  int seconds = 15;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  int seconds = 0;  // per mode's default unless given
+  int clients = 100;
+  bool soak = false;
+  for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--images") images = argv[i + 1];
-    else if (a == "--samples") samples = std::max(3, std::atoi(argv[i + 1]));
-    else if (a == "--seconds") seconds = std::max(3, std::atoi(argv[i + 1]));
+    if (a == "--help" || a == "-h") return usage(stdout), 0;
+    if (a == "--soak") {
+      soak = true;
+      continue;
+    }
+    bool known = a == "--images" || a == "--samples" || a == "--seconds" || a == "--clients";
+    if (!known || i + 1 >= argc) {
+      std::fprintf(stderr, "sandbox-bench: %s '%s'\n", known ? "missing value for" : "unknown option", a.c_str());
+      return usage(stderr), 2;
+    }
+    std::string v = argv[++i];
+    if (a == "--images") images = v;
+    else if (a == "--samples") samples = std::max(3, std::atoi(v.c_str()));
+    else if (a == "--seconds") seconds = std::max(3, std::atoi(v.c_str()));
+    else clients = std::max(1, std::atoi(v.c_str()));
   }
+  if (soak) return run_soak({self, images, clients, seconds ? seconds : 60});
+  if (seconds == 0) seconds = 15;
   auto image_set = daemon::load_images(images);
   if (!image_set) {
     std::fprintf(stderr, "sandbox-bench: %s\n", image_set.error().describe().c_str());

@@ -46,6 +46,8 @@ class Connection : public Sink, public std::enable_shared_from_this<Connection> 
                                                        " does not read its replies; connection closed");
       return close();
     }
+    // Replies start to wait: the client's reading is timed from here.
+    if (unsent_ == 0) last_progress_ = Clock::now();
     unsent_ += bytes.size();
     std::weak_ptr<Connection> weak = weak_from_this();
     int rc = uv_write_string(stream(), std::move(bytes), [weak](size_t n, int) {
@@ -62,6 +64,18 @@ class Connection : public Sink, public std::enable_shared_from_this<Connection> 
     finish();
   }
 
+  // Refuses a connection just accepted: its error written at once (a
+  // fresh socket's buffer takes it) and the descriptor closed in the same
+  // turn. A flood of refused connections must not pile up descriptors
+  // while their goodbyes wait for later loop turns.
+  void reject(const Error& e) {
+    std::string bytes = frame_message(proto::ErrorReply{0, e.code, e.message});
+    uv_buf_t buf = uv_buf_init(bytes.data(), static_cast<unsigned>(bytes.size()));
+    int n = uv_try_write(stream(), &buf, 1);
+    if (n == UV_EAGAIN) return refuse(e);  // not taken: say it the slow way, bounded by finish()
+    close();
+  }
+
   // Sends what is queued, then closes (shutdown, refusals).
   void finish() {
     if (closing_ || !pipe_) return;
@@ -72,7 +86,13 @@ class Connection : public Sink, public std::enable_shared_from_this<Connection> 
     if (uv_shutdown_then(stream(), [weak] {
           if (auto self = weak.lock()) self->close();
         }) != 0)
-      close();
+      return close();
+    // The shutdown waits for the queued replies to be written: a peer that
+    // never reads them would hold the connection for ever.
+    if (timer_)
+      uv_timer_start(timer_.get(), [](uv_timer_t* t) {
+        if (auto* c = owner_of<Connection>(t)) c->close();
+      }, static_cast<uint64_t>(server_->limits_.idle_timeout.count()), 0);
   }
 
   void close() {
@@ -107,6 +127,7 @@ class Connection : public Sink, public std::enable_shared_from_this<Connection> 
   }
 
   void on_written(size_t n) {
+    last_progress_ = Clock::now();
     unsent_ -= std::min(unsent_, n);
     send_.shrink(n);
     if (unsent_ <= server_->limits_.pause_bytes / 2) resume_reading();
@@ -118,6 +139,7 @@ class Connection : public Sink, public std::enable_shared_from_this<Connection> 
     last_activity_ = Clock::now();
     bool was_mid_frame = reader_.mid_frame();
     reader_.feed(bytes);
+    fed_ += bytes.size();
     while (!closing_) {
       auto m = reader_.next();
       if (!m) break;
@@ -127,6 +149,16 @@ class Connection : public Sink, public std::enable_shared_from_this<Connection> 
       if (!server_->service_.handle(*peer_, std::move(**m))) return finish();
     }
     if (closing_) return;
+    // The reader's buffer keeps the capacity of the largest frame it held,
+    // which no budget counts: a connection that sent one large frame and
+    // then idles would hold megabytes. Between frames it starts afresh.
+    if (!reader_.mid_frame() && fed_ > kReaderKeepBytes) {
+      // Moved out, so that the old buffer goes with `old` (assigning a
+      // fresh reader would keep the capacity).
+      MessageReader old = std::move(reader_);
+      reader_ = MessageReader(limits::kMaxFrameBytes);
+      fed_ = 0;
+    }
     // What a partial frame holds counts against the uid's and the
     // daemon's receive budgets.
     size_t held = reader_.buffered();
@@ -139,6 +171,10 @@ class Connection : public Sink, public std::enable_shared_from_this<Connection> 
     arm_timer();
   }
 
+  // Idle since: the last bytes in or the last reply out (a long request's
+  // answer starts the idle time afresh).
+  Clock::time_point last_seen() const { return std::max(last_activity_, last_progress_); }
+
   // One deadline at a time: a frame begun must complete; a connection with
   // nothing in flight and nothing queued must not linger.
   void arm_timer() {
@@ -147,8 +183,14 @@ class Connection : public Sink, public std::enable_shared_from_this<Connection> 
     std::chrono::milliseconds wait{0};
     if (reader_.mid_frame()) {
       wait = l.frame_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - frame_started_);
-    } else if (server_->service_.in_flight(*peer_) == 0 && unsent_ == 0) {
-      wait = l.idle_timeout;
+    } else if (unsent_ > 0) {
+      // Replies waiting: the client must keep taking them.
+      wait = l.idle_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_progress_);
+    } else if (server_->service_.in_flight(*peer_) == 0) {
+      // Idle: what is left of the idle timeout. libuv times from the loop's
+      // cached clock, which lags after a long turn (an accept burst), so a
+      // full wait again after an early check would make it twice as long.
+      wait = l.idle_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last_seen());
     } else {
       // Busy: checked again after a while.
       wait = l.idle_timeout;
@@ -164,23 +206,41 @@ class Connection : public Sink, public std::enable_shared_from_this<Connection> 
       return refuse(Error::make(ErrorCode::timeout, "a frame was not completed within " +
                                                         std::to_string(l.frame_timeout.count()) + " ms"));
     if (!reader_.mid_frame() && server_->service_.in_flight(*peer_) == 0 && unsent_ == 0 &&
-        Clock::now() - last_activity_ >= l.idle_timeout)
+        Clock::now() - last_seen() >= l.idle_timeout)
       return finish();
+    // A client that asks and never reads is not idle by the rule above, and
+    // reading is paused for it: without this it would keep its connection
+    // and its queued replies for ever. Cut off, not finished: its replies
+    // would never drain.
+    if (unsent_ > 0 && Clock::now() - last_progress_ >= l.idle_timeout) {
+      server_->refused_log_.log(LogLevel::warning, "uid " + std::to_string(caller_.uid) + " took none of its replies for " +
+                                                       std::to_string(l.idle_timeout.count()) + " ms; connection closed");
+      return close();
+    }
     arm_timer();
   }
 
+  friend class ControlServer;
   ControlServer* server_;
   Caller caller_;
+  bool counted_ = false;  // counted against the connection limits
   UvHandle<uv_pipe_t> pipe_;
   UvHandle<uv_timer_t> timer_;
   std::shared_ptr<Service::Peer> peer_;
   MessageReader reader_{limits::kMaxFrameBytes};
+  // Bytes fed to the reader since it was last made afresh; past this, it
+  // is, once no frame is in progress (its buffer then holds at most twice
+  // as much).
+  static constexpr size_t kReaderKeepBytes = 64 << 10;
+  size_t fed_ = 0;
   ByteBudget::Hold receive_, send_;
   size_t unsent_ = 0;
   bool reading_ = false;
   bool closing_ = false;
   bool closed_ = false;
   Clock::time_point last_activity_ = Clock::now(), frame_started_;
+  // When a queued reply last went out (or the queue last started).
+  Clock::time_point last_progress_ = Clock::now();
 };
 
 ControlServer::ControlServer(uv_loop_t* loop, Service& service, ControlLimits limits)
@@ -273,31 +333,39 @@ void ControlServer::on_connection(int status) {
   if (known) caller = {cred.uid, cred.gid, cred.pid};
   auto conn = std::make_shared<Connection>(this, caller, std::move(pipe), loop_);
   connections_.insert(conn);
-  ++per_uid_[caller.uid];
   auto refuse = [&](Error e, const std::string& why) {
     refused_log_.log(LogLevel::warning, "refused a connection from uid " + std::to_string(caller.uid) + " pid " +
                                             std::to_string(caller.pid) + ": " + why);
-    conn->refuse(e);
+    conn->reject(e);
   };
   if (!known)
     return refuse(Error::make(ErrorCode::permission_denied, "cannot identify the peer (SO_PEERCRED)"), "no SO_PEERCRED");
   if (auto r = service_.authorize(caller, caller.gid); !r) return refuse(r.error(), "not allowed");
-  if (connections_.size() > limits_.max_connections)
+  // Only connections being served count against the limits: refused ones
+  // still closing must not crowd out other users (one uid's flood would
+  // otherwise fill the total with its own refusals).
+  if (served_ >= limits_.max_connections)
     return refuse(Error::make(ErrorCode::capacity, "sandboxd has " + std::to_string(limits_.max_connections) +
                                                        " connections open (its limit); try again later"),
                   "too many connections");
-  if (per_uid_[caller.uid] > limits_.max_connections_per_uid)
+  if (auto u = per_uid_.find(caller.uid); u != per_uid_.end() && u->second >= limits_.max_connections_per_uid)
     return refuse(Error::make(ErrorCode::capacity, "uid " + std::to_string(caller.uid) + " already has " +
                                                        std::to_string(limits_.max_connections_per_uid) +
                                                        " connections open (the per-user limit)"),
                   "too many connections from this uid");
+  ++served_;
+  ++per_uid_[caller.uid];
+  conn->counted_ = true;
   conn->start();
 }
 
 void ControlServer::remove(Connection* c) {
   for (auto it = connections_.begin(); it != connections_.end(); ++it)
     if (it->get() == c) {
-      if (auto u = per_uid_.find(c->caller().uid); u != per_uid_.end() && --u->second == 0) per_uid_.erase(u);
+      if (c->counted_) {
+        --served_;
+        if (auto u = per_uid_.find(c->caller().uid); u != per_uid_.end() && --u->second == 0) per_uid_.erase(u);
+      }
       // Destroyed on a later loop turn: this may be inside its own callback.
       std::shared_ptr<Connection> keep = *it;
       connections_.erase(it);

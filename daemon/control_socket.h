@@ -60,7 +60,8 @@ class ControlServer {
   // Stops accepting and closes every connection once its queued replies are
   // written (what they have in flight is cancelled).
   void close();
-  size_t connections() const { return connections_.size(); }
+  // Connections being served (refused ones still closing are not).
+  size_t connections() const { return served_; }
 
  private:
   friend class Connection;
@@ -73,6 +74,7 @@ class ControlServer {
   std::string path_;
   UvHandle<uv_pipe_t> server_;
   std::set<std::shared_ptr<Connection>> connections_;
+  uint32_t served_ = 0;
   std::map<uid_t, uint32_t> per_uid_;
   ByteBudget receive_budget_;
   ByteBudget send_budget_;

@@ -1,5 +1,6 @@
 #include "daemon/service.h"
 
+
 #include <deque>
 
 #include <sandbox/limits.h>
