@@ -1,6 +1,7 @@
 #include "agent/exec.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -233,8 +234,20 @@ bool Execution::on_report() {
       if (started_ || cell_active_) start_clock();
       continue;
     }
-    // User code may write to fd 4 too; it then ends its own cell early with
-    // a status of its choosing, which affects nothing beyond that cell.
+    // User code may write to fd 4 too; it then ends its own cell (or run)
+    // early with a status of its choosing, which affects nothing beyond it.
+    if (!session_) {
+      // A one-shot run's exit status, unless the timeout's signal went out:
+      // then the process's own end says how it died.
+      if (started_ && !term_sent_ && !reported_status_ && line.starts_with("x ")) {
+        reported_status_ = std::atoi(line.c_str() + 2) & 0xff;
+        ended_ = Clock::now();
+        disarm(timer_.get());
+        // Its threads and children have no more to do for this run.
+        signal_tree(SIGKILL);
+      }
+      continue;
+    }
     if (cell_active_ && !cell_status_) cell_status_ = std::atoi(line.c_str()) & 0xff;
   }
   if (!open) report_.reset();
@@ -285,6 +298,17 @@ Result<void> Execution::go(const proto::Exec& exec) {
 Execution::~Execution() {
   if (alive()) signal_tree(SIGKILL);
   // The handle reaps it: a later execution must not mistake its exit for its own.
+}
+
+void Execution::drain_available(const std::function<void(Stream, std::string_view)>& sink) {
+  for (bool more = true; more;) {
+    more = false;
+    for (int fd : {out_.get(), err_.get()}) {
+      if (fd < 0) continue;
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 0) > 0 && drain(fd, sink)) more = true;
+    }
+  }
 }
 
 bool Execution::drain(int fd, const std::function<void(Stream, std::string_view)>& sink) {
@@ -403,7 +427,10 @@ proto::ExecDone Execution::result() const {
   done.timed_out = timed_out_;
   done.stdout_truncated = truncated_[0];
   done.stderr_truncated = truncated_[1];
-  set_exit(exit_status_.value_or(0), &done);
+  if (reported_status_)
+    done.exit_code = *reported_status_;
+  else
+    set_exit(exit_status_.value_or(0), &done);
   // Start-up the exec waited for; a prestarted interpreter was ready before.
   done.startup_ms = ready_ ? ms_between(handed_at_, ready_at_) : ms_between(handed_at_, Clock::now());
   auto end = ended_ > clock_start_ ? ended_ : Clock::now();

@@ -97,8 +97,13 @@ class Execution {
   void on_timer();
   // Reaps the main process if it has exited.
   void on_exit();
-  // Main process gone and both pipes at EOF.
-  bool finished() const { return exit_status_.has_value() && !out_ && !err_; }
+  // Main process gone and both pipes at EOF; or a one-shot interpreter
+  // reported its exit status (all an exit does was done, output flushed)
+  // and what it wrote has been read: its teardown need not be waited for.
+  bool finished() const { return (exit_status_.has_value() && !out_ && !err_) || reported_status_.has_value(); }
+  bool reported() const { return reported_status_.has_value(); }
+  // Reads both pipes until they have nothing more right now.
+  void drain_available(const std::function<void(Stream, std::string_view)>& sink);
   // The interpreter never became ready within its start-up bound.
   bool startup_failed() const { return startup_failed_; }
   std::string startup_error() const;
@@ -126,6 +131,7 @@ class Execution {
   std::chrono::milliseconds timeout_{0}, startup_timeout_{0};
   Clock::time_point handed_at_, ready_at_, clock_start_, ended_;
   std::optional<int> exit_status_;
+  std::optional<int> reported_status_;  // "x N" from a one-shot interpreter
   bool timed_out_ = false;
   bool term_sent_ = false;
   std::chrono::milliseconds grace_{0};

@@ -118,6 +118,8 @@ class Agent {
       while (::read(sigchld_.get(), &info, sizeof info) == sizeof info) {
       }
       reap_children({exec_.get(), prepared_.get(), session_.get()});
+      for (auto& e : exiting_) reap_children({e.get()});
+      std::erase_if(exiting_, [](const auto& e) { return !e->alive(); });
       if (auto r = maybe_finish_cell(); !r) return r;
       return maybe_finish();
     }
@@ -142,7 +144,7 @@ class Agent {
     }
     if (fd == exec_->report_fd()) {
       if (!exec_->on_report()) unwatch(fd);
-      return ok();
+      return maybe_finish();
     }
     if (fd == exec_->stdout_fd() || fd == exec_->stderr_fd()) {
       Result<void> sent;
@@ -328,10 +330,21 @@ class Agent {
 
   Result<void> maybe_finish() {
     if (!exec_ || !exec_->finished()) return ok();
-    unwatch(exec_->timer_fd());
-    unwatch(exec_->report_fd());
+    for (int fd : {exec_->timer_fd(), exec_->report_fd(), exec_->stdout_fd(), exec_->stderr_fd()}) unwatch(fd);
     auto exec = std::move(exec_);
     if (exec->startup_failed()) return send(proto::ErrorReply{exec->id(), ErrorCode::timeout, exec->startup_error()});
+    if (exec->reported()) {
+      // The interpreter said it is done, after flushing: what it wrote is
+      // in the pipes. The answer goes now; its process is reaped later.
+      Result<void> sent;
+      exec->drain_available([&](Stream s, std::string_view data) {
+        if (sent) sent = send(proto::Output{exec->id(), s, std::string(data)});
+      });
+      if (!sent) return sent;
+      auto done = exec->result();
+      if (exec->alive()) exiting_.push_back(std::move(exec));
+      return send(done);
+    }
     return send(exec->result());
   }
 
@@ -341,6 +354,7 @@ class Agent {
   // Oversize frames are skipped, not fatal: the agent must stay reachable.
   MessageReader reader_{limits::kMaxFrameBytes, FrameDecoder::Oversize::skip};
   std::unique_ptr<Execution> exec_;
+  std::vector<std::unique_ptr<Execution>> exiting_;  // answered, not yet reaped
   std::unique_ptr<Execution> prepared_;  // spawned, waiting for its code
   std::unique_ptr<Execution> session_;   // a session's interpreter
   bool session_lost_ = false;            // it died while no cell ran

@@ -1,5 +1,7 @@
 // The Node side of an execution (sandbox-agent runs it with node -e): the
-// same protocol as python.py. Cells run with vm.runInThisContext, so
+// same protocol as python.py. A one-shot run reports "x N" on fd 4 from the
+// 'exit' event (event loop drained or process.exit(), output written:
+// pipes are synchronous on Linux), before Node's own teardown. Cells run with vm.runInThisContext, so
 // top-level const, let, functions and classes persist like in the REPL;
 // SIGINT (the timeout) interrupts a cell, and errors thrown later by timers
 // are printed rather than fatal.
@@ -38,7 +40,9 @@ if (mode.toString() === 's') {
   input.on('end', () => process.exit(0));
 } else {
   fs.closeSync(3);
-  fs.closeSync(4);
+  process.on('exit', (code) => {
+    try { fs.writeSync(4, `x ${code & 0xff}\n`); } catch (e) {}
+  });
   const Module = require('module');
   const path = '/run/sandbox/main.js';
   const m = new Module(path, null);

@@ -1,7 +1,10 @@
 # The Python side of an execution (sandbox-agent runs it with python3 -u -c).
 # fd 4 first gets "r": the interpreter is up; the agent starts the code's
 # clock then. fd 3 then gives one byte: "g" runs /run/sandbox/main.py once,
-# as a script would run (its own __main__, its own argv); "s" starts a
+# as a script would run (its own __main__, its own argv), and reports its
+# exit status as "x N" on fd 4 once everything an exit does is done (other
+# threads joined, atexit handlers run, output flushed): the agent answers
+# then, and the interpreter's teardown is nobody's wait. "s" starts a
 # session: each line then read from fd 3 runs /run/sandbox/cell.py in one
 # namespace, and its status goes back as a line on fd 4. An exception,
 # SystemExit or KeyboardInterrupt (the agent's timeout) ends the cell, not
@@ -36,13 +39,7 @@ def _sandbox_session():
                 linecache.cache[name] = (len(source), None, source.decode('utf-8', 'replace').splitlines(True), name)
                 exec(compile(source, name, 'exec', dont_inherit=True), module.__dict__)
             except SystemExit as e:
-                if e.code is None:
-                    status = 0
-                elif isinstance(e.code, int):
-                    status = e.code & 0xff
-                else:
-                    print(e.code, file=sys.stderr)
-                    status = 1
+                status = _sandbox_exit_status(e)
             except BaseException as e:
                 tb = e.__traceback__.tb_next if e.__traceback__ else None
                 sys.excepthook(type(e), e.with_traceback(tb), tb)
@@ -55,12 +52,42 @@ def _sandbox_session():
         except BaseException:
             pass
         os.write(4, b'%d\n' % status)
+def _sandbox_exit_status(e):
+    if e.code is None:
+        return 0
+    if isinstance(e.code, int):
+        return e.code & 0xff
+    print(e.code, file=sys.stderr)
+    return 1
+def _sandbox_finish(status):
+    # What an exit does, in CPython's order; then the status, then a quick
+    # exit (the agent kills what is left anyway).
+    try:
+        import threading
+        threading._shutdown()
+    except BaseException:
+        pass
+    try:
+        import atexit
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    try:
+        os.write(4, b'x %d\n' % status)
+    except OSError:
+        pass
+    os._exit(status)
 def _sandbox_main():
     os.write(4, b'r\n')
     if os.read(3, 1) == b's':
         return _sandbox_session()
     os.close(3)
-    os.close(4)
+    os.set_inheritable(4, False)  # the code's own children must not hold it
     path = '/run/sandbox/main.py'
     with open(path, 'rb') as f:
         source = f.read()
@@ -70,14 +97,16 @@ def _sandbox_main():
     module.__file__ = path
     module.__builtins__ = __builtins__
     sys.modules['__main__'] = module
+    status = 0
     try:
         code = compile(source, path, 'exec', dont_inherit=True)
         exec(code, module.__dict__)
-    except SystemExit:
-        raise
+    except SystemExit as e:
+        status = _sandbox_exit_status(e)
     except BaseException as e:
         # Report as an uncaught exception of the script itself.
         tb = e.__traceback__.tb_next if e.__traceback__ else None
         sys.excepthook(type(e), e.with_traceback(tb), tb)
-        sys.exit(1)
+        status = 1
+    _sandbox_finish(status)
 _sandbox_main()
