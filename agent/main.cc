@@ -45,6 +45,14 @@ class Agent {
       tree_ = kExecTree;
     else
       log("no exec cgroup (%s): process trees are tracked by session", r.error().message.c_str());
+    if (!tree_.empty()) {
+      if (auto stall = watch_memory_stall(tree_); stall) {
+        stall_ = std::move(*stall);
+        if (auto r = watch(stall_.get(), EPOLLPRI); !r) return r;
+      } else {
+        log("no memory stall watch (%s)", stall.error().message.c_str());
+      }
+    }
     std::string prestarted;
     if (prestart) {
       // The interpreter comes up now and waits: a run pays only for its code.
@@ -68,10 +76,10 @@ class Agent {
   }
 
  private:
-  Result<void> watch(int fd) {
+  Result<void> watch(int fd, uint32_t events = EPOLLIN) {
     if (fd < 0) return ok();
     epoll_event ev{};
-    ev.events = EPOLLIN;
+    ev.events = events;
     ev.data.fd = fd;
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) return Error::sys("epoll_ctl");
     return ok();
@@ -113,6 +121,13 @@ class Agent {
 
   Result<void> dispatch(int fd) {
     if (fd == port_.get()) return on_port();
+    if (fd == stall_.get()) {
+      // User code thrashes at its memory limit: its processes die as in an
+      // OOM kill, and each exec reports SIGKILL when it is reaped.
+      log("user code stalled on memory; killing its processes");
+      if (auto r = kill_tree(tree_); !r) log("%s", r.error().message.c_str());
+      return ok();
+    }
     if (fd == sigchld_.get()) {
       signalfd_siginfo info;
       while (::read(sigchld_.get(), &info, sizeof info) == sizeof info) {
@@ -351,6 +366,7 @@ class Agent {
   Result<void> send(const proto::Message& m) { return write_all(port_.get(), frame_message(m), "agent port"); }
 
   unique_fd port_, sigchld_, epoll_;
+  unique_fd stall_;  // memory stall trigger on the exec tree
   // Oversize frames are skipped, not fatal: the agent must stay reachable.
   MessageReader reader_{limits::kMaxFrameBytes, FrameDecoder::Oversize::skip};
   std::unique_ptr<Execution> exec_;

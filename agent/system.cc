@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <tuple>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -24,6 +26,7 @@
 #include <sstream>
 
 #include "agent/log.h"
+#include "common/io.h"
 #include "common/sysinfo.h"
 
 namespace sandbox::agent {
@@ -75,7 +78,49 @@ Result<void> bring_up_loopback() {
   return ok();
 }
 
+// Where the files area is mounted until its parts are bound in place; only
+// the agent can enter it, and it is gone before user code runs.
+constexpr const char* kFilesStaging = "/run/files";
+
+Result<void> bind(const std::string& src, const std::string& dst) {
+  ::mkdir(dst.c_str(), 0755);
+  if (::mount(src.c_str(), dst.c_str(), nullptr, MS_BIND, nullptr) != 0) return Error::sys("bind mount " + src, dst);
+  if (::mount(nullptr, dst.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV, nullptr) != 0)
+    return Error::sys("remount nosuid,nodev", dst);
+  return ok();
+}
+
+Result<void> make_dir(const std::string& path, mode_t mode, uid_t uid, gid_t gid) {
+  if (::mkdir(path.c_str(), mode) != 0) return Error::sys("mkdir", path);
+  // mkdir applies the umask; the sticky bit needs chmod anyway.
+  if (::chmod(path.c_str(), mode) != 0) return Error::sys("chmod", path);
+  if (::chown(path.c_str(), uid, gid) != 0) return Error::sys("chown", path);
+  return ok();
+}
+
 }  // namespace
+
+MemoryPlan plan_memory(uint64_t available_kb) {
+  MemoryPlan plan;
+  plan.user_kb = available_kb > kAgentReserveKb ? available_kb - kAgentReserveKb : 0;
+  uint64_t share = plan.user_kb > kInterpreterReserveKb + kRunTmpfsKb
+                       ? plan.user_kb - kInterpreterReserveKb - kRunTmpfsKb
+                       : 0;
+  plan.files_kb = std::max(share / (kTmpfsKbPerInode + kTmpfsInodeKb) * kTmpfsKbPerInode, kMinFilesKb);
+  plan.files_inodes = plan.files_kb / kTmpfsKbPerInode;
+  return plan;
+}
+
+const MemoryPlan& memory_plan() {
+  static const MemoryPlan plan = [] {
+    MemoryPlan p = plan_memory(meminfo_kb("MemAvailable"));
+    log("memory: %llu kB for user code; files area %llu kB, %llu inodes; /run %llu kB",
+        static_cast<unsigned long long>(p.user_kb), static_cast<unsigned long long>(p.files_kb),
+        static_cast<unsigned long long>(p.files_inodes), static_cast<unsigned long long>(p.run_kb));
+    return p;
+  }();
+  return plan;
+}
 
 Result<void> setup_system() {
   // The kernel found no /dev/console in the initramfs, so fds 0-2 are closed
@@ -92,15 +137,22 @@ Result<void> setup_system() {
   if (!wait_for(std::string(kRootDevice), 5000)) return Error::make(ErrorCode::vm_boot_failed, "root device did not appear");
   if (auto r = do_mount(kRootDevice.data(), "/sysroot", "erofs", MS_RDONLY | MS_NODEV | MS_NOSUID); !r) return r;
 
-  // Writable places on the read-only root; sizes and inode counts bound
-  // what user code can pin in guest memory.
-  if (auto r = do_mount("tmpfs", "/sysroot/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m"); !r) return r;
-  if (auto r = do_mount("tmpfs", "/sysroot/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m,nr_inodes=16k"); !r)
-    return r;
-  std::string home_opts = "mode=0700,size=64m,nr_inodes=16k,uid=" + std::to_string(kUserUid) +
-                          ",gid=" + std::to_string(kUserGid);
-  if (auto r = do_mount("tmpfs", "/sysroot/home/sandbox", "tmpfs", MS_NOSUID | MS_NODEV, home_opts.c_str()); !r)
-    return r;
+  // Writable places on the read-only root. /tmp, /dev/shm and the home
+  // share one tmpfs, so what user code can pin there (it outlives its
+  // processes) has one bound, set by the memory plan made now, before
+  // anything else takes memory.
+  const MemoryPlan& plan = memory_plan();
+  std::string run_opts = "mode=0755,size=" + std::to_string(plan.run_kb) + "k";
+  if (auto r = do_mount("tmpfs", "/sysroot/run", "tmpfs", MS_NOSUID | MS_NODEV, run_opts.c_str()); !r) return r;
+  std::string staging = std::string("/sysroot") + kFilesStaging;
+  std::string files_opts =
+      "mode=0700,size=" + std::to_string(plan.files_kb) + "k,nr_inodes=" + std::to_string(plan.files_inodes);
+  if (auto r = do_mount("tmpfs", staging.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, files_opts.c_str()); !r) return r;
+  for (auto [dir, mode, uid, gid] : {std::tuple{"/tmp", 01777, 0u, 0u}, std::tuple{"/shm", 01777, 0u, 0u},
+                                     std::tuple{"/home", 0700, kUserUid, kUserGid}})
+    if (auto r = make_dir(staging + dir, static_cast<mode_t>(mode), uid, gid); !r) return r;
+  if (auto r = bind(staging + "/tmp", "/sysroot/tmp"); !r) return r;
+  if (auto r = bind(staging + "/home", "/sysroot" + std::string(kUserHome)); !r) return r;
 
   // Switch root: the agent keeps running from the initramfs copy in memory.
   for (const char* m : {"/dev", "/sys"}) {
@@ -136,6 +188,9 @@ Result<void> lock_down() {
       {"/proc/sys/vm/unprivileged_userfaultfd", "0"},
       {"/proc/sys/kernel/sysrq", "0"},
       {"/proc/sys/kernel/modules_disabled", "1"},
+      // System V shared memory goes with the process that made it, as
+      // tmpfs files do not: it cannot pin memory past an OOM kill.
+      {"/proc/sys/kernel/shm_rmid_forced", "1"},
   };
   for (const auto& [path, value] : kSysctls) {
     std::ofstream f(path);
@@ -169,8 +224,10 @@ Result<void> lock_down() {
     if (::symlink(target, link) != 0) return Error::sys("symlink", link);
   if (auto r = do_mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); !r)
     return r;
-  if (auto r = do_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=32m,nr_inodes=4k"); !r)
-    return r;
+  if (auto r = bind(std::string(kFilesStaging) + "/shm", "/dev/shm"); !r) return r;
+  // Its parts are in place; the area itself is out of reach from now on.
+  if (::umount2(kFilesStaging, MNT_DETACH) != 0) return Error::sys("umount", kFilesStaging);
+  ::rmdir(kFilesStaging);
   if (::mount(nullptr, "/dev", nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k,nr_inodes=64") != 0)
     return Error::sys("remount read-only", "/dev");
   return ok();
@@ -178,18 +235,38 @@ Result<void> lock_down() {
 
 Result<void> setup_exec_cgroup(const std::string& tree) {
   // Enable the controllers for children of the root, then bound the memory
-  // user code may take so the agent always has some left.
+  // user code may take, tmpfs pages it writes included, so the kernel and
+  // the agent always have theirs: past it the OOM killer picks within the
+  // tree.
   {
     std::ofstream ctl("/sys/fs/cgroup/cgroup.subtree_control");
     if (!(ctl << "+pids +memory" << std::flush)) return Error::sys("enable controllers", "/sys/fs/cgroup");
   }
   if (::mkdir(tree.c_str(), 0755) != 0 && errno != EEXIST) return Error::sys("mkdir", tree);
-  uint64_t total_kb = meminfo_kb("MemTotal");
-  if (total_kb > 2 * kAgentReserveKb) {
-    std::ofstream max(tree + "/memory.max");
-    max << (total_kb - kAgentReserveKb) * 1024 << std::flush;
-  }
-  return ok();
+  uint64_t user_kb = memory_plan().user_kb;
+  if (user_kb == 0) return Error::make(ErrorCode::internal, "no memory left for user code");
+  std::string max_path = tree + "/memory.max";
+  unique_fd max(::open(max_path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!max) return Error::sys("open", max_path);
+  return write_all(max.get(), std::to_string(user_kb * 1024), max_path);
+}
+
+Result<unique_fd> watch_memory_stall(const std::string& tree) {
+  std::string path = tree + "/memory.pressure";
+  unique_fd fd(::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+  if (!fd) return Error::sys("open", path);
+  // The kernel wants the trigger with its terminating NUL.
+  std::string trigger = "full " + std::to_string(kMemoryStallUs) + " " + std::to_string(kMemoryStallWindowUs);
+  if (auto r = write_all(fd.get(), std::string_view(trigger.c_str(), trigger.size() + 1), path); !r)
+    return std::move(r).error();
+  return fd;
+}
+
+Result<void> kill_tree(const std::string& tree) {
+  std::string path = tree + "/cgroup.kill";
+  unique_fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return Error::sys("open", path);
+  return write_all(fd.get(), "1", path);
 }
 
 Result<std::string> find_agent_port(long timeout_ms) {

@@ -3,12 +3,13 @@
 #   vmlinux          Debian's linux-image-amd64, uncompressed (PVH entry; the
 #                    XZ bzImage costs seconds to decompress under TCG)
 #   initramfs.cpio   the agent as /init plus the virtio/erofs modules it loads
-#   rootfs.erofs     read-only root with python3, nodejs and bash
+#   rootfs.erofs     read-only root with python3, nodejs and bash, from
+#                    Debian's bookworm archive only
 #   manifest         "<sha256> <role> <file>" lines the daemon verifies
 #
 # Every expensive step is cached under --cache by a key over its inputs
-# (package versions, this script, the agent binary), so a second run with
-# the same inputs only re-checks the keys.
+# (package versions, Debian's package lists, this script, the agent
+# binary), so a second run with the same inputs only re-checks the keys.
 #
 # usage: images/build.sh --agent PATH --out DIR [--cache DIR]
 set -euo pipefail
@@ -30,13 +31,16 @@ done
 [[ $EUID -eq 0 ]] || { echo "build.sh: debootstrap needs root" >&2; exit 2; }
 
 # Packages the guest root carries beyond debootstrap's minbase.
-ROOT_PACKAGES="python3,nodejs"
+# libnss-myhostname resolves whatever hostname the guest has been given.
+ROOT_PACKAGES="python3,nodejs,libnss-myhostname"
 # Modules the agent loads, in dependency order. crc32c_generic must precede
 # libcrc32c because the guest has no modprobe to satisfy its crypto request.
 MODULES="virtio_ring virtio virtio_mmio virtio_blk virtio_console virtio-rng crc32c_generic libcrc32c erofs"
-# Bump when the kernel or root steps below change meaning (they are cached
-# by package versions, not by this file, because they take minutes).
-RECIPE_VERSION=1
+# Bump when the kernel or root steps below change meaning: they take
+# minutes, so they are cached by what goes into them (package lists and
+# versions), not by this file.
+KERNEL_RECIPE_VERSION=1
+RECIPE_VERSION=2
 
 SCRIPT_HASH=$(sha256sum "$0" | cut -c1-16)
 mkdir -p "$CACHE" "$OUT"
@@ -44,23 +48,35 @@ log() { echo "images: $*" >&2; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 # The Debian mirror comes from this machine's apt configuration, never a
-# hard-coded host.
-apt_site() {
-    apt-get indextargets --format '$(SITE) $(RELEASE) $(COMPONENT)' 'Identifier: Packages' \
-        | awk -v rel="$1" '$2 == rel && $3 == "main" { print $1; exit }'
-}
+# hard-coded host. Only sources whose Release file says "Origin: Debian"
+# count: other repositories the host may use (newer nodejs and the like)
+# never reach the guest.
+DEBIAN_TARGETS=$(apt-get indextargets --format '$(CODENAME) $(SITE) $(FILENAME)' 'Identifier: Packages' \
+    'Origin: Debian' 'Component: main' 'Architecture: amd64')
+apt_site() { awk -v s="$1" '$1 == s { print $2; exit }' <<< "$DEBIAN_TARGETS"; }
+debian_index() { awk -v s="$1" '$1 == s { print $3; exit }' <<< "$DEBIAN_TARGETS"; }
 MIRROR=$(apt_site bookworm)
-[[ -n "$MIRROR" ]] || { echo "build.sh: no bookworm main source in apt configuration (run apt-get update)" >&2; exit 1; }
+[[ -n "$MIRROR" ]] || { echo "build.sh: no Debian bookworm main source in apt configuration (run apt-get update)" >&2; exit 1; }
 SECURITY=$(apt_site bookworm-security)
 UPDATES=$(apt_site bookworm-updates)
 
-candidate() { apt-cache policy "$1" | awk '/Candidate:/ { print $2; exit }'; }
+# The newest version of a package in those Debian suites, whatever the
+# host's own pins and candidates are.
+debian_version() {
+    apt-cache madison "$1" | awk -F' *[|] *' -v m="$MIRROR" -v u="$UPDATES" -v s="$SECURITY" '{
+        split($3, w, " ")
+        if ((w[1] == m && w[2] == "bookworm/main") || (w[1] == u && w[2] == "bookworm-updates/main") ||
+            (w[1] == s && w[2] == "bookworm-security/main")) { print $2; exit }
+    }'
+}
 
 # ---------------------------------------------------------------- kernel
-KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
-KVER=$(candidate "$KPKG")
+KMETA=$(debian_version linux-image-amd64)
+KPKG=$(apt-cache show "linux-image-amd64=$KMETA" 2>/dev/null \
+    | awk '/^Depends:/ { if (match($0, /linux-image-[0-9][^ ,]*/)) print substr($0, RSTART, RLENGTH); exit }')
+KVER=$(debian_version "$KPKG")
 [[ -n "$KPKG" && -n "$KVER" && "$KVER" != "(none)" ]] || { echo "build.sh: cannot resolve linux-image-amd64" >&2; exit 1; }
-KDIR="$CACHE/kernel-$KVER-r$RECIPE_VERSION"
+KDIR="$CACHE/kernel-$KVER-r$KERNEL_RECIPE_VERSION"
 if [[ ! -f "$KDIR/done" ]]; then
     log "kernel $KPKG $KVER"
     work=$(mktemp -d "$CACHE/.kernel.XXXXXX")
@@ -91,12 +107,25 @@ if [[ ! -f "$KDIR/done" ]]; then
 fi
 
 # ---------------------------------------------------------------- rootfs
-versions=""
-for p in ${ROOT_PACKAGES//,/ } bash libc6; do versions+="$p=$(candidate "$p") "; done
-ROOT_KEY=$(echo "$RECIPE_VERSION $ROOT_PACKAGES $versions $MIRROR $SECURITY" | sha256sum | cut -c1-16)
-ROOTFS="$CACHE/rootfs-$ROOT_KEY.erofs"
-if [[ ! -f "$ROOTFS" ]]; then
-    log "root filesystem ($versions)"
+# The root is cached under two keys. Its name is a hash of what it contains:
+# every installed package and version, read from its own dpkg status. A
+# small index maps the Debian archive's state (the bookworm, -updates and
+# -security package lists this machine last fetched, and the recipe) to that
+# name, so a run with nothing new is a cache hit without building anything,
+# and a rebuild that installs the same packages reuses the same image.
+INDEXES=""
+for suite in bookworm bookworm-updates bookworm-security; do
+    f=$(debian_index "$suite")
+    [[ -z "$f" ]] && continue
+    [[ -f "$f" ]] || { echo "build.sh: $suite package list '$f' missing (run apt-get update)" >&2; exit 1; }
+    INDEXES+="$f "
+done
+SOURCES_KEY=$( (echo "$RECIPE_VERSION $ROOT_PACKAGES $MIRROR $UPDATES $SECURITY"; cat $INDEXES | sha256sum) \
+    | sha256sum | cut -c1-16)
+SOURCES_INDEX="$CACHE/rootfs-sources-$SOURCES_KEY"
+ROOT_KEY=$(cat "$SOURCES_INDEX" 2>/dev/null || true)
+if [[ -z "$ROOT_KEY" || ! -f "$CACHE/rootfs-$ROOT_KEY.erofs" || ! -f "$CACHE/rootfs-$ROOT_KEY.packages" ]]; then
+    log "root filesystem: debootstrap bookworm from $MIRROR"
     work=$(mktemp -d "$CACHE/.rootfs.XXXXXX")
     trap 'rm -rf "$work"' EXIT
     debootstrap --variant=minbase --include="$ROOT_PACKAGES" bookworm "$work/root" "$MIRROR" \
@@ -113,6 +142,15 @@ if [[ ! -f "$ROOTFS" ]]; then
         --home-dir /home/sandbox --shell /bin/bash sandbox
     install -d -m 0755 -o 1000 -g 1000 "$work/root/home/sandbox"
     echo sandbox > "$work/root/etc/hostname"
+    # localhost for servers and clients inside one run; the image's own
+    # hostname here, any other (a snapshot clone's) from nss-myhostname.
+    printf '%s\n' "127.0.0.1	localhost" "127.0.1.1	sandbox" "::1	localhost ip6-localhost ip6-loopback" \
+        "ff02::1	ip6-allnodes" "ff02::2	ip6-allrouters" > "$work/root/etc/hosts"
+    grep -q '^hosts:.*myhostname' "$work/root/etc/nsswitch.conf" \
+        || { echo "build.sh: nsswitch.conf does not use myhostname" >&2; exit 1; }
+    # debootstrap copies this machine's resolver configuration; the guest
+    # has no network, and the host's configuration is none of its business.
+    rm -f "$work/root/etc/resolv.conf"
     : > "$work/root/etc/machine-id"
     # Nothing in the guest may gain privilege through a file mode.
     find "$work/root" -xdev -type f -perm /6000 -exec chmod ug-s {} +
@@ -120,13 +158,29 @@ if [[ ! -f "$ROOTFS" ]]; then
         "$work"/root/var/cache/debconf/*-old "$work"/root/var/log/* \
         "$work"/root/usr/share/doc "$work"/root/usr/share/man "$work"/root/usr/share/info \
         "$work"/root/usr/share/locale "$work"/root/tmp/* "$work"/root/run/*
-    # Fixed timestamp and UUID so the same tree gives the same image.
-    mkfs.erofs -T0 -U 6c3f3e1e-5b1d-4d7e-9a53-73616e64626f "$work/rootfs.erofs" "$work/root" \
-        > "$work/mkfs.log" 2>&1 || { cat "$work/mkfs.log" >&2; exit 1; }
-    mv "$work/rootfs.erofs" "$ROOTFS"
+    # What the root holds, from its own package database.
+    dpkg-query --admindir="$work/root/var/lib/dpkg" -W -f '${Status} ${Package}=${Version}\n' \
+        | awk '$1 == "install" && $3 == "installed" { print $4 }' | LC_ALL=C sort > "$work/packages"
+    grep -q '^nodejs=' "$work/packages" || { echo "build.sh: no nodejs in the built root" >&2; exit 1; }
+    ROOT_KEY=$( (echo "$RECIPE_VERSION"; cat "$work/packages") | sha256sum | cut -c1-16)
+    if [[ -f "$CACHE/rootfs-$ROOT_KEY.erofs" ]]; then
+        log "root filesystem: same packages as rootfs-$ROOT_KEY, reused"
+    else
+        # Fixed timestamp and UUID so the same tree gives the same image.
+        mkfs.erofs -T0 -U 6c3f3e1e-5b1d-4d7e-9a53-73616e64626f "$work/rootfs.erofs" "$work/root" \
+            > "$work/mkfs.log" 2>&1 || { cat "$work/mkfs.log" >&2; exit 1; }
+        mv "$work/rootfs.erofs" "$CACHE/rootfs-$ROOT_KEY.erofs"
+    fi
+    mv "$work/packages" "$CACHE/rootfs-$ROOT_KEY.packages"
+    echo "$ROOT_KEY" > "$work/sources"
+    mv "$work/sources" "$SOURCES_INDEX"
     rm -rf "$work"
     trap - EXIT
 fi
+ROOTFS="$CACHE/rootfs-$ROOT_KEY.erofs"
+# The interpreters actually inside, for the manifest's description.
+ROOT_VERSIONS=$(grep -E '^(python3\.[0-9]+|nodejs|bash)=' "$CACHE/rootfs-$ROOT_KEY.packages" | tr '\n' ' ')
+ROOT_VERSIONS=${ROOT_VERSIONS% }
 
 # ---------------------------------------------------------------- initramfs
 INIT_KEY=$( (sha "$AGENT"; cat "$KDIR"/modules/*.ko | sha256sum; echo "$MODULES $SCRIPT_HASH") | sha256sum | cut -c1-16)
@@ -136,7 +190,9 @@ if [[ ! -f "$INITRD" ]]; then
     work=$(mktemp -d "$CACHE/.initramfs.XXXXXX")
     trap 'rm -rf "$work"' EXIT
     mkdir -p "$work/root/lib/modules" "$work/root/dev" "$work/root/proc" "$work/root/sys" "$work/root/sysroot"
-    install -m 0755 "$AGENT" "$work/root/init"
+    # The initramfs stays in guest memory for the VM's life: no debug info.
+    strip --strip-debug -o "$work/root/init" "$AGENT"
+    chmod 0755 "$work/root/init"
     for m in $MODULES; do cp "$KDIR/modules/$m.ko" "$work/root/lib/modules/"; done
     echo "$MODULES" | tr ' ' '\n' > "$work/root/lib/modules/load-order"
     # Uncompressed: decompression is pure cost under TCG.
@@ -158,10 +214,11 @@ place() { # place SRC NAME: hard link from the cache when possible
 place "$KDIR/vmlinux" vmlinux
 place "$INITRD" initramfs.cpio
 place "$ROOTFS" rootfs.erofs
-keys="kernel-$KVER rootfs-$ROOT_KEY initramfs-$INIT_KEY"
+DESCRIPTION="sandboxd guest images: sha256 role file; kernel $(cat "$KDIR/release"); root $ROOT_VERSIONS"
+keys="kernel-$KVER rootfs-$ROOT_KEY initramfs-$INIT_KEY $DESCRIPTION"
 if [[ "$(cat "$OUT/.keys" 2>/dev/null || true)" != "$keys" || ! -f "$OUT/manifest" ]]; then
     {
-        echo "# sandboxd guest images: sha256 role file; kernel $(cat "$KDIR/release")"
+        echo "# $DESCRIPTION"
         echo "$(sha "$OUT/vmlinux") kernel vmlinux"
         echo "$(sha "$OUT/initramfs.cpio") initrd initramfs.cpio"
         echo "$(sha "$OUT/rootfs.erofs") rootfs rootfs.erofs"

@@ -118,6 +118,13 @@ TEST_CASE("namespaces, mounts, bpf, kexec, modules and keyrings are refused") {
   CHECK(outcome("reboot") == "EPERM");
 }
 
+TEST_CASE("io_uring is refused as if absent, and pidfd_getfd is refused") {
+  // Unfiltered, both calls would succeed: io_uring_setup returns a ring fd,
+  // pidfd_getfd copies a descriptor out of the caller itself.
+  CHECK(outcome("io_uring_setup") == "ENOSYS");
+  CHECK(outcome("pidfd_getfd") == "EPERM");
+}
+
 TEST_CASE("raw and packet sockets are refused; loopback works; no network device") {
   CHECK(outcome("raw_socket") == "EPERM");
   CHECK(outcome("raw_socket6") == "EPERM");
@@ -217,6 +224,103 @@ TEST_CASE("full /tmp and home give ENOSPC, for bytes and for inodes") {
   REQUIRE_MESSAGE(r.ok(), r.error().describe());
   CHECK(r->stdout_data == "ENOSPC ENOSPC\nENOSPC\n");
   CHECK(r->exit_code == 0);
+}
+
+TEST_CASE("filling /tmp, /dev/shm and home in a default session ends in ENOSPC or an OOM kill, never a wedge") {
+  // The three areas together were once larger than the guest's memory: the
+  // third writer was OOM-killed and the guest then spun in reclaim, every
+  // later exec timing out with no output.
+  SessionOptions o;
+  o.language = Language::python;
+  o.timeout = std::chrono::seconds(120);  // generous: a slow host must not look like a wedge
+  auto created = Client(TestDaemon::shared().socket()).create_session(o);
+  REQUIRE_MESSAGE(created.ok(), created.error().describe());
+  Session s = *created;
+  struct Closer {
+    Session& s;
+    ~Closer() { (void)s.close(); }
+  } closer{s};
+
+  // Each writer reports how many MB it wrote and how it stopped.
+  bool closed = false;
+  int completed = 0;
+  for (const char* dir : {"/tmp", "/dev/shm", "/home/sandbox"}) {
+    CAPTURE(dir);
+    auto r = s.exec(std::string("import errno, os\n"
+                                "fd = os.open('") + dir + "/fill', os.O_WRONLY | os.O_CREAT, 0o600)\n"
+                    "chunk, n = b'x' * (1 << 20), 0\n"
+                    "try:\n"
+                    "    while n < 70: os.write(fd, chunk); n += 1\n"
+                    "    print(n, 'done')\n"
+                    "except OSError as e:\n"
+                    "    print(n, errno.errorcode[e.errno])\n");
+    if (!r.ok()) {
+      // The session may be closed, but only with a clear reason, never
+      // after a missed deadline.
+      CHECK(r.error().code == ErrorCode::session_closed);
+      CHECK(r.error().message.find("deadline") == std::string::npos);
+      CHECK(r.error().message.size() > 20);
+      closed = true;
+      break;
+    }
+    CHECK_FALSE(r->timed_out);
+    std::istringstream line(r->stdout_data);
+    int mb = -1;
+    std::string how;
+    line >> mb >> how;
+    bool stopped = r->exit_code == 0 && (how == "done" || how == "ENOSPC");
+    bool oom_killed = r->signal == 9 && r->state_lost;
+    CHECK_MESSAGE((stopped || oom_killed), "exit " << r->exit_code << " signal " << r->signal << " stdout "
+                                                  << r->stdout_data << " stderr " << r->stderr_data.substr(0, 300));
+    if (how == "done") ++completed;
+  }
+  // 210 MB do not fit in a 256 MB guest beside its kernel.
+  CHECK(completed < 3);
+  if (closed) return;
+  // With the areas full, user code takes what memory is left: it ends in
+  // MemoryError or an OOM kill, and a fresh interpreter still fits.
+  auto hog = s.exec("x = []\nwhile True:\n    x.append(bytearray(4 << 20))\n");
+  REQUIRE_MESSAGE(hog.ok(), hog.error().describe());
+  CHECK_FALSE(hog->timed_out);
+  bool oom_killed = hog->signal == 9 && hog->state_lost;
+  bool memory_error = hog->stderr_data.find("MemoryError") != std::string::npos;
+  CHECK_MESSAGE((oom_killed || memory_error), "exit " << hog->exit_code << " signal " << hog->signal << " stderr "
+                                                      << hog->stderr_data.substr(0, 300));
+  // The session still answers, possibly with a fresh interpreter.
+  auto after = s.exec("print('still serving')");
+  if (!after.ok()) {
+    CHECK(after.error().code == ErrorCode::session_closed);
+    CHECK(after.error().message.find("deadline") == std::string::npos);
+    return;
+  }
+  CHECK_FALSE(after->timed_out);
+  CHECK(after->stdout_data == "still serving\n");
+  // And the areas are still full: what was written stays until removed.
+  auto sizes = s.exec(
+      "import os\n"
+      "print(sum(os.path.getsize(p) for p in ('/tmp/fill', '/dev/shm/fill', '/home/sandbox/fill') "
+      "if os.path.exists(p)) >> 20)\n");
+  REQUIRE_MESSAGE(sizes.ok(), sizes.error().describe());
+  CHECK(sizes->exit_code == 0);
+  CHECK(std::atoi(sizes->stdout_data.c_str()) > 0);
+}
+
+TEST_CASE("localhost resolves in the guest and reaches a server on 127.0.0.1") {
+  auto r = run(Language::python,
+               "import socket\n"
+               "print(socket.gethostbyname('localhost'))\n"
+               "srv = socket.socket()\n"
+               "srv.bind(('127.0.0.1', 0))\n"
+               "srv.listen(1)\n"
+               "c = socket.create_connection(('localhost', srv.getsockname()[1]), timeout=10)\n"
+               "a, _ = srv.accept()\n"
+               "c.sendall(b'ping')\n"
+               "print(a.recv(4).decode())\n"
+               "print(socket.gethostbyname(socket.gethostname()).startswith('127.'))\n"
+               "print(open('/etc/hosts').read().count('ip6-localhost'))\n");
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->stderr_data == "");
+  CHECK(r->stdout_data == "127.0.0.1\nping\nTrue\n1\n");
 }
 
 TEST_CASE("kill(-1, SIGKILL) from user code leaves the agent answering") {
