@@ -126,9 +126,10 @@ Result<void> setup_system() {
   // The kernel found no /dev/console in the initramfs, so fds 0-2 are closed
   // until devtmpfs is up.
   if (auto r = do_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755"); !r) return r;
-  if (int fd = ::open("/dev/console", O_RDWR | O_NOCTTY); fd >= 0) {
-    ::dup2(fd, 0), ::dup2(fd, 1), ::dup2(fd, 2);
-    if (fd > 2) ::close(fd);
+  if (unique_fd console(::open("/dev/console", O_RDWR | O_NOCTTY)); console) {
+    ::dup2(console.get(), 0), ::dup2(console.get(), 1), ::dup2(console.get(), 2);
+    // Landed on one of 0-2 itself: keep it.
+    if (console.get() <= 2) console.release();
   }
   if (auto r = do_mount("proc", "/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV); !r) return r;
   if (auto r = do_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV); !r) return r;
@@ -272,20 +273,14 @@ Result<void> kill_tree(const std::string& tree) {
 Result<std::string> find_agent_port(long timeout_ms) {
   // The port's name is in sysfs; the node under /dev has the same base name.
   for (long waited = 0; waited <= timeout_ms; waited += 2) {
-    if (DIR* d = ::opendir("/sys/class/virtio-ports")) {
-      while (dirent* e = ::readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        std::ifstream f(std::string("/sys/class/virtio-ports/") + e->d_name + "/name");
-        std::string name;
-        if (f >> name && name == proto::kAgentPortName) {
-          std::string dev = std::string("/dev/") + e->d_name;
-          ::closedir(d);
-          if (wait_for(dev, timeout_ms)) return dev;
-          return Error::make(ErrorCode::vm_boot_failed, dev + " did not appear");
-        }
+    if (auto d = Dir::open("/sys/class/virtio-ports"))
+      for (const auto& port : d->names()) {
+        auto name = read_file("/sys/class/virtio-ports/" + port + "/name", 256);
+        if (!name || name->substr(0, name->find('\n')) != proto::kAgentPortName) continue;
+        std::string dev = "/dev/" + port;
+        if (wait_for(dev, timeout_ms)) return dev;
+        return Error::make(ErrorCode::vm_boot_failed, dev + " did not appear");
       }
-      ::closedir(d);
-    }
     sleep_ms(2);
   }
   return Error::make(ErrorCode::vm_boot_failed, "virtio port " + std::string(proto::kAgentPortName) + " not found");
