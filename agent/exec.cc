@@ -243,8 +243,6 @@ bool Execution::on_report() {
         reported_status_ = std::atoi(line.c_str() + 2) & 0xff;
         ended_ = Clock::now();
         disarm(timer_.get());
-        // Its threads and children have no more to do for this run.
-        signal_tree(SIGKILL);
       }
       continue;
     }
@@ -310,6 +308,8 @@ void Execution::drain_available(const std::function<void(Stream, std::string_vie
     }
   }
 }
+
+void Execution::end_tree() { signal_tree(SIGKILL); }
 
 bool Execution::drain(int fd, const std::function<void(Stream, std::string_view)>& sink) {
   unique_fd& pipe = fd == out_.get() ? out_ : err_;

@@ -102,6 +102,8 @@ class Execution {
   // and what it wrote has been read: its teardown need not be waited for.
   bool finished() const { return (exit_status_.has_value() && !out_ && !err_) || reported_status_.has_value(); }
   bool reported() const { return reported_status_.has_value(); }
+  // Kills what is left of the process tree (after a reported end).
+  void end_tree();
   // Reads both pipes until they have nothing more right now.
   void drain_available(const std::function<void(Stream, std::string_view)>& sink);
   // The interpreter never became ready within its start-up bound.

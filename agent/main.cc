@@ -356,9 +356,12 @@ class Agent {
         if (sent) sent = send(proto::Output{exec->id(), s, std::string(data)});
       });
       if (!sent) return sent;
-      auto done = exec->result();
+      sent = send(exec->result());
+      // Its threads and children have no more to do for this run; killed
+      // after the answer, off the caller's wait.
+      exec->end_tree();
       if (exec->alive()) exiting_.push_back(std::move(exec));
-      return send(done);
+      return sent;
     }
     return send(exec->result());
   }

@@ -40,8 +40,15 @@ if (mode.toString() === 's') {
   input.on('end', () => process.exit(0));
 } else {
   fs.closeSync(3);
-  process.on('exit', (code) => {
-    try { fs.writeSync(4, `x ${code & 0xff}\n`); } catch (e) {}
+  // Registered first, so it runs the code's own 'exit' listeners itself and
+  // reports last. A listener that throws stops it: Node then ends the way
+  // it would anyway, and the agent waits for that instead.
+  process.on('exit', function sandboxExit(code) {
+    const others = process.listeners('exit').filter((l) => l !== sandboxExit);
+    process.removeAllListeners('exit');
+    for (const l of others) l.call(process, code);
+    const status = process.exitCode !== undefined ? process.exitCode : code;
+    try { fs.writeSync(4, `x ${status & 0xff}\n`); } catch (e) {}
   });
   const Module = require('module');
   const path = '/run/sandbox/main.js';

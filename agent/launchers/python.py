@@ -61,17 +61,21 @@ def _sandbox_exit_status(e):
     return 1
 def _sandbox_finish(status):
     # What an exit does, in CPython's order; then the status, then a quick
-    # exit (the agent kills what is left anyway).
-    try:
-        import threading
-        threading._shutdown()
-    except BaseException:
-        pass
-    try:
-        import atexit
-        atexit._run_exitfuncs()
-    except BaseException:
-        pass
+    # exit (the agent kills what is left anyway). Only modules the code
+    # imported have anything to do: importing them here would cost more
+    # than the teardown this saves.
+    threading = sys.modules.get('threading')
+    if threading is not None:
+        try:
+            threading._shutdown()
+        except BaseException:
+            pass
+    atexit = sys.modules.get('atexit')
+    if atexit is not None:
+        try:
+            atexit._run_exitfuncs()
+        except BaseException:
+            pass
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

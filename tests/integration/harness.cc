@@ -161,6 +161,9 @@ bool TestDaemon::start(const std::vector<std::string>& extra_args, const std::st
     ::dup2(log, 1), ::dup2(log, 2);
     // Something only the host knows; escape tests look for it in the guest.
     ::setenv("SANDBOX_TEST_MARKER", "host-only-value", 1);
+    // The daemon reads SANDBOXD_* as configuration: the tests' own settings
+    // are not its.
+    ::unsetenv("SANDBOXD_TEST_IMAGES");
     std::vector<char*> a;
     for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
     a.push_back(nullptr);

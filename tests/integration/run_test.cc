@@ -315,3 +315,38 @@ TEST_CASE("each QEMU runs as qemu-vm with no capabilities, its own seccomp filte
   auto r = running.get();
   REQUIRE(r.ok());
 }
+
+TEST_CASE("a run answers as soon as its exit is done, with everything an exit does done first") {
+  // Python: non-daemon threads joined, atexit handlers run, exit status kept.
+  auto py = client().run(req(Language::python,
+                             "import atexit, sys, threading, time\n"
+                             "atexit.register(lambda: print('atexit', flush=True))\n"
+                             "threading.Thread(target=lambda: (time.sleep(0.5), print('thread', flush=True))).start()\n"
+                             "print('main', flush=True)\n"
+                             "sys.exit(4)\n"));
+  REQUIRE_MESSAGE(py.ok(), py.error().describe());
+  CHECK(py->stdout_data == "main\nthread\natexit\n");
+  CHECK(py->exit_code == 4);
+  CHECK(py->signal == 0);
+  // Node: the event loop drains, 'exit' listeners run, process.exitCode is the status.
+  auto js = client().run(req(Language::javascript,
+                             "setTimeout(() => console.log('timer'), 300);\n"
+                             "process.on('exit', (c) => console.log('exit', c));\n"
+                             "process.exitCode = 3;\n"));
+  REQUIRE_MESSAGE(js.ok(), js.error().describe());
+  CHECK(js->stdout_data == "timer\nexit 3\n");
+  CHECK(js->exit_code == 3);
+  // os._exit skips all of that, as it does anywhere.
+  auto hard = client().run(req(Language::python,
+                               "import atexit, os\natexit.register(lambda: print('never'))\nprint('x', flush=True)\n"
+                               "os._exit(9)\n"));
+  REQUIRE_MESSAGE(hard.ok(), hard.error().describe());
+  CHECK(hard->stdout_data == "x\n");
+  CHECK(hard->exit_code == 9);
+  // Processes the code left behind do not outlive its answer.
+  auto bg = client().run(req(Language::python,
+                             "import subprocess\nsubprocess.Popen(['sleep', '100'])\nprint('left one', flush=True)\n"));
+  REQUIRE_MESSAGE(bg.ok(), bg.error().describe());
+  CHECK(bg->stdout_data == "left one\n");
+  CHECK(bg->exit_code == 0);
+}
