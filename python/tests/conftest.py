@@ -154,9 +154,7 @@ def session(client):  # type: ignore[no-untyped-def]
                 pass
 
 
-@pytest.fixture
-def private_daemon():  # type: ignore[no-untyped-def]
-    """A factory of further daemons (other flags), each stopped after its test."""
+def _daemons() -> Iterator:
     started: List[Daemon] = []
 
     def start(*extra_args: str) -> Daemon:
@@ -169,3 +167,15 @@ def private_daemon():  # type: ignore[no-untyped-def]
     finally:
         for d in started:
             d.stop()
+
+
+@pytest.fixture
+def private_daemon():  # type: ignore[no-untyped-def]
+    """A factory of further daemons (other flags), each stopped after its test."""
+    yield from _daemons()
+
+
+@pytest.fixture(scope="module")
+def private_daemon_module():  # type: ignore[no-untyped-def]
+    """The same, stopped after the test module."""
+    yield from _daemons()
