@@ -321,12 +321,15 @@ class AsyncSession:
     async def __aenter__(self) -> "AsyncSession":
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: object, *rest: object) -> None:
         if not self.closed:
             try:
                 await self.close()
             except SessionClosedError:
-                pass
+                pass  # gone already (its VM died, or it idled out)
+            except SandboxError:
+                if exc_type is None:
+                    raise  # else the block's own exception says more
 
     def _path(self) -> str:
         return self.client.socket_path

@@ -358,12 +358,15 @@ class Session:
     def __enter__(self) -> "Session":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *rest: object) -> None:
         if not self.closed:
             try:
                 self.close()
             except SessionClosedError:
                 pass  # gone already (its VM died, or it idled out)
+            except SandboxError:
+                if exc_type is None:
+                    raise  # else the block's own exception says more
 
     def _path(self) -> str:
         return self.client.socket_path

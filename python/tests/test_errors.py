@@ -45,7 +45,7 @@ def test_invalid_arguments_are_refused_by_the_daemon_before_any_vm(client, daemo
         with pytest.raises(sandboxd.InvalidArgumentError, match=message) as e:
             client.run(**kwargs)
         assert e.value.retry_safe and not e.value.retryable and e.value.code == "invalid_argument"
-    assert len(daemon.children()) == before
+    assert len(daemon.children()) <= before  # (an earlier test's VM may still be going)
     # Checked here, against the wire's bounds, without a round trip.
     with pytest.raises(sandboxd.InvalidArgumentError, match="limit is 1048576"):
         client.run("#" * (sandboxd.limits.MAX_CODE_BYTES + 1))
