@@ -83,7 +83,9 @@ def millis(seconds: Optional[float], what: str) -> int:
 def env_pairs(env: EnvArg) -> List[Tuple[str, str]]:
     if env is None:
         return []
-    return list(env.items()) if isinstance(env, Mapping) else [tuple(p) for p in env]  # type: ignore[misc]
+    if isinstance(env, Mapping):
+        return list(env.items())
+    return [(name, value) for name, value in env]
 
 
 def guest_path(path: Union[str, bytes, "os.PathLike[str]"]) -> bytes:
@@ -312,6 +314,6 @@ def uploads(files: Optional[Mapping[str, FileData]]) -> List[Tuple[str, bytes]]:
 def check_downloads(download: Optional[Iterable[str]]) -> List[str]:
     if download is None:
         return []
-    if isinstance(download, (str, bytes)):
-        return [download]  # type: ignore[list-item]
+    if isinstance(download, str):
+        return [download]
     return list(download)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import msgpack
 
@@ -245,6 +245,11 @@ DAEMON_SENDS = frozenset(
 )
 
 
+def _nested(f: Field) -> Tuple[Field, ...]:
+    assert f.struct is not None
+    return STRUCTS[f.struct]
+
+
 class ProtocolError(ValueError):
     """A value that does not fit its field (encoding) or a malformed message (decoding)."""
 
@@ -325,18 +330,18 @@ def _check_value(f: Field, v: Any, where: str) -> Any:
             out[name] = value
         return out
     if k == STRUCT:
-        return _encode_struct(STRUCTS[f.struct], v, where)
+        return _encode_struct(_nested(f), v, where)
     if k == LIST:
         if len(v) > f.bound:
             raise ProtocolError(f"{where} has more than {f.bound} entries")
-        return [_encode_struct(STRUCTS[f.struct], e, f"{where}[{i}]") for i, e in enumerate(v)]
+        return [_encode_struct(_nested(f), e, f"{where}[{i}]") for i, e in enumerate(v)]
     raise AssertionError(k)
 
 
-def _encode_fields(fields: Tuple[Field, ...], values: Dict[str, Any], out: Dict[str, Any], used: set) -> None:
+def _encode_fields(fields: Tuple[Field, ...], values: Dict[str, Any], out: Dict[str, Any], used: Set[str]) -> None:
     for f in fields:
         if f.kind == EMBED:
-            _encode_fields(STRUCTS[f.struct], values, out, used)
+            _encode_fields(_nested(f), values, out, used)
             continue
         used.add(f.key)
         v = values.get(f.key, None)
@@ -345,7 +350,7 @@ def _encode_fields(fields: Tuple[Field, ...], values: Dict[str, Any], out: Dict[
 
 def _encode_struct(fields: Tuple[Field, ...], values: Dict[str, Any], where: str) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
-    used: set = set()
+    used: Set[str] = set()
     _encode_fields(fields, values, out, used)
     extra = set(values) - used
     if extra:
@@ -363,7 +368,8 @@ def encode(message: Dict[str, Any]) -> bytes:
     body = {k: v for k, v in message.items() if k != "type"}
     wire: Dict[str, Any] = {"type": mtype}
     wire.update(_encode_struct(MESSAGES[mtype], body, f"'{mtype}'"))
-    return msgpack.packb(wire, use_bin_type=True, unicode_errors="surrogateescape")
+    packed: bytes = msgpack.packb(wire, use_bin_type=True, unicode_errors="surrogateescape")
+    return packed
 
 
 def frame(payload: bytes) -> bytes:
@@ -427,20 +433,20 @@ def _read_value(f: Field, v: Any, where: str) -> Any:
             raise ProtocolError("env entries must be strings")
         return list(v.items())
     if k == STRUCT:
-        return _decode_struct(STRUCTS[f.struct], v, where)
+        return _decode_struct(_nested(f), v, where)
     if k == LIST:
         if not isinstance(v, list):
             raise ProtocolError(f"{where} is not an array")
         if len(v) > f.bound:
             raise ProtocolError(f"{where} has too many entries")
-        return [_decode_struct(STRUCTS[f.struct], e, where) for e in v]
+        return [_decode_struct(_nested(f), e, where) for e in v]
     raise AssertionError(k)
 
 
-def _read_fields(fields: Tuple[Field, ...], m: Dict[str, Any], out: Dict[str, Any], used: set) -> None:
+def _read_fields(fields: Tuple[Field, ...], m: Dict[str, Any], out: Dict[str, Any], used: Set[str]) -> None:
     for f in fields:
         if f.kind == EMBED:
-            _read_fields(STRUCTS[f.struct], m, out, used)
+            _read_fields(_nested(f), m, out, used)
             continue
         if f.key not in m:
             raise ProtocolError(f"missing key '{f.key}'")
@@ -452,7 +458,7 @@ def _decode_struct(fields: Tuple[Field, ...], m: Any, where: str) -> Dict[str, A
     if not isinstance(m, dict):
         raise ProtocolError(f"{where} is not a map")
     out: Dict[str, Any] = {}
-    used: set = set()
+    used: Set[str] = set()
     _read_fields(fields, m, out, used)
     for key in m:
         if key not in used:

@@ -12,7 +12,7 @@ import dataclasses
 import inspect
 import os
 import time
-from typing import Any, AsyncIterator, Iterable, List, Mapping, Optional, Union
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, List, Mapping, Optional, TypeVar, Union
 
 from . import _calls, limits
 from ._calls import Done, EnvArg, Exchange, FileData, OutputCallback, Request
@@ -35,10 +35,14 @@ from .types import (
 
 __all__ = ["AsyncClient", "AsyncSession"]
 
+T = TypeVar("T")
+
 _RECV_BYTES = 64 << 10
 
 
-async def _events(path: str, req: Request, call_timeout: Optional[float]) -> AsyncIterator[Union[Output, Done]]:
+async def _events(
+    path: str, req: Request, call_timeout: Optional[float]
+) -> AsyncGenerator[Union[Output, Done], None]:
     wait = req.wait if call_timeout is None else call_timeout
     deadline = time.monotonic() + wait
     ex = Exchange(req)
@@ -166,7 +170,7 @@ class AsyncClient:
     def __repr__(self) -> str:
         return f"AsyncClient({self.socket_path!r})"
 
-    async def _retrying(self, call):  # type: ignore[no-untyped-def]
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         give_up = time.monotonic() + self.capacity_wait
         backoff = _calls.FIRST_BACKOFF
         while True:
@@ -233,8 +237,18 @@ class AsyncClient:
                 await gen.aclose()
 
     async def _run_with_files(
-        self, code, language, timeout, memory_mb, env, files, download, on_stdout, on_stderr, call_timeout
-    ) -> RunResult:  # type: ignore[no-untyped-def]
+        self,
+        code: Union[str, bytes],
+        language: str,
+        timeout: Optional[float],
+        memory_mb: Optional[int],
+        env: EnvArg,
+        files: Optional[Mapping[str, FileData]],
+        download: Optional[Iterable[str]],
+        on_stdout: Optional[OutputCallback],
+        on_stderr: Optional[OutputCallback],
+        call_timeout: Optional[float],
+    ) -> RunResult:
         ups = _calls.uploads(files)
         downs = _calls.check_downloads(download)
         session = await self._retrying(
@@ -371,7 +385,8 @@ class AsyncSession:
 
     async def read_file(self, path: str, *, call_timeout: Optional[float] = None) -> bytes:
         """The bytes of `path` under the session's home."""
-        return await _answer(self._path(), _calls.file_read(self.id, path, self.client.reply_slack), call_timeout)
+        data: bytes = await _answer(self._path(), _calls.file_read(self.id, path, self.client.reply_slack), call_timeout)
+        return data
 
     async def list_files(self, path: str = "", *, call_timeout: Optional[float] = None) -> FileListing:
         """The entries of a directory under home ("" is home itself)."""

@@ -11,10 +11,11 @@ then stops the run or exec.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import socket as _socket
 import time
-from typing import Iterable, Iterator, List, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, TypeVar, Union
 
 from . import _calls, limits
 from ._calls import Done, EnvArg, Exchange, FileData, OutputCallback, Request
@@ -36,6 +37,8 @@ from .types import (
 )
 
 __all__ = ["Client", "Session"]
+
+T = TypeVar("T")
 
 _RECV_BYTES = 64 << 10
 
@@ -125,7 +128,7 @@ def _answer(
     call_timeout: Optional[float],
     on_stdout: Optional[OutputCallback] = None,
     on_stderr: Optional[OutputCallback] = None,
-) -> object:
+) -> Any:
     for ev in _events(path, req, call_timeout):
         if isinstance(ev, Done):
             return ev.value
@@ -212,8 +215,8 @@ class Client:
                 code, language, timeout, memory_mb, env, files, download, on_stdout, on_stderr, call_timeout
             )
         req = _calls.run(code, language, timeout, memory_mb, env, self.reply_slack)
-        m = self._retrying(lambda: _answer(self.socket_path, req, call_timeout, on_stdout, on_stderr))
-        return run_result(m)  # type: ignore[arg-type]
+        m = self._retrying(functools.partial(_answer, self.socket_path, req, call_timeout, on_stdout, on_stderr))
+        return run_result(m)
 
     def stream(
         self,
@@ -244,7 +247,7 @@ class Client:
                 time.sleep(backoff)
                 backoff = _calls.backoff_after(backoff)
 
-    def _retrying(self, call):  # type: ignore[no-untyped-def]
+    def _retrying(self, call: Callable[[], T]) -> T:
         # Busy is not broken: the daemon refused before anything ran.
         give_up = time.monotonic() + self.capacity_wait
         backoff = _calls.FIRST_BACKOFF
@@ -258,8 +261,18 @@ class Client:
                 backoff = _calls.backoff_after(backoff)
 
     def _run_with_files(
-        self, code, language, timeout, memory_mb, env, files, download, on_stdout, on_stderr, call_timeout
-    ) -> RunResult:  # type: ignore[no-untyped-def]
+        self,
+        code: Union[str, bytes],
+        language: str,
+        timeout: Optional[float],
+        memory_mb: Optional[int],
+        env: EnvArg,
+        files: Optional[Mapping[str, FileData]],
+        download: Optional[Iterable[str]],
+        on_stdout: Optional[OutputCallback],
+        on_stderr: Optional[OutputCallback],
+        call_timeout: Optional[float],
+    ) -> RunResult:
         ups = _calls.uploads(files)
         downs = _calls.check_downloads(download)
         session = self._retrying(
@@ -307,7 +320,7 @@ class Client:
         once the VM is ready; use it as a context manager to close it."""
         req = _calls.session_create(language, env, timeout, memory_mb, idle_timeout, self.reply_slack)
         m = _answer(self.socket_path, req, call_timeout)
-        listed = m["sessions"]  # type: ignore[index]
+        listed = m["sessions"]
         if len(listed) != 1:
             raise CommunicationError("sandboxd sent an unexpected session list", retry_safe=False)
         info = session_info(listed[0])
@@ -321,13 +334,13 @@ class Client:
     def sessions(self, *, call_timeout: Optional[float] = None) -> List[SessionInfo]:
         """Your open sessions."""
         m = _answer(self.socket_path, _calls.session_list(self.quick_timeout), call_timeout)
-        return [session_info(s) for s in m["sessions"]]  # type: ignore[index]
+        return [session_info(s) for s in m["sessions"]]
 
     # ------------------------------------------------------------ the daemon
 
     def status(self, *, call_timeout: Optional[float] = None) -> DaemonStatus:
         """Version, accelerator, VMs, queue, per-uid run limit, warm pool."""
-        return daemon_status(_answer(self.socket_path, _calls.status(self.quick_timeout), call_timeout))  # type: ignore[arg-type]
+        return daemon_status(_answer(self.socket_path, _calls.status(self.quick_timeout), call_timeout))
 
     def pool(self, *, call_timeout: Optional[float] = None) -> List[PoolInfo]:
         """The warm pool, per language."""
@@ -336,7 +349,7 @@ class Client:
     def snapshots(self, drop: bool = False, *, call_timeout: Optional[float] = None) -> List[SnapshotInfo]:
         """The snapshot cache; with `drop`, emptied first (root only)."""
         m = _answer(self.socket_path, _calls.snapshots(drop, 2 * self.quick_timeout), call_timeout)
-        return [snapshot_info(s) for s in m["snapshots"]]  # type: ignore[index]
+        return [snapshot_info(s) for s in m["snapshots"]]
 
 
 class Session:
@@ -383,7 +396,7 @@ class Session:
         """Runs `code` in the session's interpreter (None: the session's
         default timeout). Raises SessionClosedError once the session is gone."""
         req = _calls.session_exec(self.id, code, timeout, self.client.reply_slack)
-        return run_result(_answer(self._path(), req, call_timeout, on_stdout, on_stderr))  # type: ignore[arg-type]
+        return run_result(_answer(self._path(), req, call_timeout, on_stdout, on_stderr))
 
     def stream(
         self, code: Union[str, bytes], *, timeout: Optional[float] = None, call_timeout: Optional[float] = None
@@ -415,13 +428,14 @@ class Session:
     def read_file(self, path: str, *, call_timeout: Optional[float] = None) -> bytes:
         """The bytes of `path` under the session's home."""
         req = _calls.file_read(self.id, path, self.client.reply_slack)
-        return _answer(self._path(), req, call_timeout)  # type: ignore[return-value]
+        data: bytes = _answer(self._path(), req, call_timeout)
+        return data
 
     def list_files(self, path: str = "", *, call_timeout: Optional[float] = None) -> FileListing:
         """The entries of a directory under home ("" is home itself);
         ``truncated`` says there were more than one listing holds."""
         req = _calls.file_list(self.id, path, self.client.reply_slack)
-        return file_listing(_answer(self._path(), req, call_timeout))  # type: ignore[arg-type]
+        return file_listing(_answer(self._path(), req, call_timeout))
 
     def close(self, *, call_timeout: Optional[float] = None) -> None:
         """Closes the session and destroys its VM."""

@@ -90,7 +90,7 @@ class NoResultError(Exception):
 # ---------------------------------------------------------------- JSON, strictly
 
 
-def _json_problem(value, where, depth=0):  # type: ignore[no-untyped-def]
+def _json_problem(value: object, where: str, depth: int = 0) -> "str | None":
     """What keeps `value` from crossing as JSON, or None. Tuples cross as
     lists; dict keys must be str; floats must be finite. (This function is
     shipped to the guest too, to check the return value there.)"""
@@ -267,7 +267,7 @@ def _text_sink(stream_name: str) -> Callable[[bytes], None]:
     return write
 
 
-def _trailer(result: RunResult, mark: bytes) -> Tuple[Optional[dict], str]:
+def _trailer(result: RunResult, mark: bytes) -> Tuple[Optional[Dict[str, Any]], str]:
     """The wrapper's report, or None and why it cannot be had."""
     if result.timed_out:
         return None, f"timed out after {result.execution_time_ms} ms"
@@ -295,6 +295,9 @@ def _trailer(result: RunResult, mark: bytes) -> Tuple[Optional[dict], str]:
 
 class SandboxedFunction(Generic[R]):
     """A function that runs in a fresh VM when called (see `sandbox`)."""
+
+    __name__: str
+    __qualname__: str
 
     def __init__(
         self,

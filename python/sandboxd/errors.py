@@ -15,7 +15,7 @@ A run that exits non-zero or times out is not an error: it is a result.
 from __future__ import annotations
 
 import builtins
-from typing import Dict, Optional, Type
+from typing import Dict, FrozenSet, Optional, Type
 
 # The taxonomy's retry verdicts, code by code (common/errors.cc).
 RETRYABLE: Dict[str, bool] = {
@@ -40,7 +40,7 @@ RETRYABLE: Dict[str, bool] = {
 # queue deadline). For the others -- guest_error, communication, internal,
 # and session_closed for an exec whose VM died under it -- the code may
 # have run.
-NEVER_RAN: frozenset = frozenset(
+NEVER_RAN: FrozenSet[str] = frozenset(
     {
         "invalid_argument",
         "permission_denied",

@@ -7,7 +7,7 @@ the code wrote it; `.text` decodes on request.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 __all__ = [
     "Timing",
@@ -158,7 +158,7 @@ class FileListing:
     entries: List[FileEntry]
     truncated: bool
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[FileEntry]:
         return iter(self.entries)
 
     def __len__(self) -> int:
