@@ -56,20 +56,32 @@ class Daemon:
             "--snapshots", "off",
             *extra_args,
         ]  # fmt: skip
+        # sandboxd reads SANDBOXD_<KEY> variables as configuration and
+        # refuses unknown keys: ours (SANDBOXD_BIN, SANDBOXD_TEST_IMAGES,
+        # SANDBOXD_SOCKET) are not for it.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOXD_")}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent,
             )
         # Image verification hashes a few hundred MB: allow for a slow disk.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"sandboxd exited at start-up:\n{self.log()}")
+                log = self.log()
+                self.stop()
+                raise RuntimeError(f"sandboxd exited at start-up:\n{log}")
             if self._connectable():
                 return
             time.sleep(0.02)
+        log = self.log()
         self.stop()
-        raise RuntimeError(f"sandboxd did not listen within 60 s:\n{self.log()}")
+        raise RuntimeError(f"sandboxd did not listen within 60 s:\n{log}")
 
     def _connectable(self) -> bool:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
