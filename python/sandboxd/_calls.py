@@ -4,6 +4,14 @@ message received means. Each call has a connection of its own (as in
 libsandbox): a client object holds no connection, is safe to share
 between threads, and a failed or abandoned call leaves nothing behind --
 closing the connection makes the daemon cancel the call's run or exec.
+
+Validation: this client checks what the wire itself bounds (the field
+tables' types and sizes, the language name, positive timeouts), so that it
+never sends a malformed frame. The policy of common/validate.cc (code
+rules, environment name classes, timeout, memory and idle ranges, guest
+paths) is left to the daemon, the one authority for it: it answers
+invalid_argument before any VM starts, so nothing is lost by asking, and
+no copy of the rules can drift from it.
 """
 from __future__ import annotations
 
