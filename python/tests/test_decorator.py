@@ -46,8 +46,12 @@ def fails(n):
     return inner(n * 2)
 
 
-@sandbox(timeout=20)
+PRINTED: list = []
+
+
+@sandbox(timeout=20, on_stdout=PRINTED.append)
 def returns_a_set():
+    print("a set is coming")
     return {1, 2}
 
 
@@ -92,6 +96,7 @@ def test_an_exception_is_raised_as_remote_error_with_its_traceback(socket_env) -
 def test_a_return_value_that_is_not_json_is_refused(socket_env) -> None:
     with pytest.raises(TypeError, match="the return value is a set"):
         returns_a_set()
+    assert b"".join(PRINTED) == b"a set is coming\n"  # print went to the callback
 
 
 def test_a_function_that_never_returns_is_no_result(socket_env) -> None:
