@@ -21,6 +21,9 @@ PACKAGES=(
   # the fuzz test (tests/fuzz/run.sh): clang, and its libFuzzer and sanitizer
   # runtimes, which clang only recommends
   clang libclang-rt-14-dev
+  # the Python client (python/): its msgpack and zstd, pytest for its suite,
+  # setuptools and venv/pip to install it without the package index
+  python3-msgpack python3-zstandard python3-pytest python3-setuptools python3-venv python3-pip
 )
 
 if [[ $EUID -ne 0 ]]; then
