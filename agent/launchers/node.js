@@ -40,16 +40,19 @@ if (mode.toString() === 's') {
   input.on('end', () => process.exit(0));
 } else {
   fs.closeSync(3);
-  // Registered first, so it runs the code's own 'exit' listeners itself and
-  // reports last. A listener that throws stops it: Node then ends the way
+  // Reported once the 'exit' event has run every listener the code added
+  // (emit works on a copy of the list, so only a wrapper around it sees the
+  // end). A listener that throws skips the report: Node then ends the way
   // it would anyway, and the agent waits for that instead.
-  process.on('exit', function sandboxExit(code) {
-    const others = process.listeners('exit').filter((l) => l !== sandboxExit);
-    process.removeAllListeners('exit');
-    for (const l of others) l.call(process, code);
-    const status = process.exitCode !== undefined ? process.exitCode : code;
-    try { fs.writeSync(4, `x ${status & 0xff}\n`); } catch (e) {}
-  });
+  const emit = process.emit;
+  process.emit = function sandboxEmit(event, ...args) {
+    const result = emit.call(this, event, ...args);
+    if (event === 'exit') {
+      const status = process.exitCode !== undefined ? process.exitCode : args[0];
+      try { fs.writeSync(4, `x ${status & 0xff}\n`); } catch (e) {}
+    }
+    return result;
+  };
   const Module = require('module');
   const path = '/run/sandbox/main.js';
   const m = new Module(path, null);
