@@ -2,7 +2,8 @@
 //
 // Two channels carry the same framing (4-byte big-endian length, then one
 // msgpack map with a "type" key):
-//   client <-> daemon   control socket: run, output, result, error, sessions, files, status
+//   client <-> daemon   control socket: run, output, result, error, sessions, files, status,
+//                       snapshots, images
 //   daemon <-> agent    virtio-serial port: hello, exec, output, exec_done, files
 // Every message is described once, below, as a table of fields with their
 // bounds (schema.h); encoder and decoder are derived from the tables.
@@ -42,6 +43,15 @@ inline constexpr size_t kMaxPoolEntries = 8;
 // Sessions listed at once: far above any per-user limit.
 inline constexpr size_t kMaxSessionEntries = 256;
 inline constexpr size_t kMaxHostnameBytes = 64;
+// Packages of the root image listed at once: several times a Debian root
+// with the guest's tools, and no more entries than one container may hold.
+inline constexpr size_t kMaxPackageEntries = limits::kMaxDecodeElements;
+// Tools named in an image description: one per program the recipe installs.
+inline constexpr size_t kMaxToolEntries = 64;
+// Image files: kernel, initrd, rootfs, with room for more roles.
+inline constexpr size_t kMaxImageEntries = 8;
+// A SHA-256 in hex.
+inline constexpr size_t kSha256HexBytes = 64;
 
 // ---------------------------------------------------------------- client <-> daemon
 
@@ -91,6 +101,16 @@ struct SnapshotsRequest {
 struct SnapshotList {
   uint64_t id = 0;
   std::vector<SnapshotInfo> snapshots;
+};
+
+// client -> daemon: which images does the daemon boot, and what is in them?
+struct ImagesRequest {
+  uint64_t id = 0;
+};
+
+struct ImageList {
+  uint64_t id = 0;
+  ImagesInfo images;
 };
 
 // client -> daemon: open a session, a VM kept for many execs.
@@ -243,7 +263,7 @@ struct Cancel {
 using Message = std::variant<Run, Output, Finished, ErrorReply, Hello, Exec, ExecDone, Ping, Pong, StatusRequest,
                              Status, Resume, SnapshotsRequest, SnapshotList, SessionCreate, SessionList,
                              SessionListRequest, SessionExec, SessionClose, Ack, FileWrite, FileChunk, FileRead,
-                             FileDone, FileListRequest, FileList, Cancel>;
+                             FileDone, FileListRequest, FileList, Cancel, ImagesRequest, ImageList>;
 
 // The request id a message carries (0 for those without one: hello, ping...).
 uint64_t request_id_of(const Message& message);
@@ -356,6 +376,41 @@ struct Schema<SnapshotInfo> {
   };
 };
 template <>
+struct Schema<ImageFileInfo> {
+  static constexpr auto fields = std::tuple{
+      text("role", &ImageFileInfo::role, kMaxNameBytes),
+      text("file", &ImageFileInfo::file, kMaxPathBytes),
+      text("sha256", &ImageFileInfo::sha256, proto::kSha256HexBytes),
+  };
+};
+template <>
+struct Schema<PackageInfo> {
+  static constexpr auto fields = std::tuple{
+      text("name", &PackageInfo::name, kMaxNameBytes),
+      text("version", &PackageInfo::version, kMaxNameBytes),
+  };
+};
+template <>
+struct Schema<ToolInfo> {
+  static constexpr auto fields = std::tuple{
+      text("name", &ToolInfo::name, kMaxNameBytes),
+      text("package", &ToolInfo::package, kMaxNameBytes),
+      text("version", &ToolInfo::version, kMaxNameBytes),
+  };
+};
+template <>
+struct Schema<ImagesInfo> {
+  static constexpr auto fields = std::tuple{
+      text("directory", &ImagesInfo::directory, kMaxMessageBytes),
+      field("images", &ImagesInfo::images, proto::kMaxImageEntries),
+      text("kernel_release", &ImagesInfo::kernel_release, kMaxNameBytes),
+      text("description", &ImagesInfo::description, kMaxMessageBytes),
+      field("tools", &ImagesInfo::tools, proto::kMaxToolEntries),
+      field("packages", &ImagesInfo::packages, proto::kMaxPackageEntries),
+      text("packages_sha256", &ImagesInfo::packages_sha256, proto::kSha256HexBytes),
+  };
+};
+template <>
 struct Schema<SessionOptions> {
   static constexpr auto fields = std::tuple{
       field("language", &SessionOptions::language),
@@ -438,6 +493,16 @@ struct Schema<proto::SnapshotList> {
   static constexpr std::string_view type = "snapshot_list";
   static constexpr auto fields = std::tuple{field("id", &proto::SnapshotList::id),
                                             field("snapshots", &proto::SnapshotList::snapshots, proto::kMaxSnapshotEntries)};
+};
+template <>
+struct Schema<proto::ImagesRequest> {
+  static constexpr std::string_view type = "images_request";
+  static constexpr auto fields = std::tuple{field("id", &proto::ImagesRequest::id)};
+};
+template <>
+struct Schema<proto::ImageList> {
+  static constexpr std::string_view type = "image_list";
+  static constexpr auto fields = std::tuple{field("id", &proto::ImageList::id), embed(&proto::ImageList::images)};
 };
 template <>
 struct Schema<proto::SessionCreate> {

@@ -18,6 +18,7 @@ constexpr Verb kVerbs[] = {
     {"status", sandbox::ctl::cmd_status, "version, accelerator, VMs, runs and the warm pool"},
     {"pool", sandbox::ctl::cmd_pool, "warm VMs per language: size, ready, booting, hits, misses"},
     {"snapshots", sandbox::ctl::cmd_snapshots, "the snapshot cache; --drop empties it"},
+    {"images", sandbox::ctl::cmd_images, "the images VMs boot: hashes, kernel, tool versions"},
     {"session", sandbox::ctl::cmd_session, "a VM kept across calls: create, exec, put, get, ls, close"},
 };
 

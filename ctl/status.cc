@@ -1,4 +1,5 @@
-// sandboxctl status / pool / snapshots: what the daemon is doing.
+// sandboxctl status / pool / snapshots / images: what the daemon is doing,
+// and what its VMs boot.
 #include <getopt.h>
 
 #include <cstdio>
@@ -74,6 +75,37 @@ int cmd_snapshots(Globals g, int argc, char** argv) {
     std::printf("%-26s %-12s %6u MB %7llu MB\n", e.key.c_str(), std::string(language_name(e.language)).c_str(),
                 e.memory_mb, static_cast<unsigned long long>(e.bytes >> 20));
   if (drop) std::printf("(cache emptied)\n");
+  return 0;
+}
+
+int cmd_images(Globals g, int argc, char** argv) {
+  if (int rc = parse(argc, argv,
+                     "usage: sandboxctl images [--json] [--socket PATH]\n"
+                     "The images the daemon boots (role, file, SHA-256 verified at start-up), the\n"
+                     "guest kernel's release, and the interpreters and tools in the root with\n"
+                     "the versions of their Debian packages. --json adds every package.\n",
+                     &g);
+      rc >= 0)
+    return rc;
+  auto info = Client(socket_path(g)).images();
+  if (!info) return fail(info.error());
+  if (g.json) {
+    std::printf("%s\n", to_json(*info).c_str());
+    return 0;
+  }
+  std::printf("images in %s, verified at start-up\n%-8s %-16s %s\n", info->directory.c_str(), "ROLE", "FILE",
+              "SHA-256");
+  for (const auto& i : info->images)
+    std::printf("%-8s %-16s %s\n", i.role.c_str(), i.file.c_str(), i.sha256.c_str());
+  std::printf("\nkernel release: %s\n", info->kernel_release.empty() ? "(not in the manifest)" : info->kernel_release.c_str());
+  if (info->packages.empty()) {
+    std::printf("root packages: not listed (images built without a package list)\n");
+    return 0;
+  }
+  std::printf("root packages: %zu (list SHA-256 %s)\n\n%-16s %-18s %s\n", info->packages.size(),
+              info->packages_sha256.c_str(), "TOOL", "PACKAGE", "VERSION");
+  for (const auto& t : info->tools)
+    std::printf("%-16s %-18s %s\n", t.name.c_str(), t.package.c_str(), t.version.c_str());
   return 0;
 }
 

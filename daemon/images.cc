@@ -1,19 +1,99 @@
 #include "daemon/images.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <memory>
 #include <sstream>
-#include <vector>
 
-#include "common/unique_fd.h"
+#include "common/io.h"
+#include "common/protocol.h"
 #include "daemon/digest.h"
 
 namespace sandbox::daemon {
+namespace {
+
+// The manifest is a few short lines; the package list about 200 of them.
+constexpr size_t kMaxManifestBytes = 64 << 10;
+constexpr size_t kMaxPackageListBytes = proto::kMaxPackageEntries * 2 * limits::kMaxNameBytes;
+
+// What `sandboxctl images` names, in this order: the interpreters runs use,
+// then the everyday tools images/build.sh installs (GUEST_TOOLS) and what
+// they stand on. A package absent from the root is left out. "python3.*" is
+// the versioned interpreter package (python3.11), whose version carries
+// Debian's security updates; the "python3" package only points at it.
+struct ToolPackage {
+  std::string_view tool;
+  std::string_view package;
+};
+constexpr ToolPackage kTools[] = {
+    {"python3", "python3.*"}, {"nodejs", "nodejs"},   {"bash", "bash"},
+    {"perl", "perl"},         {"git", "git"},         {"curl", "curl"},
+    {"jq", "jq"},             {"sqlite3", "sqlite3"}, {"zip", "zip"},
+    {"unzip", "unzip"},       {"file", "file"},       {"less", "less"},
+    {"patch", "patch"},       {"procps", "procps"},   {"xz-utils", "xz-utils"},
+    {"bzip2", "bzip2"},       {"tzdata", "tzdata"},   {"ca-certificates", "ca-certificates"},
+    {"openssl", "openssl"},   {"python3-venv", "python3.*-venv"},
+};
+static_assert(std::size(kTools) <= proto::kMaxToolEntries);
+
+// "python3.*" matches python3.11; "python3.*-venv" matches python3.11-venv.
+bool package_matches(std::string_view pattern, std::string_view name) {
+  auto star = pattern.find('*');
+  if (star == std::string_view::npos) return pattern == name;
+  auto head = pattern.substr(0, star), tail = pattern.substr(star + 1);
+  if (name.size() <= head.size() + tail.size() || !name.starts_with(head) || !name.ends_with(tail)) return false;
+  auto middle = name.substr(head.size(), name.size() - head.size() - tail.size());
+  return std::all_of(middle.begin(), middle.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Debian package names, versions and kernel releases: no spaces, quotes or
+// control characters, whatever the file says.
+bool is_token(std::string_view s) {
+  if (s.empty() || s.size() > limits::kMaxNameBytes) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::strchr(".+-~:_", c) != nullptr;
+  });
+}
+
+Error corrupt(std::string message) { return Error::make(ErrorCode::image_corrupt, std::move(message)); }
+
+// A file the manifest names, read whole and hashed; the error says which.
+Result<std::string> read_verified(const ImageFile& f, size_t max) {
+  auto text = read_file(f.path, max);
+  if (!text) {
+    auto e = std::move(text).error();
+    e.code = e.sys_errno == ENOENT ? ErrorCode::image_missing : ErrorCode::image_corrupt;
+    return e;
+  }
+  if (auto actual = sha256_hex(*text); actual != f.sha256)
+    return corrupt("'" + f.path + "' has SHA-256 " + actual + ", the manifest says " + f.sha256);
+  return text;
+}
+
+}  // namespace
+
+Result<std::vector<PackageInfo>> parse_package_list(std::string_view text) {
+  std::vector<PackageInfo> out;
+  size_t line_no = 0;
+  while (!text.empty()) {
+    auto nl = text.find('\n');
+    auto line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    ++line_no;
+    if (line.empty()) continue;
+    auto eq = line.find('=');
+    if (eq == std::string_view::npos || !is_token(line.substr(0, eq)) || !is_token(line.substr(eq + 1)))
+      return corrupt("package list line " + std::to_string(line_no) + " is not 'name=version'");
+    if (out.size() == proto::kMaxPackageEntries)
+      return corrupt("package list has more than " + std::to_string(proto::kMaxPackageEntries) + " entries");
+    out.push_back({std::string(line.substr(0, eq)), std::string(line.substr(eq + 1))});
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  return out;
+}
 
 Result<ImageSet> load_images(const std::string& images_dir) {
   // QEMU gets absolute paths, whatever the daemon's working directory.
@@ -23,28 +103,47 @@ Result<ImageSet> load_images(const std::string& images_dir) {
   std::string dir(real);
   ::free(real);
   std::string manifest_path = dir + "/manifest";
-  std::ifstream in(manifest_path);
-  if (!in)
-    return Error::make(ErrorCode::image_missing,
-                       "no image manifest at '" + manifest_path + "' (build the images with images/build.sh)");
+  auto manifest = read_file(manifest_path, kMaxManifestBytes);
+  if (!manifest) {
+    if (manifest.error().sys_errno == ENOENT)
+      return Error::make(ErrorCode::image_missing,
+                         "no image manifest at '" + manifest_path + "' (build the images with images/build.sh)");
+    auto e = std::move(manifest).error();
+    e.code = ErrorCode::image_corrupt;
+    return e;
+  }
   ImageSet set;
+  set.dir = dir;
+  std::istringstream in(*manifest);
   std::string line;
   while (std::getline(in, line)) {
     if (line.starts_with("#")) {
-      set.description = line.substr(line.find_first_not_of("# "));
+      auto start = line.find_first_not_of("# ");
+      set.description = start == std::string::npos ? "" : line.substr(start);
       continue;
     }
     if (line.empty()) continue;
     std::istringstream fields(line);
-    std::string hash, role, file;
-    if (!(fields >> hash >> role >> file) || hash.size() != 64 || file.find('/') != std::string::npos)
-      return Error::make(ErrorCode::image_corrupt, "malformed line in '" + manifest_path + "': " + line);
-    ImageFile* slot = role == "kernel" ? &set.kernel : role == "initrd" ? &set.initrd : role == "rootfs" ? &set.rootfs : nullptr;
-    if (!slot) return Error::make(ErrorCode::image_corrupt, "unknown image role '" + role + "' in '" + manifest_path + "'");
+    std::string hash, role, file, release, extra;
+    if (!(fields >> hash >> role >> file) || hash.size() != proto::kSha256HexBytes ||
+        file.find('/') != std::string::npos || file.size() > limits::kMaxPathBytes)
+      return corrupt("malformed line in '" + manifest_path + "': " + line);
+    ImageFile* slot = role == "kernel"     ? &set.kernel
+                      : role == "initrd"   ? &set.initrd
+                      : role == "rootfs"   ? &set.rootfs
+                      : role == "packages" ? &set.packages
+                                           : nullptr;
+    if (!slot) return corrupt("unknown image role '" + role + "' in '" + manifest_path + "'");
+    // Only the kernel's line has a fourth column: its release.
+    if (fields >> release) {
+      if (role != "kernel" || !is_token(release) || (fields >> extra))
+        return corrupt("malformed line in '" + manifest_path + "': " + line);
+      set.kernel_release = release;
+    }
     *slot = {dir + "/" + file, hash};
   }
   for (ImageFile* f : {&set.kernel, &set.initrd, &set.rootfs}) {
-    if (f->path.empty()) return Error::make(ErrorCode::image_corrupt, "'" + manifest_path + "' does not list all of kernel, initrd, rootfs");
+    if (f->path.empty()) return corrupt("'" + manifest_path + "' does not list all of kernel, initrd, rootfs");
     auto actual = sha256_file(f->path);
     if (!actual) {
       auto e = std::move(actual).error();
@@ -52,9 +151,37 @@ Result<ImageSet> load_images(const std::string& images_dir) {
       return e;
     }
     if (*actual != f->sha256)
-      return Error::make(ErrorCode::image_corrupt, "'" + f->path + "' has SHA-256 " + *actual + ", the manifest says " + f->sha256);
+      return corrupt("'" + f->path + "' has SHA-256 " + *actual + ", the manifest says " + f->sha256);
+  }
+  if (!set.packages.path.empty()) {
+    // Read once: what is parsed is exactly what was hashed.
+    auto text = read_verified(set.packages, kMaxPackageListBytes);
+    if (!text) return std::move(text).error();
+    auto packages = parse_package_list(*text);
+    if (!packages) return std::move(packages).error().context(set.packages.path);
+    set.root_packages = std::move(*packages);
   }
   return set;
+}
+
+ImagesInfo describe_images(const ImageSet& set) {
+  ImagesInfo info;
+  info.directory = set.dir;
+  auto base = [](const std::string& path) { return path.substr(path.rfind('/') + 1); };
+  info.images = {{"kernel", base(set.kernel.path), set.kernel.sha256},
+                 {"initrd", base(set.initrd.path), set.initrd.sha256},
+                 {"rootfs", base(set.rootfs.path), set.rootfs.sha256}};
+  info.kernel_release = set.kernel_release;
+  info.description = set.description.substr(0, limits::kMaxMessageBytes);
+  for (const auto& t : kTools)
+    for (const auto& p : set.root_packages)
+      if (package_matches(t.package, p.name)) {
+        info.tools.push_back({std::string(t.tool), p.name, p.version});
+        break;
+      }
+  info.packages = set.root_packages;
+  info.packages_sha256 = set.packages.sha256;
+  return info;
 }
 
 }  // namespace sandbox::daemon

@@ -1,10 +1,13 @@
 // The guest images the daemon boots, found through a manifest in the images
-// directory and verified by SHA-256 before use.
+// directory and verified by SHA-256 before use; and their description for
+// clients (`sandboxctl images`).
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <sandbox/result.h>
+#include <sandbox/types.h>
 
 namespace sandbox::daemon {
 
@@ -14,14 +17,29 @@ struct ImageFile {
 };
 
 struct ImageSet {
+  std::string dir;
   ImageFile kernel;  // uncompressed vmlinux (PVH entry)
   ImageFile initrd;  // agent + modules
   ImageFile rootfs;  // read-only root
-  std::string description;  // the manifest's comment line
+  // The root's package list ("name=version" lines from its dpkg database);
+  // empty path when the manifest names none (images built before it did).
+  ImageFile packages;
+  std::string kernel_release;  // the kernel line's fourth column, `uname -r`
+  std::string description;     // the manifest's comment line
+  std::vector<PackageInfo> root_packages;  // parsed from `packages`, as verified
 };
 
 // Reads `dir`/manifest and hashes every file it names: image_missing when a
-// file or the manifest is absent, image_corrupt when a hash differs.
+// file or the manifest is absent, image_corrupt when a hash differs or a
+// line (or the package list) does not parse.
 Result<ImageSet> load_images(const std::string& dir);
+
+// Parses "name=version" lines, one package each, as images/build.sh writes
+// them from the root's dpkg database; image_corrupt past the bounds.
+Result<std::vector<PackageInfo>> parse_package_list(std::string_view text);
+
+// What clients see: files, hashes, kernel release, and the interpreters and
+// tools in the root with the versions of their packages.
+ImagesInfo describe_images(const ImageSet& set);
 
 }  // namespace sandbox::daemon

@@ -308,6 +308,7 @@ RuntimeFacts runtime_facts(const Config& cfg, const AccelChoice& accel, const Ho
   facts.daemon_uid = ::getuid();
   facts.host_memory_kb = meminfo_kb("MemTotal");
   facts.cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  facts.images = describe_images(host_side.images);
   auto socket_gid = lookup_group(cfg.socket_group);
   if (socket_gid)
     facts.socket_gid = *socket_gid;

@@ -45,6 +45,7 @@ DaemonOptions options_from(const Config& c, const RuntimeFacts& f) {
   // Members of the socket's group may connect, by file mode and by policy.
   if (f.socket_gid) s.access.allowed_gids.push_back(*f.socket_gid);
   s.default_idle_timeout = ms(c.session_idle_timeout_ms);
+  s.images = f.images;
 
   auto& l = o.control;
   l.max_connections = c.max_connections;

@@ -24,6 +24,7 @@ struct RuntimeFacts {
   std::optional<gid_t> socket_gid;
   uint64_t host_memory_kb = 0;
   long cpus = 1;
+  ImagesInfo images;  // as verified by load_images
 };
 
 DaemonOptions options_from(const Config& config, const RuntimeFacts& facts);

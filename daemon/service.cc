@@ -128,6 +128,8 @@ bool Service::handle(Peer& peer, proto::Message&& request) {
       error(peer, id, Error::make(ErrorCode::permission_denied, "only root may drop snapshots"));
     else
       reply(peer, proto::SnapshotList{id, manager_.snapshots(sr->drop)});
+  } else if (std::holds_alternative<proto::ImagesRequest>(request)) {
+    reply(peer, proto::ImageList{id, options_.images});
   } else if (std::holds_alternative<proto::SessionListRequest>(request)) {
     reply(peer, proto::SessionList{id, manager_.sessions(peer.caller)});
   } else if (auto* run = std::get_if<proto::Run>(&request)) {
@@ -145,7 +147,7 @@ bool Service::handle(Peer& peer, proto::Message&& request) {
   } else {
     error(peer, 0, Error::make(ErrorCode::invalid_argument,
                                "a client may not send '" + std::string(proto::type_name(request)) +
-                                   "' (only run, session, file, status and snapshot requests)"));
+                                   "' (only run, session, file, status, snapshot and image requests)"));
     return false;
   }
   return true;

@@ -31,6 +31,8 @@ struct ServiceOptions {
   // Upload data held until its session takes it: three full files per uid.
   uint64_t upload_bytes_per_uid = 160ull << 20;
   uint64_t upload_bytes_total = 640ull << 20;
+  // What the VMs boot, as verified at start-up: `images_request` answers it.
+  ImagesInfo images;
 };
 
 class Service {

@@ -82,6 +82,17 @@ std::vector<Named> messages() {
   sandbox::SessionInfo session{std::string(kSession), Language::python, 256, milliseconds{60000}, 2,
                                1700000000000, 1700000005000, "snapshot"};
   std::string chunk = sandbox::compress_chunk("name,value\nalpha,1\nbeta,2\n");
+
+  sandbox::ImagesInfo images;
+  images.directory = "/var/lib/sandboxd/images";
+  images.images = {{"kernel", "vmlinux", std::string(64, 'a')},
+                   {"initrd", "initramfs.cpio", std::string(64, 'b')},
+                   {"rootfs", "rootfs.erofs", std::string(64, 'c')}};
+  images.kernel_release = "6.1.0-37-amd64";
+  images.description = "sandboxd guest images: sha256 role file [kernel release]";
+  images.tools = {{"python3", "python3.11", "3.11.2-6+deb12u6"}, {"nodejs", "nodejs", "18.20.4+dfsg-1~deb12u1"}};
+  images.packages = {{"bash", "5.2.15-2+b7"}, {"nodejs", "18.20.4+dfsg-1~deb12u1"}, {"python3.11", "3.11.2-6+deb12u6"}};
+  images.packages_sha256 = std::string(64, 'd');
   std::string s(kSession);
 
   return {
@@ -113,12 +124,14 @@ std::vector<Named> messages() {
       {"file_list_request", FileListRequest{11, s, ""}},
       {"file_list", FileList{11, {{{"in.csv", false, 25}, {"out", true, 0}}, true}}},
       {"cancel", Cancel{9}},
+      {"images_request", ImagesRequest{12}},
+      {"image_list", ImageList{12, images}},
   };
 }
 
 // The messages whose shapes differ most, for the msgpack scanner (the
 // decoder's seeds reach it too, through decode).
-constexpr std::string_view kScanSeeds[] = {"run", "result", "status", "session_list", "file_list", "exec"};
+constexpr std::string_view kScanSeeds[] = {"run", "result", "status", "session_list", "file_list", "exec", "image_list"};
 
 // One object of every msgpack format, for the scanner.
 std::string every_format() {

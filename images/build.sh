@@ -3,9 +3,12 @@
 #   vmlinux          Debian's linux-image-amd64, uncompressed (PVH entry; the
 #                    XZ bzImage costs seconds to decompress under TCG)
 #   initramfs.cpio   the agent as /init plus the virtio/erofs modules it loads
-#   rootfs.erofs     read-only root with python3, nodejs and bash, from
-#                    Debian's bookworm archive only
-#   manifest         "<sha256> <role> <file>" lines the daemon verifies
+#   rootfs.erofs     read-only root with python3, nodejs, bash and the
+#                    everyday tools (GUEST_TOOLS), from Debian's bookworm
+#                    archive only
+#   packages         "<package>=<version>" lines: the root's own dpkg database
+#   manifest         "<sha256> <role> <file>" lines the daemon verifies (the
+#                    kernel's line also names its release, `uname -r`)
 #
 # Every expensive step is cached under --cache by a key over its inputs
 # (package versions, Debian's package lists, this script, the agent
@@ -22,7 +25,7 @@ while [[ $# -gt 0 ]]; do
         --agent) AGENT="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --cache) CACHE="$2"; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
@@ -33,6 +36,24 @@ done
 # Packages the guest root carries beyond debootstrap's minbase.
 # libnss-myhostname resolves whatever hostname the guest has been given.
 ROOT_PACKAGES="python3,nodejs,libnss-myhostname"
+# The everyday tools code written for a workstation shells out to, installed
+# afterwards with apt (--no-install-recommends), each for a reason. minbase
+# already has coreutils, grep, sed, gawk/mawk, findutils, tar, gzip, diff.
+GUEST_TOOLS=(
+    ca-certificates  # the system CA store in /etc/ssl/certs: Python's ssl, curl, git and Node verify TLS with it
+    curl             # HTTP(S) from the shell; `curl | jq` is the usual pairing
+    git              # clone, diff, apply, commit; Debian's git also brings perl, which its scripted commands need
+    jq               # JSON on the command line
+    sqlite3          # the sqlite3 shell (Python's sqlite3 module is part of python3 already)
+    unzip zip        # .zip archives, the commonest download format, both ways
+    file             # what a file is, by its content (libmagic)
+    less             # the pager that git, `man`-style help and scripts that call $PAGER expect
+    patch            # applies unified diffs, the form model-written edits often take
+    procps           # ps, top, free, pgrep, pkill, watch
+    xz-utils bzip2   # .xz and .bz2 archives, and tar's -J and -j (gzip is in minbase)
+    tzdata           # /usr/share/zoneinfo: TZ=Europe/Paris, zoneinfo, date -d with zones
+    python3-venv     # python3 -m venv and ensurepip, with Debian's pip and setuptools wheels
+)
 # Modules the agent loads, in dependency order. crc32c_generic must precede
 # libcrc32c because the guest has no modprobe to satisfy its crypto request.
 MODULES="virtio_ring virtio virtio_mmio virtio_blk virtio_console virtio-rng crc32c_generic libcrc32c erofs"
@@ -40,7 +61,7 @@ MODULES="virtio_ring virtio virtio_mmio virtio_blk virtio_console virtio-rng crc
 # minutes, so they are cached by what goes into them (package lists and
 # versions), not by this file.
 KERNEL_RECIPE_VERSION=1
-RECIPE_VERSION=2
+RECIPE_VERSION=4
 
 SCRIPT_HASH=$(sha256sum "$0" | cut -c1-16)
 mkdir -p "$CACHE" "$OUT"
@@ -120,7 +141,7 @@ for suite in bookworm bookworm-updates bookworm-security; do
     [[ -f "$f" ]] || { echo "build.sh: $suite package list '$f' missing (run apt-get update)" >&2; exit 1; }
     INDEXES+="$f "
 done
-SOURCES_KEY=$( (echo "$RECIPE_VERSION $ROOT_PACKAGES $MIRROR $UPDATES $SECURITY"; cat $INDEXES | sha256sum) \
+SOURCES_KEY=$( (echo "$RECIPE_VERSION $ROOT_PACKAGES ${GUEST_TOOLS[*]} $MIRROR $UPDATES $SECURITY"; cat $INDEXES | sha256sum) \
     | sha256sum | cut -c1-16)
 SOURCES_INDEX="$CACHE/rootfs-sources-$SOURCES_KEY"
 ROOT_KEY=$(cat "$SOURCES_INDEX" 2>/dev/null || true)
@@ -135,9 +156,41 @@ if [[ -z "$ROOT_KEY" || ! -f "$CACHE/rootfs-$ROOT_KEY.erofs" || ! -f "$CACHE/roo
         [[ -n "$UPDATES" ]] && echo "deb $UPDATES bookworm-updates main"
         [[ -n "$SECURITY" ]] && echo "deb $SECURITY bookworm-security main"
     } > "$work/root/etc/apt/sources.list"
-    # Security fixes for the interpreters the guest exposes to hostile code.
-    chroot "$work/root" /bin/sh -c 'apt-get -qq update && DEBIAN_FRONTEND=noninteractive apt-get -qq -y upgrade' \
-        > "$work/upgrade.log" 2>&1 || { tail -20 "$work/upgrade.log" >&2; exit 1; }
+    # Files no run can use, kept out of everything dpkg installs from here
+    # on (the upgrade, the tools, later layers); debootstrap's own are
+    # removed below.
+    cat > "$work/root/etc/dpkg/dpkg.cfg.d/sandboxd-lean" <<'EXCLUDES'
+# sandboxd guest root (images/build.sh): files no run uses.
+# Documentation and translations: nobody reads them in a sandbox.
+path-exclude=/usr/share/doc/*
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/locale/*
+# C headers for building perl XS modules (8 MB): the guest has no compiler.
+path-exclude=/usr/lib/x86_64-linux-gnu/perl/5.*/CORE/*.h
+# git's servers, mail and WebDAV senders, and scalar's background upkeep
+# (2 MB each): the guest accepts no connections and runs no schedulers.
+path-exclude=/usr/lib/git-core/git-daemon
+path-exclude=/usr/lib/git-core/git-http-backend
+path-exclude=/usr/lib/git-core/git-http-push
+path-exclude=/usr/lib/git-core/git-imap-send
+path-exclude=/usr/lib/git-core/git-shell
+path-exclude=/usr/bin/git-shell
+path-exclude=/usr/lib/git-core/scalar
+path-exclude=/usr/bin/scalar
+EXCLUDES
+    # Security fixes for the interpreters the guest exposes to hostile code,
+    # then the tools, from the same Debian suites.
+    chroot "$work/root" /usr/bin/env DEBIAN_FRONTEND=noninteractive /bin/sh -c \
+        'apt-get -qq update && apt-get -qq -y upgrade && apt-get -qq -y --no-install-recommends install "$@"' \
+        sh "${GUEST_TOOLS[@]}" > "$work/upgrade.log" 2>&1 || { tail -20 "$work/upgrade.log" >&2; exit 1; }
+    # Node must verify TLS with the same store as everything else. Debian
+    # builds it so (configure --openssl-use-def-ca-store): its default is
+    # OpenSSL's store, /etc/ssl/certs, not the Mozilla list compiled into
+    # libnode (which tls.rootCertificates still shows).
+    chroot "$work/root" /usr/bin/node -p \
+        'process.config.target_defaults.defines.includes("NODE_OPENSSL_CERT_STORE")' 2>/dev/null | grep -qx true \
+        || { echo "build.sh: Debian's nodejs no longer defaults to OpenSSL's CA store" >&2; exit 1; }
     chroot "$work/root" useradd --no-create-home --uid 1000 --user-group \
         --home-dir /home/sandbox --shell /bin/bash sandbox
     install -d -m 0755 -o 1000 -g 1000 "$work/root/home/sandbox"
@@ -214,14 +267,23 @@ place() { # place SRC NAME: hard link from the cache when possible
 place "$KDIR/vmlinux" vmlinux
 place "$INITRD" initramfs.cpio
 place "$ROOTFS" rootfs.erofs
-DESCRIPTION="sandboxd guest images: sha256 role file; kernel $(cat "$KDIR/release"); root $ROOT_VERSIONS"
+# The root's own package list, for `sandboxctl images`: hashed like the
+# images, so the daemon describes exactly the root it verified.
+place "$CACHE/rootfs-$ROOT_KEY.packages" packages
+# The guest's `uname -r`: Debian names the kernel package after it; the
+# image's banner must agree.
+KRELEASE=${KPKG#linux-image-}
+LC_ALL=C grep -qaF "Linux version $KRELEASE " "$OUT/vmlinux" \
+    || { echo "build.sh: vmlinux is not release $KRELEASE" >&2; exit 1; }
+DESCRIPTION="sandboxd guest images: sha256 role file [kernel release]; kernel $(cat "$KDIR/release"); root $ROOT_VERSIONS"
 keys="kernel-$KVER rootfs-$ROOT_KEY initramfs-$INIT_KEY $DESCRIPTION"
 if [[ "$(cat "$OUT/.keys" 2>/dev/null || true)" != "$keys" || ! -f "$OUT/manifest" ]]; then
     {
         echo "# $DESCRIPTION"
-        echo "$(sha "$OUT/vmlinux") kernel vmlinux"
+        echo "$(sha "$OUT/vmlinux") kernel vmlinux $KRELEASE"
         echo "$(sha "$OUT/initramfs.cpio") initrd initramfs.cpio"
         echo "$(sha "$OUT/rootfs.erofs") rootfs rootfs.erofs"
+        echo "$(sha "$OUT/packages") packages packages"
     } > "$OUT/.manifest.tmp"
     mv "$OUT/.manifest.tmp" "$OUT/manifest"
     echo "$keys" > "$OUT/.keys"

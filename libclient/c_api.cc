@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "sandbox/client.h"
+#include "sandbox/json.h"
 #include "sandbox/types.h"
 
 struct sandbox_client {
@@ -121,6 +122,28 @@ int sandbox_run(const sandbox_client* c, const sandbox_run_options* o, sandbox_o
       return -1;
     }
     *result = new sandbox_result{std::move(r.value())};
+    return 0;
+  });
+}
+
+int sandbox_images_json(const sandbox_client* c, char** json, sandbox_error** error) {
+  if (json) *json = nullptr;
+  if (error) *error = nullptr;
+  if (!c || !json) return null_argument(error, "client and json");
+  return guarded(error, [&] {
+    auto r = c->client.images();
+    if (!r) {
+      set_error(error, r.error().code, r.error().message);
+      return -1;
+    }
+    std::string text = sandbox::to_json(*r);
+    auto* out = static_cast<char*>(std::malloc(text.size() + 1));
+    if (!out) {
+      set_error(error, sandbox::ErrorCode::internal, "out of memory for " + std::to_string(text.size()) + " bytes");
+      return -1;
+    }
+    std::memcpy(out, text.c_str(), text.size() + 1);
+    *json = out;
     return 0;
   });
 }

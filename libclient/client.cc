@@ -154,6 +154,12 @@ Result<std::vector<SnapshotInfo>> Client::snapshots(bool drop) const {
   return std::move(list->snapshots);
 }
 
+Result<ImagesInfo> Client::images() const {
+  auto list = request<proto::ImageList>(socket_path_, proto::ImagesRequest{1}, Clock::now() + std::chrono::seconds(30));
+  if (!list) return std::move(list).error();
+  return std::move(list->images);
+}
+
 Result<Session> Client::create_session(const SessionOptions& options) const {
   if (auto v = validate(options); !v) return std::move(v).error();
   auto list = request<proto::SessionList>(socket_path_, proto::SessionCreate{1, options},

@@ -113,7 +113,7 @@ TEST_CASE("malformed and oversized frames close the connection and nothing else"
     REQUIRE(raw.send(proto::Hello{1, "x"}));
     auto m = raw.receive(std::chrono::seconds(5));
     REQUIRE(m.has_value());
-    CHECK(std::get<proto::ErrorReply>(*m).message.find("only run, session, file, status and snapshot requests") !=
+    CHECK(std::get<proto::ErrorReply>(*m).message.find("only run, session, file, status, snapshot and image requests") !=
           std::string::npos);
   }
   {
@@ -204,7 +204,7 @@ TEST_CASE("a corrupted image stops the daemon at start-up") {
     out << line << "\n";
   }
   out.close();
-  for (auto f : {"vmlinux", "initramfs.cpio", "rootfs.erofs"})
+  for (auto f : {"vmlinux", "initramfs.cpio", "rootfs.erofs", "packages"})
     std::filesystem::create_symlink(std::filesystem::canonical(images_dir() + "/" + f), dir + "/" + f);
   TestDaemon bad;
   CHECK_FALSE(bad.start({}, dir));

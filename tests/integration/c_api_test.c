@@ -138,3 +138,26 @@ done:
   sandbox_client_free(client);
   return failed;
 }
+
+/* The image description through C: JSON naming the three images and the
+ * interpreters; a NULL argument is a typed error. */
+int c_api_images_check(const char* socket_path, char* why, size_t why_len) {
+  sandbox_client* client = sandbox_client_new(socket_path);
+  char* json = NULL;
+  sandbox_error* error = NULL;
+  int failed = 1;
+  if (sandbox_images_json(client, &json, &error) != 0) {
+    snprintf(why, why_len, "images: %s: %s", sandbox_error_code(error), sandbox_error_message(error));
+  } else if (!strstr(json, "\"role\":\"kernel\"") || !strstr(json, "\"role\":\"rootfs\"") ||
+             !strstr(json, "\"name\":\"python3\"") || !strstr(json, "\"kernel_release\":")) {
+    snprintf(why, why_len, "images JSON lacks a role, python3 or the kernel release: %.200s", json);
+  } else if (sandbox_images_json(client, NULL, &error) == 0 || strcmp(sandbox_error_code(error), "invalid_argument") != 0) {
+    snprintf(why, why_len, "a NULL json pointer was not invalid_argument");
+  } else {
+    failed = 0;
+  }
+  free(json);
+  sandbox_error_free(error);
+  sandbox_client_free(client);
+  return failed;
+}

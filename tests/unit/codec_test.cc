@@ -158,6 +158,39 @@ TEST_CASE("every message survives a round trip") {
   REQUIRE(fl.listing.entries.size() == 2);
   CHECK(fl.listing.entries[1].is_dir);
   CHECK(fl.listing.truncated);
+  CHECK(round_trip(ImagesRequest{16}).id == 16);
+  ImagesInfo ii{"/var/lib/sandboxd/images",
+                {{"kernel", "vmlinux", std::string(64, 'a')}, {"initrd", "initramfs.cpio", std::string(64, 'b')}},
+                "6.1.0-37-amd64",
+                "sandboxd guest images",
+                {{"python3", "python3.11", "3.11.2-6+deb12u6"}},
+                {{"bash", "5.2.15-2+b7"}, {"python3.11", "3.11.2-6+deb12u6"}},
+                std::string(64, 'c')};
+  auto il = round_trip(ImageList{17, ii}).images;
+  CHECK(il.directory == ii.directory);
+  REQUIRE(il.images.size() == 2);
+  CHECK(il.images[1].file == "initramfs.cpio");
+  CHECK(il.kernel_release == "6.1.0-37-amd64");
+  REQUIRE(il.tools.size() == 1);
+  CHECK(il.tools[0].package == "python3.11");
+  REQUIRE(il.packages.size() == 2);
+  CHECK(il.packages[0].version == "5.2.15-2+b7");
+  CHECK(il.packages_sha256 == ii.packages_sha256);
+}
+
+TEST_CASE("the largest image list a daemon may send decodes") {
+  ImagesInfo ii;
+  ii.images.assign(proto::kMaxImageEntries, {"kernel", std::string(limits::kMaxPathBytes, 'f'), std::string(64, 'a')});
+  ii.tools.assign(proto::kMaxToolEntries, {std::string(limits::kMaxNameBytes, 't'), "p", "1"});
+  ii.packages.assign(proto::kMaxPackageEntries,
+                     {std::string(limits::kMaxNameBytes, 'n'), std::string(limits::kMaxNameBytes, 'v')});
+  auto bytes = encode(ImageList{1, ii});
+  CHECK(bytes.size() < limits::kMaxFrameBytes);
+  auto m = decode(bytes);
+  REQUIRE_MESSAGE(m.ok(), m.error().message);
+  CHECK(std::get<ImageList>(*m).images.packages.size() == proto::kMaxPackageEntries);
+  ii.packages.push_back({"one", "more"});
+  CHECK_FALSE(decode(encode(ImageList{1, ii})).ok());
 }
 
 TEST_CASE("the wire names come from the tables") {

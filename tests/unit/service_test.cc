@@ -138,6 +138,21 @@ TEST_CASE("service: only operators may empty the snapshot cache") {
   CHECK(root.sink->last<proto::SnapshotList>());
 }
 
+TEST_CASE("service: any allowed peer learns which images the VMs boot") {
+  auto so = options_from(Config{}, RuntimeFacts{}).service;
+  so.images.kernel_release = "6.1.0-99-amd64";
+  so.images.tools = {{"python3", "python3.11", "3.11.2-6+deb12u6"}};
+  Stack s(so);
+  Client c(*s.service);
+  CHECK(s.service->handle(*c.peer, proto::ImagesRequest{7}));
+  auto* list = c.sink->last<proto::ImageList>();
+  REQUIRE(list);
+  CHECK(list->id == 7);
+  CHECK(list->images.kernel_release == "6.1.0-99-amd64");
+  REQUIRE(list->images.tools.size() == 1);
+  CHECK(list->images.tools[0].package == "python3.11");
+}
+
 namespace {
 
 std::string open_session(Stack& s, Client& c, uint64_t id) {

@@ -19,6 +19,7 @@ std::string to_json(const SnapshotInfo& snapshot);
 std::string to_json(const SessionInfo& session);
 std::string to_json(const FileEntry& entry);
 std::string to_json(const FileListing& listing);
+std::string to_json(const ImagesInfo& images);
 // {"code": ..., "message": ..., "retryable": ...}
 std::string to_json(const Error& error);
 

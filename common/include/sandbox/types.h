@@ -1,5 +1,5 @@
 // The values libsandbox, the daemon and the agent exchange: what a run
-// asks for and what it returns, sessions, status. Each is described once
+// asks for and what it returns, sessions, status, images. Each is described once
 // more, field by field, in common/protocol.h (the wire table); encoder,
 // decoder, JSON and D-Bus views all come from that table.
 #pragma once
@@ -95,6 +95,38 @@ struct SnapshotInfo {
   Language language = Language::python;
   uint32_t memory_mb = 0;
   uint64_t bytes = 0;  // on disk
+};
+
+// One file the daemon boots VMs from, as its manifest lists it.
+struct ImageFileInfo {
+  std::string role;    // "kernel", "initrd" or "rootfs"
+  std::string file;    // name in the images directory
+  std::string sha256;  // the manifest's, checked against the file at start-up
+};
+
+// A Debian package in the root image, from the root's own package database.
+struct PackageInfo {
+  std::string name;
+  std::string version;  // Debian's, e.g. "3.11.2-6+deb12u6"
+};
+
+// A program code can call, and the package that provides it.
+struct ToolInfo {
+  std::string name;     // "python3", "nodejs", "git"...
+  std::string package;  // "python3.11", "nodejs", "git"...
+  std::string version;
+};
+
+// What the daemon's VMs run: the images, their kernel, and what is inside
+// the root.
+struct ImagesInfo {
+  std::string directory;
+  std::vector<ImageFileInfo> images;
+  std::string kernel_release;  // the guest's `uname -r`
+  std::string description;     // the manifest's comment line
+  std::vector<ToolInfo> tools;  // interpreters first, then the everyday tools
+  std::vector<PackageInfo> packages;  // every package in the root, by name
+  std::string packages_sha256;  // of the package list, as verified
 };
 
 struct SessionOptions {

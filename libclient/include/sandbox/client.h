@@ -69,6 +69,9 @@ class Client {
   Result<DaemonStatus> status() const;
   // The daemon's snapshot cache; `drop` empties it first (root only).
   Result<std::vector<SnapshotInfo>> snapshots(bool drop = false) const;
+  // The images the daemon boots (files, SHA-256, kernel release) and the
+  // packages in its root, with the interpreters' and tools' versions.
+  Result<ImagesInfo> images() const;
 
   // Opens a session; blocks until its VM is ready.
   Result<Session> create_session(const SessionOptions& options = {}) const;

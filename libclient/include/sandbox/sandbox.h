@@ -109,6 +109,12 @@ void sandbox_file_list_free(sandbox_file_list* list);
 /* Session execs: 1 when the interpreter had to be restarted (its state is gone). */
 int sandbox_result_state_lost(const sandbox_result* r);
 
+/* The images the daemon boots and what is inside them, as the JSON object
+ * `sandboxctl images --json` prints: images [{role, file, sha256}],
+ * kernel_release, tools [{name, package, version}], packages [{name,
+ * version}]... *json is malloc'ed and NUL-terminated: free it with free(). */
+int sandbox_images_json(const sandbox_client* client, char** json, sandbox_error** error);
+
 /* Stable code name from the shared taxonomy, e.g. "invalid_argument". */
 const char* sandbox_error_code(const sandbox_error* e);
 const char* sandbox_error_message(const sandbox_error* e);
