@@ -12,6 +12,8 @@ PACKAGES=(
   libuv1-dev libmsgpack-cxx-dev libsystemd-dev libseccomp-dev libcap-dev libzstd-dev libssl-dev doctest-dev
   # VMs and guest images
   qemu-system-x86 debootstrap debian-archive-keyring gnupg erofs-utils cpio xz-utils
+  # the guest kernel, built from Debian's source (images/kernel/)
+  linux-source-6.1 bc bison flex libelf-dev
   # D-Bus interface and its tests (dbus-daemon, busctl)
   dbus-daemon systemd
   # benchmark peer

@@ -54,6 +54,7 @@ double plain_boot_ms(const daemon::ImageSet& images, daemon::Accel accel) {
   spec.kernel = images.kernel.path;
   spec.initrd = images.initrd.path;
   spec.rootfs = images.rootfs.path;
+  spec.acpi = images.kernel_acpi;
   spec.tsc_khz = accel == daemon::Accel::tcg ? daemon::measure_tsc_khz() : 0;
   auto argv = daemon::qemu_argv(spec);
   if (!argv) return -1;

@@ -124,7 +124,7 @@ Result<ImageSet> load_images(const std::string& images_dir) {
     }
     if (line.empty()) continue;
     std::istringstream fields(line);
-    std::string hash, role, file, release, extra;
+    std::string hash, role, file, release, flag, extra;
     if (!(fields >> hash >> role >> file) || hash.size() != proto::kSha256HexBytes ||
         file.find('/') != std::string::npos || file.size() > limits::kMaxPathBytes)
       return corrupt("malformed line in '" + manifest_path + "': " + line);
@@ -134,11 +134,16 @@ Result<ImageSet> load_images(const std::string& images_dir) {
                       : role == "packages" ? &set.packages
                                            : nullptr;
     if (!slot) return corrupt("unknown image role '" + role + "' in '" + manifest_path + "'");
-    // Only the kernel's line has a fourth column: its release.
+    // Only the kernel's line has more columns: its release, then "noacpi"
+    // for a kernel that finds its devices on the command line.
     if (fields >> release) {
-      if (role != "kernel" || !is_token(release) || (fields >> extra))
-        return corrupt("malformed line in '" + manifest_path + "': " + line);
+      if (role != "kernel" || !is_token(release)) return corrupt("malformed line in '" + manifest_path + "': " + line);
       set.kernel_release = release;
+      if (fields >> flag) {
+        if (flag != "noacpi" || (fields >> extra))
+          return corrupt("malformed line in '" + manifest_path + "': " + line);
+        set.kernel_acpi = false;
+      }
     }
     *slot = {dir + "/" + file, hash};
   }

@@ -25,6 +25,9 @@ struct ImageSet {
   // empty path when the manifest names none (images built before it did).
   ImageFile packages;
   std::string kernel_release;  // the kernel line's fourth column, `uname -r`
+  // Whether the kernel finds its devices through ACPI tables (Debian's) or
+  // on the command line QEMU writes for it (ours, built without ACPI).
+  bool kernel_acpi = true;
   std::string description;     // the manifest's comment line
   std::vector<PackageInfo> root_packages;  // parsed from `packages`, as verified
 };

@@ -349,6 +349,7 @@ VmConfig vm_config_from(const Config& cfg, const HostSide& host_side) {
   vm.base.kernel = host_side.images.kernel.path;
   vm.base.initrd = host_side.images.initrd.path;
   vm.base.rootfs = host_side.images.rootfs.path;
+  vm.base.acpi = host_side.images.kernel_acpi;
   vm.boot_timeout = std::chrono::milliseconds(cfg.boot_timeout_ms);
   return vm;
 }

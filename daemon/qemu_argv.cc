@@ -27,6 +27,9 @@ Result<void> check_path(std::string_view what, const std::string& path) {
 std::string kernel_cmdline(const VmSpec& spec) {
   std::string cmdline = kKernelCmdline;
   if (spec.accel == Accel::tcg && spec.tsc_khz > 0) cmdline += " tsc_early_khz=" + std::to_string(spec.tsc_khz);
+  // Without ACPI the kernel's reboot walks ACPI and the keyboard
+  // controller before a triple fault; the fault alone ends the VM at once.
+  if (!spec.acpi) cmdline += " reboot=t";
   if (spec.prestart) cmdline += " sandbox.prestart=" + std::string(language_name(*spec.prestart));
   return cmdline;
 }
@@ -89,6 +92,7 @@ Result<std::vector<std::string>> qemu_argv(const VmSpec& s) {
   if (!s.memory_file.empty())
     if (auto r = check_path("memory file", s.memory_file); !r) return std::move(r).error();
   std::string machine = "microvm,x-option-roms=off,isa-serial=on,rtc=on";
+  if (!s.acpi) machine += ",acpi=off";
   if (!s.memory_file.empty()) machine += ",memory-backend=mem";
   std::vector<std::string> a = {
       s.qemu,

@@ -45,6 +45,9 @@ struct VmSpec {
   bool incoming = false;
   // After a restore, have the agent run a trivial program before its hello.
   bool warm_up = false;
+  // Off for a kernel built without ACPI: QEMU then lists the virtio-mmio
+  // devices on its command line instead.
+  bool acpi = true;
 };
 
 // Fixed guest kernel arguments; nothing user-controlled reaches them.

@@ -1,23 +1,30 @@
 #!/bin/bash
 # Builds the guest images from Debian packages only:
-#   vmlinux          Debian's linux-image-amd64, uncompressed (PVH entry; the
-#                    XZ bzImage costs seconds to decompress under TCG)
-#   initramfs.cpio   the agent as /init plus the virtio/erofs modules it loads
+#   vmlinux          the guest kernel, uncompressed (PVH entry; decompressing
+#                    a bzImage costs seconds under TCG): by default built from
+#                    Debian's linux-source with images/kernel/sandbox.config
+#                    (everything built in, no ACPI, no modules); with
+#                    --kernel debian, Debian's linux-image-amd64 as shipped
+#   initramfs.cpio   the agent as /init, plus the virtio/erofs modules it
+#                    loads when the kernel is Debian's
 #   rootfs.erofs     read-only root with python3, nodejs, bash and the
 #                    everyday tools (GUEST_TOOLS), from Debian's bookworm
 #                    archive only
 #   packages         "<package>=<version>" lines: the root's own dpkg database
 #   manifest         "<sha256> <role> <file>" lines the daemon verifies (the
-#                    kernel's line also names its release, `uname -r`)
+#                    kernel's line also names its release, `uname -r`, and
+#                    "noacpi" when the kernel finds its devices on the
+#                    command line)
 #
 # Every expensive step is cached under --cache by a key over its inputs
 # (package versions, Debian's package lists, this script, the agent
 # binary), so a second run with the same inputs only re-checks the keys.
 #
-# usage: images/build.sh --agent PATH --out DIR [--cache DIR]
+# usage: images/build.sh --agent PATH --out DIR [--cache DIR] [--kernel sandbox|debian]
 set -euo pipefail
 
 AGENT=""
+KERNEL=sandbox
 OUT=""
 CACHE="${SANDBOXD_IMAGE_CACHE:-/var/cache/sandboxd/images}"
 while [[ $# -gt 0 ]]; do
@@ -25,12 +32,14 @@ while [[ $# -gt 0 ]]; do
         --agent) AGENT="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --cache) CACHE="$2"; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --kernel) KERNEL="$2"; shift 2 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
 [[ -n "$AGENT" && -n "$OUT" ]] || { echo "build.sh: --agent and --out are required" >&2; exit 2; }
 [[ -x "$AGENT" ]] || { echo "build.sh: agent '$AGENT' is not an executable" >&2; exit 2; }
+[[ "$KERNEL" == sandbox || "$KERNEL" == debian ]] || { echo "build.sh: --kernel is sandbox or debian, not '$KERNEL'" >&2; exit 2; }
 [[ $EUID -eq 0 ]] || { echo "build.sh: debootstrap needs root" >&2; exit 2; }
 
 # Packages the guest root carries beyond debootstrap's minbase.
@@ -54,9 +63,13 @@ GUEST_TOOLS=(
     tzdata           # /usr/share/zoneinfo: TZ=Europe/Paris, zoneinfo, date -d with zones
     python3-venv     # python3 -m venv and ensurepip, with Debian's pip and setuptools wheels
 )
-# Modules the agent loads, in dependency order. crc32c_generic must precede
-# libcrc32c because the guest has no modprobe to satisfy its crypto request.
-MODULES="virtio_ring virtio virtio_mmio virtio_blk virtio_console virtio-rng crc32c_generic libcrc32c erofs"
+# Modules the agent loads from Debian's kernel, in dependency order.
+# crc32c_generic must precede libcrc32c because the guest has no modprobe to
+# satisfy its crypto request. The sandbox kernel has all of it built in.
+DEBIAN_MODULES="virtio_ring virtio virtio_mmio virtio_blk virtio_console virtio-rng crc32c_generic libcrc32c erofs"
+# The kernel source sandbox.config is written against: a new major version
+# needs the fragment reviewed, so it is named, not taken from "linux-source".
+KERNEL_SOURCE_PKG=linux-source-6.1
 # Bump when the kernel or root steps below change meaning: they take
 # minutes, so they are cached by what goes into them (package lists and
 # versions), not by this file.
@@ -92,39 +105,73 @@ debian_version() {
 }
 
 # ---------------------------------------------------------------- kernel
-KMETA=$(debian_version linux-image-amd64)
-KPKG=$(apt-cache show "linux-image-amd64=$KMETA" 2>/dev/null \
-    | awk '/^Depends:/ { if (match($0, /linux-image-[0-9][^ ,]*/)) print substr($0, RSTART, RLENGTH); exit }')
-KVER=$(debian_version "$KPKG")
-[[ -n "$KPKG" && -n "$KVER" && "$KVER" != "(none)" ]] || { echo "build.sh: cannot resolve linux-image-amd64" >&2; exit 1; }
-KDIR="$CACHE/kernel-$KVER-r$KERNEL_RECIPE_VERSION"
-if [[ ! -f "$KDIR/done" ]]; then
-    log "kernel $KPKG $KVER"
-    work=$(mktemp -d "$CACHE/.kernel.XXXXXX")
-    trap 'rm -rf "$work"' EXIT
-    (cd "$work" && apt-get download -q "$KPKG=$KVER" >/dev/null 2>&1) \
-        || { echo "build.sh: apt-get download $KPKG=$KVER failed" >&2; exit 1; }
-    dpkg-deb -x "$work"/*.deb "$work/x"
-    vmlinuz=$(echo "$work"/x/boot/vmlinuz-*)
-    # The bzImage wraps an XZ stream; find its magic and decompress from there.
-    off=$(LC_ALL=C grep -aboP '\xfd7zXZ\x00' "$vmlinuz" | head -1 | cut -d: -f1 || true)
-    [[ -n "$off" ]] || { echo "build.sh: no XZ payload in $vmlinuz" >&2; exit 1; }
-    tail -c +$((off + 1)) "$vmlinuz" | xz -dc 2>/dev/null > "$work/vmlinux" || true
-    [[ "$(head -c 4 "$work/vmlinux" | od -An -c | tr -d ' ')" == "177ELF" ]] \
-        || { echo "build.sh: extracted kernel is not an ELF image" >&2; exit 1; }
-    mkdir -p "$work/out/modules"
-    for m in $MODULES; do
-        ko=$(find "$work"/x/lib/modules -name "$m.ko" | head -1)
-        [[ -n "$ko" ]] || { echo "build.sh: module $m not in $KPKG" >&2; exit 1; }
-        cp "$ko" "$work/out/modules/"
-    done
-    mv "$work/vmlinux" "$work/out/vmlinux"
-    echo "$KPKG $KVER" > "$work/out/release"
-    rm -rf "$KDIR"
-    mv "$work/out" "$KDIR"
-    touch "$KDIR/done"
-    rm -rf "$work"
-    trap - EXIT
+if [[ "$KERNEL" == sandbox ]]; then
+    # Cached by the source package's version, the fragment and the script.
+    KSRC_VER=$(dpkg-query -W -f '${Version}' "$KERNEL_SOURCE_PKG" 2>/dev/null || true)
+    KSRC_TAR=$(dpkg -L "$KERNEL_SOURCE_PKG" 2>/dev/null | grep -m1 '\.tar\.xz$' || true)
+    [[ -n "$KSRC_VER" && -f "$KSRC_TAR" ]] \
+        || { echo "build.sh: $KERNEL_SOURCE_PKG is not installed (setup.sh installs it; or use --kernel debian)" >&2; exit 1; }
+    KDIR_SRC="$(cd "$(dirname "$0")" && pwd)/kernel"
+    KEY=$( (echo "$KERNEL_SOURCE_PKG $KSRC_VER"; cat "$KDIR_SRC/sandbox.config" "$KDIR_SRC/build.sh") | sha256sum | cut -c1-16)
+    KVER="sandbox-$KEY"
+    KDIR="$CACHE/kernel-$KVER"
+    MODULES=""
+    KFLAGS=" noacpi"
+    if [[ ! -f "$KDIR/done" ]]; then
+        log "kernel from $KERNEL_SOURCE_PKG $KSRC_VER with kernel/sandbox.config (minutes, once)"
+        work=$(mktemp -d "$CACHE/.kernel.XXXXXX")
+        trap 'rm -rf "$work"' EXIT
+        TMPDIR="$work" "$KDIR_SRC/build.sh" --source "$KSRC_TAR" --out "$work/out" > "$work/build.log" 2>&1 \
+            || { tail -30 "$work/build.log" >&2; exit 1; }
+        rm -rf "$work/out/modules" && mkdir "$work/out/modules"
+        echo "$(cat "$work/out/release") from $KERNEL_SOURCE_PKG $KSRC_VER" > "$work/out/description"
+        rm -rf "$KDIR"
+        mv "$work/out" "$KDIR"
+        touch "$KDIR/done"
+        rm -rf "$work"
+        trap - EXIT
+    fi
+    KRELEASE=$(cat "$KDIR/release")
+    KDESC=$(cat "$KDIR/description")
+else
+    MODULES=$DEBIAN_MODULES
+    KFLAGS=""
+    KMETA=$(debian_version linux-image-amd64)
+    KPKG=$(apt-cache show "linux-image-amd64=$KMETA" 2>/dev/null \
+        | awk '/^Depends:/ { if (match($0, /linux-image-[0-9][^ ,]*/)) print substr($0, RSTART, RLENGTH); exit }')
+    KVER=$(debian_version "$KPKG")
+    [[ -n "$KPKG" && -n "$KVER" && "$KVER" != "(none)" ]] || { echo "build.sh: cannot resolve linux-image-amd64" >&2; exit 1; }
+    KDIR="$CACHE/kernel-$KVER-r$KERNEL_RECIPE_VERSION"
+    if [[ ! -f "$KDIR/done" ]]; then
+        log "kernel $KPKG $KVER"
+        work=$(mktemp -d "$CACHE/.kernel.XXXXXX")
+        trap 'rm -rf "$work"' EXIT
+        (cd "$work" && apt-get download -q "$KPKG=$KVER" >/dev/null 2>&1) \
+            || { echo "build.sh: apt-get download $KPKG=$KVER failed" >&2; exit 1; }
+        dpkg-deb -x "$work"/*.deb "$work/x"
+        vmlinuz=$(echo "$work"/x/boot/vmlinuz-*)
+        # The bzImage wraps an XZ stream; find its magic and decompress from there.
+        off=$(LC_ALL=C grep -aboP '\xfd7zXZ\x00' "$vmlinuz" | head -1 | cut -d: -f1 || true)
+        [[ -n "$off" ]] || { echo "build.sh: no XZ payload in $vmlinuz" >&2; exit 1; }
+        tail -c +$((off + 1)) "$vmlinuz" | xz -dc 2>/dev/null > "$work/vmlinux" || true
+        [[ "$(head -c 4 "$work/vmlinux" | od -An -c | tr -d ' ')" == "177ELF" ]] \
+            || { echo "build.sh: extracted kernel is not an ELF image" >&2; exit 1; }
+        mkdir -p "$work/out/modules"
+        for m in $MODULES; do
+            ko=$(find "$work"/x/lib/modules -name "$m.ko" | head -1)
+            [[ -n "$ko" ]] || { echo "build.sh: module $m not in $KPKG" >&2; exit 1; }
+            cp "$ko" "$work/out/modules/"
+        done
+        mv "$work/vmlinux" "$work/out/vmlinux"
+        echo "$KPKG $KVER" > "$work/out/release"
+        rm -rf "$KDIR"
+        mv "$work/out" "$KDIR"
+        touch "$KDIR/done"
+        rm -rf "$work"
+        trap - EXIT
+    fi
+    KRELEASE=${KPKG#linux-image-}
+    KDESC=$(cat "$KDIR/release")
 fi
 
 # ---------------------------------------------------------------- rootfs
@@ -236,7 +283,8 @@ ROOT_VERSIONS=$(grep -E '^(python3\.[0-9]+|nodejs|bash)=' "$CACHE/rootfs-$ROOT_K
 ROOT_VERSIONS=${ROOT_VERSIONS% }
 
 # ---------------------------------------------------------------- initramfs
-INIT_KEY=$( (sha "$AGENT"; cat "$KDIR"/modules/*.ko | sha256sum; echo "$MODULES $SCRIPT_HASH") | sha256sum | cut -c1-16)
+INIT_KEY=$( (sha "$AGENT"; for m in $MODULES; do sha "$KDIR/modules/$m.ko"; done; echo "$MODULES $SCRIPT_HASH") \
+    | sha256sum | cut -c1-16)
 INITRD="$CACHE/initramfs-$INIT_KEY.cpio"
 if [[ ! -f "$INITRD" ]]; then
     log "initramfs"
@@ -247,7 +295,8 @@ if [[ ! -f "$INITRD" ]]; then
     strip --strip-debug -o "$work/root/init" "$AGENT"
     chmod 0755 "$work/root/init"
     for m in $MODULES; do cp "$KDIR/modules/$m.ko" "$work/root/lib/modules/"; done
-    echo "$MODULES" | tr ' ' '\n' > "$work/root/lib/modules/load-order"
+    # Empty for a kernel with everything built in.
+    printf '%s\n' $MODULES > "$work/root/lib/modules/load-order"
     # Uncompressed: decompression is pure cost under TCG.
     (cd "$work/root" && find . -mindepth 1 -print0 | LC_ALL=C sort -z \
         | cpio --null --create --format=newc --owner=0:0 --reproducible --quiet) > "$work/initramfs.cpio"
@@ -270,17 +319,16 @@ place "$ROOTFS" rootfs.erofs
 # The root's own package list, for `sandboxctl images`: hashed like the
 # images, so the daemon describes exactly the root it verified.
 place "$CACHE/rootfs-$ROOT_KEY.packages" packages
-# The guest's `uname -r`: Debian names the kernel package after it; the
+# The guest's `uname -r` (Debian names its kernel package after it): the
 # image's banner must agree.
-KRELEASE=${KPKG#linux-image-}
 LC_ALL=C grep -qaF "Linux version $KRELEASE " "$OUT/vmlinux" \
     || { echo "build.sh: vmlinux is not release $KRELEASE" >&2; exit 1; }
-DESCRIPTION="sandboxd guest images: sha256 role file [kernel release]; kernel $(cat "$KDIR/release"); root $ROOT_VERSIONS"
+DESCRIPTION="sandboxd guest images: sha256 role file [kernel release [noacpi]]; kernel $KDESC; root $ROOT_VERSIONS"
 keys="kernel-$KVER rootfs-$ROOT_KEY initramfs-$INIT_KEY $DESCRIPTION"
 if [[ "$(cat "$OUT/.keys" 2>/dev/null || true)" != "$keys" || ! -f "$OUT/manifest" ]]; then
     {
         echo "# $DESCRIPTION"
-        echo "$(sha "$OUT/vmlinux") kernel vmlinux $KRELEASE"
+        echo "$(sha "$OUT/vmlinux") kernel vmlinux $KRELEASE$KFLAGS"
         echo "$(sha "$OUT/initramfs.cpio") initrd initramfs.cpio"
         echo "$(sha "$OUT/rootfs.erofs") rootfs rootfs.erofs"
         echo "$(sha "$OUT/packages") packages packages"

@@ -133,6 +133,13 @@ attempt("leave_cgroup", lambda: write("/sys/fs/cgroup/cgroup.procs"))
 attempt("raise_pids_max", lambda: write("/sys/fs/cgroup/exec/pids.max"))
 attempt("host_marker_env", lambda: os.environ.get("SANDBOX_TEST_MARKER", "absent"))
 attempt("host_file", lambda: open(os.environ["HOST_FILE"]).read())
+# What the guest kernel was built with: sandboxd's own kernel has none of
+# these, so their control files and tables do not exist at all.
+attempt("kernel_release", lambda: os.uname().release)
+for path in ("/proc/modules", "/proc/sys/kernel/modules_disabled", "/proc/sys/kernel/kexec_load_disabled",
+             "/proc/sys/kernel/unprivileged_bpf_disabled", "/proc/sys/vm/unprivileged_userfaultfd",
+             "/proc/sys/user/max_user_namespaces", "/proc/self/ns/user", "/sys/firmware/acpi", "/sys/bus/pci"):
+    attempt("kernel_has:" + path, lambda path=path: exists(path))
 
 for name, value in results.items():
     print(f"{name}={value}")

@@ -93,6 +93,7 @@ TEST_CASE("the package list is verified, parsed and described with the kernel re
   auto set = load_images(d.path);
   REQUIRE_MESSAGE(set.ok(), set.error().message);
   CHECK(set->kernel_release == "6.1.0-37-amd64");
+  CHECK(set->kernel_acpi);
   REQUIRE(set->root_packages.size() == 6);
   CHECK(set->root_packages[0].name == "bash");  // sorted by name
 
@@ -121,6 +122,19 @@ TEST_CASE("the package list is verified, parsed and described with the kernel re
   CHECK(load_images(d.path).error().code == ErrorCode::image_corrupt);
   fs::remove(d.path + "/packages");
   CHECK(load_images(d.path).error().code == ErrorCode::image_missing);
+}
+
+TEST_CASE("a kernel marked noacpi is booted without ACPI") {
+  TempDir d;
+  d.write("k", "abc");
+  d.write("i", "");
+  d.write("r", "abc");
+  d.write("manifest", std::string(kAbc) + " kernel k 6.1.192-sandboxd noacpi\n" + kEmpty + " initrd i\n" + kAbc +
+                          " rootfs r\n");
+  auto set = load_images(d.path);
+  REQUIRE_MESSAGE(set.ok(), set.error().message);
+  CHECK(set->kernel_release == "6.1.192-sandboxd");
+  CHECK_FALSE(set->kernel_acpi);
 }
 
 TEST_CASE("a manifest without a package list still loads, with no tools named") {
@@ -154,10 +168,12 @@ TEST_CASE("package lists and release columns that do not parse are image_corrupt
   d.write("k", "abc");
   d.write("i", "");
   d.write("r", "abc");
-  // Only the kernel's line has a fourth column, and only one.
+  // Only the kernel's line has more columns: a release, then only "noacpi".
   d.write("manifest", std::string(kAbc) + " kernel k\n" + kEmpty + " initrd i 6.1\n" + kAbc + " rootfs r\n");
   CHECK(load_images(d.path).error().code == ErrorCode::image_corrupt);
   d.write("manifest", std::string(kAbc) + " kernel k 6.1 x\n" + kEmpty + " initrd i\n" + kAbc + " rootfs r\n");
+  CHECK(load_images(d.path).error().code == ErrorCode::image_corrupt);
+  d.write("manifest", std::string(kAbc) + " kernel k 6.1 noacpi x\n" + kEmpty + " initrd i\n" + kAbc + " rootfs r\n");
   CHECK(load_images(d.path).error().code == ErrorCode::image_corrupt);
   d.write("manifest", std::string(kAbc) + " kernel k $(reboot)\n" + kEmpty + " initrd i\n" + kAbc + " rootfs r\n");
   CHECK(load_images(d.path).error().code == ErrorCode::image_corrupt);

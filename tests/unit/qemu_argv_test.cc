@@ -73,6 +73,18 @@ TEST_CASE("the host TSC measurement is plausible when there is one") {
   CHECK(khz < 10'000'000);   // 10 GHz
 }
 
+TEST_CASE("a kernel without ACPI gets a machine that lists its devices on the command line") {
+  auto s = spec();
+  s.acpi = false;
+  auto a = qemu_argv(s);
+  REQUIRE(a.ok());
+  CHECK(a->at(std::find(a->begin(), a->end(), "-M") - a->begin() + 1) ==
+        "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off");
+  CHECK(kernel_cmdline(s).ends_with(" reboot=t"));
+  s.acpi = true;
+  CHECK(kernel_cmdline(s).find("reboot=") == std::string::npos);
+}
+
 TEST_CASE("a restored VM maps the template's RAM privately and waits for its state") {
   auto s = spec();
   s.memory_file = "/var/lib/sandboxd/snapshots/k,ey/ram";
