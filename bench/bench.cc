@@ -36,6 +36,16 @@ using namespace sandbox::bench;
 
 namespace {
 
+// Host memory of idle VMs: RSS, and PSS, which shares the pages a VM maps
+// with others (the images, QEMU's own text) among them.
+struct Memory {
+  Stats rss_mb, pss_mb;
+  void add(pid_t p) {
+    rss_mb.v.push_back(static_cast<double>(rss_kb(p)) / 1024.0);
+    pss_mb.v.push_back(static_cast<double>(pss_kb(p)) / 1024.0);
+  }
+};
+
 RunRequest print1() {
   RunRequest r;
   r.language = Language::python;
@@ -155,13 +165,12 @@ int main(int argc, char** argv) {
 
   // --- warm pool through libsandbox, and through the sandboxctl process
   Stats warm_lib, warm_ctl, exec_guest;
-  uint64_t idle_rss_kb = 0;
-  size_t idle_vms = 0;
+  Memory booted_mem, restored_mem;
   {
     Daemon d(self, images, {"--pool-python", "2", "--pool-javascript", "0", "--pool-raw", "0"});
-    if (d.wait_pool(Language::python, 2)) {
-      for (pid_t p : d.children()) idle_rss_kb += rss_kb(p), ++idle_vms;
-    }
+    // The first pool VMs boot: there is no snapshot yet.
+    if (d.wait_pool(Language::python, 2))
+      for (pid_t p : d.children()) booted_mem.add(p);
     for (int i = 0; i < samples; ++i) {
       if (!d.wait_pool(Language::python, 1)) break;
       auto t = Clock::now();
@@ -180,30 +189,33 @@ int main(int argc, char** argv) {
     }
   }
 
-  // --- cold runs: no pool; booted, then restored from a snapshot
-  Stats cold, restored;
+  // --- cold runs: no pool; booted, then restored from a snapshot. Each
+  // is timed to its first output and to its result.
+  Stats cold, cold_first, restored, restored_first;
+  auto timed_run = [](const Daemon& d, Stats& total, Stats& first, const char* want_start) {
+    auto t = Clock::now();
+    double first_ms = -1;
+    auto r = d.client().run(print1(), [&](Stream, std::string_view) {
+      if (first_ms < 0) first_ms = ms_since(t);
+    });
+    double ms = ms_since(t);
+    if (!r.ok() || (want_start && r->vm_start != want_start)) return;
+    total.v.push_back(ms);
+    if (first_ms >= 0) first.v.push_back(first_ms);
+  };
   {
     Daemon d(self, images, {"--pool-python", "0", "--pool-javascript", "0", "--pool-raw", "0", "--snapshots", "off"});
-    for (int i = 0; i < std::max(3, samples / 3); ++i) {
-      auto t = Clock::now();
-      auto r = d.client().run(print1());
-      if (r.ok()) cold.v.push_back(ms_since(t));
-    }
+    for (int i = 0; i < std::max(3, samples / 3); ++i) timed_run(d, cold, cold_first, nullptr);
   }
   {
     Daemon d(self, images, {"--pool-python", "0", "--pool-javascript", "0", "--pool-raw", "0", "--snapshots", "on"});
     (void)d.client().run(print1());  // boots, and makes the snapshot behind it
     for (int i = 0; i < 600 && !d.children().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    for (int i = 0; i < std::max(3, samples / 3); ++i) {
-      auto t = Clock::now();
-      auto r = d.client().run(print1());
-      if (r.ok() && r->vm_start == "snapshot") restored.v.push_back(ms_since(t));
-    }
+    for (int i = 0; i < std::max(3, samples / 3); ++i) timed_run(d, restored, restored_first, "snapshot");
   }
 
   // --- pool refill: time from a warm VM taken to the pool full again
   Stats refill_boot, refill_restore;
-  uint64_t restored_rss_kb = 0;
   for (bool restore : {false, true}) {
     Daemon d(self, images, {"--pool-python", "1", "--pool-javascript", "0", "--pool-raw", "0", "--snapshots", "on",
                             "--pool-restore", restore ? "on" : "off"});
@@ -212,7 +224,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 600 && d.children().size() > 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     for (int i = 0; i < std::max(3, samples / 3); ++i) {
       if (!d.wait_pool(Language::python, 1)) break;
-      if (restore && i > 0 && d.children().size() == 1) restored_rss_kb = rss_kb(d.children()[0]);
+      if (restore && i > 0 && d.children().size() == 1) restored_mem.add(d.children()[0]);
       (void)d.client().run(print1());
       auto t = Clock::now();
       if (d.wait_pool(Language::python, 1)) s.v.push_back(ms_since(t));
@@ -273,7 +285,9 @@ int main(int argc, char** argv) {
   row("  of which in the guest (execution_time_ms)", exec_guest, false);
   row("warm pool, sandboxctl process", warm_ctl);
   row("cold boot (no pool, no snapshot), libsandbox", cold);
+  row("  to its first output", cold_first);
   row("snapshot restore (no pool), libsandbox", restored);
+  row("  to its first output", restored_first);
   row("peer: python3 -c (no sandbox)", py);
   row("peer: bwrap --unshare-all python3 -c", bwrap, false);
   row("peer: plain qemu-system-x86_64 boot to agent hello", qemu);
@@ -291,11 +305,42 @@ int main(int argc, char** argv) {
   std::printf("%-52s %12s %12.2f\n", "by boot", fmt(refill_boot.median()).c_str(), rate(refill_boot));
   std::printf("%-52s %12s %12.2f\n", "by snapshot restore (+ TCG warm-up run)", fmt(refill_restore.median()).c_str(),
               rate(refill_restore));
-  if (idle_vms)
-    std::printf("\nhost RSS per idle warm VM (python, 256 MB guest): booted %.1f MB, restored %.1f MB\n",
-                static_cast<double>(idle_rss_kb) / 1024.0 / static_cast<double>(idle_vms),
-                static_cast<double>(restored_rss_kb) / 1024.0);
+  auto mem_row = [](const char* name, const Memory& m) {
+    if (m.rss_mb.v.empty()) return std::printf("%-52s %12s\n", name, "n/a"), void();
+    std::printf("%-52s %9.1f MB %9.1f MB %12zu\n", name, m.rss_mb.median(), m.pss_mb.median(), m.rss_mb.v.size());
+  };
+  std::printf("\n%-52s %12s %12s %12s\n", "host memory per idle warm VM (python, 256 MB guest)", "RSS", "PSS", "VMs");
+  mem_row("booted", booted_mem);
+  mem_row("restored from a snapshot", restored_mem);
   std::printf("accelerator: %s%s\n", accel_name,
               accel.accel == daemon::Accel::tcg ? " (software emulation; KVM hosts are much faster)" : "");
+
+  // --- the goals, each as the ratio or figure above against its target
+  std::printf("\n%-52s %12s %12s  %s\n", "goal", "measured", "target", "");
+  auto goal = [](const char* name, double v, double target, bool at_most, const char* unit) {
+    if (v <= 0) return std::printf("%-52s %12s %12s\n", name, "n/a", ""), void();
+    bool met = at_most ? v <= target : v >= target;
+    char m[32], t[32];
+    std::snprintf(m, sizeof m, "%.2f%s", v, unit);
+    std::snprintf(t, sizeof t, "%s %.2f%s", at_most ? "<=" : ">=", target, unit);
+    std::printf("%-52s %12s %12s  %s\n", name, m, t, met ? "met" : "not met");
+  };
+  auto over = [&](const Stats& s) { return bw > 0 && !s.v.empty() ? s.median() / bw : 0.0; };
+  goal("warm run via libsandbox / bwrap", over(warm_lib), 1.0, true, "x");
+  goal("warm run via sandboxctl / bwrap", over(warm_ctl), 1.5, true, "x");
+  goal("cold boot to first output", cold_first.v.empty() ? 0 : cold_first.median(), 1000, true, " ms");
+  goal("host RSS per idle warm VM, restored", restored_mem.rss_mb.v.empty() ? 0 : restored_mem.rss_mb.median(), 60,
+       true, " MB");
+  goal("host RSS per idle warm VM, booted", booted_mem.rss_mb.v.empty() ? 0 : booted_mem.rss_mb.median(), 60, true,
+       " MB");
+  goal("snapshot-restored cold run / booted cold run",
+       cold.v.empty() || restored.v.empty() ? 0 : restored.median() / cold.median(), 0.25, true, "x");
+  goal("sustained runs/s, 16 clients", levels.empty() ? 0 : levels.back().rps, 4, false, "");
+  if (!levels.empty()) {
+    auto& l = levels.back();
+    double asked = static_cast<double>(l.runs + l.failures);
+    goal("requests served, 16 clients", asked > 0 ? 100.0 * static_cast<double>(l.runs) / asked : 0, 100, false, "%");
+  }
+  goal("pool refill by restore, VMs/s", rate(refill_restore), 5, false, "");
   return 0;
 }

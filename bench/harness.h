@@ -112,6 +112,16 @@ inline uint64_t rss_kb(pid_t pid) {
   return 0;
 }
 
+// Proportional set size of `pid`: its RSS with each shared page divided
+// among the processes that map it (what a VM really costs the host).
+inline uint64_t pss_kb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.starts_with("Pss:")) return std::stoull(line.substr(4));
+  return 0;
+}
+
 // Open descriptors of `pid`.
 inline size_t fd_count(pid_t pid) {
   std::error_code ec;

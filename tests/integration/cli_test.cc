@@ -169,8 +169,12 @@ TEST_CASE("cli: a write that fails in the guest leaves no directories behind") {
   Closer closer{s};
   // Fill the home to within 4 MB of full, then a write that needs new
   // directories fails.
-  auto fill = s->exec("import os\nst = os.statvfs('.')\n"
-                      "open('fill.bin', 'wb').write(b'x' * (st.f_bavail * st.f_frsize - (4 << 20)))");
+  // In 1 MB writes: one bytes object the size of the home would itself
+  // take as much memory again as the files.
+  auto fill = s->exec("import os\nst = os.statvfs('.')\nleft = st.f_bavail * st.f_frsize - (4 << 20)\n"
+                      "with open('fill.bin', 'wb') as f:\n"
+                      "    while left > 0:\n"
+                      "        left -= f.write(b'x' * min(left, 1 << 20))");
   REQUIRE(fill.ok());
   REQUIRE(fill->exit_code == 0);
   std::string noise(8 << 20, '\0');
