@@ -158,6 +158,19 @@ Result<void> Execution::start_session() {
   return ok();
 }
 
+bool Execution::wait_ready(std::chrono::milliseconds bound) {
+  auto until = Clock::now() + bound;
+  while (!ready_ && report_) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
+    if (left <= 0) break;
+    pollfd p{report_.get(), POLLIN, 0};
+    int n = ::poll(&p, 1, static_cast<int>(left));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || !on_report()) break;
+  }
+  return ready_;
+}
+
 void Execution::arm_after_handover(const proto::Exec& exec) {
   handed_at_ = Clock::now();
   timeout_ = std::chrono::milliseconds(std::clamp(exec.timeout_ms, limits::kMinTimeoutMs, limits::kMaxTimeoutMs));

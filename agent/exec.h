@@ -79,6 +79,9 @@ class Execution {
   // Reads the interpreter's lines on fd 4 (ready, then cell statuses);
   // false once the pipe is at EOF (and closed).
   bool on_report();
+  // Waits at most `bound` for a spawned interpreter to say it is ready;
+  // false if it did not (still starting, or dead).
+  bool wait_ready(std::chrono::milliseconds bound);
   // Stops the exec as at its timeout (interrupt or SIGTERM, grace, kill),
   // without calling it a timeout: its caller went away.
   void cancel();

@@ -28,6 +28,9 @@ namespace sandbox::agent {
 namespace {
 
 constexpr const char* kExecTree = "/sys/fs/cgroup/exec";
+// How long hello waits for a prestarted interpreter: well inside the
+// daemon's boot deadline, so a slow host is late, not failed.
+constexpr std::chrono::milliseconds kPrestartWait{10'000};
 
 class Agent {
  public:
@@ -60,6 +63,12 @@ class Agent {
       if (p) {
         prepared_ = std::move(*p);
         prestarted = language_name(*prestart);
+        // Hello waits for the interpreter: a snapshot template is saved when
+        // it says hello, and a clone of one still starting would finish its
+        // start-up with an empty TCG translation cache, on a caller's time.
+        // Bounded, so a slow host still says hello within the boot deadline.
+        if (!prepared_->wait_ready(kPrestartWait))
+          log("the %s interpreter is not ready yet; saying hello anyway", prestarted.c_str());
       } else {
         log("cannot prestart %s: %s", std::string(language_name(*prestart)).c_str(), p.error().message.c_str());
       }
