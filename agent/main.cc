@@ -32,6 +32,14 @@ constexpr const char* kExecTree = "/sys/fs/cgroup/exec";
 // daemon's boot deadline, so a slow host is late, not failed.
 constexpr std::chrono::milliseconds kPrestartWait{10'000};
 
+// "sandbox.prestart=python" on the kernel command line asks for a warm
+// interpreter before hello; "sandbox.template" says the VM is a snapshot
+// template, whose interpreter preloads modules for every clone.
+struct Prestart {
+  std::optional<Language> language;
+  bool template_vm = false;
+};
+
 class Agent {
  public:
   Agent(unique_fd port, unique_fd sigchld, unique_fd epoll, std::vector<sock_filter> filter)
@@ -41,7 +49,7 @@ class Agent {
         filter_(std::move(filter)),
         files_([this](const proto::Message& m) { return send(m); }) {}
 
-  Result<void> run(std::optional<Language> prestart) {
+  Result<void> run(Prestart prestart) {
     if (auto r = watch(port_.get()); !r) return r;
     if (auto r = watch(sigchld_.get()); !r) return r;
     if (auto r = setup_exec_cgroup(kExecTree); r)
@@ -57,12 +65,14 @@ class Agent {
       }
     }
     std::string prestarted;
-    if (prestart) {
+    if (prestart.language) {
       // The interpreter comes up now and waits: a run pays only for its code.
-      auto p = Execution::spawn(*prestart, {}, tree_, filter_);
+      EnvList env;
+      if (prestart.template_vm) env.emplace_back("SANDBOX_PRELOAD", "1");
+      auto p = Execution::spawn(*prestart.language, env, tree_, filter_);
       if (p) {
         prepared_ = std::move(*p);
-        prestarted = language_name(*prestart);
+        prestarted = language_name(*prestart.language);
         // Hello waits for the interpreter: a snapshot template is saved when
         // it says hello, and a clone of one still starting would finish its
         // start-up with an empty TCG translation cache, on a caller's time.
@@ -70,7 +80,8 @@ class Agent {
         if (!prepared_->wait_ready(kPrestartWait))
           log("the %s interpreter is not ready yet; saying hello anyway", prestarted.c_str());
       } else {
-        log("cannot prestart %s: %s", std::string(language_name(*prestart)).c_str(), p.error().message.c_str());
+        log("cannot prestart %s: %s", std::string(language_name(*prestart.language)).c_str(),
+            p.error().message.c_str());
       }
     }
     if (auto r = send(proto::Hello{proto::kProtocolVersion, kernel_release(), prestarted}); !r) return r;
@@ -101,12 +112,13 @@ class Agent {
   // Runs one trivial program of `language` to its end. A VM restored from a
   // snapshot under TCG has an empty translation cache: every code path is
   // slow the first time it runs. This pays that for the exec path (agent,
-  // kernel, interpreter) before a caller is waiting. The program is ours and
-  // leaves nothing behind: the next spawn empties the exec cgroup.
+  // kernel, interpreter) before a caller is waiting. The program is ours:
+  // it runs in a process group of its own, outside the exec cgroup, so a
+  // prestarted interpreter waiting there is left alone.
   void warm_up(Language language) {
     static constexpr const char* kWarmCode[] = {"import sys\nprint('warm')\n", "console.log('warm')\n",
                                                 "echo warm\n"};
-    auto e = Execution::spawn(language, {}, tree_, filter_);
+    auto e = Execution::spawn(language, {}, "", filter_);
     if (!e) return;
     proto::Exec x;
     x.language = language;
@@ -236,9 +248,9 @@ class Agent {
     std::string prestarted;
     if (prepared_ && prepared_->alive()) {
       auto language = prepared_->language();
-      // A warm-up run empties the exec cgroup (each spawn does), so the
-      // interpreter is started again after it.
-      bool respawn = r.warm_up || language != Language::python;
+      // The template's Python keeps its modules (and seeds random only when
+      // imported); the warm-up runs beside it, outside the exec cgroup.
+      bool respawn = language != Language::python;
       if (respawn) prepared_.reset();
       if (r.warm_up) warm_up(language);
       if (respawn)
@@ -392,15 +404,17 @@ class Agent {
   FileService files_;
 };
 
-// "sandbox.prestart=python" on the kernel command line asks for a warm
-// interpreter before hello.
-std::optional<Language> prestart_from_cmdline() {
+// The kernel command line's prestart words.
+Prestart prestart_from_cmdline() {
   std::ifstream in("/proc/cmdline");
   std::string word;
   constexpr std::string_view kKey = "sandbox.prestart=";
-  while (in >> word)
-    if (word.starts_with(kKey)) return schema::EnumNames<Language>::parse(std::string_view(word).substr(kKey.size()));
-  return std::nullopt;
+  Prestart p;
+  while (in >> word) {
+    if (word.starts_with(kKey)) p.language = schema::EnumNames<Language>::parse(std::string_view(word).substr(kKey.size()));
+    if (word == "sandbox.template") p.template_vm = true;
+  }
+  return p;
 }
 
 Result<void> serve() {

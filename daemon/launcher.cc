@@ -66,6 +66,7 @@ Result<std::vector<std::string>> command_line(const VmConfig& config, const VmLa
   } else if (launch.make_template) {
     spec.memory_file = pass(launch.make_template->ram_fd, kMemoryFd);
     spec.memory_shared = true;
+    spec.template_vm = true;
   }
   return qemu_argv(spec);
 }

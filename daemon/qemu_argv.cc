@@ -31,6 +31,7 @@ std::string kernel_cmdline(const VmSpec& spec) {
   // controller before a triple fault; the fault alone ends the VM at once.
   if (!spec.acpi) cmdline += " reboot=t";
   if (spec.prestart) cmdline += " sandbox.prestart=" + std::string(language_name(*spec.prestart));
+  if (spec.prestart && spec.template_vm) cmdline += " sandbox.template";
   return cmdline;
 }
 

@@ -33,6 +33,9 @@ struct VmSpec {
   uint32_t tsc_khz = 0;
   // Language whose interpreter the agent starts before its hello, if any.
   std::optional<Language> prestart;
+  // A snapshot template: its interpreter also imports the modules code
+  // uses most before it is saved, so every clone has them loaded.
+  bool template_vm = false;
   // Descriptor number of QEMU's QMP control socket; -1 for none.
   int qmp_fd = -1;
   // Guest RAM in a file instead of anonymous memory: shared (a snapshot

@@ -86,7 +86,24 @@ def _sandbox_finish(status):
     except OSError:
         pass
     os._exit(status)
+# In a snapshot template, the modules agent code imports most are loaded
+# before "ready", so every clone has them: under TCG a clone's first import
+# of json alone costs seconds. None of them takes random state at import
+# (random, tempfile, ssl, hashlib stay out): clones share what is loaded.
+_SANDBOX_PRELOAD = ('json', 're', 'collections', 'datetime', 'math', 'pathlib', 'typing', 'dataclasses',
+                    'subprocess', 'csv', 'decimal', 'fractions', 'textwrap', 'string', 'base64',
+                    'urllib.parse', 'shutil', 'glob', 'struct', 'copy', 'enum', 'heapq', 'bisect', 'array')
+def _sandbox_preload():
+    if os.environ.pop('SANDBOX_PRELOAD', None) is None:
+        return
+    import importlib
+    for name in _SANDBOX_PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
 def _sandbox_main():
+    _sandbox_preload()
     os.write(4, b'r\n')
     if os.read(3, 1) == b's':
         return _sandbox_session()

@@ -60,6 +60,15 @@ TEST_CASE("snapshots: boot without one, restore once it exists, fresh entropy pe
   CHECK(a->timing.boot_ms < first->timing.boot_ms);
   CHECK(a->stdout_data.size() > 40);
   CHECK(a->stdout_data != b->stdout_data);
+  // The template's interpreter loaded the common modules for its clones,
+  // none that holds random state, and its marker is gone from the
+  // environment the code sees.
+  auto loaded = c.run(make_request(
+      Language::python, "import os, sys\nprint('json' in sys.modules, 'decimal' in sys.modules, "
+                        "'random' in sys.modules, 'SANDBOX_PRELOAD' in os.environ)"));
+  REQUIRE(loaded.ok());
+  CHECK(loaded->vm_start == "snapshot");
+  CHECK(loaded->stdout_data == "True True False False\n");
   // A clone with its own environment gets a fresh interpreter on the same snapshot.
   auto env = make_request(Language::python, "import os\nprint(os.environ['K'])");
   env.env = {{"K", "v"}};

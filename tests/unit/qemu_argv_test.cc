@@ -61,6 +61,12 @@ TEST_CASE("a warm VM asks its agent to prestart the interpreter") {
   auto s = spec();
   s.prestart = Language::javascript;
   CHECK(kernel_cmdline(s) == std::string(kKernelCmdline) + " sandbox.prestart=javascript");
+  // A template's interpreter preloads for its clones; without a prestart
+  // there is nothing to preload.
+  s.template_vm = true;
+  CHECK(kernel_cmdline(s) == std::string(kKernelCmdline) + " sandbox.prestart=javascript sandbox.template");
+  s.prestart.reset();
+  CHECK(kernel_cmdline(s) == kKernelCmdline);
 }
 
 TEST_CASE("the host TSC measurement is plausible when there is one") {
