@@ -31,6 +31,7 @@ int cmd_status(Globals g, int argc, char** argv);
 int cmd_pool(Globals g, int argc, char** argv);
 int cmd_snapshots(Globals g, int argc, char** argv);
 int cmd_images(Globals g, int argc, char** argv);
+int cmd_metrics(Globals g, int argc, char** argv);
 int cmd_session(Globals g, int argc, char** argv);
 
 // The exit status sandboxctl gives a run's outcome.

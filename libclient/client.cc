@@ -160,6 +160,12 @@ Result<ImagesInfo> Client::images() const {
   return std::move(list->images);
 }
 
+Result<std::string> Client::metrics() const {
+  auto m = request<proto::MetricsText>(socket_path_, proto::MetricsRequest{1}, Clock::now() + std::chrono::seconds(30));
+  if (!m) return std::move(m).error();
+  return std::move(m->text);
+}
+
 Result<Session> Client::create_session(const SessionOptions& options) const {
   if (auto v = validate(options); !v) return std::move(v).error();
   auto list = request<proto::SessionList>(socket_path_, proto::SessionCreate{1, options},

@@ -72,6 +72,9 @@ class Client {
   // The images the daemon boots (files, SHA-256, kernel release) and the
   // packages in its root, with the interpreters' and tools' versions.
   Result<ImagesInfo> images() const;
+  // The daemon's counters, gauges and latency histograms in Prometheus'
+  // text format (version 0.0.4).
+  Result<std::string> metrics() const;
 
   // Opens a session; blocks until its VM is ready.
   Result<Session> create_session(const SessionOptions& options = {}) const;
