@@ -264,7 +264,11 @@ class Gateway {
   GatewayMetrics metrics_;
   std::mutex mu_;
   std::map<std::string, std::string> owners_;  // session id -> token name
+  // The quota hold of the request this worker thread is serving.
+  static thread_local std::shared_ptr<Quotas::Hold> current_hold_;
 };
+
+thread_local std::shared_ptr<Quotas::Hold> Gateway::current_hold_;
 
 void Gateway::error(httplib::Response& res, const Error& e) {
   res.status = http_status(e.code);
@@ -308,7 +312,11 @@ httplib::Server::Handler Gateway::authed(std::string route, Handler h, bool uplo
                                                       std::to_string(tok->max_concurrent) + " requests in flight"));
       return done();
     }
+    // A streamed response runs after the handler returns: it takes the
+    // hold along (see runs()).
+    current_hold_ = std::make_shared<Quotas::Hold>(std::move(*hold));
     h(req, res, *tok);
+    current_hold_.reset();
     done();
   };
 }
@@ -447,7 +455,10 @@ void Gateway::runs(const httplib::Request& req, httplib::Response& res, const To
   // the error). The status is sent before the run starts: 200.
   auto request = std::make_shared<RunRequest>(std::move(args->request));
   auto c = std::make_shared<Client>(client());
-  res.set_chunked_content_provider("application/x-ndjson", [this, request, c, peer](size_t, httplib::DataSink& sink) {
+  auto hold = current_hold_;
+  ++metrics_.in_flight;
+  auto streaming = std::shared_ptr<void>(nullptr, [this](void*) { --metrics_.in_flight; });
+  res.set_chunked_content_provider("application/x-ndjson", [this, request, c, peer, hold, streaming](size_t, httplib::DataSink& sink) {
     auto broken = std::make_shared<std::atomic<bool>>(false);
     c->set_cancel_check([peer, broken] { return *broken || peer->gone(); });
     auto write = [&](const std::string& line) {
