@@ -32,6 +32,7 @@ int cmd_pool(Globals g, int argc, char** argv);
 int cmd_snapshots(Globals g, int argc, char** argv);
 int cmd_images(Globals g, int argc, char** argv);
 int cmd_metrics(Globals g, int argc, char** argv);
+int cmd_top(Globals g, int argc, char** argv);
 int cmd_session(Globals g, int argc, char** argv);
 
 // The exit status sandboxctl gives a run's outcome.

@@ -275,6 +275,13 @@ def test_metrics_and_audit_follow_the_runs(stack: Stack) -> None:  # no new VM
     assert denial["SANDBOXD_REQUEST"] == "session_exec" and denial["PRIORITY"] == "5"
     timeout = next(e for e in entries if e["SANDBOXD_AUDIT"] == "session_exec" and e["SANDBOXD_RESULT"] == "timeout")
     assert timeout["SANDBOXD_SIGNAL"] in ("0", "9", "15")
+    # sandboxctl top draws the same numbers (one frame, no terminal).
+    top = subprocess.run([SANDBOXCTL_BIN, "--socket", stack.socket, "top", "-n", "1"], capture_output=True, timeout=30, check=True)
+    text = top.stdout.decode()
+    assert text.startswith("sandboxd ") and "\x1b[" not in text
+    cold = next(line.split() for line in text.splitlines() if line.startswith("cold "))
+    assert int(cold[1]) >= 1 and cold[2].startswith("<")
+    assert re.search(r"^python +0 +0 +0 ", text, re.M)
     # Never the code or its output.
     log = stack.daemon.log()
     assert "hello report" not in log and "time.sleep(60)" not in log and "print(2+2)" not in log
