@@ -30,7 +30,7 @@
 
 namespace sandbox::proto {
 
-inline constexpr uint32_t kProtocolVersion = 2;
+inline constexpr uint32_t kProtocolVersion = 3;
 // Name of the virtio-serial port the agent opens.
 inline constexpr std::string_view kAgentPortName = "org.sandboxd.agent.0";
 
