@@ -3,6 +3,7 @@
 // TLS is left to a reverse proxy in front of it.
 #include <getopt.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <charconv>
 #include <cstdio>
@@ -110,6 +111,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sandbox-gateway: %s\n", tokens.error().describe().c_str());
     return 1;
   }
+  // Tokens others can read are tokens others can use.
+  if (struct stat st{}; ::stat(o.tokens_file.c_str(), &st) == 0 && (st.st_mode & 0077))
+    std::fprintf(stderr, "sandbox-gateway: warning: %s is readable by group or others (chmod 600)\n",
+                 o.tokens_file.c_str());
   // A client that goes away mid-response must not kill the process.
   ::signal(SIGPIPE, SIG_IGN);
   std::fprintf(stderr, "sandbox-gateway: %zu tokens from %s; daemon at %s\n", tokens->size(), o.tokens_file.c_str(),
