@@ -67,6 +67,21 @@ std::string quantile(const Series& s, const std::string& path, double q) {
   return ">300 s";
 }
 
+std::string totals_line(const Series& m) {
+  auto v = [&](const std::string& k) { auto it = m.find(k); return it == m.end() ? 0.0 : it->second; };
+  auto both = [&](const char* result) {
+    return v(std::string("sandboxd_runs_total{kind=\"run\",result=\"") + result + "\"}") +
+           v(std::string("sandboxd_runs_total{kind=\"session_exec\",result=\"") + result + "\"}");
+  };
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "%.0f ok, %.0f nonzero exit, %.0f timed out, %.0f killed, %.0f errors; %.0f refused; %.0f boot failures",
+                both("ok"), both("exit_nonzero"), both("timeout"), both("signal"),
+                sum_prefix(m, "sandboxd_errors_total") - sum_prefix(m, "sandboxd_denials_total"),
+                sum_prefix(m, "sandboxd_denials_total"), v("sandboxd_boot_failures_total"));
+  return buf;
+}
+
 void frame(const DaemonStatus& st, const Series& m, double runs_per_s, bool tty) {
   if (tty) std::fputs("\x1b[H\x1b[2J", stdout);  // home, clear: redraw in place
   auto v = [&](const std::string& k) { auto it = m.find(k); return it == m.end() ? 0.0 : it->second; };
@@ -79,16 +94,7 @@ void frame(const DaemonStatus& st, const Series& m, double runs_per_s, bool tty)
               st.runs_per_uid, runs_per_s);
   std::printf("sessions %u open (%.0f opened, %.0f closed since start)\n", st.sessions,
               v("sandboxd_sessions_opened_total"), v("sandboxd_sessions_closed_total"));
-  std::printf("totals  %.0f ok, %.0f nonzero exit, %.0f timed out, %.0f killed, %.0f errors; %.0f refused; %.0f boot failures\n",
-              sum_prefix(m, "sandboxd_runs_total{kind=\"run\",result=\"ok\"}") +
-                  sum_prefix(m, "sandboxd_runs_total{kind=\"session_exec\",result=\"ok\"}"),
-              v("sandboxd_runs_total{kind=\"run\",result=\"exit_nonzero\"}") +
-                  v("sandboxd_runs_total{kind=\"session_exec\",result=\"exit_nonzero\"}"),
-              v("sandboxd_timeouts_total"),
-              v("sandboxd_runs_total{kind=\"run\",result=\"signal\"}") +
-                  v("sandboxd_runs_total{kind=\"session_exec\",result=\"signal\"}"),
-              sum_prefix(m, "sandboxd_errors_total") - sum_prefix(m, "sandboxd_denials_total"),
-              sum_prefix(m, "sandboxd_denials_total"), v("sandboxd_boot_failures_total"));
+  std::printf("totals  %s\n", totals_line(m).c_str());
   std::printf("\n%-10s %8s %10s %10s\n", "RUN PATH", "RUNS", "P50", "P95");
   for (const char* path : {"warm", "snapshot", "cold"})
     std::printf("%-10s %8.0f %10s %10s\n", path,
@@ -103,6 +109,15 @@ void frame(const DaemonStatus& st, const Series& m, double runs_per_s, bool tty)
 }
 
 }  // namespace
+
+void print_metrics_summary(const std::string& text) {
+  auto m = parse_metrics(text);
+  std::printf("\nsince start: %s\n", totals_line(m).c_str());
+  std::printf("run latency (p50/p95):");
+  for (const char* path : {"warm", "snapshot", "cold"})
+    std::printf(" %s %s/%s", path, quantile(m, path, 0.5).c_str(), quantile(m, path, 0.95).c_str());
+  std::printf("\n");
+}
 
 int cmd_top(Globals g, int argc, char** argv) {
   static const char* kUsage =

@@ -33,6 +33,8 @@ int cmd_snapshots(Globals g, int argc, char** argv);
 int cmd_images(Globals g, int argc, char** argv);
 int cmd_metrics(Globals g, int argc, char** argv);
 int cmd_top(Globals g, int argc, char** argv);
+// Totals by outcome and run latency per path, from the metrics text (status).
+void print_metrics_summary(const std::string& metrics_text);
 int cmd_session(Globals g, int argc, char** argv);
 
 // The exit status sandboxctl gives a run's outcome.
