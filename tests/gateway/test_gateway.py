@@ -194,6 +194,25 @@ def test_capacity_quota_and_a_departed_client(stack: Stack) -> None:  # 1 VM
     assert any(e["SANDBOXD_AUDIT"] == "run" and e["SANDBOXD_RESULT"] == "cancelled" for e in audit_entries(stack))
 
 
+def test_a_departed_execute_client_leaves_no_vm_and_no_session(stack: Stack) -> None:  # 1 VM
+    s = socket.create_connection(("127.0.0.1", stack.port), timeout=30)
+    body = json.dumps({"code": "import time; time.sleep(120)", "timeout": 200}).encode()
+    s.sendall(
+        b"POST /execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN_A.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while stack.json("GET", "/health", token=None)[1]["sessions"] < 1:
+        assert time.monotonic() < deadline, "the session never opened"
+        time.sleep(0.1)
+    s.close()
+    assert stack.wait_no_vm(60)
+    deadline = time.monotonic() + 30
+    while stack.json("GET", "/health", token=None)[1]["sessions"] != 0:
+        assert time.monotonic() < deadline, "the session outlived its client"
+        time.sleep(0.1)
+
+
 def test_sessions_belong_to_their_token_and_hold_100_concurrent_requests(stack: Stack) -> None:  # 1 VM
     status, created = stack.json("POST", "/v1/sessions", {"language": "python", "timeout": 30})
     assert status == 201, created
