@@ -82,6 +82,40 @@ def test_body_cap_and_bad_requests(stack: Stack) -> None:
     assert status == 404
 
 
+def test_hostile_input_leaves_the_gateway_serving(stack: Stack) -> None:
+    def raw(data: bytes) -> bytes:
+        s = socket.create_connection(("127.0.0.1", stack.port), timeout=30)
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+            return out
+        except OSError:
+            return b""
+        finally:
+            s.close()
+
+    auth = f"Authorization: Bearer {TOKEN_A}\r\n".encode()
+    raw(bytes(range(256)) * 64)  # not HTTP at all
+    raw(b"GET /health HTTP/1.1\r\nX: " + b"a" * (1 << 20) + b"\r\n\r\n")  # a huge header
+    raw(b"GET /" + b"a" * 100000 + b" HTTP/1.1\r\n\r\n")  # a huge target
+    raw(b"POST /execute HTTP/1.1\r\n" + auth + b"Content-Length: 99999999999999999999\r\n\r\n")
+    raw(b"POST /execute HTTP/1.1\r\n" + auth + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+    for body in (b"[" * 100000, b'{"code": "\\ud800"}', b'{"code": 1}', b'{"code": "x", "env": {"A": 1}}',
+                 b'{"code": "x", "timeout": 1e400}', b'{"code": "x", "memory_mb": -1}', b'{"code": "x", "language": "cobol"}',
+                 rb'{"code": "print(1)\u0000"}', b'{"code": "   "}'):  # fmt: skip
+        status, _, _ = stack.request("POST", "/execute", body)
+        assert status in (400, 413), body[:40]
+    for path in ("/v1/sessions/../../etc/passwd/exec", "/v1/sessions/" + "x" * 100 + "/exec", "/files/zz", "/nope"):
+        assert stack.request("POST", path, {"code": "1"})[0] in (400, 404, 405)
+    status, _, _ = stack.request("PUT", "/v1/sessions/s-unknown/files/../../x", b"data")
+    assert status == 404
+    assert stack.gateway and stack.gateway.proc.poll() is None
+    assert stack.json("GET", "/health", token=None)[0] == 200
+
+
 # ---------------------------------------------------------------- VMs
 
 
