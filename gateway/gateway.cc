@@ -322,7 +322,6 @@ httplib::Server::Handler Gateway::authed(std::string route, Handler h, bool uplo
 }
 
 void Gateway::routes(httplib::Server& s) {
-  using namespace std::placeholders;
   s.Post("/execute", authed("/execute", [this](auto& q, auto& r, auto& t) { execute(q, r, t); }));
   s.Post("/v1/runs", authed("/v1/runs", [this](auto& q, auto& r, auto& t) { runs(q, r, t); }));
   s.Post("/v1/sessions", authed("/v1/sessions", [this](auto& q, auto& r, auto& t) { session_create(q, r, t); }));
@@ -343,7 +342,7 @@ void Gateway::routes(httplib::Server& s) {
   s.Get("/openapi.json", open("/openapi.json", [](auto&, auto& r) { r.set_content(kOpenApiJson, "application/json"); }));
 }
 
-void Gateway::execute(const httplib::Request& req, httplib::Response& res, const Token& tok) {
+void Gateway::execute(const httplib::Request& req, httplib::Response& res, const Token&) {
   auto shape = [&](int status, const RunResult* r, const std::string& err, const std::string& files,
                    std::optional<ErrorCode> code) {
     res.status = status;
@@ -397,7 +396,6 @@ void Gateway::execute(const httplib::Request& req, httplib::Response& res, const
     err = "killed by signal " + std::to_string(r->signal);
   else if (r->exit_code)
     err = "exited with code " + std::to_string(r->exit_code);
-  (void)tok;
   shape(r->timed_out ? 504 : 200, &*r, err, files, std::nullopt);
 }
 
@@ -433,7 +431,7 @@ std::string Gateway::collect_files(const Session& s, Language language) {
   return out + "]";
 }
 
-void Gateway::runs(const httplib::Request& req, httplib::Response& res, const Token& tok) {
+void Gateway::runs(const httplib::Request& req, httplib::Response& res, const Token&) {
   auto body = parse_json(req.body, JsonLimits{o_.max_body, 32, 65536});
   if (!body) return error(res, Error::make(ErrorCode::invalid_argument, "the body is not JSON: " + body.error().message));
   auto args = run_args(*body, o_, true, true);
@@ -450,7 +448,6 @@ void Gateway::runs(const httplib::Request& req, httplib::Response& res, const To
     res.set_content(to_json(*r), "application/json");
     return;
   }
-  (void)tok;
   // NDJSON: one object per output chunk as it happens, then the result (or
   // the error). The status is sent before the run starts: 200.
   auto request = std::make_shared<RunRequest>(std::move(args->request));
