@@ -26,6 +26,9 @@ PACKAGES=(
   # the Python client (python/): its msgpack and zstd, pytest for its suite,
   # setuptools and venv/pip to install it without the package index
   python3-msgpack python3-zstandard python3-pytest python3-setuptools python3-venv python3-pip
+  # sandbox-gateway's HTTP server (gateway/), and the Prometheus text parser
+  # its tests read the metrics with
+  libcpp-httplib-dev python3-prometheus-client
 )
 
 if [[ $EUID -ne 0 ]]; then

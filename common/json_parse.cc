@@ -1,6 +1,7 @@
 #include "common/json_parse.h"
 
 #include <charconv>
+#include <cmath>
 
 namespace sandbox {
 
@@ -206,6 +207,14 @@ std::optional<int64_t> JsonValue::integer() const {
   int64_t v = 0;
   auto [end, ec] = std::from_chars(text_.data(), text_.data() + text_.size(), v);
   if (ec != std::errc() || end != text_.data() + text_.size()) return std::nullopt;
+  return v;
+}
+
+std::optional<double> JsonValue::number() const {
+  if (type_ != Type::number) return std::nullopt;
+  double v = 0;
+  auto [end, ec] = std::from_chars(text_.data(), text_.data() + text_.size(), v);
+  if (ec != std::errc() || end != text_.data() + text_.size() || !std::isfinite(v)) return std::nullopt;
   return v;
 }
 

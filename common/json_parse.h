@@ -27,6 +27,8 @@ class JsonValue {
   // A string's text, or nullopt for any other type.
   std::optional<std::string_view> string() const;
   std::optional<int64_t> integer() const;
+  // Any number (integer, fraction or exponent), as a finite double.
+  std::optional<double> number() const;
   std::optional<bool> boolean() const;
   const std::vector<JsonValue>& items() const { return items_; }
   const std::vector<std::pair<std::string, JsonValue>>& members() const { return members_; }

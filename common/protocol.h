@@ -3,7 +3,7 @@
 // Two channels carry the same framing (4-byte big-endian length, then one
 // msgpack map with a "type" key):
 //   client <-> daemon   control socket: run, output, result, error, sessions, files, status,
-//                       snapshots, images
+//                       snapshots, images, metrics
 //   daemon <-> agent    virtio-serial port: hello, exec, output, exec_done, files
 // Every message is described once, below, as a table of fields with their
 // bounds (schema.h); encoder and decoder are derived from the tables.
@@ -30,7 +30,7 @@
 
 namespace sandbox::proto {
 
-inline constexpr uint32_t kProtocolVersion = 2;
+inline constexpr uint32_t kProtocolVersion = 3;
 // Name of the virtio-serial port the agent opens.
 inline constexpr std::string_view kAgentPortName = "org.sandboxd.agent.0";
 
@@ -52,6 +52,8 @@ inline constexpr size_t kMaxToolEntries = 64;
 inline constexpr size_t kMaxImageEntries = 8;
 // A SHA-256 in hex.
 inline constexpr size_t kSha256HexBytes = 64;
+// The metrics text: a few hundred fixed series, with room to grow.
+inline constexpr size_t kMaxMetricsBytes = 256 << 10;
 
 // ---------------------------------------------------------------- client <-> daemon
 
@@ -111,6 +113,17 @@ struct ImagesRequest {
 struct ImageList {
   uint64_t id = 0;
   ImagesInfo images;
+};
+
+// client -> daemon: the daemon's counters, gauges and histograms.
+struct MetricsRequest {
+  uint64_t id = 0;
+};
+
+// daemon -> client: the metrics in Prometheus' text format (version 0.0.4).
+struct MetricsText {
+  uint64_t id = 0;
+  std::string text;
 };
 
 // client -> daemon: open a session, a VM kept for many execs.
@@ -263,7 +276,8 @@ struct Cancel {
 using Message = std::variant<Run, Output, Finished, ErrorReply, Hello, Exec, ExecDone, Ping, Pong, StatusRequest,
                              Status, Resume, SnapshotsRequest, SnapshotList, SessionCreate, SessionList,
                              SessionListRequest, SessionExec, SessionClose, Ack, FileWrite, FileChunk, FileRead,
-                             FileDone, FileListRequest, FileList, Cancel, ImagesRequest, ImageList>;
+                             FileDone, FileListRequest, FileList, Cancel, ImagesRequest, ImageList,
+                             MetricsRequest, MetricsText>;
 
 // The request id a message carries (0 for those without one: hello, ping...).
 uint64_t request_id_of(const Message& message);
@@ -503,6 +517,17 @@ template <>
 struct Schema<proto::ImageList> {
   static constexpr std::string_view type = "image_list";
   static constexpr auto fields = std::tuple{field("id", &proto::ImageList::id), embed(&proto::ImageList::images)};
+};
+template <>
+struct Schema<proto::MetricsRequest> {
+  static constexpr std::string_view type = "metrics_request";
+  static constexpr auto fields = std::tuple{field("id", &proto::MetricsRequest::id)};
+};
+template <>
+struct Schema<proto::MetricsText> {
+  static constexpr std::string_view type = "metrics";
+  static constexpr auto fields = std::tuple{field("id", &proto::MetricsText::id),
+                                            text("text", &proto::MetricsText::text, proto::kMaxMetricsBytes)};
 };
 template <>
 struct Schema<proto::SessionCreate> {

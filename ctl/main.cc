@@ -19,6 +19,8 @@ constexpr Verb kVerbs[] = {
     {"pool", sandbox::ctl::cmd_pool, "warm VMs per language: size, ready, booting, hits, misses"},
     {"snapshots", sandbox::ctl::cmd_snapshots, "the snapshot cache; --drop empties it"},
     {"images", sandbox::ctl::cmd_images, "the images VMs boot: hashes, kernel, tool versions"},
+    {"metrics", sandbox::ctl::cmd_metrics, "counters, gauges and latency histograms, Prometheus text"},
+    {"top", sandbox::ctl::cmd_top, "a live view: VMs, runs, sessions, latency, the pool"},
     {"session", sandbox::ctl::cmd_session, "a VM kept across calls: create, exec, put, get, ls, close"},
 };
 

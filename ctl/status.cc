@@ -125,7 +125,8 @@ int cmd_pool(Globals g, int argc, char** argv) {
 int cmd_status(Globals g, int argc, char** argv) {
   if (int rc = parse(argc, argv,
                      "usage: sandboxctl status [--json] [--socket PATH]\n"
-                     "Version, accelerator, VMs, runs and the warm pool.\n",
+                     "Version, accelerator, VMs, runs and the warm pool; totals by outcome and run\n"
+                     "latency since start (sandboxctl metrics has every series).\n",
                      &g);
       rc >= 0)
     return rc;
@@ -140,6 +141,7 @@ int cmd_status(Globals g, int argc, char** argv) {
               st->version.c_str(), st->accelerator.c_str(), st->accelerator_reason.c_str(), st->host_limits.c_str(),
               st->vms, st->max_vms, st->runs_active, st->runs_queued, st->runs_per_uid, st->sessions);
   print_pool(*st);
+  if (auto m = Client(socket_path(g)).metrics()) print_metrics_summary(*m);
   return 0;
 }
 

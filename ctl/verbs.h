@@ -31,6 +31,10 @@ int cmd_status(Globals g, int argc, char** argv);
 int cmd_pool(Globals g, int argc, char** argv);
 int cmd_snapshots(Globals g, int argc, char** argv);
 int cmd_images(Globals g, int argc, char** argv);
+int cmd_metrics(Globals g, int argc, char** argv);
+int cmd_top(Globals g, int argc, char** argv);
+// Totals by outcome and run latency per path, from the metrics text (status).
+void print_metrics_summary(const std::string& metrics_text);
 int cmd_session(Globals g, int argc, char** argv);
 
 // The exit status sandboxctl gives a run's outcome.

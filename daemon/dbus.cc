@@ -91,7 +91,7 @@ int read_language(const char* name, Language* out, sd_bus_error* error) {
 constexpr Method kMethods[] = {
     {"Run", Method::Kind::run},           {"CreateSession", Method::Kind::create},
     {"SessionExec", Method::Kind::exec},  {"CloseSession", Method::Kind::close},
-    {"ListSessions", Method::Kind::list},
+    {"ListSessions", Method::Kind::list}, {"Metrics", Method::Kind::metrics},
 };
 
 const sd_bus_vtable kVtable[] = {
@@ -109,6 +109,8 @@ const sd_bus_vtable kVtable[] = {
     SD_BUS_METHOD_WITH_NAMES("CloseSession", "s", SD_BUS_PARAM(session), "", , DbusService::on_method,
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("ListSessions", "", , "a(ssuutt)", SD_BUS_PARAM(sessions), DbusService::on_method,
+                             SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("Metrics", "", , "s", SD_BUS_PARAM(text), DbusService::on_method,
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_PROPERTY("Version", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("Accelerator", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -321,6 +323,9 @@ int read_request(Method::Kind kind, sd_bus_message* m, uint64_t id, proto::Messa
     case Method::Kind::list:
       *out = proto::SessionListRequest{id};
       return 0;
+    case Method::Kind::metrics:
+      *out = proto::MetricsRequest{id};
+      return 0;
   }
   return -EINVAL;
 }
@@ -352,6 +357,19 @@ int DbusService::list_sessions(sd_bus_message* m, const Caller& caller, uint64_t
   return r < 0 ? r : 1;
 }
 
+int DbusService::metrics(sd_bus_message* m, const Caller& caller, uint64_t id, sd_bus_error* error) {
+  struct Capture : Sink {
+    std::optional<proto::Message> reply;
+    void deliver(proto::Message&& x) override { reply = std::move(x); }
+  };
+  auto capture = std::make_shared<Capture>();
+  auto peer = service_.connect(caller, capture);
+  service_.handle(*peer, proto::MetricsRequest{id});
+  auto* text = capture->reply ? std::get_if<proto::MetricsText>(&*capture->reply) : nullptr;
+  if (!text) return set_error(error, ErrorCode::internal, "no metrics");
+  return sd_bus_reply_method_return(m, "s", text->text.c_str());
+}
+
 int DbusService::method(sd_bus_message* m, sd_bus_error* error) {
   const char* member = sd_bus_message_get_member(m);
   const Method* method = nullptr;
@@ -363,6 +381,7 @@ int DbusService::method(sd_bus_message* m, sd_bus_error* error) {
   if (r < 0) return r;
   uint64_t id = next_request_++;
   if (method->kind == Method::Kind::list) return list_sessions(m, caller, id, error);
+  if (method->kind == Method::Kind::metrics) return metrics(m, caller, id, error);
   proto::Message request;
   Options o;
   if ((r = read_request(method->kind, m, id, &request, &o, error)) < 0) return r;

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 #include <sandbox/result.h>
@@ -43,9 +44,16 @@ class Fleet {
   bool has_room() const { return live_ < max_; }
   uint32_t live() const { return live_; }
   uint32_t max() const { return max_; }
+  // Guest memory of every live VM, in MB.
+  uint64_t memory_mb() const { return memory_mb_; }
   Result<std::unique_ptr<VmHandle>> start(VmLaunch launch, VmEvents events) {
+    uint32_t mb = launch.shape.memory_mb;
     auto vm = factory_.start(std::move(launch), std::move(events));
-    if (vm) ++live_;
+    if (vm) {
+      ++live_;
+      memory_[vm->get()] = mb;
+      memory_mb_ += mb;
+    }
     return vm;
   }
   // The VM stops counting now and is destroyed (QEMU killed) a moment later.
@@ -53,6 +61,10 @@ class Fleet {
     if (!vm) return;
     vm->set_events({});  // nobody hears from a VM that is going
     if (live_ > 0) --live_;
+    if (auto it = memory_.find(vm.get()); it != memory_.end()) {
+      memory_mb_ -= it->second;
+      memory_.erase(it);
+    }
     std::shared_ptr<VmHandle> dead(std::move(vm));
     graveyard_.post([dead]() mutable { dead.reset(); });
   }
@@ -63,6 +75,8 @@ class Fleet {
   VmFactory& factory_;
   uint32_t max_;
   uint32_t live_ = 0;
+  std::unordered_map<const VmHandle*, uint32_t> memory_;
+  uint64_t memory_mb_ = 0;
   Deferred graveyard_;
 };
 

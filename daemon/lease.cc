@@ -22,6 +22,23 @@ uint64_t wall_ms() {
       std::chrono::duration_cast<ms>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 
+// The audit kind and wire name of a job's request.
+std::pair<AuditKind, std::string_view> job_kind(const proto::Message& m) {
+  if (std::holds_alternative<proto::SessionExec>(m)) return {AuditKind::session_exec, "session_exec"};
+  if (std::holds_alternative<proto::FileWrite>(m)) return {AuditKind::file_write, "file_write"};
+  if (std::holds_alternative<proto::FileRead>(m)) return {AuditKind::file_read, "file_read"};
+  if (std::holds_alternative<proto::FileListRequest>(m)) return {AuditKind::file_list, "file_list_request"};
+  if (std::holds_alternative<proto::SessionClose>(m)) return {AuditKind::session_close, "session_close"};
+  return {AuditKind::run, "run"};
+}
+
+std::string path_of(const proto::Message& m) {
+  if (auto* w = std::get_if<proto::FileWrite>(&m)) return w->path;
+  if (auto* r = std::get_if<proto::FileRead>(&m)) return r->path;
+  if (auto* l = std::get_if<proto::FileListRequest>(&m)) return l->path;
+  return {};
+}
+
 constexpr size_t kStates = 5;
 constexpr size_t kEvents = 10;
 using S = Lease::State;
@@ -127,6 +144,7 @@ VmEvents Lease::vm_events() {
 void Lease::adopt(std::unique_ptr<VmHandle> vm) {
   uv_timer_stop(timer_.get());
   vm_ = std::move(vm);
+  vm_name_ = vm_->name();
   vm_->set_events(vm_events());
   spawned_ = ready_ = Clock::now();
   state_ = State::starting;
@@ -141,6 +159,7 @@ Result<void> Lease::boot() {
   auto vm = host_.start_vm(spec_, vm_events(), allow_restore, &how);
   if (!vm) return std::move(vm).error();
   vm_ = std::move(*vm);
+  vm_name_ = vm_->name();
   restoring_ = how == "snapshot";
   if (vm_start_.empty())
     vm_start_ = how;
@@ -159,6 +178,13 @@ void Lease::on_vm_ready() {
     log_info("session " + spec_.session + " uid=" + std::to_string(caller_.uid) +
              " language=" + std::string(language_name(spec_.language)) + " opened (" + vm_start_ + ", " +
              std::to_string(ms_between(accepted_, ready_)) + " ms)");
+    opened_ = true;
+    host_.metrics().session_opened();
+    auto e = audit_entry(AuditKind::session_open, "session_create");
+    e.result = "ok";
+    e.numbers = {{"QUEUE_MS", ms_between(accepted_, spawned_)}, {"BOOT_MS", ms_between(spawned_, ready_)},
+                 {"TOTAL_MS", ms_between(accepted_, ready_)}};
+    audit(e);
     deliver(sink_, proto::SessionList{request_id_, {info()}});
     arm_idle();
   }
@@ -168,6 +194,7 @@ void Lease::on_vm_ready() {
 void Lease::on_vm_failed(Error e) {
   if (!accept(Event::vm_failed)) return;
   bool starting = state_ == State::starting;
+  if (starting && !restoring_) host_.metrics().boot_failed();
   if (starting && restoring_) {
     // A restore that failed: the next try boots (and the snapshot may go).
     host_.restore_failed(spec_, e);
@@ -291,14 +318,22 @@ void Lease::on_file(proto::Message&& m) {
   if (!accept(Event::job_done)) return;
   auto sink = current_->sink;
   proto::Message reply = proto::Ack{rid};
+  auto [kind, request] = job_kind(current_->request);
+  auto entry = audit_entry(kind, request);
+  entry.result = "ok";
   if (auto* done = std::get_if<proto::FileDone>(&m)) {
     if (std::holds_alternative<proto::FileRead>(current_->request) && done->size != file_bytes_)
       return fail(Error::make(ErrorCode::communication, "the guest sent a file whose size does not add up"));
     reply = proto::FileDone{rid, done->size};
+    host_.metrics().file_transfer(kind == AuditKind::file_write, done->size);
+    entry.numbers.emplace_back("BYTES", done->size);
   } else if (auto* list = std::get_if<proto::FileList>(&m)) {
     list->id = rid;
+    entry.numbers.emplace_back("ENTRIES", list->listing.entries.size());
     reply = std::move(*list);
   }
+  entry.numbers.emplace_back("TOTAL_MS", ms_between(current_->accepted, Clock::now()));
+  audit(entry);
   job_finished();
   deliver(sink, std::move(reply));
 }
@@ -341,6 +376,7 @@ void Lease::on_job_error(Error e) {
   if (state_ != State::busy || !current_) return;
   if (!is_session()) return fail(std::move(e));
   if (!accept(Event::job_done)) return;
+  record_error(e);
   auto sink = current_->sink;
   uint64_t rid = current_->request_id;
   job_finished();
@@ -356,6 +392,7 @@ void Lease::on_host_deadline() {
   r.execution_time_ms = ms_between(exec_sent_, Clock::now());
   r.state_lost = is_session();
   log_warning(name() + ": guest missed its deadline; VM killed");
+  if (current_) record_result(r);
   closed_reason_ = "its VM missed an exec deadline and was killed";
   auto sink = current_ ? current_->sink : std::weak_ptr<Sink>();
   uint64_t rid = current_ ? current_->request_id : 0;
@@ -395,6 +432,7 @@ void Lease::succeed(RunResult r) {
            " boot_ms=" + std::to_string(r.timing.boot_ms) + " startup_ms=" + std::to_string(r.timing.startup_ms) +
            " total_ms=" + std::to_string(r.timing.total_ms) + " accel=" + r.accelerator +
            (current_cancelled_ ? " (caller gone)" : ""));
+  record_result(r);
   auto sink = current_cancelled_ ? std::weak_ptr<Sink>() : current_->sink;
   uint64_t rid = current_->request_id;
   ++exec_count_;
@@ -430,6 +468,10 @@ void Lease::cancel_job(uint64_t token) {
 void Lease::cancel() {
   if (!accept(Event::cancel)) return;
   log_info(name() + " cancelled: caller went away");
+  auto e = audit_entry(is_session() ? AuditKind::session_open : AuditKind::run, is_session() ? "session_create" : "run");
+  e.result = "cancelled";
+  e.numbers = {{"TOTAL_MS", ms_between(accepted_, Clock::now())}};
+  audit(e);
   end();
 }
 
@@ -453,6 +495,7 @@ void Lease::fail(Error e) {
       e.message = "the session's VM stopped: " + e.message;
     }
   }
+  record_error(e);
   auto sink = current_ ? current_->sink : sink_;
   uint64_t rid = current_ ? current_->request_id : request_id_;
   if (current_cancelled_) sink.reset();
@@ -461,6 +504,15 @@ void Lease::fail(Error e) {
 }
 
 void Lease::end() {
+  if (is_session() && opened_) {
+    opened_ = false;
+    host_.metrics().session_closed();
+    auto e = audit_entry(AuditKind::session_close, "session_close");
+    e.result = "closed";
+    e.reason = closed_reason_;
+    e.numbers = {{"EXECS", exec_count_}, {"AGE_MS", ms_between(accepted_, Clock::now())}};
+    audit(e);
+  }
   state_ = State::finished;
   if (timer_) uv_timer_stop(timer_.get());
   if (idle_) uv_timer_stop(idle_.get());
@@ -474,6 +526,51 @@ void Lease::end() {
     for (auto& j : waiting)
       deliver(j.sink, proto::ErrorReply{j.request_id, ErrorCode::session_closed, "the session closed: " + why});
   host_.lease_ended(*this);
+}
+
+AuditEntry Lease::audit_entry(AuditKind kind, std::string_view request) const {
+  AuditEntry e;
+  e.kind = kind;
+  e.uid = caller_.uid;
+  e.request = std::string(request);
+  e.language = spec_.language;
+  e.vm = vm_name_;
+  e.vm_start = vm_start_;
+  e.session = spec_.session;
+  if (current_) e.path = path_of(current_->request);
+  return e;
+}
+
+void Lease::record_result(const RunResult& r) {
+  host_.metrics().finished(is_session(), r);
+  auto e = audit_entry(is_session() ? AuditKind::session_exec : AuditKind::run, is_session() ? "session_exec" : "run");
+  e.result = current_cancelled_ ? "cancelled" : std::string(run_outcome_name(run_outcome_of(r)));
+  e.exit_code = r.exit_code;
+  e.signal = r.signal;
+  e.numbers = {{"QUEUE_MS", r.timing.setup_ms},
+               {"BOOT_MS", r.timing.boot_ms},
+               {"STARTUP_MS", r.timing.startup_ms},
+               {"EXECUTE_MS", r.execution_time_ms},
+               {"TOTAL_MS", r.timing.total_ms},
+               {"CPU_MS", r.cpu_time_ms},
+               {"MEMORY_PEAK_MB", r.memory_peak_mb},
+               {"STDOUT_BYTES", r.stdout_data.size()},
+               {"STDERR_BYTES", r.stderr_data.size()}};
+  audit(e);
+}
+
+void Lease::record_error(const Error& err) {
+  auto& m = host_.metrics();
+  m.error(err.code);
+  AuditKind kind = is_session() ? AuditKind::session_open : AuditKind::run;
+  std::string_view request = is_session() ? "session_create" : "run";
+  if (current_) std::tie(kind, request) = job_kind(current_->request);
+  if (kind == AuditKind::run || kind == AuditKind::session_exec) m.failed(is_session());
+  auto e = audit_entry(kind, request);
+  e.result = "error";
+  e.error = err.code;
+  e.numbers = {{"TOTAL_MS", ms_between(current_ ? current_->accepted : accepted_, Clock::now())}};
+  audit(e);
 }
 
 }  // namespace sandbox::daemon

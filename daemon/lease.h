@@ -24,7 +24,9 @@
 #include <vector>
 
 #include "common/protocol.h"
+#include "daemon/audit.h"
 #include "daemon/budget.h"
+#include "daemon/metrics.h"
 #include "daemon/scheduler.h"
 #include "daemon/uv_util.h"
 #include "daemon/vm_handle.h"
@@ -109,6 +111,8 @@ class LeaseHost {
   // Something changed (a job queued, a VM freed): pump on a later loop turn.
   virtual void poke() = 0;
   virtual bool draining() const = 0;
+  // Where outcomes are counted.
+  virtual Metrics& metrics() = 0;
 };
 
 class Lease {
@@ -170,6 +174,10 @@ class Lease {
   void end();
   std::string name() const;
   void deliver(const std::weak_ptr<Sink>& sink, proto::Message&& m);
+  // The audit entry and metrics of how something on this lease ended.
+  AuditEntry audit_entry(AuditKind kind, std::string_view request) const;
+  void record_result(const RunResult& r);
+  void record_error(const Error& e);
 
   LeaseHost& host_;
   LeaseId id_;
@@ -191,6 +199,8 @@ class Lease {
   bool warm_ = false;
   bool restoring_ = false;
   std::string vm_start_;
+  std::string vm_name_;
+  bool opened_ = false;  // a session that reached its first idle
   std::string stdout_, stderr_;
   bool stdout_truncated_ = false, stderr_truncated_ = false;
   uint64_t file_bytes_ = 0;

@@ -119,6 +119,19 @@ DaemonStatus Manager::status() const {
   return s;
 }
 
+std::string Manager::metrics_text() {
+  MetricsGauges g;
+  g.status = status();
+  for (const auto& [id, lease] : leases_)
+    if (lease->state() != Lease::State::queued && lease->state() != Lease::State::finished) ++g.vms_leased;
+  g.memory_committed_mb = fleet_.memory_mb();
+  for (const auto& s : snapshot_flow_.list(false)) g.snapshot_cache_bytes += s.bytes;
+  g.snapshot_restores = snapshot_flow_.restores();
+  g.snapshot_fallbacks = snapshot_flow_.fallbacks();
+  g.pool_boot_failures = pool_.boot_failures();
+  return metrics_.render(g);
+}
+
 void Manager::poke() {
   if (pump_posted_) return;
   pump_posted_ = true;

@@ -19,6 +19,7 @@
 
 #include "daemon/fleet.h"
 #include "daemon/lease.h"
+#include "daemon/metrics.h"
 #include "daemon/pool.h"
 #include "daemon/scheduler.h"
 #include "daemon/sessions.h"
@@ -69,6 +70,10 @@ class Manager : private LeaseHost {
   void drain(std::chrono::milliseconds grace, std::function<void()> done);
   bool draining() const override { return draining_; }
   size_t leases() const { return leases_.size(); }
+  // Counters the core and the service layer add to.
+  Metrics& metrics() override { return metrics_; }
+  // Every metric, with the gauges read now, in Prometheus' text format.
+  std::string metrics_text();
 
  private:
   Lease* find(LeaseId id);
@@ -94,6 +99,7 @@ class Manager : private LeaseHost {
   WarmPool pool_;
   Scheduler scheduler_;
   SessionRegistry sessions_;
+  Metrics metrics_;
   std::map<LeaseId, std::unique_ptr<Lease>> leases_;
   LeaseId next_id_ = 1;
   bool pump_posted_ = false;

@@ -139,6 +139,7 @@ void WarmPool::on_boot_failed(Language language, VmHandle* vm, bool restored, co
   auto& lane = lanes_[index_of(language)];
   auto it = lane.booting.find(vm);
   if (it == lane.booting.end()) return;
+  ++boot_failures_;
   log_warning("warm pool: " + std::string(language_name(language)) + " VM failed to boot: " +
               e.describe().substr(0, 300));
   if (restored) snapshots_.restore_failed(language, options_.memory_mb, e);

@@ -55,6 +55,7 @@ class WarmPool {
   // Empties the pool and stops refilling (shutdown).
   void stop();
   std::vector<PoolInfo> stats() const;
+  uint64_t boot_failures() const { return boot_failures_; }
 
  private:
   struct Idle {
@@ -80,6 +81,7 @@ class WarmPool {
   std::array<Lane, kLanguageCount> lanes_;
   uint64_t next_ping_ = 1;
   bool stopped_ = false;
+  uint64_t boot_failures_ = 0;
   UvHandle<uv_timer_t> health_;
   UvHandle<uv_timer_t> backoff_;
   Deferred later_;

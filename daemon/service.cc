@@ -7,6 +7,7 @@
 
 #include "common/files.h"
 #include "common/validate.h"
+#include "daemon/audit.h"
 #include "daemon/log.h"
 
 namespace sandbox::daemon {
@@ -86,8 +87,21 @@ Service::~Service() = default;
 
 Result<void> Service::authorize(const Caller& caller, std::optional<gid_t> kernel_gid) const {
   if (peer_allowed(options_.access, caller.uid, groups_of(caller.uid, kernel_gid))) return ok();
+  denied(caller, "connect", ErrorCode::permission_denied);
   return Error::make(ErrorCode::permission_denied,
                      "uid " + std::to_string(caller.uid) + " is not allowed to use sandboxd");
+}
+
+void Service::denied(const Caller& caller, std::string_view request, ErrorCode code) const {
+  manager_.metrics().denied(code);
+  manager_.metrics().error(code);
+  AuditEntry e;
+  e.kind = AuditKind::denial;
+  e.uid = caller.uid;
+  e.request = std::string(request);
+  e.result = "refused";
+  e.error = code;
+  audit(e);
 }
 
 std::shared_ptr<Service::Peer> Service::connect(const Caller& caller, std::weak_ptr<Sink> sink) {
@@ -100,7 +114,12 @@ void Service::reply(Peer& peer, proto::Message&& m) {
   if (auto out = peer.sink.lock()) out->deliver(std::move(m));
 }
 
-void Service::error(Peer& peer, uint64_t id, const Error& e) { reply(peer, proto::ErrorReply{id, e.code, e.message}); }
+// Every error this layer sends is a refusal: the request never reached a
+// VM (what goes wrong later comes from the lease, through its sink).
+void Service::error(Peer& peer, uint64_t id, const Error& e) {
+  denied(peer.caller, request_type_, e.code);
+  reply(peer, proto::ErrorReply{id, e.code, e.message});
+}
 
 Service::InFlight* Service::begin(Peer& peer, uint64_t id, Kind kind) {
   if (peer.requests.count(id)) {
@@ -120,6 +139,7 @@ Service::InFlight* Service::begin(Peer& peer, uint64_t id, Kind kind) {
 
 bool Service::handle(Peer& peer, proto::Message&& request) {
   uint64_t id = proto::request_id_of(request);
+  request_type_ = proto::type_name(request);
   if (auto* st = std::get_if<proto::StatusRequest>(&request)) {
     reply(peer, proto::Status{st->id, manager_.status()});
   } else if (auto* sr = std::get_if<proto::SnapshotsRequest>(&request)) {
@@ -130,6 +150,8 @@ bool Service::handle(Peer& peer, proto::Message&& request) {
       reply(peer, proto::SnapshotList{id, manager_.snapshots(sr->drop)});
   } else if (std::holds_alternative<proto::ImagesRequest>(request)) {
     reply(peer, proto::ImageList{id, options_.images});
+  } else if (std::holds_alternative<proto::MetricsRequest>(request)) {
+    reply(peer, proto::MetricsText{id, manager_.metrics_text()});
   } else if (std::holds_alternative<proto::SessionListRequest>(request)) {
     reply(peer, proto::SessionList{id, manager_.sessions(peer.caller)});
   } else if (auto* run = std::get_if<proto::Run>(&request)) {
@@ -147,7 +169,7 @@ bool Service::handle(Peer& peer, proto::Message&& request) {
   } else {
     error(peer, 0, Error::make(ErrorCode::invalid_argument,
                                "a client may not send '" + std::string(proto::type_name(request)) +
-                                   "' (only run, session, file, status, snapshot and image requests)"));
+                                   "' (only run, session, file, status, snapshot, image and metrics requests)"));
     return false;
   }
   return true;

@@ -58,6 +58,7 @@ class Service {
   size_t in_flight(const Peer& peer) const;
 
   DaemonStatus status() const { return manager_.status(); }
+  std::string metrics_text() const { return manager_.metrics_text(); }
   const ServiceOptions& options() const { return options_; }
   uint64_t upload_bytes() const { return uploads_.used(); }
 
@@ -67,6 +68,8 @@ class Service {
   class RequestSink;
   void reply(Peer& peer, proto::Message&& m);
   void error(Peer& peer, uint64_t id, const Error& e);
+  // Counts and audits a refused request.
+  void denied(const Caller& caller, std::string_view request, ErrorCode code) const;
   // Records request `id` of `peer`, or answers why it cannot be taken.
   InFlight* begin(Peer& peer, uint64_t id, Kind kind);
   void on_run(Peer& peer, proto::Run&& run);
@@ -79,6 +82,7 @@ class Service {
   ServiceOptions options_;
   ByteBudget uploads_;
   uint64_t next_token_ = 1;
+  std::string_view request_type_ = "connect";  // the wire type being handled, for refusals
 };
 
 }  // namespace sandbox::daemon

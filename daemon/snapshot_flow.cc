@@ -19,6 +19,7 @@ VmLaunch SnapshotFlow::plan(const VmShape& shape, Language language, bool allow_
       if (state && ram) {
         launch.restore = VmLaunch::Snapshot{std::move(state), *ram};
         *how = "snapshot";
+        ++restores_;
         return launch;
       }
       discard(language, shape.memory_mb,
@@ -30,6 +31,7 @@ VmLaunch SnapshotFlow::plan(const VmShape& shape, Language language, bool allow_
 }
 
 void SnapshotFlow::restore_failed(Language language, uint32_t memory_mb, const Error& e) {
+  ++fallbacks_;
   if (restore_failure_condemns_snapshot(e)) {
     discard(language, memory_mb, "a restore failed: " + e.message.substr(0, 200));
     return;

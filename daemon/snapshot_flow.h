@@ -45,6 +45,9 @@ class SnapshotFlow {
   void stop();
   bool enabled() const { return store_ != nullptr; }
   size_t templates_in_flight() const { return templates_.size(); }
+  // VMs planned as restores, and restores that failed before ready.
+  uint64_t restores() const { return restores_; }
+  uint64_t fallbacks() const { return fallbacks_; }
   // The cache, emptied first when `drop`.
   std::vector<SnapshotInfo> list(bool drop);
 
@@ -61,6 +64,7 @@ class SnapshotFlow {
   SnapshotStore* store_;
   std::map<std::string, Template> templates_;  // by snapshot key
   bool stopped_ = false;
+  uint64_t restores_ = 0, fallbacks_ = 0;
 };
 
 // Whether a failed restore says the snapshot is bad (rather than the host slow).

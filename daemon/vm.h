@@ -43,6 +43,7 @@ class Vm : public VmHandle {
   Clock::time_point ready_at() const override { return ready_at_; }
   ProcessUsage usage() const override;
   pid_t pid() const { return qemu_.process.pid(); }
+  std::string name() const override { return qemu_.name; }
 
  private:
   Vm() = default;

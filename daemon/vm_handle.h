@@ -75,6 +75,8 @@ class VmHandle {
   virtual Clock::time_point ready_at() const = 0;
   // CPU time and peak memory on the host.
   virtual ProcessUsage usage() const = 0;
+  // A name for logs and the audit trail ("vm-N"), if the VM has one.
+  virtual std::string name() const { return {}; }
 };
 
 std::string_view vm_state_name(VmHandle::State state);

@@ -126,6 +126,8 @@ std::vector<Named> messages() {
       {"cancel", Cancel{9}},
       {"images_request", ImagesRequest{12}},
       {"image_list", ImageList{12, images}},
+      {"metrics_request", MetricsRequest{13}},
+      {"metrics", MetricsText{13, "# TYPE a_total counter\na_total 1\n"}},
   };
 }
 

@@ -148,6 +148,27 @@ int sandbox_images_json(const sandbox_client* c, char** json, sandbox_error** er
   });
 }
 
+int sandbox_metrics_text(const sandbox_client* c, char** text, sandbox_error** error) {
+  if (text) *text = nullptr;
+  if (error) *error = nullptr;
+  if (!c || !text) return null_argument(error, "client and text");
+  return guarded(error, [&] {
+    auto r = c->client.metrics();
+    if (!r) {
+      set_error(error, r.error().code, r.error().message);
+      return -1;
+    }
+    auto* out = static_cast<char*>(std::malloc(r->size() + 1));
+    if (!out) {
+      set_error(error, sandbox::ErrorCode::internal, "out of memory for " + std::to_string(r->size()) + " bytes");
+      return -1;
+    }
+    std::memcpy(out, r->c_str(), r->size() + 1);
+    *text = out;
+    return 0;
+  });
+}
+
 void sandbox_session_options_init(sandbox_session_options* o) {
   if (!o) return;
   *o = sandbox_session_options{SANDBOX_PYTHON, nullptr, 30'000, 256, 300'000};

@@ -28,6 +28,8 @@ using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kReplySlack{180'000};
 // File calls: the largest transfer plus a boot's worth of slack.
 constexpr std::chrono::milliseconds kFileCallTimeout{limits::kMaxTimeoutMs + kReplySlack.count()};
+// How often a call with a cancel check looks at it.
+constexpr int kCancelPollMs = 100;
 // Retries of a `capacity` answer: first wait, and the most between tries.
 constexpr std::chrono::milliseconds kFirstBackoff{50};
 constexpr std::chrono::milliseconds kMaxBackoff{1'000};
@@ -77,10 +79,11 @@ class Call {
         if (!*m) return comm("sandboxd sent a " + m->error().message);
         return std::move(**m);
       }
+      if (cancel_ && cancel_()) return comm("cancelled by the caller");
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) return Error::make(ErrorCode::timeout, "no reply from sandboxd in time");
       pollfd p{fd_.get(), POLLIN, 0};
-      int rc = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 60'000)));
+      int rc = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), cancel_ ? kCancelPollMs : 60'000)));
       if (rc < 0 && errno == EINTR) continue;
       if (rc < 0) return Error::sys("poll");
       if (rc == 0) continue;
@@ -91,6 +94,8 @@ class Call {
       reader_.feed({buf.data(), static_cast<size_t>(n)});
     }
   }
+
+  void set_cancel(const std::function<bool()>& cancel) { cancel_ = cancel; }
 
   // Receives until the answer: output goes to `on_output`, file chunks to
   // `on_chunk`; an error reply becomes an Error.
@@ -116,14 +121,16 @@ class Call {
   explicit Call(unique_fd fd) : fd_(std::move(fd)) {}
   unique_fd fd_;
   MessageReader reader_{limits::kMaxFrameBytes};
+  std::function<bool()> cancel_;
 };
 
 // One request on its own connection, answered by a message of type T.
 template <class T>
 Result<T> request(const std::string& socket, const proto::Message& m, Clock::time_point deadline,
-                  const OutputCallback& on_output = {}) {
+                  const OutputCallback& on_output = {}, const std::function<bool()>& cancel = {}) {
   auto call = Call::open(socket);
   if (!call) return std::move(call).error();
+  call->set_cancel(cancel);
   if (auto r = call->send(m); !r) return std::move(r).error();
   auto reply = call->answer(deadline, on_output);
   if (!reply) return std::move(reply).error();
@@ -160,13 +167,19 @@ Result<ImagesInfo> Client::images() const {
   return std::move(list->images);
 }
 
+Result<std::string> Client::metrics() const {
+  auto m = request<proto::MetricsText>(socket_path_, proto::MetricsRequest{1}, Clock::now() + std::chrono::seconds(30));
+  if (!m) return std::move(m).error();
+  return std::move(m->text);
+}
+
 Result<Session> Client::create_session(const SessionOptions& options) const {
   if (auto v = validate(options); !v) return std::move(v).error();
   auto list = request<proto::SessionList>(socket_path_, proto::SessionCreate{1, options},
-                                          Clock::now() + kReplySlack + kReplySlack);
+                                          Clock::now() + kReplySlack + kReplySlack, {}, cancel_);
   if (!list) return std::move(list).error();
   if (list->sessions.size() != 1) return comm("sandboxd sent an unexpected session list");
-  return Session(socket_path_, std::move(list->sessions[0].id));
+  return session(std::move(list->sessions[0].id));
 }
 
 Result<std::vector<SessionInfo>> Client::sessions() const {
@@ -181,7 +194,7 @@ Result<RunResult> Session::exec(std::string_view code, const OutputCallback& on_
   proto::SessionExec wire{1, id_, std::string(code), static_cast<uint32_t>(timeout.count())};
   // A session exec may wait behind earlier requests on the session.
   auto wait = std::max(timeout, std::chrono::milliseconds(limits::kMaxTimeoutMs)) + kReplySlack;
-  auto r = request<proto::Finished>(socket_path_, wire, Clock::now() + wait, on_output);
+  auto r = request<proto::Finished>(socket_path_, wire, Clock::now() + wait, on_output, cancel_);
   if (!r) return std::move(r).error();
   return std::move(r->result);
 }
@@ -247,10 +260,11 @@ Result<RunResult> Client::run(const RunRequest& request, const OutputCallback& o
   auto backoff = kFirstBackoff;
   for (;;) {
     auto r = sandbox::request<proto::Finished>(socket_path_, proto::Run{1, request},
-                                               Clock::now() + request.timeout + kReplySlack, on_output);
+                                               Clock::now() + request.timeout + kReplySlack, on_output, cancel_);
     if (r) return std::move(r->result);
     // Busy is not broken: the daemon refused before anything ran.
-    if (r.error().code != ErrorCode::capacity || Clock::now() + backoff > give_up) return std::move(r).error();
+    if (r.error().code != ErrorCode::capacity || Clock::now() + backoff > give_up || (cancel_ && cancel_()))
+      return std::move(r).error();
     std::this_thread::sleep_for(backoff);
     backoff = backoff_after(backoff);
   }

@@ -305,6 +305,10 @@ def status(wait: float) -> Request:
     return Request({"type": "status_request", "id": REQUEST_ID}, "status", wait)
 
 
+def metrics(wait: float) -> Request:
+    return Request({"type": "metrics_request", "id": REQUEST_ID}, "metrics", wait)
+
+
 def snapshots(drop: bool, wait: float) -> Request:
     return Request({"type": "snapshots_request", "id": REQUEST_ID, "drop": bool(drop)}, "snapshot_list", wait)
 

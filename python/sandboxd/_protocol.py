@@ -24,12 +24,13 @@ from .errors import CommunicationError, InvalidArgumentError
 
 # proto::kProtocolVersion. The control socket has no handshake: client and
 # daemon must speak the same tables (see docs/protocol.md, "Versioning").
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 # Entries one list may hold (common/protocol.h).
 MAX_SNAPSHOT_ENTRIES = 512
 MAX_POOL_ENTRIES = 8
 MAX_SESSION_ENTRIES = 256
+MAX_METRICS_BYTES = 256 << 10
 
 FRAME_HEADER = struct.Struct(">I")
 
@@ -222,6 +223,8 @@ MESSAGES: Dict[str, Tuple[Field, ...]] = {
         _f("path", BIN, limits.MAX_PATH_BYTES),
     ),
     "file_list": (_f("id", U64), _embed("FileListing")),
+    "metrics_request": (_f("id", U64),),
+    "metrics": (_f("id", U64), _f("text", TEXT, MAX_METRICS_BYTES)),
 }
 
 # Who may send what: a client sends only requests; the daemon only answers.
@@ -238,10 +241,23 @@ CLIENT_SENDS = frozenset(
         "file_chunk",
         "file_read",
         "file_list_request",
+        "metrics_request",
     }
 )
 DAEMON_SENDS = frozenset(
-    {"output", "result", "error", "status", "snapshot_list", "session_list", "ack", "file_done", "file_list", "file_chunk"}
+    {
+        "output",
+        "result",
+        "error",
+        "status",
+        "snapshot_list",
+        "session_list",
+        "ack",
+        "file_done",
+        "file_list",
+        "file_chunk",
+        "metrics",
+    }
 )
 
 

@@ -314,6 +314,11 @@ class AsyncClient:
         """The warm pool, per language."""
         return (await self.status(call_timeout=call_timeout)).pool
 
+    async def metrics(self, *, call_timeout: Optional[float] = None) -> str:
+        """The daemon's metrics in Prometheus' text format (as `sandboxctl metrics`)."""
+        m = await _answer(self.socket_path, _calls.metrics(self.quick_timeout), call_timeout)
+        return str(m["text"])
+
     async def snapshots(self, drop: bool = False, *, call_timeout: Optional[float] = None) -> List[SnapshotInfo]:
         """The snapshot cache; with `drop`, emptied first (root only)."""
         m = await _answer(self.socket_path, _calls.snapshots(drop, 2 * self.quick_timeout), call_timeout)

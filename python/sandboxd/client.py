@@ -346,6 +346,11 @@ class Client:
         """The warm pool, per language."""
         return self.status(call_timeout=call_timeout).pool
 
+    def metrics(self, *, call_timeout: Optional[float] = None) -> str:
+        """The daemon's metrics in Prometheus' text format (as `sandboxctl metrics`)."""
+        m = _answer(self.socket_path, _calls.metrics(self.quick_timeout), call_timeout)
+        return str(m["text"])
+
     def snapshots(self, drop: bool = False, *, call_timeout: Optional[float] = None) -> List[SnapshotInfo]:
         """The snapshot cache; with `drop`, emptied first (root only)."""
         m = _answer(self.socket_path, _calls.snapshots(drop, 2 * self.quick_timeout), call_timeout)

@@ -27,6 +27,12 @@ def test_status_pool_snapshots_and_sessions(client, session) -> None:
     assert session.info is not None and session.info.id == session.id
 
 
+def test_metrics_are_prometheus_text(client) -> None:
+    text = client.metrics()
+    assert "# TYPE sandboxd_runs_total counter\n" in text
+    assert 'sandboxd_run_phase_seconds_bucket{phase="total",path="cold",le="+Inf"}' in text
+
+
 def test_a_run_returns_exit_code_output_and_sees_its_environment(client) -> None:
     r = client.run(
         "import os, sys\nprint(os.environ['GREETING'])\nprint('to stderr', file=sys.stderr)\n"

@@ -16,6 +16,7 @@ from sandboxd._files import ChunkAssembler, compress_chunks
 from sandboxd.errors import CommunicationError, InvalidArgumentError
 
 GOLDEN = Path(__file__).parent / "golden"
+METRICS_TEXT = '# HELP sandboxd_runs_total Runs.\n# TYPE sandboxd_runs_total counter\nsandboxd_runs_total{kind="run",result="ok"} 3\n'
 SID = "s-0123456789abcdef01234567"
 CHUNK = bytes.fromhex("28b52ffd20279d000068676f6c64656e206368756e6b0a010060cf2f")
 
@@ -95,6 +96,8 @@ EXPECTED = {
         ],
         "truncated": True,
     },
+    "27-metrics-request": {"type": "metrics_request", "id": 1},
+    "28-metrics": {"type": "metrics", "id": 1, "text": METRICS_TEXT},
 }  # fmt: skip
 
 

@@ -98,6 +98,9 @@ inline std::vector<Golden> messages() {
   out.push_back({"26-file-list", proto::FileList{1, FileListing{{FileEntry{"input", true, 0}, FileEntry{"a.txt", false, 5},
                                                                  FileEntry{"bad-\xff-name", false, 123456789012ull}},
                                                                 true}}});
+  out.push_back({"27-metrics-request", proto::MetricsRequest{1}});
+  out.push_back({"28-metrics", proto::MetricsText{1, "# HELP sandboxd_runs_total Runs.\n# TYPE sandboxd_runs_total counter\n"
+                                                     "sandboxd_runs_total{kind=\"run\",result=\"ok\"} 3\n"}});
   return out;
 }
 

@@ -140,7 +140,7 @@ done:
 }
 
 /* The image description through C: JSON naming the three images and the
- * interpreters; a NULL argument is a typed error. */
+ * interpreters; a NULL argument is a typed error. Then the metrics text. */
 int c_api_images_check(const char* socket_path, char* why, size_t why_len) {
   sandbox_client* client = sandbox_client_new(socket_path);
   char* json = NULL;
@@ -156,6 +156,13 @@ int c_api_images_check(const char* socket_path, char* why, size_t why_len) {
   } else {
     failed = 0;
   }
+  /* The metrics, as sandboxctl metrics prints them. */
+  char* text = NULL;
+  if (!failed && (sandbox_metrics_text(client, &text, NULL) != 0 || !strstr(text, "# TYPE sandboxd_runs_total counter"))) {
+    snprintf(why, why_len, "metrics text missing or without sandboxd_runs_total");
+    failed = 1;
+  }
+  free(text);
   free(json);
   sandbox_error_free(error);
   sandbox_client_free(client);

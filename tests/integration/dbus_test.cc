@@ -244,6 +244,13 @@ TEST_CASE("D-Bus: properties report the daemon's state") {
   CHECK(r.out.find("a(suuutt) 3 \"python\"") != std::string::npos);
 }
 
+TEST_CASE("D-Bus: Metrics returns the Prometheus text the socket serves") {
+  auto r = busctl({"--json=short", "call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "Metrics"});
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("# TYPE sandboxd_runs_total counter") != std::string::npos);
+  CHECK(r.out.find("sandboxd_run_phase_seconds_bucket") != std::string::npos);
+}
+
 TEST_CASE("D-Bus: streamed output signals reach the caller before the reply") {
   Bus b(fixture().bus.address());
   struct State {

@@ -159,6 +159,9 @@ TEST_CASE("every message survives a round trip") {
   CHECK(fl.listing.entries[1].is_dir);
   CHECK(fl.listing.truncated);
   CHECK(round_trip(ImagesRequest{16}).id == 16);
+  CHECK(round_trip(MetricsRequest{18}).id == 18);
+  CHECK(round_trip(MetricsText{19, "a_total 1\n"}).text == "a_total 1\n");
+  CHECK_FALSE(decode(encode(MetricsText{1, std::string(proto::kMaxMetricsBytes + 1, 'x')})).ok());
   ImagesInfo ii{"/var/lib/sandboxd/images",
                 {{"kernel", "vmlinux", std::string(64, 'a')}, {"initrd", "initramfs.cpio", std::string(64, 'b')}},
                 "6.1.0-37-amd64",

@@ -51,9 +51,16 @@ class Session {
   // Destroys the VM; later calls get session_closed.
   Result<void> close() const;
 
+  // Polled (every 100 ms or so) while exec waits: once it returns true the
+  // call closes its connection, the daemon stops the exec as at its
+  // timeout, and the call fails with `communication`. For servers whose
+  // own caller went away.
+  void set_cancel_check(std::function<bool()> check) { cancel_ = std::move(check); }
+
  private:
   std::string socket_path_;
   std::string id_;
+  std::function<bool()> cancel_;
 };
 
 class Client {
@@ -72,12 +79,19 @@ class Client {
   // The images the daemon boots (files, SHA-256, kernel release) and the
   // packages in its root, with the interpreters' and tools' versions.
   Result<ImagesInfo> images() const;
+  // The daemon's counters, gauges and latency histograms in Prometheus'
+  // text format (version 0.0.4).
+  Result<std::string> metrics() const;
 
   // Opens a session; blocks until its VM is ready.
   Result<Session> create_session(const SessionOptions& options = {}) const;
   // A handle on an existing session of the caller's (nothing is checked
   // until it is used).
-  Session session(std::string id) const { return Session(socket_path_, std::move(id)); }
+  Session session(std::string id) const {
+    Session s(socket_path_, std::move(id));
+    s.set_cancel_check(cancel_);
+    return s;
+  }
   // The caller's open sessions.
   Result<std::vector<SessionInfo>> sessions() const;
 
@@ -85,10 +99,16 @@ class Client {
   // How long run() keeps retrying a `capacity` answer; 0 returns it at once.
   std::chrono::milliseconds capacity_wait() const { return capacity_wait_; }
   void set_capacity_wait(std::chrono::milliseconds wait) { capacity_wait_ = wait; }
+  // Polled while run() or create_session() waits (and handed to sessions
+  // this client makes): once it returns true the call closes its
+  // connection, the daemon cancels the run and its VM, and the call fails
+  // with `communication`.
+  void set_cancel_check(std::function<bool()> check) { cancel_ = std::move(check); }
 
  private:
   std::string socket_path_;
   std::chrono::milliseconds capacity_wait_{60'000};
+  std::function<bool()> cancel_;
 };
 
 }  // namespace sandbox

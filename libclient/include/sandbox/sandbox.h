@@ -115,6 +115,10 @@ int sandbox_result_state_lost(const sandbox_result* r);
  * version}]... *json is malloc'ed and NUL-terminated: free it with free(). */
 int sandbox_images_json(const sandbox_client* client, char** json, sandbox_error** error);
 
+/* The daemon's metrics in Prometheus' text format, as `sandboxctl metrics`
+ * prints them. *text is malloc'ed and NUL-terminated: free it with free(). */
+int sandbox_metrics_text(const sandbox_client* client, char** text, sandbox_error** error);
+
 /* Stable code name from the shared taxonomy, e.g. "invalid_argument". */
 const char* sandbox_error_code(const sandbox_error* e);
 const char* sandbox_error_message(const sandbox_error* e);
