@@ -304,6 +304,43 @@ struct EnumNames<ErrorCode> {
 constexpr uint64_t kU32 = UINT32_MAX;
 
 template <>
+struct Schema<PortMapping> {
+  static constexpr auto fields = std::tuple{field("internal", &PortMapping::internal, 65535),
+                                            field("external", &PortMapping::external, 65535)};
+};
+// Allowlist entries are names: text, each at most kMaxDomainBytes plus ":port".
+constexpr Field<NetworkRequest, std::vector<std::string>, kText> kAllowedDomains{
+    "allowed_domains", &NetworkRequest::allowed_domains, kMaxAllowedDomains};
+template <>
+struct Schema<NetworkRequest> {
+  static constexpr auto fields = std::tuple{
+      field("network", &NetworkRequest::network),
+      kAllowedDomains,
+      field("expose_ports", &NetworkRequest::expose_ports, kMaxExposedPorts),
+  };
+};
+template <>
+struct Schema<ExposedPort> {
+  static constexpr auto fields = std::tuple{
+      field("internal", &ExposedPort::internal, 65535), field("external", &ExposedPort::external, 65535),
+      text("host", &ExposedPort::host, kMaxNameBytes), text("url", &ExposedPort::url, kMaxNameBytes)};
+};
+template <>
+struct Schema<NetworkDenial> {
+  static constexpr auto fields = std::tuple{text("host", &NetworkDenial::host, kMaxNameBytes),
+                                            field("port", &NetworkDenial::port, 65535),
+                                            text("reason", &NetworkDenial::reason, kMaxNameBytes)};
+};
+template <>
+struct Schema<NetworkStats> {
+  static constexpr auto fields = std::tuple{
+      field("connections", &NetworkStats::connections), field("bytes_in", &NetworkStats::bytes_in),
+      field("bytes_out", &NetworkStats::bytes_out), field("denied", &NetworkStats::denied, kMaxNetworkDenials)};
+};
+constexpr Field<SessionInfo, std::vector<std::string>, kText> kSessionDomains{
+    "allowed_domains", &SessionInfo::allowed_domains, kMaxAllowedDomains};
+
+template <>
 struct Schema<RunRequest> {
   static constexpr auto fields = std::tuple{
       field("language", &RunRequest::language),
@@ -311,6 +348,7 @@ struct Schema<RunRequest> {
       field("env", &RunRequest::env, kMaxEnvVars),
       field("timeout_ms", &RunRequest::timeout, kU32),
       field("memory_mb", &RunRequest::memory_mb),
+      embed(&RunRequest::net),
   };
 };
 template <>
@@ -340,6 +378,8 @@ struct Schema<RunResult> {
       text("accelerator", &RunResult::accelerator, kMaxNameBytes),
       text("vm_start", &RunResult::vm_start, kMaxNameBytes),
       field("state_lost", &RunResult::state_lost),
+      field("exposed_ports", &RunResult::exposed_ports, kMaxExposedPorts),
+      field("network", &RunResult::network),
   };
 };
 template <>
@@ -418,6 +458,7 @@ struct Schema<SessionOptions> {
       field("timeout_ms", &SessionOptions::timeout, kU32),
       field("memory_mb", &SessionOptions::memory_mb),
       field("idle_timeout_ms", &SessionOptions::idle_timeout, kU32),
+      embed(&SessionOptions::net),
   };
 };
 template <>
@@ -431,6 +472,8 @@ struct Schema<SessionInfo> {
       field("created_unix_ms", &SessionInfo::created_unix_ms),
       field("last_activity_unix_ms", &SessionInfo::last_activity_unix_ms),
       text("vm_start", &SessionInfo::vm_start, kMaxNameBytes),
+      field("exposed_ports", &SessionInfo::exposed_ports, kMaxExposedPorts),
+      kSessionDomains,
   };
 };
 template <>

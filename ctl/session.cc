@@ -22,9 +22,11 @@ namespace {
 constexpr const char* kSessionUsage =
     "usage: sandboxctl session ACTION [OPTIONS] ...\n\n"
     "  create [-l LANG] [-t SECONDS] [-m MB] [-e KEY=VALUE]... [--idle SECONDS]\n"
-    "                          open a session; prints its id. -t is each exec's default\n"
-    "                          timeout (30), --idle closes it after that long unused\n"
-    "                          (10-3600, default 300)\n"
+    "         [--network] [--allow-domain DOMAIN]... [--expose GUEST[:HOST]]...\n"
+    "                          open a session; prints its id (and, on stderr, the URL of\n"
+    "                          each exposed port). -t is each exec's default timeout (30),\n"
+    "                          --idle closes it after that long unused (10-3600, default\n"
+    "                          300); network flags as for run\n"
     "  exec ID [-t SECONDS] [--json] SOURCE\n"
     "                          run inline code, a file or - (stdin) in the session;\n"
     "                          exit status as for run\n"
@@ -59,6 +61,7 @@ struct Args {
   uint32_t memory_mb = limits::kDefaultMemoryMb;
   std::vector<std::pair<std::string, std::string>> env;
   bool executable = false;
+  NetworkRequest net;
   std::vector<std::string> positional;
 };
 
@@ -70,7 +73,8 @@ int parse(int argc, char** argv, Args* a) {
       {"idle", required_argument, nullptr, 'I'},     {"json", no_argument, nullptr, 'J'},
       {"executable", no_argument, nullptr, 'x'},     {"socket", required_argument, nullptr, 'S'},
       {"quiet", no_argument, nullptr, 'q'},          {"help", no_argument, nullptr, 'h'},
-      {nullptr, 0, nullptr, 0},
+      {"network", no_argument, nullptr, 'N'},        {"allow-domain", required_argument, nullptr, 'A'},
+      {"expose", required_argument, nullptr, 'X'},   {nullptr, 0, nullptr, 0},
   };
   optind = 1;
   int c;
@@ -111,6 +115,17 @@ int parse(int argc, char** argv, Args* a) {
       case 'q': a->globals.quiet = true; break;
       case 'x': a->executable = true; break;
       case 'S': a->globals.socket = arg; break;
+      case 'N': a->net.network = true; break;
+      case 'A':
+        a->net.network = true;
+        a->net.allowed_domains.push_back(arg);
+        break;
+      case 'X': {
+        PortMapping m;
+        if (!parse_expose(arg, &m)) return usage_error("--expose wants GUEST[:HOST] port numbers, got '" + arg + "'");
+        a->net.expose_ports.push_back(m);
+        break;
+      }
       case 'h': std::fputs(kSessionUsage, stdout); return 0;
       default: std::fputs(kSessionUsage, stderr); return kExitUsage;
     }
@@ -134,8 +149,10 @@ int do_create(const Args& a) {
   if (a.timeout) o.timeout = *a.timeout;
   if (a.idle) o.idle_timeout = *a.idle;
   o.memory_mb = a.memory_mb;
+  o.net = a.net;
   auto s = Client(socket_path(a.globals)).create_session(o);
   if (!s) return fail(s.error());
+  if (!a.globals.json && !a.globals.quiet) write_fd(2, describe_exposed(s->info().exposed_ports));
   if (a.globals.json)
     write_fd(1, "{\"session\":" + json_string(s->id()) + "}\n");
   else
@@ -204,6 +221,13 @@ int do_ls(const Args& a) {
                       static_cast<unsigned long long>(s.exec_count), iso_time(s.last_activity_unix_ms).c_str(),
                       static_cast<long long>(s.idle_timeout.count() / 1000));
         out += line;
+        for (const auto& p : s.exposed_ports)
+          out += "    port " + std::to_string(p.internal) + " -> " + p.url + "\n";
+        if (!s.allowed_domains.empty()) {
+          out += "    network:";
+          for (const auto& d : s.allowed_domains) out += " " + d;
+          out += "\n";
+        }
       }
     }
     write_fd(1, out);

@@ -89,7 +89,8 @@ void Lease::deliver(const std::weak_ptr<Sink>& sink, proto::Message&& m) {
 
 SessionInfo Lease::info() const {
   return {spec_.session, spec_.language, spec_.memory_mb, spec_.idle_timeout, exec_count_, created_wall_,
-          last_activity_wall_ ? last_activity_wall_ : created_wall_, vm_start_};
+          last_activity_wall_ ? last_activity_wall_ : created_wall_, vm_start_,
+          vm_ ? vm_->exposed_ports() : std::vector<ExposedPort>{}, spec_.allowed_domains};
 }
 
 void Lease::enqueue(Job job) {
@@ -152,6 +153,16 @@ Result<void> Lease::boot() {
 
 void Lease::on_vm_ready() {
   if (!accept(Event::vm_ready)) return;
+  if (!spec_.net.empty() && !net_configured_) {
+    net_configured_ = true;
+    std::weak_ptr<bool> alive = alive_;
+    std::string who = "uid=" + std::to_string(caller_.uid) + " " + (is_session() ? "session=" + spec_.session : "run=" + std::to_string(id_));
+    auto r = vm_->configure_network(spec_.net, who, [this, alive](Result<void> r) {
+      if (alive.lock()) on_network_ready(std::move(r));
+    });
+    if (!r) fail(std::move(r).error());
+    return;
+  }
   state_ = State::idle;
   restoring_ = false;
   if (ready_ == Clock::time_point{}) ready_ = Clock::now();
@@ -163,6 +174,12 @@ void Lease::on_vm_ready() {
     arm_idle();
   }
   pump();
+}
+
+void Lease::on_network_ready(Result<void> r) {
+  if (state_ != State::starting) return;
+  if (!r) return fail(std::move(r).error().context("setting up the VM's network"));
+  on_vm_ready();
 }
 
 void Lease::on_vm_failed(Error e) {
@@ -384,6 +401,10 @@ RunResult Lease::base_result() {
   r.warm_pool_hit = warm_;
   r.accelerator = host_.lease_config().accelerator;
   r.vm_start = vm_start_;
+  if (vm_) {
+    r.exposed_ports = vm_->exposed_ports();
+    r.network = vm_->take_network_stats();
+  }
   return r;
 }
 

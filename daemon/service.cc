@@ -153,8 +153,19 @@ bool Service::handle(Peer& peer, proto::Message&& request) {
   return true;
 }
 
+Result<void> Service::network_defaults(NetworkRequest& net) const {
+  if (!net.network || !net.allowed_domains.empty()) return ok();
+  if (options_.default_domains.empty())
+    return Error::make(ErrorCode::invalid_argument,
+                       "network without domains means the operator's default allowlist (default_allowed_domains), "
+                       "which is empty on this host: name the domains to allow");
+  net.allowed_domains = options_.default_domains;
+  return ok();
+}
+
 void Service::on_run(Peer& peer, proto::Run&& run) {
   auto& r = run.request;
+  if (auto v = network_defaults(r.net); !v) return error(peer, run.id, v.error());
   if (r.timeout.count() == 0) r.timeout = options_.default_timeout;
   if (r.memory_mb == 0) r.memory_mb = options_.default_memory_mb;
   if (auto v = validate(r); !v) return error(peer, run.id, v.error());
@@ -170,6 +181,7 @@ void Service::on_run(Peer& peer, proto::Run&& run) {
 
 void Service::on_create(Peer& peer, proto::SessionCreate&& create) {
   auto& o = create.options;
+  if (auto v = network_defaults(o.net); !v) return error(peer, create.id, v.error());
   if (o.timeout.count() == 0) o.timeout = options_.default_timeout;
   if (o.memory_mb == 0) o.memory_mb = options_.default_memory_mb;
   if (o.idle_timeout.count() == 0) o.idle_timeout = options_.default_idle_timeout;

@@ -166,7 +166,7 @@ Result<Session> Client::create_session(const SessionOptions& options) const {
                                           Clock::now() + kReplySlack + kReplySlack);
   if (!list) return std::move(list).error();
   if (list->sessions.size() != 1) return comm("sandboxd sent an unexpected session list");
-  return Session(socket_path_, std::move(list->sessions[0].id));
+  return Session(socket_path_, std::move(list->sessions[0]));
 }
 
 Result<std::vector<SessionInfo>> Client::sessions() const {

@@ -34,8 +34,15 @@ class Client;
 // in the daemon until close(), its idle timeout or its VM's end.
 class Session {
  public:
-  Session(std::string socket_path, std::string id) : socket_path_(std::move(socket_path)), id_(std::move(id)) {}
+  Session(std::string socket_path, std::string id) : socket_path_(std::move(socket_path)), id_(std::move(id)) {
+    info_.id = id_;
+  }
+  Session(std::string socket_path, SessionInfo info)
+      : socket_path_(std::move(socket_path)), id_(info.id), info_(std::move(info)) {}
   const std::string& id() const { return id_; }
+  // The session as the daemon opened it (its exposed ports and their URLs,
+  // its allowlist); only the id for a handle made from an id.
+  const SessionInfo& info() const { return info_; }
 
   // Runs code in the session's interpreter; the result is a run's.
   // `timeout` 0 takes the session's default. If the caller goes away (the
@@ -54,6 +61,7 @@ class Session {
  private:
   std::string socket_path_;
   std::string id_;
+  SessionInfo info_;
 };
 
 class Client {
