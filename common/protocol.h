@@ -144,6 +144,18 @@ struct SessionClose {
   std::string session;
 };
 
+// client -> daemon: replace a live session's egress allowlist (`network`
+// alone: the operator's default list; no network and no domains: off).
+// Exposed ports stay as they are. Answered with the session's SessionList
+// entry once the guest has the new policy; open connections the new policy
+// does not admit are reset.
+struct SessionNetwork {
+  uint64_t id = 0;
+  std::string session;
+  bool network = false;
+  std::vector<std::string> allowed_domains;
+};
+
 // The answer to a request that returns nothing else (close).
 struct Ack {
   uint64_t id = 0;
@@ -263,7 +275,7 @@ struct Cancel {
 using Message = std::variant<Run, Output, Finished, ErrorReply, Hello, Exec, ExecDone, Ping, Pong, StatusRequest,
                              Status, Resume, SnapshotsRequest, SnapshotList, SessionCreate, SessionList,
                              SessionListRequest, SessionExec, SessionClose, Ack, FileWrite, FileChunk, FileRead,
-                             FileDone, FileListRequest, FileList, Cancel, ImagesRequest, ImageList>;
+                             FileDone, FileListRequest, FileList, Cancel, ImagesRequest, ImageList, SessionNetwork>;
 
 // The request id a message carries (0 for those without one: hello, ping...).
 uint64_t request_id_of(const Message& message);
@@ -576,6 +588,15 @@ struct Schema<proto::SessionClose> {
   static constexpr std::string_view type = "session_close";
   static constexpr auto fields = std::tuple{field("id", &proto::SessionClose::id),
                                             text("session", &proto::SessionClose::session, kMaxSessionIdBytes)};
+};
+constexpr Field<proto::SessionNetwork, std::vector<std::string>, kText> kSessionNetworkDomains{
+    "allowed_domains", &proto::SessionNetwork::allowed_domains, kMaxAllowedDomains};
+template <>
+struct Schema<proto::SessionNetwork> {
+  static constexpr std::string_view type = "session_network";
+  static constexpr auto fields = std::tuple{field("id", &proto::SessionNetwork::id),
+                                            text("session", &proto::SessionNetwork::session, kMaxSessionIdBytes),
+                                            field("network", &proto::SessionNetwork::network), kSessionNetworkDomains};
 };
 template <>
 struct Schema<proto::Ack> {

@@ -35,6 +35,9 @@ constexpr const char* kSessionUsage =
     "  get ID GUEST [LOCAL]    copy a file out (LOCAL defaults to GUEST's name; - is stdout)\n"
     "  ls [--json]             your open sessions\n"
     "  ls ID [DIR] [--json]    the entries of a directory in the session (default: home)\n"
+    "  network ID [--allow-domain DOMAIN]... [--network] | --off\n"
+    "                          replace the session's outbound allowlist while it runs\n"
+    "                          (--off: none); connections it no longer admits are reset\n"
     "  close ID                destroy the session's VM\n\n"
     "Common: --socket PATH (default $SANDBOXD_SOCKET or /run/sandboxd/sandboxd.sock), --json, -h.\n"
     "Guest paths are relative to the session's home; at most 50 MB per file.\n";
@@ -62,6 +65,7 @@ struct Args {
   std::vector<std::pair<std::string, std::string>> env;
   bool executable = false;
   NetworkRequest net;
+  bool off = false;
   std::vector<std::string> positional;
 };
 
@@ -74,7 +78,8 @@ int parse(int argc, char** argv, Args* a) {
       {"executable", no_argument, nullptr, 'x'},     {"socket", required_argument, nullptr, 'S'},
       {"quiet", no_argument, nullptr, 'q'},          {"help", no_argument, nullptr, 'h'},
       {"network", no_argument, nullptr, 'N'},        {"allow-domain", required_argument, nullptr, 'A'},
-      {"expose", required_argument, nullptr, 'X'},   {nullptr, 0, nullptr, 0},
+      {"expose", required_argument, nullptr, 'X'},   {"off", no_argument, nullptr, 'O'},
+      {nullptr, 0, nullptr, 0},
   };
   optind = 1;
   int c;
@@ -116,6 +121,7 @@ int parse(int argc, char** argv, Args* a) {
       case 'x': a->executable = true; break;
       case 'S': a->globals.socket = arg; break;
       case 'N': a->net.network = true; break;
+      case 'O': a->off = true; break;
       case 'A':
         a->net.network = true;
         a->net.allowed_domains.push_back(arg);
@@ -249,6 +255,16 @@ int do_ls(const Args& a) {
   return 0;
 }
 
+int do_network(const Args& a) {
+  if (a.positional.size() != 1) return usage_error("network wants ID");
+  if (a.off == a.net.network) return usage_error("network wants --allow-domain DOMAIN (or --network), or --off");
+  if (!a.net.expose_ports.empty()) return usage_error("a session's exposed ports are set when it is created");
+  auto r = Client(socket_path(a.globals)).session(a.positional[0]).set_network(a.net.allowed_domains, a.net.network);
+  if (!r) return fail(r.error());
+  if (a.globals.json) write_fd(1, to_json(*r) + "\n");
+  return 0;
+}
+
 int do_close(const Args& a) {
   if (a.positional.size() != 1) return usage_error("close wants ID");
   auto r = Client(socket_path(a.globals)).session(a.positional[0]).close();
@@ -276,6 +292,7 @@ int cmd_session(Globals globals, int argc, char** argv) {
   if (action == "get") return do_get(a);
   if (action == "ls") return do_ls(a);
   if (action == "close") return do_close(a);
+  if (action == "network") return do_network(a);
   return usage_error("unknown action '" + action + "'");
 }
 

@@ -50,7 +50,7 @@ using Clock = std::chrono::steady_clock;
 // A request on a lease: a run's exec, or a session's exec, close or file call.
 struct Job {
   uint64_t request_id = 0;  // the caller's
-  proto::Message request;   // Run, SessionExec, SessionClose, FileWrite, FileRead, FileListRequest
+  proto::Message request;   // Run, SessionExec, SessionClose, FileWrite, FileRead, FileListRequest, SessionNetwork
   std::vector<std::string> chunks;  // a FileWrite's data, complete
   std::optional<ByteBudget::Hold> hold;  // the budget the chunks take
   std::weak_ptr<Sink> sink;
@@ -165,6 +165,7 @@ class Lease {
   void arm_idle();
   void start_exec(const std::string& code, std::chrono::milliseconds timeout);
   void start_file_job();
+  void start_network_change(const proto::SessionNetwork& request);
   void on_output(proto::Output&& o);
   void on_done(const proto::ExecDone& d);
   void on_file(proto::Message&& m);

@@ -151,6 +151,17 @@ Result<void> NetRelay::configure(NetPolicy policy, std::string who, std::functio
     listeners_.push_back(std::move(l));
   }
   policy_ = std::move(policy);
+  // Connections the new policy no longer admits end now (a session's
+  // network closed or narrowed at run time).
+  std::vector<uint32_t> revoked;
+  for (const auto& [id, c] : conns_)
+    if (c->egress && !c->name.empty() && !rules_admit(policy_.rules, c->name, c->port)) revoked.push_back(id);
+  for (uint32_t id : revoked) {
+    auto& c = conns_[id];
+    log_decision(c.get(), c->name, c->sni, address_text(c->address), c->port, "closed", "", "policy changed");
+    send(FrameType::reset, id, reason_byte(ResetReason::denied));
+    drop(id);
+  }
   net::Policy p;
   p.egress = !policy_.rules.empty();
   if (p.egress) p.ports = rule_ports(policy_.rules);

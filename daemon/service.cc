@@ -6,6 +6,7 @@
 #include <sandbox/limits.h>
 
 #include "common/files.h"
+#include "common/net_rules.h"
 #include "common/validate.h"
 #include "daemon/log.h"
 
@@ -142,7 +143,8 @@ bool Service::handle(Peer& peer, proto::Message&& request) {
     on_file_chunk(peer, std::move(*chunk));
   } else if (std::holds_alternative<proto::SessionExec>(request) || std::holds_alternative<proto::SessionClose>(request) ||
              std::holds_alternative<proto::FileRead>(request) ||
-             std::holds_alternative<proto::FileListRequest>(request)) {
+             std::holds_alternative<proto::FileListRequest>(request) ||
+             std::holds_alternative<proto::SessionNetwork>(request)) {
     on_session_job(peer, id, std::move(request));
   } else {
     error(peer, 0, Error::make(ErrorCode::invalid_argument,
@@ -204,6 +206,12 @@ void Service::on_session_job(Peer& peer, uint64_t id, proto::Message&& request) 
     if (auto v = validate_guest_path(read->path, false); !v) return error(peer, id, v.error());
   if (auto* list = std::get_if<proto::FileListRequest>(&request))
     if (auto v = validate_guest_path(list->path, true); !v) return error(peer, id, v.error());
+  if (auto* net = std::get_if<proto::SessionNetwork>(&request)) {
+    NetworkRequest n{net->network, net->allowed_domains, {}};
+    if (auto v = network_defaults(n); !v) return error(peer, id, v.error());
+    if (auto v = validate_network(n); !v) return error(peer, id, v.error());
+    net->allowed_domains = std::move(n.allowed_domains);
+  }
   // A close goes ahead even if its caller leaves; anything else is dropped
   // or stopped.
   bool close = std::holds_alternative<proto::SessionClose>(request);

@@ -361,6 +361,22 @@ uint32_t sandbox_result_network_denied_port(const sandbox_result* r, size_t i) {
 const char* sandbox_result_network_denied_reason(const sandbox_result* r, size_t i) {
   return r && i < r->r.network.denied.size() ? r->r.network.denied[i].reason.c_str() : nullptr;
 }
+int sandbox_session_set_network(const sandbox_session* s, int network, const char* const* domains,
+                                sandbox_error** error) {
+  if (error) *error = nullptr;
+  if (!s) return null_argument(error, "session");
+  return guarded(error, [&] {
+    std::vector<std::string> list;
+    for (const char* const* d = domains; d && *d; ++d) list.emplace_back(*d);
+    auto r = s->session.set_network(list, network != 0);
+    if (!r) {
+      set_error(error, r.error().code, r.error().message);
+      return -1;
+    }
+    return 0;
+  });
+}
+
 const char* sandbox_session_exposed_url(const sandbox_session* s, uint32_t guest_port) {
   if (!s) return nullptr;
   for (const auto& p : s->session.info().exposed_ports)

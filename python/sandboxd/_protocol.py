@@ -234,6 +234,12 @@ MESSAGES: Dict[str, Tuple[Field, ...]] = {
         _f("timeout_ms", U32),
     ),
     "session_close": (_f("id", U64), _f("session", TEXT, limits.MAX_SESSION_ID_BYTES)),
+    "session_network": (
+        _f("id", U64),
+        _f("session", TEXT, limits.MAX_SESSION_ID_BYTES),
+        _f("network", BOOL),
+        _f("allowed_domains", TEXT_LIST, limits.MAX_ALLOWED_DOMAINS),
+    ),
     "ack": (_f("id", U64),),
     "file_write": (
         _f("id", U64),
@@ -267,6 +273,7 @@ CLIENT_SENDS = frozenset(
         "session_list_request",
         "session_exec",
         "session_close",
+        "session_network",
         "file_write",
         "file_chunk",
         "file_read",

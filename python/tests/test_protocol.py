@@ -107,6 +107,10 @@ EXPECTED = {
         ],
         "truncated": True,
     },
+    "27-session-network": {
+        "type": "session_network", "id": 2, "session": SID, "network": True,
+        "allowed_domains": ["pypi.org", "*.pythonhosted.org"],
+    },
 }  # fmt: skip
 
 

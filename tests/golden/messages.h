@@ -105,6 +105,7 @@ inline std::vector<Golden> messages() {
   out.push_back({"26-file-list", proto::FileList{1, FileListing{{FileEntry{"input", true, 0}, FileEntry{"a.txt", false, 5},
                                                                  FileEntry{"bad-\xff-name", false, 123456789012ull}},
                                                                 true}}});
+  out.push_back({"27-session-network", proto::SessionNetwork{2, "s-0123456789abcdef01234567", true, {"pypi.org", "*.pythonhosted.org"}}});
   return out;
 }
 

@@ -55,6 +55,11 @@ class Session {
   Result<std::string> read_file(std::string_view path) const;
   // At most limits::kMaxListEntries entries; `truncated` says there were more.
   Result<FileListing> list_files(std::string_view dir = {}) const;
+  // Replaces the session's egress allowlist at run time: `domains` as for
+  // a run, `network` with no domains the operator's default list, neither
+  // (the default) off. Connections the new list does not admit are reset.
+  // Returns the session as it is now.
+  Result<SessionInfo> set_network(const std::vector<std::string>& domains, bool network = false) const;
   // Destroys the VM; later calls get session_closed.
   Result<void> close() const;
 

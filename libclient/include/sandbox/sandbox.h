@@ -108,6 +108,11 @@ int sandbox_session_read_file(const sandbox_session* session, const char* path, 
 /* dir NULL or "" lists the home. */
 int sandbox_session_list_files(const sandbox_session* session, const char* dir, sandbox_file_list** list,
                                sandbox_error** error);
+/* Replaces a live session's egress allowlist: allowed_domains NULL-terminated
+ * (may be NULL); network 1 with no domains is the operator's default list;
+ * neither turns egress off. Open connections the new list does not admit are reset. */
+int sandbox_session_set_network(const sandbox_session* session, int network, const char* const* allowed_domains,
+                                sandbox_error** error);
 /* Destroys the session's VM; later calls get session_closed. */
 int sandbox_session_close(const sandbox_session* session, sandbox_error** error);
 void sandbox_session_free(sandbox_session* session);
