@@ -41,8 +41,12 @@ inline constexpr size_t kMaxNetPayload = 64 << 10;
 inline constexpr uint32_t kNetWindow = 256 << 10;
 // DNS messages over the channel (TCP DNS allows 64 KiB; real queries are tiny).
 inline constexpr size_t kMaxDnsMessage = 4096;
-// Ports one policy makes the guest listen on: 80, 443 and one per rule.
-inline constexpr size_t kMaxPolicyPorts = 66;
+// Ports one policy makes the guest listen on: 80, 443, the proxy and one per rule.
+inline constexpr size_t kMaxPolicyPorts = 67;
+// The HTTP proxy inside the guest (http://127.0.0.1:3128), for clients that
+// prefer one: its CONNECT and absolute-form requests are judged by the
+// daemon exactly like direct connections.
+inline constexpr uint16_t kProxyPort = 3128;
 
 enum class FrameType : uint8_t {
   policy = 1,

@@ -38,6 +38,7 @@ struct NetRelay::Conn {
   uint32_t guest_credit = net::kNetWindow;  // bytes the guest will still take
   uint64_t unacked = 0;           // guest bytes not yet credited back
   bool reading = false, peer_eof = false, guest_closed = false;
+  bool proxy = false;  // a request to the guest's proxy port, not yet turned into a connection
   uint64_t bytes_in = 0, bytes_out = 0;
 };
 
@@ -164,7 +165,10 @@ Result<void> NetRelay::configure(NetPolicy policy, std::string who, std::functio
   }
   net::Policy p;
   p.egress = !policy_.rules.empty();
-  if (p.egress) p.ports = rule_ports(policy_.rules);
+  if (p.egress) {
+    p.ports = rule_ports(policy_.rules);
+    p.ports.push_back(net::kProxyPort);
+  }
   if (auto prev = std::exchange(policy_done_, std::move(done))) prev(ok());
   send(FrameType::policy, 0, net::encode_policy(p));
   return ok();
@@ -362,8 +366,10 @@ void NetRelay::on_guest_open(uint32_t id, std::string_view payload) {
     record_denial(addr, t->port, "connection limit");
     return send(FrameType::reset, id, reason_byte(ResetReason::limit));
   }
+  // The guest's proxy: the request names the destination; judged below.
+  bool proxy = t->port == net::kProxyPort && t->address == std::string("\x7f\0\0\x01", 4);
   auto pin = pins_.find(t->address);
-  if (pin == pins_.end()) {
+  if (pin == pins_.end() && !proxy) {
     log_decision(nullptr, "", "", addr, t->port, "deny", "", "address not from an allowed name's DNS answer");
     record_denial(addr, t->port, "address not resolved for an allowed name");
     return send(FrameType::reset, id, reason_byte(ResetReason::denied));
@@ -373,6 +379,7 @@ void NetRelay::on_guest_open(uint32_t id, std::string_view payload) {
   c->id = id;
   c->address = t->address;
   c->port = t->port;
+  c->proxy = proxy;
   conns_[id] = c;
   ++stats_.connections;
   // Bounded wait for the first bytes (and later the dial).
@@ -392,7 +399,7 @@ void NetRelay::on_guest_open(uint32_t id, std::string_view payload) {
   }, static_cast<uint64_t>(config_->connect_timeout.count()), static_cast<uint64_t>(config_->idle_timeout.count()));
   // Web ports carry the name in their first bytes: wait for them. Other
   // ports an entry names explicitly are admitted on the address alone.
-  if (c->port != 80 && c->port != 443) {
+  if (c->port != 80 && c->port != 443 && !proxy) {
     const std::string* admitted = nullptr;
     for (const auto& n : pin->second)
       if (rules_admit(policy_.rules, n, c->port)) admitted = &n;
@@ -404,7 +411,66 @@ void NetRelay::on_guest_open(uint32_t id, std::string_view payload) {
   }
 }
 
+// A request to the guest's proxy: CONNECT NAME:PORT, or an absolute-form
+// HTTP request. The name must be allowed on that port; the daemon resolves
+// it (pinning the answer), and the stream then goes on as a direct
+// connection to that address, with the same SNI or Host checks.
+void NetRelay::judge_proxy(Conn& c) {
+  auto h = http::parse_request_head(c.early);
+  if (h.verdict == http::Verdict::need_more && !c.guest_closed && c.early.size() < http::kMaxHeadBytes) return;
+  if (h.verdict != http::Verdict::host) {
+    log_decision(nullptr, "", "", "127.0.0.1", c.port, "deny", "", "not a proxy request");
+    return deny(c.id, "proxy", c.port, "not a proxy request");
+  }
+  bool connect = h.method == "CONNECT";
+  uint16_t port = h.has_port ? h.port : 80;
+  auto name = normalize_host_name(h.host);
+  if (!name || !rules_admit(policy_.rules, *name, port)) {
+    log_decision(nullptr, h.host, "", "", port, "deny", "", "proxy request for a name not allowed");
+    return deny(c.id, h.host, port, "name not allowed");
+  }
+  c.proxy = false;
+  c.state = Conn::State::dialing;  // no more judging until the name resolves
+  std::weak_ptr<Conn> w = conns_[c.id];
+  std::string n = *name;
+  resolve(n, dns::kTypeA, [w, n, port, connect](std::vector<std::string> addresses) {
+    auto conn = lock(w);
+    if (!conn || !conn->relay) return;
+    NetRelay* r = conn->relay;
+    const std::string* chosen = nullptr;
+    for (const auto& a : addresses) {
+      if (address_refused(a, r->config_->allowed_ranges)) continue;
+      r->pins_[a].insert(n);
+      if (!chosen) chosen = &a;
+    }
+    if (!chosen) {
+      r->log_decision(nullptr, n, "", "", port, "deny", "", "proxy request for a name with no usable address");
+      return r->deny(conn->id, n, port, "name has no usable address");
+    }
+    conn->address = *chosen;
+    conn->port = port;
+    conn->state = Conn::State::judging;
+    if (connect) {
+      // The tunnel's own request is the proxy's business: consumed here,
+      // credited back, and answered before the client's first bytes.
+      size_t head = conn->early.find("\r\n\r\n") + 4;
+      conn->early.erase(0, head);
+      conn->unacked -= std::min<uint64_t>(conn->unacked, head);
+      r->send(FrameType::window, conn->id, net::encode_u32(static_cast<uint32_t>(head)));
+      std::string ok = "HTTP/1.1 200 Connection established\r\n\r\n";
+      conn->guest_credit -= static_cast<uint32_t>(std::min<size_t>(ok.size(), conn->guest_credit));
+      r->send(FrameType::data, conn->id, ok);
+    }
+    if (port == 80 || port == 443) {
+      if (!conn->early.empty() || conn->guest_closed) r->judge(*conn);
+      return;
+    }
+    r->dial(*conn, n);
+  });
+}
+
 void NetRelay::judge(Conn& c) {
+  if (c.proxy) return judge_proxy(c);
   std::string addr = address_text(c.address);
   std::string name;
   if (c.port == 443) {

@@ -73,6 +73,7 @@ class NetRelay {
   void resolve(const std::string& name, uint16_t qtype, std::function<void(std::vector<std::string>)> done);
   void on_expose_accept(uv_stream_t* server, uint32_t guest_port);
   void judge(Conn& c);
+  void judge_proxy(Conn& c);
   void dial(Conn& c, const std::string& name);
   void deny(uint32_t id, const std::string& host, uint16_t port, const std::string& reason);
   void record_denial(const std::string& host, uint16_t port, const std::string& reason);

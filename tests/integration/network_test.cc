@@ -319,6 +319,37 @@ TEST_CASE("network: ports are exposed with egress off, for servers on 127.0.0.1,
   (void)s.close();
 }
 
+TEST_CASE("network: a live session's allowlist is widened, then closed, with open connections reset") {
+  if (!ready()) return;
+  std::string echo = std::to_string(internet().echo);
+  SessionOptions o;
+  auto created = Client(internet().daemon.socket()).create_session(o);
+  REQUIRE_MESSAGE(created.ok(), created.error().describe());
+  Session s = *created;
+  std::string probe = "import socket\n"
+                      "try:\n"
+                      "    c = socket.create_connection(('echo.test', " + echo + "), timeout=10); c.sendall(b'hi'); print('echo', c.recv(10))\n"
+                      "except OSError as e:\n"
+                      "    print('blocked')\n";
+  CHECK(exec(s, probe).stdout_data == "blocked\n");
+  auto info = s.set_network({"echo.test:" + echo});
+  REQUIRE_MESSAGE(info.ok(), info.error().describe());
+  CHECK(info->allowed_domains == std::vector<std::string>{"echo.test:" + echo});
+  CHECK(exec(s, probe).stdout_data == "echo b'hi'\n");
+  // A connection left open across the change is reset by it.
+  CHECK(exec(s, "import socket\nkeep = socket.create_connection(('echo.test', " + echo + "), timeout=10)\n"
+                "keep.sendall(b'a'); print(keep.recv(10))\n").stdout_data == "b'a'\n");
+  auto cli = run_command({SANDBOXCTL_BIN, "--socket", internet().daemon.socket(), "session", "network", s.id(), "--off"});
+  CHECK(cli.exit_code == 0);
+  auto r = exec(s, "try:\n"
+                   "    keep.sendall(b'b'); print('after', keep.recv(10))\n"
+                   "except OSError as e:\n"
+                   "    print('reset')\n");
+  CHECK((r.stdout_data == "reset\n" || r.stdout_data == "after b''\n"));
+  CHECK(exec(s, probe).stdout_data == "blocked\n");
+  (void)s.close();
+}
+
 TEST_CASE("network: a warm VM that served a run with network is gone; the next pool VM has none") {
   if (!ready()) return;
   Client client(internet().daemon.socket());

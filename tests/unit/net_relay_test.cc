@@ -351,3 +351,33 @@ TEST_CASE("net relay: a guest that breaks the framing loses its channel, not the
   for (int i = 0; i < 20; ++i) uv_run(&g.loop, UV_RUN_NOWAIT), ::usleep(1000);
   CHECK(!g.relay->configure({}, "x", [](Result<void>) {}).ok());
 }
+
+TEST_CASE("net relay: the guest's proxy port takes CONNECT to an allowed name only, then relays like a direct connection") {
+  EchoServer echo;
+  DnsServer dns_server({{"echo.test", "127.0.0.1"}, {"other.test", "127.0.0.1"}});
+  Guest g(dns_server.port());
+  std::string port = std::to_string(echo.port());
+  g.apply({*parse_domain_rules({"echo.test:" + port}), {}});
+  g.open(1, "127.0.0.1", net::kProxyPort);
+  g.send(FrameType::data, 1, "CONNECT echo.test:" + port + " HTTP/1.1\r\nHost: echo.test:" + port + "\r\n\r\n");
+  auto f = g.next_not_window();
+  REQUIRE(f);
+  CHECK(f->type == FrameType::data);
+  CHECK(f->payload == "HTTP/1.1 200 Connection established\r\n\r\n");
+  g.send(FrameType::data, 1, "tunnel");
+  f = g.next_not_window();
+  REQUIRE(f);
+  CHECK(f->payload == "tunnel");
+  // Another name, a port the entry does not name, and a non-proxy request: refused.
+  for (auto [id, request] : {std::pair<uint32_t, std::string>{3, "CONNECT other.test:" + port + " HTTP/1.1\r\n\r\n"},
+                             std::pair<uint32_t, std::string>{5, "CONNECT echo.test:22 HTTP/1.1\r\n\r\n"},
+                             std::pair<uint32_t, std::string>{7, "\x16\x03\x01\x00\x05hello"}}) {
+    g.open(id, "127.0.0.1", net::kProxyPort);
+    g.send(FrameType::data, id, request);
+    f = g.next_not_window();
+    REQUIRE(f);
+    CHECK(f->type == FrameType::reset);
+    CHECK(f->stream == id);
+  }
+  CHECK(dns_server.queries() == 1);  // echo.test only
+}
