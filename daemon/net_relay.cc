@@ -20,6 +20,11 @@ using net::ResetReason;
 
 // DNS lookups one VM may have in flight; more are dropped (clients retry).
 constexpr size_t kMaxDnsPending = 64;
+// Bytes queued towards a guest that does not read its channel: data is
+// bounded by each stream's credit (64 x 256 KiB), but answers to DNS
+// queries, resets and credit are not; past this the guest loses its
+// channel rather than the daemon its memory.
+constexpr size_t kMaxChannelBacklog = 32 << 20;
 // TTL of the answers the guest gets: short, so a long-lived guest asks
 // again and the pin set follows the names.
 constexpr uint32_t kAnswerTtl = 60;
@@ -76,6 +81,8 @@ Result<void> NetRelay::open(unique_fd channel) {
 
 void NetRelay::send(FrameType t, uint32_t stream, std::string_view payload) {
   if (failed_ || !channel_) return;
+  if (uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(channel_.get())) > kMaxChannelBacklog)
+    return fail("the guest does not read its network channel");
   uv_write_string(reinterpret_cast<uv_stream_t*>(channel_.get()), net::encode_frame(t, stream, payload));
 }
 
@@ -84,7 +91,13 @@ void NetRelay::fail(const std::string& why) {
   failed_ = true;
   log_warning("net vm=" + vm_name_ + " channel closed: " + why);
   if (channel_) uv_read_stop(reinterpret_cast<uv_stream_t*>(channel_.get()));
-  conns_.clear();
+  // Connections stay (a callback up the stack may be using one) but stop
+  // moving: nothing more reaches the guest. They go with the VM.
+  for (auto& [id, c] : conns_)
+    if (c->tcp && c->reading) {
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(c->tcp.get()));
+      c->reading = false;
+    }
   if (auto done = std::exchange(policy_done_, {})) done(Error::make(ErrorCode::communication, why));
 }
 

@@ -350,6 +350,43 @@ TEST_CASE("network: a live session's allowlist is widened, then closed, with ope
   (void)s.close();
 }
 
+TEST_CASE("network: the guest's proxy tunnels to allowed names only, checked like a direct connection") {
+  if (!ready()) return;
+  if (!internet().web_ports) {
+    MESSAGE("SKIPPED: ports 443 and 80 on 127.0.0.x could not be served here");
+    return;
+  }
+  auto r = exec(egress(),
+                "import subprocess\n"
+                "def curl(*args):\n"
+                "    p = subprocess.run(['curl', '-sS', '-m', '20', '--cacert', 'ca.pem', '-x', 'http://127.0.0.1:3128', *args], capture_output=True, text=True)\n"
+                "    return p.stdout.strip() or 'failed %d' % p.returncode\n"
+                "print('https', curl('https://web.test/'))\n"
+                "print('http', curl('http://web.test/'))\n"
+                "print('other', curl('https://other.test/'))\n"
+                "print('parent', curl('https://allowed.test/'))\n",
+                120'000);
+  CHECK(r.stdout_data.find("https hello from web.test via 127.0.0.2") != std::string::npos);
+  CHECK(r.stdout_data.find("http hello from web.test via 127.0.0.2") != std::string::npos);
+  CHECK(r.stdout_data.find("other failed") != std::string::npos);
+  CHECK(r.stdout_data.find("parent failed") != std::string::npos);
+  CHECK(!internet().queried("other.test"));
+  CHECK(!internet().queried("allowed.test"));
+}
+
+TEST_CASE("network: sandboxctl run --expose prints the URL before the code starts, and --json lists the mapping") {
+  if (!ready()) return;
+  auto r = run_command({SANDBOXCTL_BIN, "--socket", internet().daemon.socket(), "run", "--json", "--expose", "8080",
+                        "-l", "raw", "echo up"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("\"exposed_ports\":[{\"internal\":8080,\"external\":") != std::string::npos);
+  CHECK(r.out.find("\"url\":\"http://127.0.0.1:") != std::string::npos);
+  r = run_command({SANDBOXCTL_BIN, "--socket", internet().daemon.socket(), "run", "--expose", "8080", "-l", "raw",
+                   "echo up"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("sandboxctl: guest port 8080 at http://127.0.0.1:") != std::string::npos);
+}
+
 TEST_CASE("network: a warm VM that served a run with network is gone; the next pool VM has none") {
   if (!ready()) return;
   Client client(internet().daemon.socket());
