@@ -35,9 +35,7 @@ struct Reader {
   }
 };
 
-}  // namespace
-
-Hello parse_client_hello(std::string_view bytes) {
+Hello parse(std::string_view bytes) {
   Hello out;
   if (bytes.size() < 5) {
     // A first byte that cannot start a handshake record decides at once.
@@ -111,6 +109,15 @@ Hello parse_client_hello(std::string_view bytes) {
   }
   if (!out.server_name.empty()) out.verdict = Verdict::sni;
   return out;
+}
+
+}  // namespace
+
+Hello parse_client_hello(std::string_view bytes) {
+  Hello h = parse(bytes);
+  // A name read before the hello turned out malformed is no name.
+  if (h.verdict != Verdict::sni) h.server_name.clear();
+  return h;
 }
 
 }  // namespace sandbox::daemon::tls
