@@ -389,6 +389,8 @@ class Relay {
         return drop(id, false);
       }
     } else if ((events & (EPOLLHUP | EPOLLERR)) && s.pending.empty() && s.read_eof) {
+      // The guest's end is gone for good: the host's end goes too.
+      send(FrameType::reset, id, std::string(1, char(net::ResetReason::closed)));
       return drop(id, false);
     }
     maybe_done(id, s);

@@ -25,6 +25,9 @@ constexpr size_t kMaxDnsPending = 64;
 // queries, resets and credit are not; past this the guest loses its
 // channel rather than the daemon its memory.
 constexpr size_t kMaxChannelBacklog = 32 << 20;
+// Denials logged per VM and window; the rest are counted (see log_decision).
+constexpr uint32_t kMaxDenyLogs = 100;
+constexpr std::chrono::seconds kDenyLogWindow{10};
 // TTL of the answers the guest gets: short, so a long-lived guest asks
 // again and the pin set follows the names.
 constexpr uint32_t kAnswerTtl = 60;
@@ -121,6 +124,22 @@ void NetRelay::record_denial(const std::string& host, uint16_t port, const std::
 
 void NetRelay::log_decision(const Conn* c, std::string_view name, std::string_view sni, std::string_view address,
                             uint16_t port, std::string_view decision, std::string_view rule, std::string_view why) {
+  // A guest that makes refusals its work must not flood the daemon's log:
+  // past the budget per window they are counted, and said so once.
+  if (decision == "deny") {
+    auto now = std::chrono::steady_clock::now();
+    if (now - log_window_ > kDenyLogWindow) {
+      if (log_suppressed_)
+        log_info("net vm=" + vm_name_ + " " + who_ + " " + std::to_string(log_suppressed_) + " more denials not logged");
+      log_window_ = now;
+      log_denials_ = 0;
+      log_suppressed_ = 0;
+    }
+    if (++log_denials_ > kMaxDenyLogs) {
+      ++log_suppressed_;
+      return;
+    }
+  }
   std::string line = "net vm=" + vm_name_ + " " + who_ + " name=" + std::string(name.empty() ? "-" : name) +
                      " sni=" + std::string(sni.empty() ? "-" : sni) + " address=" +
                      std::string(address.empty() ? "-" : address) + " port=" + std::to_string(port) +

@@ -103,6 +103,8 @@ class NetRelay {
   std::map<std::string, std::set<std::string>> pins_;
   size_t dns_pending_ = 0;
   NetworkStats stats_;
+  std::chrono::steady_clock::time_point log_window_{};
+  uint32_t log_denials_ = 0, log_suppressed_ = 0;
   std::shared_ptr<NetRelay*> alive_;  // async callbacks check it
 };
 
