@@ -124,7 +124,7 @@ int read_language(const char* name, Language* out, sd_bus_error* error) {
 constexpr Method kMethods[] = {
     {"Run", Method::Kind::run},           {"CreateSession", Method::Kind::create},
     {"SessionExec", Method::Kind::exec},  {"CloseSession", Method::Kind::close},
-    {"ListSessions", Method::Kind::list},
+    {"ListSessions", Method::Kind::list}, {"SetSessionNetwork", Method::Kind::network},
 };
 
 const sd_bus_vtable kVtable[] = {
@@ -143,6 +143,9 @@ const sd_bus_vtable kVtable[] = {
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("ListSessions", "", , "a(ssuutt)", SD_BUS_PARAM(sessions), DbusService::on_method,
                              SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("SetSessionNetwork", "sasb",
+                             SD_BUS_PARAM(session) SD_BUS_PARAM(allowed_domains) SD_BUS_PARAM(network), "", ,
+                             DbusService::on_method, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_PROPERTY("Version", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("Accelerator", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("AcceleratorReason", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -362,6 +365,24 @@ int read_request(Method::Kind kind, sd_bus_message* m, uint64_t id, proto::Messa
     case Method::Kind::list:
       *out = proto::SessionListRequest{id};
       return 0;
+    case Method::Kind::network: {
+      const char* session = nullptr;
+      if ((r = sd_bus_message_read(m, "s", &session)) < 0) return r;
+      proto::SessionNetwork n{id, session, false, {}};
+      if ((r = sd_bus_message_enter_container(m, 'a', "s")) < 0) return r;
+      const char* d = nullptr;
+      while ((r = sd_bus_message_read(m, "s", &d)) > 0) {
+        if (n.allowed_domains.size() >= limits::kMaxAllowedDomains)
+          return invalid(error, "more than " + std::to_string(limits::kMaxAllowedDomains) + " allowed domains");
+        n.allowed_domains.emplace_back(d);
+      }
+      if (r < 0 || (r = sd_bus_message_exit_container(m)) < 0) return r;
+      int network = 0;
+      if ((r = sd_bus_message_read(m, "b", &network)) < 0) return r;
+      n.network = network != 0 || !n.allowed_domains.empty();
+      *out = std::move(n);
+      return 0;
+    }
   }
   return -EINVAL;
 }

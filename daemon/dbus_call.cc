@@ -78,6 +78,8 @@ void DbusCall::deliver(proto::Message&& m) {
   } else if (auto* list = std::get_if<proto::SessionList>(&m); list && kind_ == Method::Kind::create) {
     rc = list->sessions.size() == 1 ? sd_bus_reply_method_return(call_.get(), "s", list->sessions[0].id.c_str())
                                     : -EPROTO;
+  } else if (std::holds_alternative<proto::SessionList>(m) && kind_ == Method::Kind::network) {
+    rc = sd_bus_reply_method_return(call_.get(), "");
   } else if (std::holds_alternative<proto::Ack>(m)) {
     rc = sd_bus_reply_method_return(call_.get(), "");
   } else {
