@@ -25,6 +25,12 @@ constexpr size_t kMaxDnsPending = 64;
 // queries, resets and credit are not; past this the guest loses its
 // channel rather than the daemon its memory.
 constexpr size_t kMaxChannelBacklog = 32 << 20;
+// Addresses one VM's pin set holds: a guest looking up endless names under
+// an allowed wildcard must not grow the daemon without bound. Past it,
+// lookups of new addresses fail (SERVFAIL); pinned ones keep working.
+constexpr size_t kMaxPinnedAddresses = 4096;
+// Names one pinned address is bound to (a CDN address serves many).
+constexpr size_t kMaxNamesPerAddress = 256;
 // Denials logged per VM and window; the rest are counted (see log_decision).
 constexpr uint32_t kMaxDenyLogs = 100;
 constexpr std::chrono::seconds kDenyLogWindow{10};
@@ -472,7 +478,8 @@ void NetRelay::judge_proxy(Conn& c) {
     const std::string* chosen = nullptr;
     for (const auto& a : addresses) {
       if (address_refused(a, r->config_->allowed_ranges)) continue;
-      r->pins_[a].insert(n);
+      if (!r->pins_.count(a) && r->pins_.size() >= kMaxPinnedAddresses) continue;
+      if (auto& names = r->pins_[a]; names.size() < kMaxNamesPerAddress) names.insert(n);
       if (!chosen) chosen = &a;
     }
     if (!chosen) {
@@ -645,12 +652,17 @@ void NetRelay::on_dns_query(uint32_t tag, std::string_view message) {
     --self->dns_pending_;
     std::vector<std::string> kept;
     for (auto& addr : addresses) {
+      if (!self->pins_.count(addr) && self->pins_.size() >= kMaxPinnedAddresses) {
+        self->log_decision(nullptr, n, "", address_text(addr), 53, "deny", "", "pin set full");
+        self->record_denial(n, 0, "too many addresses pinned");
+        return self->answer_dns(tag, dns::build_answer(query, dns::kServFail));
+      }
       if (address_refused(addr, self->config_->allowed_ranges)) {
         self->log_decision(nullptr, n, "", address_text(addr), 53, "deny", "", "resolved to a special-purpose address");
         self->record_denial(n, 0, "resolved to a special-purpose address");
         continue;
       }
-      self->pins_[addr].insert(n);
+      if (auto& names = self->pins_[addr]; names.size() < kMaxNamesPerAddress) names.insert(n);
       kept.push_back(std::move(addr));
     }
     self->log_decision(nullptr, n, "", kept.empty() ? "" : address_text(kept.front()), 53, "answer", "", "");
