@@ -17,6 +17,7 @@
 #include "agent/exec.h"
 #include "agent/files.h"
 #include "agent/log.h"
+#include "agent/net.h"
 #include "agent/seccomp.h"
 #include <sandbox/limits.h>
 
@@ -430,6 +431,9 @@ Result<void> serve() {
   if (!port) return Error::sys("open", *path);
   unique_fd epoll(::epoll_create1(EPOLL_CLOEXEC));
   if (!epoll) return Error::sys("epoll_create1");
+  // Its device node goes with lock-down; without it the VM has no network.
+  if (::getpid() == 1)
+    if (auto r = start_net_relay(); !r) log("no network relay: %s", r.error().message.c_str());
   if (::getpid() == 1)
     if (auto r = lock_down(); !r) return std::move(r).error().context("locking down the guest");
   auto filter = build_user_filter();

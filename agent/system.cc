@@ -273,20 +273,22 @@ Result<void> kill_tree(const std::string& tree) {
   return write_all(fd.get(), "1", path);
 }
 
-Result<std::string> find_agent_port(long timeout_ms) {
+Result<std::string> find_agent_port(long timeout_ms) { return find_virtio_port(proto::kAgentPortName, timeout_ms); }
+
+Result<std::string> find_virtio_port(std::string_view wanted, long timeout_ms) {
   // The port's name is in sysfs; the node under /dev has the same base name.
   for (long waited = 0; waited <= timeout_ms; waited += 2) {
     if (auto d = Dir::open("/sys/class/virtio-ports"))
       for (const auto& port : d->names()) {
         auto name = read_file("/sys/class/virtio-ports/" + port + "/name", 256);
-        if (!name || name->substr(0, name->find('\n')) != proto::kAgentPortName) continue;
+        if (!name || name->substr(0, name->find('\n')) != wanted) continue;
         std::string dev = "/dev/" + port;
         if (wait_for(dev, timeout_ms)) return dev;
         return Error::make(ErrorCode::vm_boot_failed, dev + " did not appear");
       }
     sleep_ms(2);
   }
-  return Error::make(ErrorCode::vm_boot_failed, "virtio port " + std::string(proto::kAgentPortName) + " not found");
+  return Error::make(ErrorCode::vm_boot_failed, "virtio port " + std::string(wanted) + " not found");
 }
 
 Result<void> reseed(std::string_view seed) {

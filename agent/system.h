@@ -73,6 +73,8 @@ Result<unique_fd> watch_memory_stall(const std::string& tree);
 Result<void> kill_tree(const std::string& tree);
 // Path of the device node of the host channel, once it exists.
 Result<std::string> find_agent_port(long timeout_ms);
+// The device node of the virtio-serial port named `name`.
+Result<std::string> find_virtio_port(std::string_view name, long timeout_ms);
 std::string kernel_release();
 // Mixes host-provided bytes into the kernel RNG and forces a reseed.
 Result<void> reseed(std::string_view seed);

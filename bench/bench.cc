@@ -30,6 +30,7 @@
 #include "daemon/qemu_argv.h"
 #include "sandbox/client.h"
 #include "bench/harness.h"
+#include "bench/net.h"
 #include "bench/soak.h"
 
 using namespace sandbox;
@@ -104,6 +105,7 @@ void usage(FILE* out) {
   std::fprintf(out,
                "usage: sandbox-bench [--images DIR] [--samples N] [--seconds S]\n"
                "       sandbox-bench --soak [--clients N] [--seconds S] [--images DIR]\n"
+               "       sandbox-bench --network [--samples N] [--megabytes M] [--images DIR]\n"
                "\n"
                "Without --soak: print(1) latency (warm pool, cold boot, snapshot restore), sustained runs per\n"
                "second with 1, 4 and 16 clients, pool refill and memory per VM, next to peers measured in the\n"
@@ -117,6 +119,11 @@ void usage(FILE* out) {
                "  --clients N   client threads (default 100)\n"
                "  --seconds S   how long (default 60)\n"
                "\n"
+               "With --network: connect latency and the throughput of one download through the network policy\n"
+               "path (guest relay, channel, the daemon's checks and dial), next to the same on the host directly,\n"
+               "against a server on loopback.\n"
+               "  --megabytes M the download's size (default 50)\n"
+               "\n"
                "  --images DIR  guest images (default: images/ beside bin/)\n");
 }
 
@@ -128,15 +135,16 @@ int main(int argc, char** argv) {
   int samples = 15;
   int seconds = 0;  // per mode's default unless given
   int clients = 100;
-  bool soak = false;
+  bool soak = false, network = false;
+  int megabytes = 50;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") return usage(stdout), 0;
-    if (a == "--soak") {
-      soak = true;
+    if (a == "--soak" || a == "--network") {
+      (a == "--soak" ? soak : network) = true;
       continue;
     }
-    bool known = a == "--images" || a == "--samples" || a == "--seconds" || a == "--clients";
+    bool known = a == "--images" || a == "--samples" || a == "--seconds" || a == "--clients" || a == "--megabytes";
     if (!known || i + 1 >= argc) {
       std::fprintf(stderr, "sandbox-bench: %s '%s'\n", known ? "missing value for" : "unknown option", a.c_str());
       return usage(stderr), 2;
@@ -145,9 +153,11 @@ int main(int argc, char** argv) {
     if (a == "--images") images = v;
     else if (a == "--samples") samples = std::max(3, std::atoi(v.c_str()));
     else if (a == "--seconds") seconds = std::max(3, std::atoi(v.c_str()));
+    else if (a == "--megabytes") megabytes = std::max(1, std::atoi(v.c_str()));
     else clients = std::max(1, std::atoi(v.c_str()));
   }
   if (soak) return run_soak({self, images, clients, seconds ? seconds : 60});
+  if (network) return run_network({self, images, samples, megabytes});
   if (seconds == 0) seconds = 15;
   auto image_set = daemon::load_images(images);
   if (!image_set) {

@@ -114,6 +114,8 @@ std::string to_json(const SessionInfo& v) { return json_of(v); }
 std::string to_json(const FileEntry& v) { return json_of(v); }
 std::string to_json(const FileListing& v) { return json_of(v); }
 std::string to_json(const ImagesInfo& v) { return json_of(v); }
+std::string to_json(const ExposedPort& v) { return json_of(v); }
+std::string to_json(const NetworkStats& v) { return json_of(v); }
 
 std::string to_json(const Error& e) {
   return "{\"code\":" + json_string(error_code_name(e.code)) + ",\"message\":" + json_string(e.message) +

@@ -157,6 +157,18 @@ struct SessionClose {
   std::string session;
 };
 
+// client -> daemon: replace a live session's egress allowlist (`network`
+// alone: the operator's default list; no network and no domains: off).
+// Exposed ports stay as they are. Answered with the session's SessionList
+// entry once the guest has the new policy; open connections the new policy
+// does not admit are reset.
+struct SessionNetwork {
+  uint64_t id = 0;
+  std::string session;
+  bool network = false;
+  std::vector<std::string> allowed_domains;
+};
+
 // The answer to a request that returns nothing else (close).
 struct Ack {
   uint64_t id = 0;
@@ -277,7 +289,7 @@ using Message = std::variant<Run, Output, Finished, ErrorReply, Hello, Exec, Exe
                              Status, Resume, SnapshotsRequest, SnapshotList, SessionCreate, SessionList,
                              SessionListRequest, SessionExec, SessionClose, Ack, FileWrite, FileChunk, FileRead,
                              FileDone, FileListRequest, FileList, Cancel, ImagesRequest, ImageList,
-                             MetricsRequest, MetricsText>;
+                             MetricsRequest, MetricsText, SessionNetwork>;
 
 // The request id a message carries (0 for those without one: hello, ping...).
 uint64_t request_id_of(const Message& message);
@@ -318,6 +330,43 @@ struct EnumNames<ErrorCode> {
 constexpr uint64_t kU32 = UINT32_MAX;
 
 template <>
+struct Schema<PortMapping> {
+  static constexpr auto fields = std::tuple{field("internal", &PortMapping::internal, 65535),
+                                            field("external", &PortMapping::external, 65535)};
+};
+// Allowlist entries are names: text, each at most kMaxDomainBytes plus ":port".
+constexpr Field<NetworkRequest, std::vector<std::string>, kText> kAllowedDomains{
+    "allowed_domains", &NetworkRequest::allowed_domains, kMaxAllowedDomains};
+template <>
+struct Schema<NetworkRequest> {
+  static constexpr auto fields = std::tuple{
+      field("network", &NetworkRequest::network),
+      kAllowedDomains,
+      field("expose_ports", &NetworkRequest::expose_ports, kMaxExposedPorts),
+  };
+};
+template <>
+struct Schema<ExposedPort> {
+  static constexpr auto fields = std::tuple{
+      field("internal", &ExposedPort::internal, 65535), field("external", &ExposedPort::external, 65535),
+      text("host", &ExposedPort::host, kMaxNameBytes), text("url", &ExposedPort::url, kMaxNameBytes)};
+};
+template <>
+struct Schema<NetworkDenial> {
+  static constexpr auto fields = std::tuple{text("host", &NetworkDenial::host, kMaxNameBytes),
+                                            field("port", &NetworkDenial::port, 65535),
+                                            text("reason", &NetworkDenial::reason, kMaxNameBytes)};
+};
+template <>
+struct Schema<NetworkStats> {
+  static constexpr auto fields = std::tuple{
+      field("connections", &NetworkStats::connections), field("bytes_in", &NetworkStats::bytes_in),
+      field("bytes_out", &NetworkStats::bytes_out), field("denied", &NetworkStats::denied, kMaxNetworkDenials)};
+};
+constexpr Field<SessionInfo, std::vector<std::string>, kText> kSessionDomains{
+    "allowed_domains", &SessionInfo::allowed_domains, kMaxAllowedDomains};
+
+template <>
 struct Schema<RunRequest> {
   static constexpr auto fields = std::tuple{
       field("language", &RunRequest::language),
@@ -325,6 +374,7 @@ struct Schema<RunRequest> {
       field("env", &RunRequest::env, kMaxEnvVars),
       field("timeout_ms", &RunRequest::timeout, kU32),
       field("memory_mb", &RunRequest::memory_mb),
+      embed(&RunRequest::net),
   };
 };
 template <>
@@ -354,6 +404,8 @@ struct Schema<RunResult> {
       text("accelerator", &RunResult::accelerator, kMaxNameBytes),
       text("vm_start", &RunResult::vm_start, kMaxNameBytes),
       field("state_lost", &RunResult::state_lost),
+      field("exposed_ports", &RunResult::exposed_ports, kMaxExposedPorts),
+      field("network", &RunResult::network),
   };
 };
 template <>
@@ -432,6 +484,7 @@ struct Schema<SessionOptions> {
       field("timeout_ms", &SessionOptions::timeout, kU32),
       field("memory_mb", &SessionOptions::memory_mb),
       field("idle_timeout_ms", &SessionOptions::idle_timeout, kU32),
+      embed(&SessionOptions::net),
   };
 };
 template <>
@@ -445,6 +498,8 @@ struct Schema<SessionInfo> {
       field("created_unix_ms", &SessionInfo::created_unix_ms),
       field("last_activity_unix_ms", &SessionInfo::last_activity_unix_ms),
       text("vm_start", &SessionInfo::vm_start, kMaxNameBytes),
+      field("exposed_ports", &SessionInfo::exposed_ports, kMaxExposedPorts),
+      kSessionDomains,
   };
 };
 template <>
@@ -558,6 +613,15 @@ struct Schema<proto::SessionClose> {
   static constexpr std::string_view type = "session_close";
   static constexpr auto fields = std::tuple{field("id", &proto::SessionClose::id),
                                             text("session", &proto::SessionClose::session, kMaxSessionIdBytes)};
+};
+constexpr Field<proto::SessionNetwork, std::vector<std::string>, kText> kSessionNetworkDomains{
+    "allowed_domains", &proto::SessionNetwork::allowed_domains, kMaxAllowedDomains};
+template <>
+struct Schema<proto::SessionNetwork> {
+  static constexpr std::string_view type = "session_network";
+  static constexpr auto fields = std::tuple{field("id", &proto::SessionNetwork::id),
+                                            text("session", &proto::SessionNetwork::session, kMaxSessionIdBytes),
+                                            field("network", &proto::SessionNetwork::network), kSessionNetworkDomains};
 };
 template <>
 struct Schema<proto::Ack> {

@@ -1,5 +1,7 @@
 #include "common/validate.h"
 
+#include "common/net_rules.h"
+
 #include <cctype>
 
 #include <sandbox/limits.h>
@@ -137,6 +139,7 @@ Result<void> validate(const RunRequest& r) {
   if (auto v = validate_code(r.code); !v) return v;
   if (auto v = validate_timeout(r.timeout); !v) return v;
   if (auto v = validate_memory(r.memory_mb); !v) return v;
+  if (auto v = validate_network(r.net); !v) return v;
   return validate_env(r.env);
 }
 
@@ -146,6 +149,7 @@ Result<void> validate(const SessionOptions& o) {
   if (o.idle_timeout.count() < limits::kMinSessionIdleMs || o.idle_timeout.count() > limits::kMaxSessionIdleMs)
     return invalid("idle timeout " + ms(o.idle_timeout) + " is outside " + std::to_string(limits::kMinSessionIdleMs) +
                    "-" + std::to_string(limits::kMaxSessionIdleMs) + " ms");
+  if (auto v = validate_network(o.net); !v) return v;
   return validate_env(o.env);
 }
 

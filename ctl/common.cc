@@ -86,4 +86,26 @@ bool parse_seconds(const std::string& arg, std::chrono::milliseconds* out) {
   return true;
 }
 
+bool parse_expose(const std::string& arg, PortMapping* out) {
+  auto num = [](const std::string& s, uint32_t* v) {
+    char* end = nullptr;
+    unsigned long n = std::strtoul(s.c_str(), &end, 10);
+    if (s.empty() || *end || n > 65535) return false;
+    *v = static_cast<uint32_t>(n);
+    return true;
+  };
+  auto colon = arg.find(':');
+  PortMapping m;
+  if (!num(arg.substr(0, colon), &m.internal) || m.internal == 0) return false;
+  if (colon != std::string::npos && !num(arg.substr(colon + 1), &m.external)) return false;
+  *out = m;
+  return true;
+}
+
+std::string describe_exposed(const std::vector<ExposedPort>& ports) {
+  std::string out;
+  for (const auto& p : ports) out += "sandboxctl: guest port " + std::to_string(p.internal) + " at " + p.url + "\n";
+  return out;
+}
+
 }  // namespace sandbox::ctl

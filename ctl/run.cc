@@ -33,6 +33,15 @@ constexpr const char* kRunUsage =
     "  -t, --timeout SECONDS   default 30; fractions allowed (0.5)\n"
     "  -m, --memory MB         VM memory, 128-2048, default 256\n"
     "  -e, --env KEY=VALUE     environment variable for the code (repeatable)\n"
+    "      --network           allow outbound network to the operator's default list of domains\n"
+    "      --allow-domain DOMAIN\n"
+    "                          allow outbound connections to DOMAIN (repeatable, at most 64;\n"
+    "                          example.org, *.example.org for its subdomains, NAME:PORT for\n"
+    "                          a port other than 443 and 80); implies --network\n"
+    "      --expose GUEST[:HOST]\n"
+    "                          offer guest TCP port GUEST on 127.0.0.1:HOST (HOST >= 1024;\n"
+    "                          left out, a free port); the URL is printed when the VM is up.\n"
+    "                          Repeatable, at most 10; works with no outbound network\n"
     "      --json              one JSON object per source on stdout\n"
     "  -q, --quiet             no progress output\n"
     "  -j, --concurrency N     sources run at once (default 10)\n"
@@ -65,6 +74,7 @@ struct Options {
   unsigned concurrency = 10;
   std::vector<std::pair<std::string, std::string>> uploads;    // local, guest
   std::vector<std::pair<std::string, std::string>> downloads;  // guest, local
+  NetworkRequest net;
 };
 
 std::optional<Language> language_from_extension(const std::string& path) {
@@ -120,7 +130,8 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
       {"quiet", no_argument, nullptr, 'q'},          {"concurrency", required_argument, nullptr, 'j'},
       {"socket", required_argument, nullptr, 'S'},   {"help", no_argument, nullptr, 'h'},
       {"upload", required_argument, nullptr, 'U'},   {"download", required_argument, nullptr, 'D'},
-      {nullptr, 0, nullptr, 0},
+      {"network", no_argument, nullptr, 'N'},        {"allow-domain", required_argument, nullptr, 'A'},
+      {"expose", required_argument, nullptr, 'X'},   {nullptr, 0, nullptr, 0},
   };
   auto bad = [](const std::string& msg) {
     std::fprintf(stderr, "sandboxctl run: %s\n", msg.c_str());
@@ -182,18 +193,31 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
         o->downloads.emplace_back(guest, local);
         break;
       }
+      case 'N': o->net.network = true; break;
+      case 'A':
+        o->net.network = true;
+        o->net.allowed_domains.push_back(arg);
+        break;
+      case 'X': {
+        PortMapping m;
+        if (!parse_expose(arg, &m)) return bad("--expose wants GUEST[:HOST] port numbers, got '" + arg + "'");
+        o->net.expose_ports.push_back(m);
+        break;
+      }
       case 'h': std::fputs(kRunUsage, stdout); return 0;
       default: std::fputs(kRunUsage, stderr); return kExitUsage;
     }
   }
   if (int rc = collect_sources(argc, argv, optind, inline_count, sources); rc >= 0) return rc;
+  if (!o->net.expose_ports.empty() && sources->size() != 1) return bad("--expose works with one SOURCE");
   if (sources->empty()) return bad("nothing to run: give code, a file, or - for stdin (see --help)");
   if ((!o->uploads.empty() || !o->downloads.empty()) && sources->size() != 1)
     return bad("--upload and --download work with one SOURCE");
   return -1;
 }
 
-// A run with files: a session that lives for one exec. Files go in first;
+// A run with files or exposed ports: a session that lives for one exec
+// (its ports are known, and printed, before the code starts). Files go in first;
 // files come out afterwards whatever the exit status; the session is closed
 // in every case. With --json, one object says how it all went.
 int run_with_files(const Options& opts, const Source& src) {
@@ -204,12 +228,14 @@ int run_with_files(const Options& opts, const Source& src) {
   so.timeout = opts.timeout;
   so.memory_mb = opts.memory_mb;
   so.idle_timeout = std::chrono::milliseconds(limits::kMinSessionIdleMs);
+  so.net = opts.net;
   bool json = opts.globals.json;
   auto session = client.create_session(so);
   if (!session) {
     if (json) write_fd(1, run_json(src.name, so.language, Result<RunResult>(session.error())) + "\n");
     return json ? exit_status(Result<RunResult>(session.error())) : fail(session.error());
   }
+  if (!json && !opts.globals.quiet) write_fd(2, describe_exposed(session->info().exposed_ports));
   std::optional<Error> file_error;
   for (const auto& [local, guest] : opts.uploads)
     if (auto r = put_file(*session, local, guest, false); !r) {
@@ -258,7 +284,8 @@ int cmd_run(Globals globals, int argc, char** argv) {
   opts.globals = std::move(globals);
   std::vector<Source> sources;
   if (int rc = parse_args(argc, argv, &opts, &sources); rc >= 0) return rc;
-  if (!opts.uploads.empty() || !opts.downloads.empty()) return run_with_files(opts, sources[0]);
+  if (!opts.uploads.empty() || !opts.downloads.empty() || !opts.net.expose_ports.empty())
+    return run_with_files(opts, sources[0]);
 
   Client client(socket_path(opts.globals));
   bool json = opts.globals.json, quiet = opts.globals.quiet;
@@ -278,6 +305,7 @@ int cmd_run(Globals globals, int argc, char** argv) {
       req.env = opts.env;
       req.timeout = opts.timeout;
       req.memory_mb = opts.memory_mb;
+      req.net = opts.net;
       OutputCallback cb;
       if (stream_live) cb = [](Stream s, std::string_view d) { write_fd(s == Stream::err ? 2 : 1, d); };
       auto r = client.run(req, cb);

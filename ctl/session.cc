@@ -22,9 +22,11 @@ namespace {
 constexpr const char* kSessionUsage =
     "usage: sandboxctl session ACTION [OPTIONS] ...\n\n"
     "  create [-l LANG] [-t SECONDS] [-m MB] [-e KEY=VALUE]... [--idle SECONDS]\n"
-    "                          open a session; prints its id. -t is each exec's default\n"
-    "                          timeout (30), --idle closes it after that long unused\n"
-    "                          (10-3600, default 300)\n"
+    "         [--network] [--allow-domain DOMAIN]... [--expose GUEST[:HOST]]...\n"
+    "                          open a session; prints its id (and, on stderr, the URL of\n"
+    "                          each exposed port). -t is each exec's default timeout (30),\n"
+    "                          --idle closes it after that long unused (10-3600, default\n"
+    "                          300); network flags as for run\n"
     "  exec ID [-t SECONDS] [--json] SOURCE\n"
     "                          run inline code, a file or - (stdin) in the session;\n"
     "                          exit status as for run\n"
@@ -33,6 +35,9 @@ constexpr const char* kSessionUsage =
     "  get ID GUEST [LOCAL]    copy a file out (LOCAL defaults to GUEST's name; - is stdout)\n"
     "  ls [--json]             your open sessions\n"
     "  ls ID [DIR] [--json]    the entries of a directory in the session (default: home)\n"
+    "  network ID [--allow-domain DOMAIN]... [--network] | --off\n"
+    "                          replace the session's outbound allowlist while it runs\n"
+    "                          (--off: none); connections it no longer admits are reset\n"
     "  close ID                destroy the session's VM\n\n"
     "Common: --socket PATH (default $SANDBOXD_SOCKET or /run/sandboxd/sandboxd.sock), --json, -h.\n"
     "Guest paths are relative to the session's home; at most 50 MB per file.\n";
@@ -59,6 +64,8 @@ struct Args {
   uint32_t memory_mb = limits::kDefaultMemoryMb;
   std::vector<std::pair<std::string, std::string>> env;
   bool executable = false;
+  NetworkRequest net;
+  bool off = false;
   std::vector<std::string> positional;
 };
 
@@ -70,6 +77,8 @@ int parse(int argc, char** argv, Args* a) {
       {"idle", required_argument, nullptr, 'I'},     {"json", no_argument, nullptr, 'J'},
       {"executable", no_argument, nullptr, 'x'},     {"socket", required_argument, nullptr, 'S'},
       {"quiet", no_argument, nullptr, 'q'},          {"help", no_argument, nullptr, 'h'},
+      {"network", no_argument, nullptr, 'N'},        {"allow-domain", required_argument, nullptr, 'A'},
+      {"expose", required_argument, nullptr, 'X'},   {"off", no_argument, nullptr, 'O'},
       {nullptr, 0, nullptr, 0},
   };
   optind = 1;
@@ -111,6 +120,18 @@ int parse(int argc, char** argv, Args* a) {
       case 'q': a->globals.quiet = true; break;
       case 'x': a->executable = true; break;
       case 'S': a->globals.socket = arg; break;
+      case 'N': a->net.network = true; break;
+      case 'O': a->off = true; break;
+      case 'A':
+        a->net.network = true;
+        a->net.allowed_domains.push_back(arg);
+        break;
+      case 'X': {
+        PortMapping m;
+        if (!parse_expose(arg, &m)) return usage_error("--expose wants GUEST[:HOST] port numbers, got '" + arg + "'");
+        a->net.expose_ports.push_back(m);
+        break;
+      }
       case 'h': std::fputs(kSessionUsage, stdout); return 0;
       default: std::fputs(kSessionUsage, stderr); return kExitUsage;
     }
@@ -134,8 +155,10 @@ int do_create(const Args& a) {
   if (a.timeout) o.timeout = *a.timeout;
   if (a.idle) o.idle_timeout = *a.idle;
   o.memory_mb = a.memory_mb;
+  o.net = a.net;
   auto s = Client(socket_path(a.globals)).create_session(o);
   if (!s) return fail(s.error());
+  if (!a.globals.json && !a.globals.quiet) write_fd(2, describe_exposed(s->info().exposed_ports));
   if (a.globals.json)
     write_fd(1, "{\"session\":" + json_string(s->id()) + "}\n");
   else
@@ -204,6 +227,13 @@ int do_ls(const Args& a) {
                       static_cast<unsigned long long>(s.exec_count), iso_time(s.last_activity_unix_ms).c_str(),
                       static_cast<long long>(s.idle_timeout.count() / 1000));
         out += line;
+        for (const auto& p : s.exposed_ports)
+          out += "    port " + std::to_string(p.internal) + " -> " + p.url + "\n";
+        if (!s.allowed_domains.empty()) {
+          out += "    network:";
+          for (const auto& d : s.allowed_domains) out += " " + d;
+          out += "\n";
+        }
       }
     }
     write_fd(1, out);
@@ -222,6 +252,16 @@ int do_ls(const Args& a) {
   write_fd(1, out);
   if (listing->truncated)
     notice("only the first " + std::to_string(listing->entries.size()) + " entries are listed; the directory has more");
+  return 0;
+}
+
+int do_network(const Args& a) {
+  if (a.positional.size() != 1) return usage_error("network wants ID");
+  if (a.off == a.net.network) return usage_error("network wants --allow-domain DOMAIN (or --network), or --off");
+  if (!a.net.expose_ports.empty()) return usage_error("a session's exposed ports are set when it is created");
+  auto r = Client(socket_path(a.globals)).session(a.positional[0]).set_network(a.net.allowed_domains, a.net.network);
+  if (!r) return fail(r.error());
+  if (a.globals.json) write_fd(1, to_json(*r) + "\n");
   return 0;
 }
 
@@ -252,6 +292,7 @@ int cmd_session(Globals globals, int argc, char** argv) {
   if (action == "get") return do_get(a);
   if (action == "ls") return do_ls(a);
   if (action == "close") return do_close(a);
+  if (action == "network") return do_network(a);
   return usage_error("unknown action '" + action + "'");
 }
 

@@ -3,6 +3,9 @@
 #include <charconv>
 #include <functional>
 
+#include "common/net_rules.h"
+#include "daemon/net_ranges.h"
+
 namespace sandbox::daemon {
 namespace {
 
@@ -117,6 +120,34 @@ Setter id_list_key(std::vector<T> Config::*field) {
   };
 }
 
+// A comma-separated list of items each `check` accepts.
+Setter string_list_key(std::vector<std::string> Config::*field, std::function<Result<void>(std::string_view)> check) {
+  return [=](Config& c, std::string_view v) -> Result<void> {
+    std::vector<std::string> items;
+    while (!v.empty()) {
+      auto comma = v.find(',');
+      auto item = v.substr(0, comma);
+      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+      if (!item.empty()) {
+        if (auto r = check(item); !r) return r;
+        items.emplace_back(item);
+      }
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+    c.*field = std::move(items);
+    return ok();
+  };
+}
+Getter get_strings(std::vector<std::string> Config::*field) {
+  return [=](const Config& c) {
+    std::string out;
+    for (const auto& s : c.*field) out += (out.empty() ? "" : ",") + s;
+    return out;
+  };
+}
+
 const std::vector<Key>& keys() {
   static const std::vector<Key> k = {
       {"socket", "control socket path", path_key(&Config::socket), get_string(&Config::socket)},
@@ -210,6 +241,35 @@ const std::vector<Key>& keys() {
          return ok();
        },
        get_string(&Config::dbus)},
+      {"network_resolver", "resolver for allowed names, ADDRESS[:PORT] (empty: the host's own)",
+       [](Config& c, std::string_view v) -> Result<void> {
+         std::string_view host = v.substr(0, v.rfind(':'));
+         if (!v.empty() && !parse_address(host) && !parse_address(v))
+           return bad_value("'" + std::string(v) + "' is not an IPv4 ADDRESS[:PORT]");
+         c.network_resolver = std::string(v);
+         return ok();
+       },
+       get_string(&Config::network_resolver)},
+      {"network_allowed_ranges", "special-purpose ranges VMs may reach anyway, comma-separated CIDRs (tests: 127.0.0.0/8)",
+       string_list_key(&Config::network_allowed_ranges,
+                       [](std::string_view v) -> Result<void> {
+                         if (!parse_cidr(v)) return bad_value("'" + std::string(v) + "' is not a CIDR range");
+                         return ok();
+                       }),
+       get_strings(&Config::network_allowed_ranges)},
+      {"default_allowed_domains", "what --network alone allows, comma-separated (empty: --network alone is refused)",
+       string_list_key(&Config::default_allowed_domains,
+                       [](std::string_view v) -> Result<void> {
+                         if (auto r = parse_domain_rule(v); !r) return std::move(r).error();
+                         return ok();
+                       }),
+       get_strings(&Config::default_allowed_domains)},
+      {"network_max_connections", "connections one VM may have open at once",
+       uint_key(&Config::network_max_connections, 1, 4096), get_uint(&Config::network_max_connections)},
+      {"network_connect_timeout_ms", "a VM's connection must be requested and established within this",
+       uint_key(&Config::network_connect_timeout_ms, 100, 600'000), get_uint(&Config::network_connect_timeout_ms)},
+      {"network_idle_timeout_ms", "a VM's connection with no traffic this long is closed",
+       uint_key(&Config::network_idle_timeout_ms, 1000, 86'400'000), get_uint(&Config::network_idle_timeout_ms)},
       {"log_level", "debug, info, warning or error",
        [](Config& c, std::string_view v) -> Result<void> {
          if (v != "debug" && v != "info" && v != "warning" && v != "error")

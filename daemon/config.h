@@ -108,6 +108,20 @@ struct Config {
   // D-Bus interface: "off", "system" (the system bus) or a bus address.
   std::string dbus = "off";
   std::string log_level = "info";
+  // Network (SPEC F11-F13). Allowed names are resolved with this resolver
+  // ("ADDRESS[:PORT]"); empty: the host's own.
+  std::string network_resolver;
+  // Special-purpose ranges (loopback, private, link-local...) VMs may still
+  // reach; requests can never widen this. Comma-separated CIDRs.
+  std::vector<std::string> network_allowed_ranges;
+  // What `--network` without domains means; empty: such a request is refused.
+  std::vector<std::string> default_allowed_domains;
+  // Connections one VM may have open at once, both directions.
+  uint32_t network_max_connections = 64;
+  // A connection not established (or a TLS/HTTP request not sent) within
+  // this is refused; one with no traffic for the idle timeout is closed.
+  uint32_t network_connect_timeout_ms = 10'000;
+  uint32_t network_idle_timeout_ms = 300'000;
 };
 
 // One "key = value" assignment from any source; `origin` names the source

@@ -27,6 +27,7 @@ int invalid(sd_bus_error* error, const std::string& message) {
 struct Options {
   std::optional<uint32_t> timeout_ms, memory_mb, idle_timeout_ms;
   EnvList env;
+  NetworkRequest net;
   bool stream = false;
   uint64_t request = 0;
 };
@@ -60,6 +61,38 @@ int read_options(sd_bus_message* m, const std::vector<std::string_view>& allowed
     } else if (k == "request") {
       if ((r = want("t")) < 0) return r;
       if ((r = sd_bus_message_read(m, "v", "t", &o->request)) < 0) return r;
+    } else if (k == "network") {
+      if ((r = want("b")) < 0) return r;
+      int v = 0;
+      if ((r = sd_bus_message_read(m, "v", "b", &v)) < 0) return r;
+      o->net.network = v != 0;
+    } else if (k == "allowed_domains") {
+      if ((r = want("as")) < 0) return r;
+      if ((r = sd_bus_message_enter_container(m, 'v', "as")) < 0) return r;
+      if ((r = sd_bus_message_enter_container(m, 'a', "s")) < 0) return r;
+      const char* d = nullptr;
+      while ((r = sd_bus_message_read(m, "s", &d)) > 0) {
+        if (o->net.allowed_domains.size() >= limits::kMaxAllowedDomains)
+          return invalid(error, "more than " + std::to_string(limits::kMaxAllowedDomains) + " allowed domains");
+        o->net.allowed_domains.emplace_back(d);
+      }
+      if (r < 0) return r;
+      if ((r = sd_bus_message_exit_container(m)) < 0) return r;
+      if ((r = sd_bus_message_exit_container(m)) < 0) return r;
+    } else if (k == "expose_ports") {
+      // (guest port, host port; 0 picks one)
+      if ((r = want("a(uu)")) < 0) return r;
+      if ((r = sd_bus_message_enter_container(m, 'v', "a(uu)")) < 0) return r;
+      if ((r = sd_bus_message_enter_container(m, 'a', "(uu)")) < 0) return r;
+      uint32_t in = 0, ext = 0;
+      while ((r = sd_bus_message_read(m, "(uu)", &in, &ext)) > 0) {
+        if (o->net.expose_ports.size() >= limits::kMaxExposedPorts)
+          return invalid(error, "more than " + std::to_string(limits::kMaxExposedPorts) + " exposed ports");
+        o->net.expose_ports.push_back({in, ext});
+      }
+      if (r < 0) return r;
+      if ((r = sd_bus_message_exit_container(m)) < 0) return r;
+      if ((r = sd_bus_message_exit_container(m)) < 0) return r;
     } else if (k == "env") {
       if ((r = want("a{ss}")) < 0) return r;
       if ((r = sd_bus_message_enter_container(m, 'v', "a{ss}")) < 0) return r;
@@ -92,6 +125,7 @@ constexpr Method kMethods[] = {
     {"Run", Method::Kind::run},           {"CreateSession", Method::Kind::create},
     {"SessionExec", Method::Kind::exec},  {"CloseSession", Method::Kind::close},
     {"ListSessions", Method::Kind::list}, {"Metrics", Method::Kind::metrics},
+    {"SetSessionNetwork", Method::Kind::network},
 };
 
 const sd_bus_vtable kVtable[] = {
@@ -112,6 +146,9 @@ const sd_bus_vtable kVtable[] = {
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Metrics", "", , "s", SD_BUS_PARAM(text), DbusService::on_method,
                              SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("SetSessionNetwork", "sasb",
+                             SD_BUS_PARAM(session) SD_BUS_PARAM(allowed_domains) SD_BUS_PARAM(network), "", ,
+                             DbusService::on_method, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_PROPERTY("Version", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("Accelerator", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("AcceleratorReason", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -286,11 +323,15 @@ int read_request(Method::Kind kind, sd_bus_message* m, uint64_t id, proto::Messa
       if ((r = sd_bus_message_read(m, "ss", &language, &code)) < 0) return r;
       RunRequest req;
       if ((r = read_language(language, &req.language, error)) < 0) return r;
-      if ((r = read_options(m, {"timeout_ms", "memory_mb", "env", "stream", "request"}, o, error)) < 0) return r;
+      if ((r = read_options(m, {"timeout_ms", "memory_mb", "env", "stream", "request", "network", "allowed_domains",
+                                "expose_ports"},
+                            o, error)) < 0)
+        return r;
       req.code = code;
       req.timeout = std::chrono::milliseconds(o->timeout_ms.value_or(0));
       req.memory_mb = o->memory_mb.value_or(0);
       req.env = std::move(o->env);
+      req.net = std::move(o->net);
       *out = proto::Run{id, std::move(req)};
       return 0;
     }
@@ -299,11 +340,15 @@ int read_request(Method::Kind kind, sd_bus_message* m, uint64_t id, proto::Messa
       if ((r = sd_bus_message_read(m, "s", &language)) < 0) return r;
       SessionOptions so;
       if ((r = read_language(language, &so.language, error)) < 0) return r;
-      if ((r = read_options(m, {"timeout_ms", "memory_mb", "idle_timeout_ms", "env"}, o, error)) < 0) return r;
+      if ((r = read_options(m, {"timeout_ms", "memory_mb", "idle_timeout_ms", "env", "network", "allowed_domains",
+                                "expose_ports"},
+                            o, error)) < 0)
+        return r;
       so.timeout = std::chrono::milliseconds(o->timeout_ms.value_or(0));
       so.memory_mb = o->memory_mb.value_or(0);
       so.idle_timeout = std::chrono::milliseconds(o->idle_timeout_ms.value_or(0));
       so.env = std::move(o->env);
+      so.net = std::move(o->net);
       *out = proto::SessionCreate{id, std::move(so)};
       return 0;
     }
@@ -326,6 +371,24 @@ int read_request(Method::Kind kind, sd_bus_message* m, uint64_t id, proto::Messa
     case Method::Kind::metrics:
       *out = proto::MetricsRequest{id};
       return 0;
+    case Method::Kind::network: {
+      const char* session = nullptr;
+      if ((r = sd_bus_message_read(m, "s", &session)) < 0) return r;
+      proto::SessionNetwork n{id, session, false, {}};
+      if ((r = sd_bus_message_enter_container(m, 'a', "s")) < 0) return r;
+      const char* d = nullptr;
+      while ((r = sd_bus_message_read(m, "s", &d)) > 0) {
+        if (n.allowed_domains.size() >= limits::kMaxAllowedDomains)
+          return invalid(error, "more than " + std::to_string(limits::kMaxAllowedDomains) + " allowed domains");
+        n.allowed_domains.emplace_back(d);
+      }
+      if (r < 0 || (r = sd_bus_message_exit_container(m)) < 0) return r;
+      int network = 0;
+      if ((r = sd_bus_message_read(m, "b", &network)) < 0) return r;
+      n.network = network != 0 || !n.allowed_domains.empty();
+      *out = std::move(n);
+      return 0;
+    }
   }
   return -EINVAL;
 }

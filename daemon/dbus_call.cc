@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include <sandbox/json.h>
+
 #include "daemon/log.h"
 
 namespace sandbox::daemon {
@@ -15,6 +17,14 @@ int append_detail(sd_bus_message* m, const char* key, const M& v) {
   else if constexpr (std::is_same_v<M, uint32_t>) return sd_bus_message_append(m, "{sv}", key, "u", v);
   else if constexpr (std::is_same_v<M, uint64_t>) return sd_bus_message_append(m, "{sv}", key, "t", v);
   else if constexpr (std::is_same_v<M, std::string>) return sd_bus_message_append(m, "{sv}", key, "s", v.c_str());
+  // Lists of records travel as their JSON text ("s"): a{sv} has no
+  // natural place for them, and every client already reads the JSON form.
+  else if constexpr (std::is_same_v<M, std::vector<ExposedPort>>) {
+    std::string j = "[";
+    for (size_t i = 0; i < v.size(); ++i) j += (i ? "," : "") + to_json(v[i]);
+    return sd_bus_message_append(m, "{sv}", key, "s", (j + "]").c_str());
+  } else if constexpr (std::is_same_v<M, NetworkStats>)
+    return sd_bus_message_append(m, "{sv}", key, "s", to_json(v).c_str());
   else if constexpr (schema::NamedEnum<M>)
     return sd_bus_message_append(m, "{sv}", key, "s", std::string(schema::EnumNames<M>::name(v)).c_str());
   else static_assert(sizeof(M) == 0, "a result field D-Bus cannot carry");
@@ -29,7 +39,7 @@ int append_details(sd_bus_message* m, const T& v) {
   schema::for_each_field<T>([&](const auto& f) {
     using M = typename std::decay_t<decltype(f)>::Member;
     if (rc < 0 || f.key == "stdout" || f.key == "stderr" || f.key == "exit_code") return;
-    if constexpr (schema::Described<M>)
+    if constexpr (schema::Described<M> && !std::is_same_v<M, NetworkStats>)
       rc = append_details(m, v.*f.member);
     else
       rc = append_detail(m, std::string(f.key).c_str(), v.*f.member);
@@ -68,6 +78,8 @@ void DbusCall::deliver(proto::Message&& m) {
   } else if (auto* list = std::get_if<proto::SessionList>(&m); list && kind_ == Method::Kind::create) {
     rc = list->sessions.size() == 1 ? sd_bus_reply_method_return(call_.get(), "s", list->sessions[0].id.c_str())
                                     : -EPROTO;
+  } else if (std::holds_alternative<proto::SessionList>(m) && kind_ == Method::Kind::network) {
+    rc = sd_bus_reply_method_return(call_.get(), "");
   } else if (std::holds_alternative<proto::Ack>(m)) {
     rc = sd_bus_reply_method_return(call_.get(), "");
   } else {

@@ -16,6 +16,7 @@ constexpr int kKernelFd = 5;
 constexpr int kInitrdFd = 6;
 constexpr int kRootfsFd = 7;
 constexpr int kMemoryFd = 8;
+constexpr int kNetFd = 9;
 
 // Names cgroups and records; unique within a daemon's life, and start-up
 // recovery clears what an earlier daemon left.
@@ -48,6 +49,7 @@ Result<std::vector<std::string>> command_line(const VmConfig& config, const VmLa
   spec.prestart = launch.shape.prestart;
   spec.warm_up = launch.shape.warm_up;
   spec.agent_fd = kAgentFd;
+  spec.net_fd = kNetFd;
   spec.qmp_fd = need_qmp ? kQmpFd : -1;
   auto pass = [&](int host_fd, int child_fd) {
     fds->emplace_back(child_fd, host_fd);
@@ -93,6 +95,8 @@ Result<LaunchedQemu> launch_qemu(const VmConfig& config, const VmLaunch& launch)
 
   auto agent = socket_pair();
   if (!agent) return std::move(agent).error();
+  auto net = socket_pair();
+  if (!net) return std::move(net).error();
   auto console = console_pipe();
   if (!console) return std::move(console).error();
   std::optional<Pair> qmp;
@@ -104,7 +108,8 @@ Result<LaunchedQemu> launch_qemu(const VmConfig& config, const VmLaunch& launch)
 
   SpawnOptions opts;
   opts.confine = true;
-  opts.fds = {{1, console->theirs.get()}, {2, console->theirs.get()}, {kAgentFd, agent->theirs.get()}};
+  opts.fds = {{1, console->theirs.get()}, {2, console->theirs.get()}, {kAgentFd, agent->theirs.get()},
+             {kNetFd, net->theirs.get()}};
   if (qmp) opts.fds.emplace_back(kQmpFd, qmp->theirs.get());
   auto argv = command_line(config, launch, need_qmp, &opts.fds);
   if (!argv) return std::move(argv).error();
@@ -138,6 +143,7 @@ Result<LaunchedQemu> launch_qemu(const VmConfig& config, const VmLaunch& launch)
     q.record = std::move(*record);
   }
   q.agent = std::move(agent->ours);
+  q.net = std::move(net->ours);
   q.console = std::move(console->ours);
   if (qmp) q.qmp = std::move(qmp->ours);
   return q;

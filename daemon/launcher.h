@@ -15,6 +15,7 @@
 #include "common/unique_fd.h"
 #include "daemon/cgroups.h"
 #include "daemon/fleet.h"
+#include "daemon/net_relay.h"
 #include "daemon/qemu_argv.h"
 #include "daemon/recovery.h"
 
@@ -42,12 +43,14 @@ struct VmConfig {
   VmSpec base;
   VmHost host;
   std::chrono::milliseconds boot_timeout{20'000};
+  NetConfig net;
 };
 
 // A started QEMU and the daemon's ends of its channels.
 struct LaunchedQemu {
   Process process;
   unique_fd agent;    // the agent's virtio-serial port
+  unique_fd net;      // the network channel's port (net_relay.h)
   unique_fd console;  // QEMU's stdout and stderr, the guest console
   unique_fd qmp;      // only for snapshots (restore or template)
   std::string name;   // of its cgroup and record

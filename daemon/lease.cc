@@ -106,7 +106,8 @@ void Lease::deliver(const std::weak_ptr<Sink>& sink, proto::Message&& m) {
 
 SessionInfo Lease::info() const {
   return {spec_.session, spec_.language, spec_.memory_mb, spec_.idle_timeout, exec_count_, created_wall_,
-          last_activity_wall_ ? last_activity_wall_ : created_wall_, vm_start_};
+          last_activity_wall_ ? last_activity_wall_ : created_wall_, vm_start_,
+          vm_ ? vm_->exposed_ports() : std::vector<ExposedPort>{}, spec_.allowed_domains};
 }
 
 void Lease::enqueue(Job job) {
@@ -171,6 +172,16 @@ Result<void> Lease::boot() {
 
 void Lease::on_vm_ready() {
   if (!accept(Event::vm_ready)) return;
+  if (!spec_.net.empty() && !net_configured_) {
+    net_configured_ = true;
+    std::weak_ptr<bool> alive = alive_;
+    std::string who = "uid=" + std::to_string(caller_.uid) + " " + (is_session() ? "session=" + spec_.session : "run=" + std::to_string(id_));
+    auto r = vm_->configure_network(spec_.net, who, [this, alive](Result<void> r) {
+      if (alive.lock()) on_network_ready(std::move(r));
+    });
+    if (!r) fail(std::move(r).error());
+    return;
+  }
   state_ = State::idle;
   restoring_ = false;
   if (ready_ == Clock::time_point{}) ready_ = Clock::now();
@@ -189,6 +200,12 @@ void Lease::on_vm_ready() {
     arm_idle();
   }
   pump();
+}
+
+void Lease::on_network_ready(Result<void> r) {
+  if (state_ != State::starting) return;
+  if (!r) return fail(std::move(r).error().context("setting up the VM's network"));
+  on_vm_ready();
 }
 
 void Lease::on_vm_failed(Error e) {
@@ -240,6 +257,7 @@ void Lease::pump() {
   auto& request = current_->request;
   if (auto* run = std::get_if<proto::Run>(&request)) return start_exec(run->request.code, run->request.timeout);
   if (auto* exec = std::get_if<proto::SessionExec>(&request)) return start_exec(exec->code, ms(exec->timeout_ms));
+  if (auto* net = std::get_if<proto::SessionNetwork>(&request)) return start_network_change(*net);
   if (std::holds_alternative<proto::SessionClose>(request)) {
     auto sink = current_->sink;
     uint64_t rid = current_->request_id;
@@ -275,6 +293,36 @@ void Lease::start_exec(const std::string& code, ms timeout) {
   uv_timer_start(timer_.get(), [](uv_timer_t* t) {
     if (auto* lease = owner_of<Lease>(t)) lease->on_host_deadline();
   }, static_cast<uint64_t>(deadline.count()), 0);
+}
+
+void Lease::start_network_change(const proto::SessionNetwork& request) {
+  auto rules = parse_domain_rules(request.allowed_domains);
+  if (!rules) return on_job_error(rules.error());
+  NetPolicy policy{std::move(*rules), spec_.net.expose};
+  std::weak_ptr<bool> alive = alive_;
+  std::string who = "uid=" + std::to_string(caller_.uid) + " session=" + spec_.session;
+  auto domains = request.allowed_domains;
+  auto r = vm_->configure_network(policy, who, [this, alive, policy, domains](Result<void> r) {
+    if (!alive.lock() || state_ != State::busy || !current_) return;
+    if (!r) return fail(std::move(r).error().context("changing the session's network"));
+    spec_.net = policy;
+    spec_.allowed_domains = domains;
+    log_info(name() + " uid=" + std::to_string(caller_.uid) + " network " +
+             (domains.empty() ? std::string("off") : std::to_string(domains.size()) + " domains"));
+    auto sink = current_->sink;
+    uint64_t rid = current_->request_id;
+    if (!accept(Event::job_done)) return;
+    job_finished();
+    deliver(sink, proto::SessionList{rid, {info()}});
+  });
+  if (!r) return on_job_error(r.error());
+  net_configured_ = true;
+  // Bounded like any job: a guest that never acknowledges loses its VM.
+  uv_timer_start(timer_.get(), [](uv_timer_t* t) {
+    auto* lease = owner_of<Lease>(t);
+    if (lease && lease->accept(Event::host_deadline))
+      lease->fail(Error::make(ErrorCode::timeout, "the guest did not take the new network policy in time"));
+  }, static_cast<uint64_t>(host_.lease_config().file_deadline.count()), 0);
 }
 
 void Lease::start_file_job() {
@@ -421,6 +469,10 @@ RunResult Lease::base_result() {
   r.warm_pool_hit = warm_;
   r.accelerator = host_.lease_config().accelerator;
   r.vm_start = vm_start_;
+  if (vm_) {
+    r.exposed_ports = vm_->exposed_ports();
+    r.network = vm_->take_network_stats();
+  }
   return r;
 }
 

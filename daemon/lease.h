@@ -52,7 +52,7 @@ using Clock = std::chrono::steady_clock;
 // A request on a lease: a run's exec, or a session's exec, close or file call.
 struct Job {
   uint64_t request_id = 0;  // the caller's
-  proto::Message request;   // Run, SessionExec, SessionClose, FileWrite, FileRead, FileListRequest
+  proto::Message request;   // Run, SessionExec, SessionClose, FileWrite, FileRead, FileListRequest, SessionNetwork
   std::vector<std::string> chunks;  // a FileWrite's data, complete
   std::optional<ByteBudget::Hold> hold;  // the budget the chunks take
   std::weak_ptr<Sink> sink;
@@ -67,6 +67,11 @@ struct LeaseSpec {
   uint32_t memory_mb = 256;
   std::chrono::milliseconds idle_timeout{300'000};
   std::string session;  // empty for a run
+  // Network: put in force on the VM before its first job (a warm or
+  // restored VM gets it at checkout; VMs are never reused, so none carries
+  // an earlier lease's policy).
+  NetPolicy net;
+  std::vector<std::string> allowed_domains;  // as asked, for session listings
 };
 
 // Defaults come from Config (config.h) through options_from (options.h).
@@ -159,10 +164,12 @@ class Lease {
   void adopt(std::unique_ptr<VmHandle> vm);
   Result<void> boot();
   void on_vm_ready();
+  void on_network_ready(Result<void> r);
   void on_vm_failed(Error e);
   void arm_idle();
   void start_exec(const std::string& code, std::chrono::milliseconds timeout);
   void start_file_job();
+  void start_network_change(const proto::SessionNetwork& request);
   void on_output(proto::Output&& o);
   void on_done(const proto::ExecDone& d);
   void on_file(proto::Message&& m);
@@ -208,6 +215,8 @@ class Lease {
   Clock::time_point accepted_, spawned_, ready_, exec_sent_;
   uint64_t created_wall_ = 0, last_activity_wall_ = 0;
   uint64_t cpu_at_start_ = 0;
+  bool net_configured_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for callbacks that may outlive it
 };
 
 std::string_view lease_state_name(Lease::State state);

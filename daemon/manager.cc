@@ -39,7 +39,13 @@ Result<LeaseId> Manager::run(const Caller& caller, uint64_t request_id, RunReque
   if (draining_) return Error::make(ErrorCode::capacity, "sandboxd is shutting down");
   if (auto r = scheduler_.reserve(caller.uid, Scheduler::Kind::run); !r) return std::move(r).error();
   LeaseId id = next_id_++;
-  LeaseSpec spec{request.language, request.env, request.timeout, request.memory_mb, {}, ""};
+  auto net = make_policy(request.net);
+  if (!net) {
+    scheduler_.release(caller.uid, Scheduler::Kind::run);
+    return std::move(net).error();
+  }
+  LeaseSpec spec{request.language, request.env, request.timeout, request.memory_mb, {}, "", std::move(*net),
+                 request.net.allowed_domains};
   auto lease = std::make_unique<Lease>(static_cast<LeaseHost&>(*this), loop_, id, caller, std::move(spec), request_id, sink);
   Job job;
   job.request_id = request_id;
@@ -61,8 +67,13 @@ Result<LeaseId> Manager::open_session(const Caller& caller, uint64_t request_id,
   if (!sid) return std::move(sid).error();
   if (auto r = scheduler_.reserve(caller.uid, Scheduler::Kind::session); !r) return std::move(r).error();
   LeaseId id = next_id_++;
+  auto net = make_policy(options.net);
+  if (!net) {
+    scheduler_.release(caller.uid, Scheduler::Kind::session);
+    return std::move(net).error();
+  }
   LeaseSpec spec{options.language, std::move(options.env), options.timeout, options.memory_mb, options.idle_timeout,
-                 *sid};
+                 *sid, std::move(*net), options.net.allowed_domains};
   leases_.emplace(id, std::make_unique<Lease>(static_cast<LeaseHost&>(*this), loop_, id, caller, std::move(spec), request_id, std::move(sink)));
   sessions_.add(*sid, id, caller.uid);
   scheduler_.enqueue(id);

@@ -46,6 +46,7 @@ DaemonOptions options_from(const Config& c, const RuntimeFacts& f) {
   if (f.socket_gid) s.access.allowed_gids.push_back(*f.socket_gid);
   s.default_idle_timeout = ms(c.session_idle_timeout_ms);
   s.images = f.images;
+  s.default_domains = c.default_allowed_domains;
 
   auto& l = o.control;
   l.max_connections = c.max_connections;

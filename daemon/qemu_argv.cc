@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <fstream>
 
+#include "common/net_frame.h"
 #include "common/protocol.h"
 
 namespace sandbox::daemon {
@@ -133,6 +134,12 @@ Result<std::vector<std::string>> qemu_argv(const VmSpec& s) {
       "-device", "virtio-serial-device",
       "-chardev", "socket,id=agent,fd=" + std::to_string(s.agent_fd),
       "-device", "virtserialport,chardev=agent,name=" + std::string(proto::kAgentPortName),
+  });
+  // A second port, not a NIC: the guest's only way out is through the daemon.
+  if (s.net_fd >= 0)
+    a.insert(a.end(), {"-chardev", "socket,id=net,fd=" + std::to_string(s.net_fd),
+                       "-device", "virtserialport,chardev=net,name=" + std::string(net::kNetPortName)});
+  a.insert(a.end(), {
       // The console goes to QEMU's stdout, which the daemon keeps for errors.
       "-serial", "stdio",
   });

@@ -27,6 +27,8 @@ struct VmSpec {
   int rootfs_fd = -1;
   // Descriptor number, in QEMU's process, of the connected agent socket.
   int agent_fd = 3;
+  // The network channel's socket (common/net_frame.h); -1 for none.
+  int net_fd = -1;
   // Under TCG the guest reads the host's TSC; its early calibration against
   // the emulated PIT fails now and then and the boot hangs. Passing the
   // measured frequency skips that calibration. 0: let the guest calibrate.

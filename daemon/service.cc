@@ -6,6 +6,7 @@
 #include <sandbox/limits.h>
 
 #include "common/files.h"
+#include "common/net_rules.h"
 #include "common/validate.h"
 #include "daemon/audit.h"
 #include "daemon/log.h"
@@ -164,7 +165,8 @@ bool Service::handle(Peer& peer, proto::Message&& request) {
     on_file_chunk(peer, std::move(*chunk));
   } else if (std::holds_alternative<proto::SessionExec>(request) || std::holds_alternative<proto::SessionClose>(request) ||
              std::holds_alternative<proto::FileRead>(request) ||
-             std::holds_alternative<proto::FileListRequest>(request)) {
+             std::holds_alternative<proto::FileListRequest>(request) ||
+             std::holds_alternative<proto::SessionNetwork>(request)) {
     on_session_job(peer, id, std::move(request));
   } else {
     error(peer, 0, Error::make(ErrorCode::invalid_argument,
@@ -175,8 +177,19 @@ bool Service::handle(Peer& peer, proto::Message&& request) {
   return true;
 }
 
+Result<void> Service::network_defaults(NetworkRequest& net) const {
+  if (!net.network || !net.allowed_domains.empty()) return ok();
+  if (options_.default_domains.empty())
+    return Error::make(ErrorCode::invalid_argument,
+                       "network without domains means the operator's default allowlist (default_allowed_domains), "
+                       "which is empty on this host: name the domains to allow");
+  net.allowed_domains = options_.default_domains;
+  return ok();
+}
+
 void Service::on_run(Peer& peer, proto::Run&& run) {
   auto& r = run.request;
+  if (auto v = network_defaults(r.net); !v) return error(peer, run.id, v.error());
   if (r.timeout.count() == 0) r.timeout = options_.default_timeout;
   if (r.memory_mb == 0) r.memory_mb = options_.default_memory_mb;
   if (auto v = validate(r); !v) return error(peer, run.id, v.error());
@@ -192,6 +205,7 @@ void Service::on_run(Peer& peer, proto::Run&& run) {
 
 void Service::on_create(Peer& peer, proto::SessionCreate&& create) {
   auto& o = create.options;
+  if (auto v = network_defaults(o.net); !v) return error(peer, create.id, v.error());
   if (o.timeout.count() == 0) o.timeout = options_.default_timeout;
   if (o.memory_mb == 0) o.memory_mb = options_.default_memory_mb;
   if (o.idle_timeout.count() == 0) o.idle_timeout = options_.default_idle_timeout;
@@ -214,6 +228,12 @@ void Service::on_session_job(Peer& peer, uint64_t id, proto::Message&& request) 
     if (auto v = validate_guest_path(read->path, false); !v) return error(peer, id, v.error());
   if (auto* list = std::get_if<proto::FileListRequest>(&request))
     if (auto v = validate_guest_path(list->path, true); !v) return error(peer, id, v.error());
+  if (auto* net = std::get_if<proto::SessionNetwork>(&request)) {
+    NetworkRequest n{net->network, net->allowed_domains, {}};
+    if (auto v = network_defaults(n); !v) return error(peer, id, v.error());
+    if (auto v = validate_network(n); !v) return error(peer, id, v.error());
+    net->allowed_domains = std::move(n.allowed_domains);
+  }
   // A close goes ahead even if its caller leaves; anything else is dropped
   // or stopped.
   bool close = std::holds_alternative<proto::SessionClose>(request);

@@ -33,6 +33,8 @@ struct ServiceOptions {
   uint64_t upload_bytes_total = 640ull << 20;
   // What the VMs boot, as verified at start-up: `images_request` answers it.
   ImagesInfo images;
+  // What `network` with no domains of its own means (empty: refused).
+  std::vector<std::string> default_domains;
 };
 
 class Service {
@@ -60,6 +62,8 @@ class Service {
   DaemonStatus status() const { return manager_.status(); }
   std::string metrics_text() const { return manager_.metrics_text(); }
   const ServiceOptions& options() const { return options_; }
+  // `network` alone: the operator's default allowlist, or an error saying there is none.
+  Result<void> network_defaults(NetworkRequest& net) const;
   uint64_t upload_bytes() const { return uploads_.used(); }
 
  private:

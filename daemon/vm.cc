@@ -78,6 +78,10 @@ Result<void> Vm::watch(uv_loop_t* loop, std::chrono::milliseconds boot_timeout) 
   qemu_.agent.release();
   if (int rc = uv_pipe_open(console_pipe_.get(), qemu_.console.get()); rc != 0) return uv_error("uv_pipe_open", rc);
   qemu_.console.release();
+  if (qemu_.net) {
+    net_ = std::make_unique<NetRelay>(loop, &config_->net, qemu_.name);
+    if (auto r = net_->open(std::move(qemu_.net)); !r) return r;
+  }
 
   uv_read_start(reinterpret_cast<uv_stream_t*>(agent_.get()), uv_alloc_buffer,
                 [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
@@ -123,6 +127,7 @@ Result<void> Vm::watch(uv_loop_t* loop, std::chrono::milliseconds boot_timeout) 
 Vm::~Vm() {
   // Handles first so no callback runs during the kill.
   qmp_.reset();
+  net_.reset();
   poll_timer_.reset();
   agent_.reset();
   console_pipe_.reset();
@@ -139,6 +144,17 @@ ProcessUsage Vm::usage() const {
   }
   return read_process_usage(qemu_.process.pid()).value_or(ProcessUsage{});
 }
+
+Result<void> Vm::configure_network(const NetPolicy& policy, std::string who, std::function<void(Result<void>)> done) {
+  if (state_ != State::ready && state_ != State::busy)
+    return Error::make(ErrorCode::internal, "network changes are not legal in state " + std::string(vm_state_name(state_)));
+  if (!net_) return VmHandle::configure_network(policy, std::move(who), std::move(done));
+  return net_->configure(policy, std::move(who), std::move(done));
+}
+
+std::vector<ExposedPort> Vm::exposed_ports() const { return net_ ? net_->exposed() : std::vector<ExposedPort>{}; }
+
+NetworkStats Vm::take_network_stats() { return net_ ? net_->take_stats() : NetworkStats{}; }
 
 Result<void> Vm::write(const proto::Message& m) {
   if (int rc = uv_write_string(reinterpret_cast<uv_stream_t*>(agent_.get()), frame_message(m)); rc != 0)

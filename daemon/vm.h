@@ -16,6 +16,7 @@
 
 #include "common/framing.h"
 #include "daemon/launcher.h"
+#include "daemon/net_relay.h"
 #include "daemon/qmp.h"
 #include "daemon/uv_util.h"
 #include "daemon/vm_handle.h"
@@ -42,6 +43,10 @@ class Vm : public VmHandle {
   Clock::time_point started_at() const override { return started_; }
   Clock::time_point ready_at() const override { return ready_at_; }
   ProcessUsage usage() const override;
+  Result<void> configure_network(const NetPolicy& policy, std::string who,
+                                 std::function<void(Result<void>)> done) override;
+  std::vector<ExposedPort> exposed_ports() const override;
+  NetworkStats take_network_stats() override;
   pid_t pid() const { return qemu_.process.pid(); }
   std::string name() const override { return qemu_.name; }
 
@@ -68,6 +73,7 @@ class Vm : public VmHandle {
   UvHandle<uv_timer_t> boot_timer_;
   UvHandle<uv_timer_t> poll_timer_;
   std::unique_ptr<QmpClient> qmp_;
+  std::unique_ptr<NetRelay> net_;
   unique_fd migration_;  // the snapshot's device state, until QEMU has it
   std::function<void(Result<void>)> migration_done_;
   bool restored_ = false;

@@ -21,6 +21,7 @@
 
 #include <sandbox/result.h>
 
+#include "common/net_rules.h"
 #include "common/process.h"
 #include "common/protocol.h"
 
@@ -77,6 +78,16 @@ class VmHandle {
   virtual ProcessUsage usage() const = 0;
   // A name for logs and the audit trail ("vm-N"), if the VM has one.
   virtual std::string name() const { return {}; }
+  // Puts a network policy in force (ready or busy): host listeners at once,
+  // the guest's side when it acknowledges, then `done`. `who` names the
+  // caller in the network log. A VM without a network channel has none.
+  virtual Result<void> configure_network(const NetPolicy&, std::string /*who*/,
+                                         std::function<void(Result<void>)> /*done*/) {
+    return Error::make(ErrorCode::internal, "this VM has no network channel");
+  }
+  virtual std::vector<ExposedPort> exposed_ports() const { return {}; }
+  // Connections, bytes and denials since the last call.
+  virtual NetworkStats take_network_stats() { return {}; }
 };
 
 std::string_view vm_state_name(VmHandle::State state);

@@ -55,6 +55,34 @@ bool parse_env(const char* const* env, std::vector<std::pair<std::string, std::s
   return true;
 }
 
+bool parse_network(int network, const char* const* domains, const char* const* expose, sandbox::NetworkRequest* out,
+                   sandbox_error** error) {
+  out->network = network != 0;
+  for (const char* const* d = domains; d && *d; ++d) {
+    out->network = true;
+    out->allowed_domains.emplace_back(*d);
+  }
+  for (const char* const* e = expose; e && *e; ++e) {
+    std::string s(*e);
+    auto colon = s.find(':');
+    char* end = nullptr;
+    unsigned long in = std::strtoul(s.substr(0, colon).c_str(), &end, 10);
+    bool good = !s.empty() && *end == '\0' && in > 0 && in <= 65535;
+    unsigned long ext = 0;
+    if (good && colon != std::string::npos) {
+      std::string h = s.substr(colon + 1);
+      ext = std::strtoul(h.c_str(), &end, 10);
+      good = !h.empty() && *end == '\0' && ext <= 65535;
+    }
+    if (!good) {
+      set_error(error, sandbox::ErrorCode::invalid_argument, "expose entry '" + s + "' is not GUEST[:HOST]");
+      return false;
+    }
+    out->expose_ports.push_back({static_cast<uint32_t>(in), static_cast<uint32_t>(ext)});
+  }
+  return true;
+}
+
 bool valid_language(sandbox_language l) { return l >= SANDBOX_PYTHON && l <= SANDBOX_RAW; }
 
 sandbox::OutputCallback output_callback(sandbox_output_fn on_output, void* user) {
@@ -88,7 +116,7 @@ extern "C" {
 
 void sandbox_run_options_init(sandbox_run_options* o) {
   if (!o) return;
-  *o = sandbox_run_options{SANDBOX_PYTHON, nullptr, 0, nullptr, 30'000, 256};
+  *o = sandbox_run_options{SANDBOX_PYTHON, nullptr, 0, nullptr, 30'000, 256, 0, nullptr, nullptr};
 }
 
 sandbox_client* sandbox_client_new(const char* socket_path) {
@@ -116,6 +144,7 @@ int sandbox_run(const sandbox_client* c, const sandbox_run_options* o, sandbox_o
     req.timeout = std::chrono::milliseconds(o->timeout_ms);
     req.memory_mb = o->memory_mb;
     if (!parse_env(o->env, &req.env, error)) return -1;
+    if (!parse_network(o->network, o->allowed_domains, o->expose, &req.net, error)) return -1;
     auto r = c->client.run(req, output_callback(on_output, user));
     if (!r) {
       set_error(error, r.error().code, r.error().message);
@@ -171,7 +200,7 @@ int sandbox_metrics_text(const sandbox_client* c, char** text, sandbox_error** e
 
 void sandbox_session_options_init(sandbox_session_options* o) {
   if (!o) return;
-  *o = sandbox_session_options{SANDBOX_PYTHON, nullptr, 30'000, 256, 300'000};
+  *o = sandbox_session_options{SANDBOX_PYTHON, nullptr, 30'000, 256, 300'000, 0, nullptr, nullptr};
 }
 
 int sandbox_session_create(const sandbox_client* c, const sandbox_session_options* o, sandbox_session** session,
@@ -190,6 +219,7 @@ int sandbox_session_create(const sandbox_client* c, const sandbox_session_option
     so.memory_mb = o->memory_mb;
     so.idle_timeout = std::chrono::milliseconds(o->idle_timeout_ms);
     if (!parse_env(o->env, &so.env, error)) return -1;
+    if (!parse_network(o->network, o->allowed_domains, o->expose, &so.net, error)) return -1;
     auto s = c->client.create_session(so);
     if (!s) {
       set_error(error, s.error().code, s.error().message);
@@ -329,6 +359,51 @@ uint64_t sandbox_result_startup_ms(const sandbox_result* r) { return r->r.timing
 int sandbox_result_warm_pool_hit(const sandbox_result* r) { return r->r.warm_pool_hit; }
 const char* sandbox_result_accelerator(const sandbox_result* r) { return r->r.accelerator.c_str(); }
 int sandbox_result_state_lost(const sandbox_result* r) { return r->r.state_lost; }
+size_t sandbox_result_exposed_count(const sandbox_result* r) { return r ? r->r.exposed_ports.size() : 0; }
+uint32_t sandbox_result_exposed_internal(const sandbox_result* r, size_t i) {
+  return r && i < r->r.exposed_ports.size() ? r->r.exposed_ports[i].internal : 0;
+}
+uint32_t sandbox_result_exposed_external(const sandbox_result* r, size_t i) {
+  return r && i < r->r.exposed_ports.size() ? r->r.exposed_ports[i].external : 0;
+}
+const char* sandbox_result_exposed_url(const sandbox_result* r, size_t i) {
+  return r && i < r->r.exposed_ports.size() ? r->r.exposed_ports[i].url.c_str() : nullptr;
+}
+uint64_t sandbox_result_network_connections(const sandbox_result* r) { return r ? r->r.network.connections : 0; }
+uint64_t sandbox_result_network_bytes_in(const sandbox_result* r) { return r ? r->r.network.bytes_in : 0; }
+uint64_t sandbox_result_network_bytes_out(const sandbox_result* r) { return r ? r->r.network.bytes_out : 0; }
+size_t sandbox_result_network_denied_count(const sandbox_result* r) { return r ? r->r.network.denied.size() : 0; }
+const char* sandbox_result_network_denied_host(const sandbox_result* r, size_t i) {
+  return r && i < r->r.network.denied.size() ? r->r.network.denied[i].host.c_str() : nullptr;
+}
+uint32_t sandbox_result_network_denied_port(const sandbox_result* r, size_t i) {
+  return r && i < r->r.network.denied.size() ? r->r.network.denied[i].port : 0;
+}
+const char* sandbox_result_network_denied_reason(const sandbox_result* r, size_t i) {
+  return r && i < r->r.network.denied.size() ? r->r.network.denied[i].reason.c_str() : nullptr;
+}
+int sandbox_session_set_network(const sandbox_session* s, int network, const char* const* domains,
+                                sandbox_error** error) {
+  if (error) *error = nullptr;
+  if (!s) return null_argument(error, "session");
+  return guarded(error, [&] {
+    std::vector<std::string> list;
+    for (const char* const* d = domains; d && *d; ++d) list.emplace_back(*d);
+    auto r = s->session.set_network(list, network != 0);
+    if (!r) {
+      set_error(error, r.error().code, r.error().message);
+      return -1;
+    }
+    return 0;
+  });
+}
+
+const char* sandbox_session_exposed_url(const sandbox_session* s, uint32_t guest_port) {
+  if (!s) return nullptr;
+  for (const auto& p : s->session.info().exposed_ports)
+    if (p.internal == guest_port) return p.url.c_str();
+  return nullptr;
+}
 void sandbox_result_free(sandbox_result* r) { delete r; }
 
 const char* sandbox_error_code(const sandbox_error* e) { return e->code.c_str(); }

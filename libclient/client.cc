@@ -14,6 +14,7 @@
 #include "common/files.h"
 #include "common/framing.h"
 #include "common/io.h"
+#include "common/net_rules.h"
 #include "common/protocol.h"
 #include "common/unique_fd.h"
 #include "common/validate.h"
@@ -179,13 +180,25 @@ Result<Session> Client::create_session(const SessionOptions& options) const {
                                           Clock::now() + kReplySlack + kReplySlack, {}, cancel_);
   if (!list) return std::move(list).error();
   if (list->sessions.size() != 1) return comm("sandboxd sent an unexpected session list");
-  return session(std::move(list->sessions[0].id));
+  Session s(socket_path_, std::move(list->sessions[0]));
+  s.set_cancel_check(cancel_);
+  return s;
 }
 
 Result<std::vector<SessionInfo>> Client::sessions() const {
   auto list = request<proto::SessionList>(socket_path_, proto::SessionListRequest{1}, Clock::now() + kReplySlack);
   if (!list) return std::move(list).error();
   return std::move(list->sessions);
+}
+
+Result<SessionInfo> Session::set_network(const std::vector<std::string>& domains, bool network) const {
+  NetworkRequest n{network || !domains.empty(), domains, {}};
+  if (auto v = validate_network(n); !v) return std::move(v).error();
+  auto list = request<proto::SessionList>(socket_path_, proto::SessionNetwork{1, id_, n.network, domains},
+                                          Clock::now() + kReplySlack + kReplySlack);
+  if (!list) return std::move(list).error();
+  if (list->sessions.size() != 1) return comm("sandboxd sent an unexpected session list");
+  return std::move(list->sessions[0]);
 }
 
 Result<RunResult> Session::exec(std::string_view code, const OutputCallback& on_output,

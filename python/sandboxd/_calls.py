@@ -224,9 +224,11 @@ def run(
     memory_mb: Optional[int],
     env: EnvArg,
     slack: float,
+    net: Optional[Dict[str, Any]] = None,
 ) -> Request:
     t = millis(timeout, "timeout")
     msg = {
+        **(net or {}),
         "type": "run",
         "id": REQUEST_ID,
         "language": language(lang),
@@ -247,8 +249,10 @@ def session_create(
     memory_mb: Optional[int],
     idle_timeout: Optional[float],
     slack: float,
+    net: Optional[Dict[str, Any]] = None,
 ) -> Request:
     msg = {
+        **(net or {}),
         "type": "session_create",
         "id": REQUEST_ID,
         "language": language(lang),
@@ -329,3 +333,19 @@ def check_downloads(download: Optional[Iterable[str]]) -> List[str]:
     if isinstance(download, str):
         return [download]
     return list(download)
+
+
+def network(
+    allowed_domains: Optional[Iterable[str]], network_default: bool, expose_ports: Optional[Iterable[Any]]
+) -> Dict[str, Any]:
+    """The request's network fields: names to allow (implying network),
+    the operator's default list, and guest ports to offer on 127.0.0.1
+    (GUEST or (GUEST, HOST))."""
+    domains = [] if allowed_domains is None else list(allowed_domains)
+    if isinstance(allowed_domains, str):
+        raise InvalidArgumentError("allowed_domains must be a list of names, not one string", retry_safe=True)
+    ports = []
+    for p in expose_ports or ():
+        internal, external = (p, 0) if isinstance(p, int) else tuple(p)
+        ports.append({"internal": internal, "external": external})
+    return {"network": bool(network_default or domains), "allowed_domains": domains, "expose_ports": ports}

@@ -69,6 +69,7 @@ STREAM = "stream"
 ERROR_CODE = "error_code"
 STRUCT = "struct"  # a nested map described by `struct`
 LIST = "list"  # an array of `struct` maps, at most `bound` entries
+TEXT_LIST = "text_list"  # an array of msgpack str, at most `bound` entries -> list of str
 EMBED = "embed"  # `struct`'s fields in the enclosing map
 
 _ENUMS = {LANGUAGE: LANGUAGES, STREAM: STREAMS, ERROR_CODE: ERROR_CODES}
@@ -93,12 +94,39 @@ def _embed(struct: str) -> Field:
 
 # Structs (common/include/sandbox/types.h), as common/protocol.h lists them.
 STRUCTS: Dict[str, Tuple[Field, ...]] = {
+    "PortMapping": (
+        _f("internal", U32, 65535),
+        _f("external", U32, 65535),
+    ),
+    "NetworkRequest": (
+        _f("network", BOOL),
+        _f("allowed_domains", TEXT_LIST, limits.MAX_ALLOWED_DOMAINS),
+        _f("expose_ports", LIST, limits.MAX_EXPOSED_PORTS, "PortMapping"),
+    ),
+    "ExposedPort": (
+        _f("internal", U32, 65535),
+        _f("external", U32, 65535),
+        _f("host", TEXT, limits.MAX_NAME_BYTES),
+        _f("url", TEXT, limits.MAX_NAME_BYTES),
+    ),
+    "NetworkDenial": (
+        _f("host", TEXT, limits.MAX_NAME_BYTES),
+        _f("port", U32, 65535),
+        _f("reason", TEXT, limits.MAX_NAME_BYTES),
+    ),
+    "NetworkStats": (
+        _f("connections", U64),
+        _f("bytes_in", U64),
+        _f("bytes_out", U64),
+        _f("denied", LIST, limits.MAX_NETWORK_DENIALS, "NetworkDenial"),
+    ),
     "RunRequest": (
         _f("language", LANGUAGE),
         _f("code", BIN, limits.MAX_CODE_BYTES),
         _f("env", ENV, limits.MAX_ENV_VARS),
         _f("timeout_ms", MS, U32_MAX),
         _f("memory_mb", U32),
+        _embed("NetworkRequest"),
     ),
     "Timing": (
         _f("setup_ms", U64),
@@ -124,6 +152,8 @@ STRUCTS: Dict[str, Tuple[Field, ...]] = {
         _f("accelerator", TEXT, limits.MAX_NAME_BYTES),
         _f("vm_start", TEXT, limits.MAX_NAME_BYTES),
         _f("state_lost", BOOL),
+        _f("exposed_ports", LIST, limits.MAX_EXPOSED_PORTS, "ExposedPort"),
+        _f("network", STRUCT, struct="NetworkStats"),
     ),
     "PoolInfo": (
         _f("language", LANGUAGE),
@@ -158,6 +188,7 @@ STRUCTS: Dict[str, Tuple[Field, ...]] = {
         _f("timeout_ms", MS, U32_MAX),
         _f("memory_mb", U32),
         _f("idle_timeout_ms", MS, U32_MAX),
+        _embed("NetworkRequest"),
     ),
     "SessionInfo": (
         _f("session", TEXT, limits.MAX_SESSION_ID_BYTES),
@@ -168,6 +199,8 @@ STRUCTS: Dict[str, Tuple[Field, ...]] = {
         _f("created_unix_ms", U64),
         _f("last_activity_unix_ms", U64),
         _f("vm_start", TEXT, limits.MAX_NAME_BYTES),
+        _f("exposed_ports", LIST, limits.MAX_EXPOSED_PORTS, "ExposedPort"),
+        _f("allowed_domains", TEXT_LIST, limits.MAX_ALLOWED_DOMAINS),
     ),
     "FileEntry": (
         _f("name", BIN, limits.MAX_PATH_BYTES),
@@ -202,6 +235,12 @@ MESSAGES: Dict[str, Tuple[Field, ...]] = {
         _f("timeout_ms", U32),
     ),
     "session_close": (_f("id", U64), _f("session", TEXT, limits.MAX_SESSION_ID_BYTES)),
+    "session_network": (
+        _f("id", U64),
+        _f("session", TEXT, limits.MAX_SESSION_ID_BYTES),
+        _f("network", BOOL),
+        _f("allowed_domains", TEXT_LIST, limits.MAX_ALLOWED_DOMAINS),
+    ),
     "ack": (_f("id", U64),),
     "file_write": (
         _f("id", U64),
@@ -237,6 +276,7 @@ CLIENT_SENDS = frozenset(
         "session_list_request",
         "session_exec",
         "session_close",
+        "session_network",
         "file_write",
         "file_chunk",
         "file_read",
@@ -292,7 +332,7 @@ def _default(f: Field) -> Any:
         return "internal"
     if f.kind == STRUCT:
         return {}
-    if f.kind == LIST:
+    if f.kind in (LIST, TEXT_LIST):
         return []
     raise AssertionError(f.kind)
 
@@ -351,6 +391,12 @@ def _check_value(f: Field, v: Any, where: str) -> Any:
         if len(v) > f.bound:
             raise ProtocolError(f"{where} has more than {f.bound} entries")
         return [_encode_struct(_nested(f), e, f"{where}[{i}]") for i, e in enumerate(v)]
+    if k == TEXT_LIST:
+        if isinstance(v, str) or len(v) > f.bound:
+            raise ProtocolError(f"{where} must be a list of at most {f.bound} strings")
+        if not all(isinstance(e, str) for e in v):
+            raise ProtocolError(f"{where} must hold strings")
+        return list(v)
     raise AssertionError(k)
 
 
@@ -456,6 +502,10 @@ def _read_value(f: Field, v: Any, where: str) -> Any:
         if len(v) > f.bound:
             raise ProtocolError(f"{where} has too many entries")
         return [_decode_struct(_nested(f), e, where) for e in v]
+    if k == TEXT_LIST:
+        if not isinstance(v, list) or len(v) > f.bound or not all(isinstance(e, str) for e in v):
+            raise ProtocolError(f"{where} is not an array of at most {f.bound} strings")
+        return v
     raise AssertionError(k)
 
 

@@ -190,6 +190,9 @@ class AsyncClient:
         timeout: Optional[float] = None,
         memory_mb: Optional[int] = None,
         env: EnvArg = None,
+        allowed_domains: Optional[Iterable[str]] = None,
+        network: bool = False,
+        expose_ports: Optional[Iterable[Any]] = None,
         files: Optional[Mapping[str, FileData]] = None,
         download: Optional[Iterable[str]] = None,
         on_stdout: Optional[OutputCallback] = None,
@@ -199,9 +202,13 @@ class AsyncClient:
         """Runs `code` in a fresh VM; see `sandboxd.Client.run`."""
         if files or download:
             return await self._run_with_files(
-                code, language, timeout, memory_mb, env, files, download, on_stdout, on_stderr, call_timeout
+                code, language, timeout, memory_mb, env, files, download, on_stdout, on_stderr, call_timeout,
+                dict(allowed_domains=allowed_domains, network=network, expose_ports=expose_ports),
             )
-        req = _calls.run(code, language, timeout, memory_mb, env, self.reply_slack)
+        req = _calls.run(
+            code, language, timeout, memory_mb, env, self.reply_slack,
+            _calls.network(allowed_domains, network, expose_ports),
+        )
         m = await self._retrying(lambda: _answer(self.socket_path, req, call_timeout, on_stdout, on_stderr))
         return run_result(m)
 
@@ -213,11 +220,17 @@ class AsyncClient:
         timeout: Optional[float] = None,
         memory_mb: Optional[int] = None,
         env: EnvArg = None,
+        allowed_domains: Optional[Iterable[str]] = None,
+        network: bool = False,
+        expose_ports: Optional[Iterable[Any]] = None,
         call_timeout: Optional[float] = None,
     ) -> AsyncIterator[Union[Output, RunResult]]:
         """Runs `code`, yielding `Output` events in order and then the
         `RunResult`. Leaving the loop early stops the run."""
-        req = _calls.run(code, language, timeout, memory_mb, env, self.reply_slack)
+        req = _calls.run(
+            code, language, timeout, memory_mb, env, self.reply_slack,
+            _calls.network(allowed_domains, network, expose_ports),
+        )
         give_up = time.monotonic() + self.capacity_wait
         backoff = _calls.FIRST_BACKOFF
         while True:
@@ -248,6 +261,7 @@ class AsyncClient:
         on_stdout: Optional[OutputCallback],
         on_stderr: Optional[OutputCallback],
         call_timeout: Optional[float],
+        net: Optional[Mapping[str, Any]] = None,
     ) -> RunResult:
         ups = _calls.uploads(files)
         downs = _calls.check_downloads(download)
@@ -258,6 +272,7 @@ class AsyncClient:
                 timeout=timeout,
                 memory_mb=memory_mb,
                 idle_timeout=limits.MIN_SESSION_IDLE_MS / 1000,
+                **(net or {}),
             )
         )
         try:
@@ -283,6 +298,9 @@ class AsyncClient:
         language: str = "python",
         *,
         env: EnvArg = None,
+        allowed_domains: Optional[Iterable[str]] = None,
+        network: bool = False,
+        expose_ports: Optional[Iterable[Any]] = None,
         timeout: Optional[float] = None,
         memory_mb: Optional[int] = None,
         idle_timeout: Optional[float] = None,
@@ -290,7 +308,10 @@ class AsyncClient:
     ) -> "AsyncSession":
         """Opens a session; see `sandboxd.Client.session`. Use it with
         ``async with await client.session(...) as s``."""
-        req = _calls.session_create(language, env, timeout, memory_mb, idle_timeout, self.reply_slack)
+        req = _calls.session_create(
+            language, env, timeout, memory_mb, idle_timeout, self.reply_slack,
+            _calls.network(allowed_domains, network, expose_ports),
+        )
         m = await _answer(self.socket_path, req, call_timeout)
         if len(m["sessions"]) != 1:
             raise CommunicationError("sandboxd sent an unexpected session list", retry_safe=False)

@@ -190,6 +190,9 @@ class Client:
         timeout: Optional[float] = None,
         memory_mb: Optional[int] = None,
         env: EnvArg = None,
+        allowed_domains: Optional[Iterable[str]] = None,
+        network: bool = False,
+        expose_ports: Optional[Iterable[Any]] = None,
         files: Optional[Mapping[str, FileData]] = None,
         download: Optional[Iterable[str]] = None,
         on_stdout: Optional[OutputCallback] = None,
@@ -212,9 +215,13 @@ class Client:
         """
         if files or download:
             return self._run_with_files(
-                code, language, timeout, memory_mb, env, files, download, on_stdout, on_stderr, call_timeout
+                code, language, timeout, memory_mb, env, files, download, on_stdout, on_stderr, call_timeout,
+                dict(allowed_domains=allowed_domains, network=network, expose_ports=expose_ports),
             )
-        req = _calls.run(code, language, timeout, memory_mb, env, self.reply_slack)
+        req = _calls.run(
+            code, language, timeout, memory_mb, env, self.reply_slack,
+            _calls.network(allowed_domains, network, expose_ports),
+        )
         m = self._retrying(functools.partial(_answer, self.socket_path, req, call_timeout, on_stdout, on_stderr))
         return run_result(m)
 
@@ -226,11 +233,17 @@ class Client:
         timeout: Optional[float] = None,
         memory_mb: Optional[int] = None,
         env: EnvArg = None,
+        allowed_domains: Optional[Iterable[str]] = None,
+        network: bool = False,
+        expose_ports: Optional[Iterable[Any]] = None,
         call_timeout: Optional[float] = None,
     ) -> Iterator[Union[Output, RunResult]]:
         """Runs `code` and yields its output as `Output` events, in order,
         then the `RunResult`. Leaving the loop early stops the run."""
-        req = _calls.run(code, language, timeout, memory_mb, env, self.reply_slack)
+        req = _calls.run(
+            code, language, timeout, memory_mb, env, self.reply_slack,
+            _calls.network(allowed_domains, network, expose_ports),
+        )
         give_up = time.monotonic() + self.capacity_wait
         backoff = _calls.FIRST_BACKOFF
         while True:
@@ -272,6 +285,7 @@ class Client:
         on_stdout: Optional[OutputCallback],
         on_stderr: Optional[OutputCallback],
         call_timeout: Optional[float],
+        net: Optional[Mapping[str, Any]] = None,
     ) -> RunResult:
         ups = _calls.uploads(files)
         downs = _calls.check_downloads(download)
@@ -282,6 +296,7 @@ class Client:
                 timeout=timeout,
                 memory_mb=memory_mb,
                 idle_timeout=limits.MIN_SESSION_IDLE_MS / 1000,
+                **(net or {}),
             )
         )
         try:
@@ -309,6 +324,9 @@ class Client:
         language: str = "python",
         *,
         env: EnvArg = None,
+        allowed_domains: Optional[Iterable[str]] = None,
+        network: bool = False,
+        expose_ports: Optional[Iterable[Any]] = None,
         timeout: Optional[float] = None,
         memory_mb: Optional[int] = None,
         idle_timeout: Optional[float] = None,
@@ -318,7 +336,10 @@ class Client:
         keeps its state. `timeout` is each exec's default, `idle_timeout`
         (10-3600 s, default the daemon's) closes it when unused. Returns
         once the VM is ready; use it as a context manager to close it."""
-        req = _calls.session_create(language, env, timeout, memory_mb, idle_timeout, self.reply_slack)
+        req = _calls.session_create(
+            language, env, timeout, memory_mb, idle_timeout, self.reply_slack,
+            _calls.network(allowed_domains, network, expose_ports),
+        )
         m = _answer(self.socket_path, req, call_timeout)
         listed = m["sessions"]
         if len(listed) != 1:

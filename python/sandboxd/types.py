@@ -56,6 +56,10 @@ class RunResult:
     accelerator: str = ""  #: "kvm" or "tcg"
     vm_start: str = ""  #: "pool", "snapshot", "boot", "boot (snapshot failed)"
     state_lost: bool = False  #: session execs: the interpreter was restarted
+    #: Guest ports offered on the host: [{internal, external, host, url}].
+    exposed_ports: List[Dict[str, Any]] = field(default_factory=list)
+    #: What the network did: {connections, bytes_in, bytes_out, denied: [{host, port, reason}]}.
+    network: Dict[str, Any] = field(default_factory=dict)
     #: Files fetched after a run with ``download=``: guest path -> bytes.
     files: Dict[str, bytes] = field(default_factory=dict)
 
@@ -138,6 +142,8 @@ class SessionInfo:
     created_unix_ms: int
     last_activity_unix_ms: int
     vm_start: str
+    exposed_ports: List[Dict[str, Any]] = field(default_factory=list)  #: [{internal, external, host, url}]
+    allowed_domains: List[str] = field(default_factory=list)  #: the egress allowlist in force
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,8 @@ def run_result(m: Dict[str, Any], files: Optional[Dict[str, bytes]] = None) -> R
         accelerator=m["accelerator"],
         vm_start=m["vm_start"],
         state_lost=m["state_lost"],
+        exposed_ports=list(m.get("exposed_ports", [])),
+        network=dict(m.get("network", {})),
         files=dict(files or {}),
     )
 

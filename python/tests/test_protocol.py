@@ -26,8 +26,11 @@ EXPECTED = {
     "01-run": {
         "type": "run", "id": 1, "language": "python", "code": "print('héllo')\n".encode(),
         "env": [("A", "1"), ("GREETING", "hi there")], "timeout_ms": 1500, "memory_mb": 512,
+        "network": True, "allowed_domains": ["example.org", "*.example.com:8443"],
+        "expose_ports": [{"internal": 8080, "external": 0}, {"internal": 3000, "external": 18080}],
     },
-    "02-run-defaults": {"type": "run", "id": 2, "language": "raw", "code": b"echo hi", "env": [], "timeout_ms": 0, "memory_mb": 0},
+    "02-run-defaults": {"type": "run", "id": 2, "language": "raw", "code": b"echo hi", "env": [], "timeout_ms": 0, "memory_mb": 0,
+                        "network": False, "allowed_domains": [], "expose_ports": []},
     "03-output-stdout": {"type": "output", "id": 1, "stream": "stdout", "data": b"line\n\x00\xff"},
     "04-output-stderr": {"type": "output", "id": 7, "stream": "stderr", "data": b"warning: x\n"},
     "05-result": {
@@ -36,12 +39,18 @@ EXPECTED = {
         "execution_time_ms": 1234, "cpu_time_ms": 70000, "memory_peak_mb": 300,
         "timing": {"setup_ms": 1, "boot_ms": 200, "startup_ms": 3000, "execute_ms": 65536, "total_ms": 1 << 40},
         "warm_pool_hit": True, "accelerator": "tcg", "vm_start": "boot (snapshot failed)", "state_lost": True,
+        "exposed_ports": [{"internal": 8080, "external": 41234, "host": "127.0.0.1", "url": "http://127.0.0.1:41234"}],
+        "network": {"connections": 3, "bytes_in": 5000000, "bytes_out": 420, "denied": [
+            {"host": "evil.example", "port": 0, "reason": "DNS name not allowed"},
+            {"host": "93.184.216.34", "port": 443, "reason": "address not resolved for an allowed name"},
+        ]},
     },
     "06-result-zero": {
         "type": "result", "id": 3, "language": "python", "stdout": b"", "stderr": b"", "stdout_truncated": False,
         "stderr_truncated": False, "exit_code": 0, "signal": 0, "timed_out": False, "execution_time_ms": 0,
         "cpu_time_ms": 0, "memory_peak_mb": 0, "timing": ZERO_TIMING, "warm_pool_hit": False, "accelerator": "",
-        "vm_start": "", "state_lost": False,
+        "vm_start": "", "state_lost": False, "exposed_ports": [],
+        "network": {"connections": 0, "bytes_in": 0, "bytes_out": 0, "denied": []},
     },
     "07-error": {"type": "error", "id": 1, "code": "capacity", "message": "uid 1000 already has 3 runs in flight — retry"},
     "08-error-refused": {"type": "error", "id": 0, "code": "permission_denied", "message": "uid 65534 is not allowed to use sandboxd"},
@@ -69,12 +78,15 @@ EXPECTED = {
     "14-session-create": {
         "type": "session_create", "id": 1, "language": "javascript", "env": [("NODE_ENV", "production")],
         "timeout_ms": 20000, "memory_mb": 384, "idle_timeout_ms": 600000,
+        "network": False, "allowed_domains": [], "expose_ports": [{"internal": 3000, "external": 0}],
     },
     "15-session-list": {
         "type": "session_list", "id": 1,
         "sessions": [{
             "session": SID, "language": "python", "memory_mb": 256, "idle_timeout_ms": 300000, "exec_count": 12,
             "created_unix_ms": 1700000000000, "last_activity_unix_ms": 1700000005000, "vm_start": "snapshot",
+            "exposed_ports": [{"internal": 3000, "external": 40000, "host": "127.0.0.1", "url": "http://127.0.0.1:40000"}],
+            "allowed_domains": ["pypi.org", "*.pythonhosted.org"],
         }],
     },
     "16-session-list-request": {"type": "session_list_request", "id": 1},
@@ -98,6 +110,10 @@ EXPECTED = {
     },
     "27-metrics-request": {"type": "metrics_request", "id": 1},
     "28-metrics": {"type": "metrics", "id": 1, "text": METRICS_TEXT},
+    "29-session-network": {
+        "type": "session_network", "id": 2, "session": SID, "network": True,
+        "allowed_domains": ["pypi.org", "*.pythonhosted.org"],
+    },
 }  # fmt: skip
 
 

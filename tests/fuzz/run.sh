@@ -18,6 +18,10 @@ targets=(
   "fuzz_decode 65536"
   "fuzz_frame 1048576"
   "fuzz_json_parse 65536"
+  "fuzz_net_frame 262144"
+  "fuzz_dns_message 4096"
+  "fuzz_tls_hello 20000"
+  "fuzz_http_head 20000"
 )
 
 skip() {

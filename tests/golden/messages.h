@@ -35,7 +35,9 @@ inline std::vector<Golden> messages() {
   std::vector<Golden> out;
 
   out.push_back({"01-run", proto::Run{1, RunRequest{Language::python, "print('h\xc3\xa9llo')\n",
-                                                    {{"A", "1"}, {"GREETING", "hi there"}}, 1500ms, 512}}});
+                                                    {{"A", "1"}, {"GREETING", "hi there"}}, 1500ms, 512,
+                                                    NetworkRequest{true, {"example.org", "*.example.com:8443"},
+                                                                   {{8080, 0}, {3000, 18080}}}}}});
   out.push_back({"02-run-defaults", proto::Run{2, RunRequest{Language::raw, "echo hi", {}, 0ms, 0}}});
   out.push_back({"03-output-stdout", proto::Output{1, Stream::out, "line\n\x00\xff"s}});
   out.push_back({"04-output-stderr", proto::Output{7, Stream::err, "warning: x\n"}});
@@ -57,6 +59,9 @@ inline std::vector<Golden> messages() {
   r.accelerator = "tcg";
   r.vm_start = "boot (snapshot failed)";
   r.state_lost = true;
+  r.exposed_ports = {ExposedPort{8080, 41234, "127.0.0.1", "http://127.0.0.1:41234"}};
+  r.network = NetworkStats{3, 5000000, 420, {NetworkDenial{"evil.example", 0, "DNS name not allowed"},
+                                             NetworkDenial{"93.184.216.34", 443, "address not resolved for an allowed name"}}};
   out.push_back({"05-result", proto::Finished{1, r}});
   out.push_back({"06-result-zero", proto::Finished{3, RunResult{}}});
   out.push_back({"07-error", proto::ErrorReply{1, ErrorCode::capacity, "uid 1000 already has 3 runs in flight \xe2\x80\x94 retry"}});
@@ -82,8 +87,10 @@ inline std::vector<Golden> messages() {
                                                            SnapshotInfo{"raw-128-ffee", Language::raw, 128, 1}}}});
   out.push_back({"13-snapshot-list-empty", proto::SnapshotList{4, {}}});
   out.push_back({"14-session-create",
-                 proto::SessionCreate{1, SessionOptions{Language::javascript, {{"NODE_ENV", "production"}}, 20000ms, 384, 600000ms}}});
-  SessionInfo si{"s-0123456789abcdef01234567", Language::python, 256, 300000ms, 12, 1700000000000, 1700000005000, "snapshot"};
+                 proto::SessionCreate{1, SessionOptions{Language::javascript, {{"NODE_ENV", "production"}}, 20000ms, 384, 600000ms,
+                                                        NetworkRequest{false, {}, {{3000, 0}}}}}});
+  SessionInfo si{"s-0123456789abcdef01234567", Language::python, 256, 300000ms, 12, 1700000000000, 1700000005000, "snapshot",
+                 {ExposedPort{3000, 40000, "127.0.0.1", "http://127.0.0.1:40000"}}, {"pypi.org", "*.pythonhosted.org"}};
   out.push_back({"15-session-list", proto::SessionList{1, {si}}});
   out.push_back({"16-session-list-request", proto::SessionListRequest{1}});
   out.push_back({"17-session-exec", proto::SessionExec{1, "s-0123456789abcdef01234567", "x = 1\nprint(x)\n", 0}});
@@ -101,6 +108,7 @@ inline std::vector<Golden> messages() {
   out.push_back({"27-metrics-request", proto::MetricsRequest{1}});
   out.push_back({"28-metrics", proto::MetricsText{1, "# HELP sandboxd_runs_total Runs.\n# TYPE sandboxd_runs_total counter\n"
                                                      "sandboxd_runs_total{kind=\"run\",result=\"ok\"} 3\n"}});
+  out.push_back({"29-session-network", proto::SessionNetwork{2, "s-0123456789abcdef01234567", true, {"pypi.org", "*.pythonhosted.org"}}});
   return out;
 }
 

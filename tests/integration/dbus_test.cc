@@ -146,6 +146,18 @@ TEST_CASE("D-Bus: sessions keep state across SessionExec, are listed, and end wi
   CHECK_MESSAGE(get.exit_code == 0, get.err);
   CHECK(get.out.find("\"data\":[0,[52,50,10],[]") != std::string::npos);  // "42\n"
   CHECK(get.out.find("\"state_lost\":{\"type\":\"b\",\"data\":false}") != std::string::npos);
+  CHECK(get.out.find("\"exposed_ports\":{\"type\":\"s\",\"data\":\"[]\"}") != std::string::npos);
+  CHECK(get.out.find("\"network\":{\"type\":\"s\",\"data\":\"{\\\"connections\\\":0,") != std::string::npos);
+  auto net = busctl({"call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "SetSessionNetwork", "sasb", id,
+                     "1", "example.org", "false"});
+  CHECK_MESSAGE(net.exit_code == 0, net.err);
+  auto off = busctl({"call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "SetSessionNetwork", "sasb", id,
+                     "0", "false"});
+  CHECK_MESSAGE(off.exit_code == 0, off.err);
+  auto bad = busctl({"call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "SetSessionNetwork", "sasb", id,
+                     "1", "10.0.0.1", "false"});
+  CHECK(bad.exit_code != 0);
+  CHECK(bad.err.find("IP address") != std::string::npos);
   auto ls = busctl({"call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "ListSessions"});
   CHECK(ls.exit_code == 0);
   CHECK(ls.out.starts_with("a(ssuutt) 1 \"" + id + "\" \"python\" 256 "));

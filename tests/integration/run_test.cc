@@ -313,7 +313,7 @@ TEST_CASE("each QEMU runs as qemu-vm with no capabilities, its own seccomp filte
       CHECK_MESSAGE((target == "/dev/null" || target.starts_with(images + "/") || target.starts_with("/memfd:")),
                     "unexpected file in QEMU: " << target);
   }
-  CHECK(sockets == 1);  // the agent channel
+  CHECK(sockets == 2);  // the agent channel and the network channel
   auto r = running.get();
   REQUIRE(r.ok());
 }

@@ -20,6 +20,7 @@ VmSpec spec() {
   s.initrd = "/img/initramfs.cpio";
   s.rootfs = "/img/rootfs.erofs";
   s.agent_fd = 3;
+  s.net_fd = 9;
   return s;
 }
 
@@ -44,6 +45,8 @@ TEST_CASE("golden argv under TCG") {
       "-device", "virtio-serial-device",
       "-chardev", "socket,id=agent,fd=3",
       "-device", "virtserialport,chardev=agent,name=org.sandboxd.agent.0",
+      "-chardev", "socket,id=net,fd=9",
+      "-device", "virtserialport,chardev=net,name=org.sandboxd.net.0",
       "-serial", "stdio",
   };
   CHECK(*a == expected);

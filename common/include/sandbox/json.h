@@ -20,6 +20,8 @@ std::string to_json(const SessionInfo& session);
 std::string to_json(const FileEntry& entry);
 std::string to_json(const FileListing& listing);
 std::string to_json(const ImagesInfo& images);
+std::string to_json(const ExposedPort& port);
+std::string to_json(const NetworkStats& network);
 // {"code": ..., "message": ..., "retryable": ...}
 std::string to_json(const Error& error);
 

@@ -50,12 +50,19 @@ inline constexpr size_t kMaxPathBytes = 255;
 // Directory entries one listing returns.
 inline constexpr size_t kMaxListEntries = 1000;
 // Nesting, entries per container and objects per frame a decoder accepts:
-// the largest message (a full directory listing) holds about 7,000.
-inline constexpr size_t kMaxDecodeDepth = 4;
+// the deepest message is a session list (list, session, exposed ports,
+// port); the largest (a full directory listing) holds about 7,000 objects.
+inline constexpr size_t kMaxDecodeDepth = 5;
 inline constexpr size_t kMaxDecodeElements = 1024;
 inline constexpr size_t kMaxDecodeObjects = 16384;
 // Strings that are names, not data (language, error code, kernel release).
 inline constexpr size_t kMaxNameBytes = 256;
+// Network (SPEC F12, F13): ports a VM may expose, allowlist entries per
+// request (a DNS name is at most 253 bytes), denials kept in a result.
+inline constexpr size_t kMaxExposedPorts = 10;
+inline constexpr size_t kMaxAllowedDomains = 64;
+inline constexpr size_t kMaxDomainBytes = 253;
+inline constexpr size_t kMaxNetworkDenials = 32;
 // Error messages travelling to clients.
 inline constexpr size_t kMaxMessageBytes = 64 << 10;
 

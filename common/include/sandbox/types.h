@@ -25,6 +25,45 @@ std::string_view stream_name(Stream stream);  // "stdout", "stderr"
 
 using EnvList = std::vector<std::pair<std::string, std::string>>;
 
+// A guest TCP port offered on the host's 127.0.0.1 (SPEC F13): `external`
+// 0 lets the daemon pick a free port.
+struct PortMapping {
+  uint32_t internal = 0;
+  uint32_t external = 0;
+};
+
+// Network asked for by a run or a session (SPEC F11-F13). All empty: no
+// network at all. `network` alone: the operator's default allowlist.
+struct NetworkRequest {
+  bool network = false;
+  // "example.org", "*.example.com", "api.example.org:8443".
+  std::vector<std::string> allowed_domains;
+  std::vector<PortMapping> expose_ports;
+};
+
+// A port mapping as set up: the host side is always 127.0.0.1.
+struct ExposedPort {
+  uint32_t internal = 0;
+  uint32_t external = 0;
+  std::string host;  // "127.0.0.1"
+  std::string url;   // "http://127.0.0.1:<external>"
+};
+
+// A connection or lookup the policy refused.
+struct NetworkDenial {
+  std::string host;  // name or address
+  uint32_t port = 0;  // 0 for a DNS lookup
+  std::string reason;
+};
+
+// What a VM's network did while a run or exec went on.
+struct NetworkStats {
+  uint64_t connections = 0;  // streams opened, both directions
+  uint64_t bytes_in = 0;     // to the guest
+  uint64_t bytes_out = 0;    // from the guest
+  std::vector<NetworkDenial> denied;  // the first kMaxNetworkDenials
+};
+
 struct RunRequest {
   Language language = Language::python;
   std::string code;
@@ -33,6 +72,7 @@ struct RunRequest {
   // has the code; its start-up is bounded and reported on its own.
   std::chrono::milliseconds timeout{30'000};
   uint32_t memory_mb = 256;
+  NetworkRequest net;
 };
 
 struct Timing {
@@ -63,6 +103,8 @@ struct RunResult {
   // Session execs: the interpreter died during this exec (os._exit, a
   // crash, a timeout it ignored) and was restarted; earlier state is gone.
   bool state_lost = false;
+  std::vector<ExposedPort> exposed_ports;
+  NetworkStats network;
 };
 
 struct PoolInfo {
@@ -135,6 +177,7 @@ struct SessionOptions {
   std::chrono::milliseconds timeout{30'000};         // each exec's default
   uint32_t memory_mb = 256;
   std::chrono::milliseconds idle_timeout{300'000};  // closed after this long without a call
+  NetworkRequest net;
 };
 
 struct SessionInfo {
@@ -146,6 +189,8 @@ struct SessionInfo {
   uint64_t created_unix_ms = 0;
   uint64_t last_activity_unix_ms = 0;
   std::string vm_start;  // how its VM came to be, as in a run result
+  std::vector<ExposedPort> exposed_ports;
+  std::vector<std::string> allowed_domains;  // the egress policy in force
 };
 
 struct FileEntry {

@@ -34,8 +34,15 @@ class Client;
 // in the daemon until close(), its idle timeout or its VM's end.
 class Session {
  public:
-  Session(std::string socket_path, std::string id) : socket_path_(std::move(socket_path)), id_(std::move(id)) {}
+  Session(std::string socket_path, std::string id) : socket_path_(std::move(socket_path)), id_(std::move(id)) {
+    info_.id = id_;
+  }
+  Session(std::string socket_path, SessionInfo info)
+      : socket_path_(std::move(socket_path)), id_(info.id), info_(std::move(info)) {}
   const std::string& id() const { return id_; }
+  // The session as the daemon opened it (its exposed ports and their URLs,
+  // its allowlist); only the id for a handle made from an id.
+  const SessionInfo& info() const { return info_; }
 
   // Runs code in the session's interpreter; the result is a run's.
   // `timeout` 0 takes the session's default. If the caller goes away (the
@@ -48,6 +55,11 @@ class Session {
   Result<std::string> read_file(std::string_view path) const;
   // At most limits::kMaxListEntries entries; `truncated` says there were more.
   Result<FileListing> list_files(std::string_view dir = {}) const;
+  // Replaces the session's egress allowlist at run time: `domains` as for
+  // a run, `network` with no domains the operator's default list, neither
+  // (the default) off. Connections the new list does not admit are reset.
+  // Returns the session as it is now.
+  Result<SessionInfo> set_network(const std::vector<std::string>& domains, bool network = false) const;
   // Destroys the VM; later calls get session_closed.
   Result<void> close() const;
 
@@ -61,6 +73,7 @@ class Session {
   std::string socket_path_;
   std::string id_;
   std::function<bool()> cancel_;
+  SessionInfo info_;
 };
 
 class Client {

@@ -27,6 +27,13 @@ typedef struct {
   const char* const* env; /* "NAME=VALUE" strings, NULL-terminated; may be NULL */
   uint32_t timeout_ms;
   uint32_t memory_mb;
+  /* Network (all off by default): outbound connections only to these
+   * names ("example.org", "*.example.org", "name:port"), or with network 1
+   * and no names the operator's default list; guest TCP ports offered on
+   * 127.0.0.1 as "GUEST[:HOST]" strings. Lists are NULL-terminated; may be NULL. */
+  int network;
+  const char* const* allowed_domains;
+  const char* const* expose;
 } sandbox_run_options;
 
 typedef void (*sandbox_output_fn)(void* user_data, sandbox_stream stream, const char* data, size_t len);
@@ -71,6 +78,13 @@ typedef struct {
   uint32_t timeout_ms;      /* each exec's default */
   uint32_t memory_mb;
   uint32_t idle_timeout_ms; /* closed after this long without a call */
+  /* Network (all off by default): outbound connections only to these
+   * names ("example.org", "*.example.org", "name:port"), or with network 1
+   * and no names the operator's default list; guest TCP ports offered on
+   * 127.0.0.1 as "GUEST[:HOST]" strings. Lists are NULL-terminated; may be NULL. */
+  int network;
+  const char* const* allowed_domains;
+  const char* const* expose;
 } sandbox_session_options;
 
 /* Fills defaults: python, 30 s per exec, 256 MB, 300 s idle, no env. */
@@ -94,6 +108,11 @@ int sandbox_session_read_file(const sandbox_session* session, const char* path, 
 /* dir NULL or "" lists the home. */
 int sandbox_session_list_files(const sandbox_session* session, const char* dir, sandbox_file_list** list,
                                sandbox_error** error);
+/* Replaces a live session's egress allowlist: allowed_domains NULL-terminated
+ * (may be NULL); network 1 with no domains is the operator's default list;
+ * neither turns egress off. Open connections the new list does not admit are reset. */
+int sandbox_session_set_network(const sandbox_session* session, int network, const char* const* allowed_domains,
+                                sandbox_error** error);
 /* Destroys the session's VM; later calls get session_closed. */
 int sandbox_session_close(const sandbox_session* session, sandbox_error** error);
 void sandbox_session_free(sandbox_session* session);
@@ -105,6 +124,25 @@ uint64_t sandbox_file_list_size(const sandbox_file_list* list, size_t i);
 /* 1 when the directory had more entries than one listing returns (1000). */
 int sandbox_file_list_truncated(const sandbox_file_list* list);
 void sandbox_file_list_free(sandbox_file_list* list);
+
+/* Exposed ports of a run (or of a session exec): guest port, host port on
+ * 127.0.0.1 and its URL; i < sandbox_result_exposed_count. */
+size_t sandbox_result_exposed_count(const sandbox_result* r);
+uint32_t sandbox_result_exposed_internal(const sandbox_result* r, size_t i);
+uint32_t sandbox_result_exposed_external(const sandbox_result* r, size_t i);
+const char* sandbox_result_exposed_url(const sandbox_result* r, size_t i);
+/* What the run's network did: connections, bytes into and out of the
+ * guest, and the refused connections and lookups (host, port 0 for DNS, reason). */
+uint64_t sandbox_result_network_connections(const sandbox_result* r);
+uint64_t sandbox_result_network_bytes_in(const sandbox_result* r);
+uint64_t sandbox_result_network_bytes_out(const sandbox_result* r);
+size_t sandbox_result_network_denied_count(const sandbox_result* r);
+const char* sandbox_result_network_denied_host(const sandbox_result* r, size_t i);
+uint32_t sandbox_result_network_denied_port(const sandbox_result* r, size_t i);
+const char* sandbox_result_network_denied_reason(const sandbox_result* r, size_t i);
+/* The URL on the host of a session's exposed guest port, or NULL (only for
+ * sessions made by sandbox_session_create). */
+const char* sandbox_session_exposed_url(const sandbox_session* session, uint32_t guest_port);
 
 /* Session execs: 1 when the interpreter had to be restarted (its state is gone). */
 int sandbox_result_state_lost(const sandbox_result* r);
