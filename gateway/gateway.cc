@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <regex>
+#include <set>
 
 #include <sandbox/client.h>
 #include <sandbox/json.h>
@@ -248,6 +249,8 @@ class Gateway {
   // The session `id` if `tok` opened it (404 answered otherwise).
   std::optional<Session> owned(const std::string& id, const Token& tok, httplib::Response& res,
                                const std::shared_ptr<PeerWatch>& peer = nullptr);
+  // Forgets sessions the daemon no longer has; the daemon's list of ours.
+  Result<std::vector<SessionInfo>> prune();
   void forget(const std::string& id) {
     std::lock_guard lock(mu_);
     owners_.erase(id);
@@ -543,6 +546,12 @@ void Gateway::session_create(const httplib::Request& req, httplib::Response& res
   auto args = run_args(*body, o_, true, false);
   if (!args) return error(res, args.error());
   if (!args->request.code.empty()) return error(res, Error::make(ErrorCode::invalid_argument, "a session takes no code"));
+  bool full;
+  {
+    std::lock_guard lock(mu_);
+    full = owners_.size() >= o_.max_sessions;
+  }
+  if (full) (void)prune();
   {
     std::lock_guard lock(mu_);
     if (owners_.size() >= o_.max_sessions)
@@ -566,22 +575,36 @@ void Gateway::session_create(const httplib::Request& req, httplib::Response& res
                   "application/json");
 }
 
-void Gateway::session_list(const httplib::Request&, httplib::Response& res, const Token& tok) {
+Result<std::vector<SessionInfo>> Gateway::prune() {
+  std::vector<std::string> known;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, owner] : owners_) known.push_back(id);
+  }
   auto all = client().sessions();
+  if (!all) return all;
+  // Sessions the daemon closed (idle, VM end) are forgotten; only those
+  // known before asking, so one opened meanwhile is not lost.
+  std::set<std::string> live;
+  for (const auto& s : *all) live.insert(s.id);
+  std::lock_guard lock(mu_);
+  for (const auto& id : known)
+    if (!live.count(id)) owners_.erase(id);
+  return all;
+}
+
+void Gateway::session_list(const httplib::Request&, httplib::Response& res, const Token& tok) {
+  auto all = prune();
   if (!all) return error(res, all.error());
   std::string out = "[";
   bool first = true;
   std::lock_guard lock(mu_);
-  std::map<std::string, std::string> live;
   for (const auto& s : *all) {
     auto it = owners_.find(s.id);
-    if (it == owners_.end()) continue;
-    live.insert(*it);
-    if (it->second != tok.name) continue;
+    if (it == owners_.end() || it->second != tok.name) continue;
     out += (first ? "" : ",") + to_json(s);
     first = false;
   }
-  owners_ = std::move(live);  // sessions closed by the daemon (idle, VM end) are forgotten
   res.set_content("{\"sessions\":" + out + "]}", "application/json");
 }
 

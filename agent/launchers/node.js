@@ -4,7 +4,10 @@
 // pipes are synchronous on Linux), before Node's own teardown. Cells run with vm.runInThisContext, so
 // top-level const, let, functions and classes persist like in the REPL;
 // SIGINT (the timeout) interrupts a cell, and errors thrown later by timers
-// are printed rather than fatal.
+// are printed rather than fatal. Everything here is inside one function:
+// a script's top-level const lives in the global scope the cells share,
+// where `const fs = require('fs')` in a cell would collide with ours.
+(() => {
 const fs = require('fs');
 fs.writeSync(4, 'r\n');
 const mode = Buffer.alloc(1);
@@ -61,3 +64,4 @@ if (mode.toString() === 's') {
   process.argv[1] = path;
   m._compile(fs.readFileSync(path, 'utf8'), path);
 }
+})();

@@ -159,6 +159,23 @@ def test_execute_returns_files_from_tmp_output(stack: Stack) -> None:  # 1 VM
         assert status == 200 and body == want
 
 
+@pytest.mark.parametrize(
+    "language,code",
+    [
+        ("javascript", "const fs = require('fs'); fs.mkdirSync('/tmp/output'); fs.writeFileSync('/tmp/output/out.txt', 'from js'); console.log('js')"),
+        ("raw", "mkdir /tmp/output && printf 'from js' > /tmp/output/out.txt && echo raw"),
+    ],
+)
+def test_execute_collects_files_in_every_language(stack: Stack, language: str, code: str) -> None:  # 1 VM each
+    status, r = stack.json("POST", "/execute", {"code": code, "language": language, "timeout": 20})
+    assert status == 200, r
+    assert r["success"] is True, r["stderr"][:300]
+    assert r["language"] == language and r["stdout"] == ("js\n" if language == "javascript" else "raw\n")
+    assert [f["name"] for f in r["files"]] == ["out.txt"]
+    status, _, body = stack.request("GET", r["files"][0]["url"].split(str(stack.port), 1)[1], token=None)
+    assert status == 200 and body == b"from js"
+
+
 def test_expired_download_links_are_refused(stack: Stack) -> None:  # 1 VM
     gw, port = stack.start_gateway(["--file-ttl", "1"], "gateway-ttl")
     try:

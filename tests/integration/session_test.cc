@@ -180,6 +180,9 @@ TEST_CASE("sessions: JavaScript keeps const, let, functions and classes across e
   CHECK_FALSE(r.state_lost);
   r = exec_ok(s, "console.log(a, typeof f)");
   CHECK(r.stdout_data == "5 function\n");
+  // The launcher's own names are not in the cells' scope.
+  r = exec_ok(s, "const fs = require('fs'); const mode = fs.existsSync('/'); console.log(mode)");
+  CHECK(r.stdout_data == "true\n");
 }
 
 TEST_CASE("sessions: the shell keeps variables, cwd and functions; background processes live on, zombies are reaped") {
