@@ -336,12 +336,14 @@ def network(
 ) -> Dict[str, Any]:
     """The request's network fields: names to allow (implying network),
     the operator's default list, and guest ports to offer on 127.0.0.1
-    (GUEST or (GUEST, HOST))."""
+    (GUEST, (GUEST, HOST), or (GUEST, "unix") for a Unix socket only this
+    uid can use)."""
     domains = [] if allowed_domains is None else list(allowed_domains)
     if isinstance(allowed_domains, str):
         raise InvalidArgumentError("allowed_domains must be a list of names, not one string", retry_safe=True)
     ports = []
     for p in expose_ports or ():
         internal, external = (p, 0) if isinstance(p, int) else tuple(p)
-        ports.append({"internal": internal, "external": external})
+        unix_socket = external == "unix"
+        ports.append({"internal": internal, "external": 0 if unix_socket else external, "unix_socket": unix_socket})
     return {"network": bool(network_default or domains), "allowed_domains": domains, "expose_ports": ports}
