@@ -409,6 +409,12 @@ void NetRelay::read_peer(Conn& c) {
         auto* conn = static_cast<Conn*>(s->data);
         if (!conn || !conn->relay) return;
         NetRelay* r = conn->relay;
+        if (n == UV_ENOBUFS) {
+          // No credit left for this read: wait for the guest's window.
+          uv_read_stop(s);
+          conn->reading = false;
+          return;
+        }
         if (n > 0) {
           conn->guest_credit -= static_cast<uint32_t>(std::min<size_t>(n, conn->guest_credit));
           conn->bytes_in += static_cast<uint64_t>(n);
