@@ -278,6 +278,14 @@ def file_wait(slack: float) -> float:
     return limits.MAX_TIMEOUT_MS / 1000 + slack
 
 
+def session_network(session: str, allowed_domains: Optional[Iterable[str]], network_default: bool, slack: float) -> Request:
+    net = network(allowed_domains, network_default, None)
+    msg = {"type": "session_network", "id": REQUEST_ID, "session": session, "network": net["network"],
+           "allowed_domains": net["allowed_domains"]}
+    # Waits behind the session's running calls, like a close.
+    return Request(msg, "session_list", file_wait(slack))
+
+
 def session_close(session: str, slack: float) -> Request:
     # A close waits for the session's running exec to end.
     return Request({"type": "session_close", "id": REQUEST_ID, "session": session}, "ack", file_wait(slack))
