@@ -140,6 +140,8 @@ Result<void> validate_network(const NetworkRequest& request) {
     if (p.internal == 0 || p.internal > 65535)
       return invalid("exposed guest port " + std::to_string(p.internal) + " is outside 1-65535");
     // Host ports below 1024 are privileged, and taking one is an operator's call.
+    if (p.unix_socket && p.external != 0)
+      return invalid("guest port " + std::to_string(p.internal) + " is exposed as a Unix socket and a TCP port");
     if (p.external != 0 && (p.external < 1024 || p.external > 65535))
       return invalid("exposed host port " + std::to_string(p.external) + " is outside 1024-65535 (0 picks one)");
     for (size_t j = 0; j < i; ++j) {

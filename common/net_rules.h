@@ -44,6 +44,7 @@ std::vector<uint16_t> rule_ports(const std::vector<DomainRule>& rules);
 struct NetPolicy {
   std::vector<DomainRule> rules;
   std::vector<PortMapping> expose;
+  uint32_t owner_uid = 0;  // whose Unix-socket ports they are
   bool empty() const { return rules.empty() && expose.empty(); }
 };
 Result<NetPolicy> make_policy(const NetworkRequest& request);

@@ -332,7 +332,8 @@ constexpr uint64_t kU32 = UINT32_MAX;
 template <>
 struct Schema<PortMapping> {
   static constexpr auto fields = std::tuple{field("internal", &PortMapping::internal, 65535),
-                                            field("external", &PortMapping::external, 65535)};
+                                            field("external", &PortMapping::external, 65535),
+                                            field("unix_socket", &PortMapping::unix_socket)};
 };
 // Allowlist entries are names: text, each at most kMaxDomainBytes plus ":port".
 constexpr Field<NetworkRequest, std::vector<std::string>, kText> kAllowedDomains{

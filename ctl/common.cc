@@ -97,7 +97,8 @@ bool parse_expose(const std::string& arg, PortMapping* out) {
   auto colon = arg.find(':');
   PortMapping m;
   if (!num(arg.substr(0, colon), &m.internal) || m.internal == 0) return false;
-  if (colon != std::string::npos && !num(arg.substr(colon + 1), &m.external)) return false;
+  if (colon != std::string::npos && arg.substr(colon + 1) == "unix") m.unix_socket = true;
+  else if (colon != std::string::npos && !num(arg.substr(colon + 1), &m.external)) return false;
   *out = m;
   return true;
 }
@@ -105,6 +106,7 @@ bool parse_expose(const std::string& arg, PortMapping* out) {
 std::string describe_exposed(const std::vector<ExposedPort>& ports) {
   std::string out;
   for (const auto& p : ports) out += "sandboxctl: guest port " + std::to_string(p.internal) + " at " + p.url + "\n";
+  // A Unix socket is reached with, say, curl --unix-socket PATH http://localhost/.
   return out;
 }
 

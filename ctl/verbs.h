@@ -52,7 +52,7 @@ std::string run_json(std::string_view source, std::optional<Language> language, 
                      const std::optional<Error>& extra = std::nullopt);
 // "2.5" -> 2500 ms; false unless a positive number of seconds.
 bool parse_seconds(const std::string& arg, std::chrono::milliseconds* out);
-// "GUEST[:HOST]" for --expose; false if it is not two port numbers.
+// "GUEST[:HOST]" or "GUEST:unix" for --expose; false if it is neither.
 bool parse_expose(const std::string& arg, PortMapping* out);
 // "guest port 8080 -> http://127.0.0.1:40123" lines for stderr.
 std::string describe_exposed(const std::vector<ExposedPort>& ports);

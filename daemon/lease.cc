@@ -154,6 +154,7 @@ void Lease::adopt(std::unique_ptr<VmHandle> vm) {
 
 Result<void> Lease::boot() {
   ++attempts_;
+  net_configured_ = false;  // a new VM has no policy yet
   std::string how;
   // A snapshot is tried once; a retry boots.
   bool allow_restore = !restoring_ && vm_start_.empty();
@@ -176,8 +177,11 @@ void Lease::on_vm_ready() {
     net_configured_ = true;
     std::weak_ptr<bool> alive = alive_;
     std::string who = "uid=" + std::to_string(caller_.uid) + " " + (is_session() ? "session=" + spec_.session : "run=" + std::to_string(id_));
-    auto r = vm_->configure_network(spec_.net, who, [this, alive](Result<void> r) {
-      if (alive.lock()) on_network_ready(std::move(r));
+    // The answer counts only for this VM: a replacement (a failed restore,
+    // a boot retry) gets the policy anew.
+    VmHandle* target = vm_.get();
+    auto r = vm_->configure_network(spec_.net, who, [this, alive, target](Result<void> r) {
+      if (alive.lock() && vm_.get() == target) on_network_ready(std::move(r));
     });
     if (!r) fail(std::move(r).error());
     return;

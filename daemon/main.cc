@@ -357,6 +357,18 @@ VmConfig vm_config_from(const Config& cfg, const HostSide& host_side) {
   vm.net.max_connections = cfg.network_max_connections;
   vm.net.connect_timeout = std::chrono::milliseconds(cfg.network_connect_timeout_ms);
   vm.net.idle_timeout = std::chrono::milliseconds(cfg.network_idle_timeout_ms);
+  // Beside the control socket: sticky and writable by all, like /tmp, so
+  // each user's private directory can be made as that user.
+  vm.net.expose_dir = cfg.socket.substr(0, cfg.socket.rfind('/')) + "/expose";
+  if (::mkdir(vm.net.expose_dir.c_str(), 01733) == 0 || errno == EEXIST) {
+    struct stat st{};
+    if (::lstat(vm.net.expose_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid())
+      vm.net.expose_dir.clear();
+    else
+      ::chmod(vm.net.expose_dir.c_str(), 01733);
+  } else {
+    vm.net.expose_dir.clear();
+  }
   return vm;
 }
 

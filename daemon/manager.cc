@@ -44,6 +44,7 @@ Result<LeaseId> Manager::run(const Caller& caller, uint64_t request_id, RunReque
     scheduler_.release(caller.uid, Scheduler::Kind::run);
     return std::move(net).error();
   }
+  net->owner_uid = caller.uid;
   LeaseSpec spec{request.language, request.env, request.timeout, request.memory_mb, {}, "", std::move(*net),
                  request.net.allowed_domains};
   auto lease = std::make_unique<Lease>(static_cast<LeaseHost&>(*this), loop_, id, caller, std::move(spec), request_id, sink);
@@ -72,6 +73,7 @@ Result<LeaseId> Manager::open_session(const Caller& caller, uint64_t request_id,
     scheduler_.release(caller.uid, Scheduler::Kind::session);
     return std::move(net).error();
   }
+  net->owner_uid = caller.uid;
   LeaseSpec spec{options.language, std::move(options.env), options.timeout, options.memory_mb, options.idle_timeout,
                  *sid, std::move(*net), options.net.allowed_domains};
   leases_.emplace(id, std::make_unique<Lease>(static_cast<LeaseHost&>(*this), loop_, id, caller, std::move(spec), request_id, std::move(sink)));

@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/fsuid.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <random>
@@ -47,6 +49,7 @@ struct NetRelay::Conn {
   uint16_t port = 0;
   std::string name, sni;
   UvHandle<uv_tcp_t> tcp;
+  UvHandle<uv_pipe_t> pipe;  // the client of an exposed Unix socket
   UvHandle<uv_timer_t> timer;
   std::string early;              // guest bytes before the peer is connected
   uint32_t guest_credit = net::kNetWindow;  // bytes the guest will still take
@@ -54,6 +57,11 @@ struct NetRelay::Conn {
   bool reading = false, peer_eof = false, guest_closed = false;
   bool proxy = false;  // a request to the guest's proxy port, not yet turned into a connection
   uint64_t bytes_in = 0, bytes_out = 0;
+  // The peer's stream: the outside server or the host client, TCP or Unix.
+  uv_stream_t* stream() const {
+    return tcp ? reinterpret_cast<uv_stream_t*>(tcp.get()) : reinterpret_cast<uv_stream_t*>(pipe.get());
+  }
+  bool has_peer() const { return tcp || pipe; }
 };
 
 namespace {
@@ -103,8 +111,8 @@ void NetRelay::fail(const std::string& why) {
   // Connections stay (a callback up the stack may be using one) but stop
   // moving: nothing more reaches the guest. They go with the VM.
   for (auto& [id, c] : conns_)
-    if (c->tcp && c->reading) {
-      uv_read_stop(reinterpret_cast<uv_stream_t*>(c->tcp.get()));
+    if (c->has_peer() && c->reading) {
+      uv_read_stop(c->stream());
       c->reading = false;
     }
   if (auto done = std::exchange(policy_done_, {})) done(Error::make(ErrorCode::communication, why));
@@ -168,6 +176,13 @@ Result<void> NetRelay::configure(NetPolicy policy, std::string who, std::functio
     auto l = std::make_unique<Listener>();
     l->relay = this;
     l->guest_port = m.internal;
+    if (m.unix_socket) {
+      auto path = listen_unix(*l, policy.owner_uid);
+      if (!path) return std::move(path).error();
+      exposed_.push_back({m.internal, 0, "unix", "unix:" + *path});
+      listeners_.push_back(std::move(l));
+      continue;
+    }
     l->tcp = UvHandle<uv_tcp_t>::make(l.get(), [&](uv_tcp_t* t) { return uv_tcp_init(loop_, t); });
     if (!l->tcp) return Error::make(ErrorCode::internal, "cannot create a listener");
     sockaddr_in a{};
@@ -212,13 +227,70 @@ Result<void> NetRelay::configure(NetPolicy policy, std::string who, std::functio
   return ok();
 }
 
+namespace {
+
+// Runs `fn` with the filesystem uid of `uid`, so that what it creates is
+// that user's and it can reach only what that user can. The daemon keeps
+// CAP_SETUID for QEMU's sake; without it (an unprivileged daemon) files
+// are the daemon's own, which is then the caller's too or refused.
+template <class Fn>
+auto as_fsuid(uid_t uid, Fn&& fn) {
+  uid_t before = static_cast<uid_t>(::setfsuid(static_cast<uid_t>(-1)));
+  ::setfsuid(uid);
+  auto r = fn();
+  ::setfsuid(before);
+  return r;
+}
+
+}  // namespace
+
+// An exposed port as a Unix socket only its owner can use: in a directory
+// of the owner's own (0700) below the daemon's sticky expose directory,
+// mode 0600. On a host with several users a loopback TCP port is anyone's.
+Result<std::string> NetRelay::listen_unix(Listener& l, uid_t owner) {
+  if (config_->expose_dir.empty()) return Error::make(ErrorCode::invalid_argument, "Unix-socket ports are not configured");
+  std::string dir = config_->expose_dir + "/" + std::to_string(owner);
+  std::string path = dir + "/" + vm_name_ + "-" + std::to_string(l.guest_port) + ".sock";
+  l.pipe = UvHandle<uv_pipe_t>::make(&l, [&](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); });
+  if (!l.pipe) return Error::make(ErrorCode::internal, "cannot create a listener");
+  auto made = as_fsuid(owner, [&]() -> Result<void> {
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return Error::sys("mkdir", dir);
+    // Another user may have planted something by that name: only a real
+    // directory of the owner's, private to them, will do.
+    struct stat st{};
+    if (::lstat(dir.c_str(), &st) != 0) return Error::sys("lstat", dir);
+    if (!S_ISDIR(st.st_mode) || st.st_uid != owner || (st.st_mode & 077) != 0)
+      return Error::make(ErrorCode::permission_denied, dir + " is not a private directory of uid " + std::to_string(owner));
+    ::unlink(path.c_str());
+    if (int rc = uv_pipe_bind(l.pipe.get(), path.c_str()); rc != 0) return uv_error("bind " + path, rc);
+    if (::chmod(path.c_str(), 0600) != 0) return Error::sys("chmod", path);
+    return ok();
+  });
+  if (!made) return std::move(made).error();
+  l.path = path;
+  l.owner = owner;
+  int rc = uv_listen(reinterpret_cast<uv_stream_t*>(l.pipe.get()), 64, [](uv_stream_t* s, int status) {
+    auto* listener = owner_of<Listener>(s);
+    if (listener && status == 0) listener->relay->on_expose_accept(s, listener->guest_port);
+  });
+  if (rc != 0) return uv_error("listen " + path, rc);
+  return path;
+}
+
+NetRelay::Listener::~Listener() {
+  if (!path.empty()) as_fsuid(owner, [&] { return ::unlink(path.c_str()); });
+}
+
 void NetRelay::on_expose_accept(uv_stream_t* server, uint32_t guest_port) {
   auto c = std::make_shared<Conn>();
   c->relay = this;
   c->egress = false;
   c->port = static_cast<uint16_t>(guest_port);
-  c->tcp = UvHandle<uv_tcp_t>::make(c.get(), [&](uv_tcp_t* t) { return uv_tcp_init(loop_, t); });
-  if (!c->tcp || uv_accept(server, reinterpret_cast<uv_stream_t*>(c->tcp.get())) != 0) return;
+  if (server->type == UV_NAMED_PIPE)
+    c->pipe = UvHandle<uv_pipe_t>::make(c.get(), [&](uv_pipe_t* p) { return uv_pipe_init(loop_, p, 0); });
+  else
+    c->tcp = UvHandle<uv_tcp_t>::make(c.get(), [&](uv_tcp_t* t) { return uv_tcp_init(loop_, t); });
+  if (!c->has_peer() || uv_accept(server, c->stream()) != 0) return;
   if (conns_.size() >= config_->max_connections) {
     record_denial("127.0.0.1", c->port, "connection limit");
     return log_decision(nullptr, "", "", "127.0.0.1", c->port, "deny", "", "connection limit");
@@ -269,7 +341,7 @@ void NetRelay::on_frame(net::Frame&& f) {
       }
       std::weak_ptr<Conn> w = conns_[c->id];
       size_t n = f.payload.size();
-      uv_write_string(reinterpret_cast<uv_stream_t*>(c->tcp.get()), std::move(f.payload), [w, n](size_t, int status) {
+      uv_write_string(c->stream(), std::move(f.payload), [w, n](size_t, int status) {
         auto conn = lock(w);
         if (!conn || !conn->relay || status != 0) return;
         conn->unacked -= std::min<uint64_t>(conn->unacked, n);
@@ -294,7 +366,7 @@ void NetRelay::on_frame(net::Frame&& f) {
       if (c->state == Conn::State::judging) return judge(*c);
       if (c->state == Conn::State::open) {
         std::weak_ptr<Conn> w = conns_[c->id];
-        uv_shutdown_then(reinterpret_cast<uv_stream_t*>(c->tcp.get()), [w] {
+        uv_shutdown_then(c->stream(), [w] {
           auto conn = lock(w);
           if (conn && conn->relay && conn->peer_eof && conn->unacked == 0) conn->relay->drop(conn->id);
         });
@@ -322,21 +394,27 @@ void NetRelay::on_frame(net::Frame&& f) {
 // Reads the peer socket (the outside server, or the host client of an
 // exposed port) while the guest has credit for more.
 void NetRelay::read_peer(Conn& c) {
-  if (c.reading || c.peer_eof || c.guest_credit == 0 || !c.tcp) return;
+  if (c.reading || c.peer_eof || c.guest_credit == 0 || !c.has_peer()) return;
   c.reading = true;
   uv_read_start(
-      reinterpret_cast<uv_stream_t*>(c.tcp.get()),
+      c.stream(),
       [](uv_handle_t* h, size_t suggested, uv_buf_t* buf) {
-        auto* conn = owner_of<Conn>(reinterpret_cast<uv_tcp_t*>(h));
+        auto* conn = static_cast<Conn*>(h->data);
         size_t n = std::min<size_t>({suggested, net::kMaxNetPayload, conn ? conn->guest_credit : 0});
         buf->base = new char[n ? n : 1];
         buf->len = n;
       },
       [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
         std::unique_ptr<char[]> owned(buf->base);
-        auto* conn = owner_of<Conn>(reinterpret_cast<uv_tcp_t*>(s));
+        auto* conn = static_cast<Conn*>(s->data);
         if (!conn || !conn->relay) return;
         NetRelay* r = conn->relay;
+        if (n == UV_ENOBUFS) {
+          // No credit left for this read: wait for the guest's window.
+          uv_read_stop(s);
+          conn->reading = false;
+          return;
+        }
         if (n > 0) {
           conn->guest_credit -= static_cast<uint32_t>(std::min<size_t>(n, conn->guest_credit));
           conn->bytes_in += static_cast<uint64_t>(n);
@@ -604,7 +682,7 @@ void NetRelay::dial(Conn& c, const std::string& name) {
     if (!conn->early.empty()) {
       size_t n = conn->early.size();
       std::weak_ptr<Conn> w = conn;
-      uv_write_string(reinterpret_cast<uv_stream_t*>(conn->tcp.get()), std::exchange(conn->early, {}),
+      uv_write_string(conn->stream(), std::exchange(conn->early, {}),
                       [w, n](size_t, int status) {
                         auto c2 = lock(w);
                         if (!c2 || !c2->relay || status != 0) return;
@@ -613,7 +691,7 @@ void NetRelay::dial(Conn& c, const std::string& name) {
                       });
     }
     if (conn->guest_closed)
-      uv_shutdown_then(reinterpret_cast<uv_stream_t*>(conn->tcp.get()), [] {});
+      uv_shutdown_then(conn->stream(), [] {});
     relay->read_peer(*conn);
   }) : UV_ENOMEM;
   if (rc != 0) {

@@ -41,6 +41,9 @@ struct NetConfig {
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds idle_timeout{300'000};
   std::chrono::milliseconds dns_timeout{3'000};
+  // Where Unix-socket ports go (a sticky directory, mode 1733, each user's
+  // sockets in a 0700 directory of their own); empty: not offered.
+  std::string expose_dir;
 };
 
 class NetRelay {
@@ -92,10 +95,15 @@ class NetRelay {
   std::function<void(Result<void>)> policy_done_;
   std::vector<ExposedPort> exposed_;
   struct Listener {
+    ~Listener();
     NetRelay* relay = nullptr;
     uint32_t guest_port = 0;
     UvHandle<uv_tcp_t> tcp;
+    UvHandle<uv_pipe_t> pipe;  // a Unix-socket port
+    std::string path;
+    uid_t owner = 0;
   };
+  Result<std::string> listen_unix(Listener& l, uid_t owner);
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::map<uint32_t, std::shared_ptr<Conn>> conns_;
   uint32_t next_id_ = 2;  // the host's streams are even

@@ -13,7 +13,7 @@ namespace sandbox::daemon {
 namespace {
 
 constexpr KeptCapability kKept[] = {
-    {CAP_SETUID, "CAP_SETUID", "each QEMU is started as the qemu-vm user"},
+    {CAP_SETUID, "CAP_SETUID", "each QEMU is started as the qemu-vm user; a Unix-socket port is made as its owner (setfsuid)"},
     {CAP_SETGID, "CAP_SETGID", "each QEMU gets qemu-vm's group and supplementary groups (kvm)"},
     {CAP_SYS_ADMIN, "CAP_SYS_ADMIN",
      "each QEMU is cloned into fresh mount, PID, IPC, UTS and network namespaces"},

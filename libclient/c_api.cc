@@ -69,7 +69,8 @@ bool parse_network(int network, const char* const* domains, const char* const* e
     unsigned long in = std::strtoul(s.substr(0, colon).c_str(), &end, 10);
     bool good = !s.empty() && *end == '\0' && in > 0 && in <= 65535;
     unsigned long ext = 0;
-    if (good && colon != std::string::npos) {
+    bool unix_socket = colon != std::string::npos && s.substr(colon + 1) == "unix";
+    if (good && colon != std::string::npos && !unix_socket) {
       std::string h = s.substr(colon + 1);
       ext = std::strtoul(h.c_str(), &end, 10);
       good = !h.empty() && *end == '\0' && ext <= 65535;
@@ -78,7 +79,7 @@ bool parse_network(int network, const char* const* domains, const char* const* e
       set_error(error, sandbox::ErrorCode::invalid_argument, "expose entry '" + s + "' is not GUEST[:HOST]");
       return false;
     }
-    out->expose_ports.push_back({static_cast<uint32_t>(in), static_cast<uint32_t>(ext)});
+    out->expose_ports.push_back({static_cast<uint32_t>(in), static_cast<uint32_t>(ext), unix_socket});
   }
   return true;
 }

@@ -278,6 +278,14 @@ def file_wait(slack: float) -> float:
     return limits.MAX_TIMEOUT_MS / 1000 + slack
 
 
+def session_network(session: str, allowed_domains: Optional[Iterable[str]], network_default: bool, slack: float) -> Request:
+    net = network(allowed_domains, network_default, None)
+    msg = {"type": "session_network", "id": REQUEST_ID, "session": session, "network": net["network"],
+           "allowed_domains": net["allowed_domains"]}
+    # Waits behind the session's running calls, like a close.
+    return Request(msg, "session_list", file_wait(slack))
+
+
 def session_close(session: str, slack: float) -> Request:
     # A close waits for the session's running exec to end.
     return Request({"type": "session_close", "id": REQUEST_ID, "session": session}, "ack", file_wait(slack))
@@ -340,12 +348,14 @@ def network(
 ) -> Dict[str, Any]:
     """The request's network fields: names to allow (implying network),
     the operator's default list, and guest ports to offer on 127.0.0.1
-    (GUEST or (GUEST, HOST))."""
+    (GUEST, (GUEST, HOST), or (GUEST, "unix") for a Unix socket only this
+    uid can use)."""
     domains = [] if allowed_domains is None else list(allowed_domains)
     if isinstance(allowed_domains, str):
         raise InvalidArgumentError("allowed_domains must be a list of names, not one string", retry_safe=True)
     ports = []
     for p in expose_ports or ():
         internal, external = (p, 0) if isinstance(p, int) else tuple(p)
-        ports.append({"internal": internal, "external": external})
+        unix_socket = external == "unix"
+        ports.append({"internal": internal, "external": 0 if unix_socket else external, "unix_socket": unix_socket})
     return {"network": bool(network_default or domains), "allowed_domains": domains, "expose_ports": ports}

@@ -97,6 +97,7 @@ STRUCTS: Dict[str, Tuple[Field, ...]] = {
     "PortMapping": (
         _f("internal", U32, 65535),
         _f("external", U32, 65535),
+        _f("unix_socket", BOOL),
     ),
     "NetworkRequest": (
         _f("network", BOOL),

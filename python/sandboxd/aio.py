@@ -420,6 +420,15 @@ class AsyncSession:
             await _answer(self._path(), _calls.file_list(self.id, path, self.client.reply_slack), call_timeout)
         )
 
+    async def set_network(
+        self, allowed_domains: Optional[Iterable[str]] = None, *, network: bool = False,
+        call_timeout: Optional[float] = None,
+    ) -> SessionInfo:
+        """Replaces the session's egress allowlist while it runs (see the
+        sync client's Session.set_network)."""
+        req = _calls.session_network(self.id, allowed_domains, network, self.client.reply_slack)
+        return session_info((await _answer(self._path(), req, call_timeout))["sessions"][0])
+
     async def close(self, *, call_timeout: Optional[float] = None) -> None:
         """Closes the session and destroys its VM."""
         await _answer(self._path(), _calls.session_close(self.id, self.client.reply_slack), call_timeout)

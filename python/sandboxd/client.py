@@ -463,6 +463,16 @@ class Session:
         req = _calls.file_list(self.id, path, self.client.reply_slack)
         return file_listing(_answer(self._path(), req, call_timeout))
 
+    def set_network(
+        self, allowed_domains: Optional[Iterable[str]] = None, *, network: bool = False,
+        call_timeout: Optional[float] = None,
+    ) -> SessionInfo:
+        """Replaces the session's egress allowlist while it runs (none: off;
+        `network` alone: the operator's default list); connections the new
+        list does not admit are reset. Returns the session as it is now."""
+        req = _calls.session_network(self.id, allowed_domains, network, self.client.reply_slack)
+        return session_info(_answer(self._path(), req, call_timeout)["sessions"][0])
+
     def close(self, *, call_timeout: Optional[float] = None) -> None:
         """Closes the session and destroys its VM."""
         _answer(self._path(), _calls.session_close(self.id, self.client.reply_slack), call_timeout)

@@ -195,3 +195,24 @@ def test_a_session_as_a_context_manager_is_closed(client) -> None:
     assert sid not in {i.id for i in client.sessions()}
     with pytest.raises(sandboxd.SessionClosedError):
         s.exec("echo again")
+
+
+def test_session_exposes_a_port_and_its_network_can_change(client) -> None:  # type: ignore[no-untyped-def]
+    import urllib.request
+
+    with client.session("python", expose_ports=[8000]) as s:
+        assert len(s.info.exposed_ports) == 1
+        url = s.info.exposed_ports[0]["url"]
+        assert url.startswith("http://127.0.0.1:")
+        s.exec(
+            "import http.server, threading\n"
+            "srv = http.server.ThreadingHTTPServer(('127.0.0.1', 8000), http.server.SimpleHTTPRequestHandler)\n"
+            "threading.Thread(target=srv.serve_forever, daemon=True).start()\n"
+        )
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        assert direct.open(url + "/", timeout=30).status == 200
+        info = s.set_network(["example.org"])
+        assert info.allowed_domains == ["example.org"]
+        assert s.set_network(None).allowed_domains == []
+        r = s.exec("print(1)")
+        assert r.network["connections"] >= 0 and isinstance(r.network["denied"], list)

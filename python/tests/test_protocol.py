@@ -27,7 +27,11 @@ EXPECTED = {
         "type": "run", "id": 1, "language": "python", "code": "print('héllo')\n".encode(),
         "env": [("A", "1"), ("GREETING", "hi there")], "timeout_ms": 1500, "memory_mb": 512,
         "network": True, "allowed_domains": ["example.org", "*.example.com:8443"],
-        "expose_ports": [{"internal": 8080, "external": 0}, {"internal": 3000, "external": 18080}],
+        "expose_ports": [
+            {"internal": 8080, "external": 0, "unix_socket": False},
+            {"internal": 3000, "external": 18080, "unix_socket": False},
+            {"internal": 9000, "external": 0, "unix_socket": True},
+        ],
     },
     "02-run-defaults": {"type": "run", "id": 2, "language": "raw", "code": b"echo hi", "env": [], "timeout_ms": 0, "memory_mb": 0,
                         "network": False, "allowed_domains": [], "expose_ports": []},
@@ -78,7 +82,7 @@ EXPECTED = {
     "14-session-create": {
         "type": "session_create", "id": 1, "language": "javascript", "env": [("NODE_ENV", "production")],
         "timeout_ms": 20000, "memory_mb": 384, "idle_timeout_ms": 600000,
-        "network": False, "allowed_domains": [], "expose_ports": [{"internal": 3000, "external": 0}],
+        "network": False, "allowed_domains": [], "expose_ports": [{"internal": 3000, "external": 0, "unix_socket": False}],
     },
     "15-session-list": {
         "type": "session_list", "id": 1,

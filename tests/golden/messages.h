@@ -37,7 +37,7 @@ inline std::vector<Golden> messages() {
   out.push_back({"01-run", proto::Run{1, RunRequest{Language::python, "print('h\xc3\xa9llo')\n",
                                                     {{"A", "1"}, {"GREETING", "hi there"}}, 1500ms, 512,
                                                     NetworkRequest{true, {"example.org", "*.example.com:8443"},
-                                                                   {{8080, 0}, {3000, 18080}}}}}});
+                                                                   {{8080, 0, false}, {3000, 18080, false}, {9000, 0, true}}}}}});
   out.push_back({"02-run-defaults", proto::Run{2, RunRequest{Language::raw, "echo hi", {}, 0ms, 0}}});
   out.push_back({"03-output-stdout", proto::Output{1, Stream::out, "line\n\x00\xff"s}});
   out.push_back({"04-output-stderr", proto::Output{7, Stream::err, "warning: x\n"}});

@@ -58,6 +58,32 @@ int c_api_check(const char* socket_path, char* why, size_t why_len) {
     return 1;
   }
   sandbox_error_free(error);
+  error = NULL;
+  result = NULL;
+  /* Network options: no exposed ports and no network in a plain result;
+   * an IP address as an allowed domain and a bad port mapping refused. */
+  opts.memory_mb = 256;
+  {
+    const char* const domains[] = {"127.0.0.1", NULL};
+    opts.allowed_domains = domains;
+    rc = sandbox_run(client, &opts, NULL, NULL, &result, &error);
+    opts.allowed_domains = NULL;
+    int refused = rc != 0 && strcmp(sandbox_error_code(error), "invalid_argument") == 0;
+    if (error) sandbox_error_free(error), error = NULL;
+    if (result) sandbox_result_free(result), result = NULL;
+    const char* const ports[] = {"8080:80", NULL};
+    opts.expose = ports;
+    rc = sandbox_run(client, &opts, NULL, NULL, &result, &error);
+    opts.expose = NULL;
+    refused = refused && rc != 0 && strcmp(sandbox_error_code(error), "invalid_argument") == 0;
+    if (error) sandbox_error_free(error), error = NULL;
+    if (result) sandbox_result_free(result), result = NULL;
+    if (!refused) {
+      snprintf(why, why_len, "an IP address as allowed domain or host port 80 was not invalid_argument");
+      sandbox_client_free(client);
+      return 1;
+    }
+  }
   sandbox_client_free(client);
   return 0;
 }

@@ -5,6 +5,7 @@
 // One daemon and one session are shared by the egress cases (a boot each).
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -272,21 +273,30 @@ TEST_CASE("network: outside resolvers over UDP, TCP and 853 are unreachable; a r
 TEST_CASE("network: ports are exposed with egress off, for servers on 127.0.0.1, ::1 and any address") {
   if (!ready()) return;
   SessionOptions o;
-  o.net.expose_ports = {{8001, 0}, {8002, 0}, {8003, 0}, {8004, 0}};
+  o.net.expose_ports = {{8001, 0}, {8002, 0}, {8003, 0}, {8004, 0}, {8005, 0, true}};
   auto created = Client(internet().daemon.socket()).create_session(o);
   REQUIRE_MESSAGE(created.ok(), created.error().describe());
   Session s = *created;
-  REQUIRE(s.info().exposed_ports.size() == 4);
+  REQUIRE(s.info().exposed_ports.size() == 5);
   std::map<uint32_t, std::string> url;
   for (const auto& p : s.info().exposed_ports) {
+    url[p.internal] = p.url;
+    if (p.internal == 8005) continue;
     CHECK(p.host == "127.0.0.1");
     CHECK(p.external >= 1024);
-    url[p.internal] = p.url;
   }
+  // The Unix-socket form: the caller's own, mode 0600.
+  REQUIRE(url[8005].starts_with("unix:"));
+  std::string sock = url[8005].substr(5);
+  struct stat st{};
+  REQUIRE(::lstat(sock.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(st.st_uid == ::geteuid());
   auto r = exec(s, "import http.server, socket, threading\n"
                    "class V6(http.server.ThreadingHTTPServer): address_family = socket.AF_INET6\n"
                    "for cls, addr, port in [(http.server.ThreadingHTTPServer, '127.0.0.1', 8001), (V6, '::1', 8002),\n"
-                   "                        (http.server.ThreadingHTTPServer, '0.0.0.0', 8003)]:\n"
+                   "                        (http.server.ThreadingHTTPServer, '0.0.0.0', 8003),\n"
+                   "                        (http.server.ThreadingHTTPServer, '127.0.0.1', 8005)]:\n"
                    "    srv = cls((addr, port), http.server.SimpleHTTPRequestHandler)\n"
                    "    threading.Thread(target=srv.serve_forever, daemon=True).start()\n"
                    "try:\n"
@@ -302,6 +312,9 @@ TEST_CASE("network: ports are exposed with egress off, for servers on 127.0.0.1,
     auto c = run_command({"curl", "-s", "-m", "20", "-o", "/dev/null", "-w", "%{http_code}", url[port] + "/"});
     CHECK_MESSAGE(c.out == "200", port);
   }
+  auto u = run_command({"curl", "-s", "-m", "20", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", sock,
+                        "http://localhost/"});
+  CHECK(u.out == "200");
   // Nothing listens on 8004: closed at once (curl sees an empty reply), and counted.
   auto c = run_command({"curl", "-s", "-m", "20", "-o", "/dev/null", "-w", "%{http_code}", url[8004] + "/"});
   CHECK(c.out == "000");
@@ -310,7 +323,7 @@ TEST_CASE("network: ports are exposed with egress off, for servers on 127.0.0.1,
   REQUIRE(list.ok());
   bool listed = false;
   for (const auto& i : *list)
-    if (i.id == s.id()) listed = i.exposed_ports.size() == 4;
+    if (i.id == s.id()) listed = i.exposed_ports.size() == 5;
   CHECK(listed);
   r = exec(s, "print(1)");
   bool refused = false;

@@ -83,8 +83,30 @@ class FakeVm : public daemon::VmHandle {
   Clock::time_point started_at() const override { return started_; }
   Clock::time_point ready_at() const override { return ready_; }
   ProcessUsage usage() const override { return {}; }
+  // Network: policies are recorded; the guest's acknowledgement is the
+  // test's to give (ack_network), or at once with auto_network.
+  Result<void> configure_network(const NetPolicy& policy, std::string, std::function<void(Result<void>)> done) override {
+    if (state_ != State::ready && state_ != State::busy) return Error::make(ErrorCode::internal, "network when not up");
+    policies.push_back(policy);
+    pending_network_ = std::move(done);
+    if (auto_network) ack_network();
+    return ok();
+  }
+  void ack_network(Result<void> r = ok()) {
+    if (auto d = std::exchange(pending_network_, {})) d(std::move(r));
+  }
+  bool network_pending() const { return bool(pending_network_); }
+  std::vector<ExposedPort> exposed_ports() const override {
+    std::vector<ExposedPort> out;
+    if (!policies.empty())
+      for (const auto& m : policies.back().expose) out.push_back({m.internal, 40000 + m.internal, "127.0.0.1", "fake"});
+    return out;
+  }
+  std::vector<NetPolicy> policies;
+  bool auto_network = false;
 
  private:
+  std::function<void(Result<void>)> pending_network_;
   daemon::VmEvents events_;
   daemon::VmShape shape_;
   bool restored_;

@@ -509,3 +509,84 @@ TEST_CASE("warm pool: a failed boot backs off instead of looping") {
   m.reset();
   loop.settle();
 }
+
+TEST_CASE("network: a run's policy reaches its VM before the code, whose result lists the ports") {
+  Core c;
+  auto req = request();
+  req.net.allowed_domains = {"example.org"};
+  req.net.expose_ports = {{8080, 0}};
+  auto sink = std::make_shared<Collect>();
+  REQUIRE(c.manager->run(user(), 3, req, sink).ok());
+  REQUIRE(c.loop.until([&] { return c.factory.last() && c.factory.last()->network_pending(); }));
+  FakeVm* vm = c.factory.last();
+  // Nothing runs until the guest has the policy.
+  CHECK(vm->frames().empty());
+  REQUIRE(vm->policies.size() == 1);
+  CHECK(vm->policies[0].rules.size() == 1);
+  CHECK(vm->policies[0].owner_uid == 1000);
+  vm->ack_network();
+  vm = c.busy();
+  REQUIRE(vm);
+  vm->finish(0);
+  REQUIRE(c.loop.until([&] { return sink->finished(); }));
+  auto* fin = sink->last<proto::Finished>();
+  REQUIRE(fin);
+  REQUIRE(fin->result.exposed_ports.size() == 1);
+  CHECK(fin->result.exposed_ports[0].internal == 8080);
+}
+
+TEST_CASE("network: a guest that cannot take the policy fails the run; a run without one never asks") {
+  Core c;
+  auto req = request();
+  req.net.allowed_domains = {"example.org"};
+  auto sink = std::make_shared<Collect>();
+  REQUIRE(c.manager->run(user(), 4, req, sink).ok());
+  REQUIRE(c.loop.until([&] { return c.factory.last() && c.factory.last()->network_pending(); }));
+  c.factory.last()->ack_network(Error::make(ErrorCode::communication, "channel closed"));
+  REQUIRE(c.loop.until([&] { return sink->finished(); }));
+  auto* err = sink->last<proto::ErrorReply>();
+  REQUIRE(err);
+  CHECK(err->code == ErrorCode::communication);
+  auto plain = std::make_shared<Collect>();
+  REQUIRE(c.manager->run(user(), 5, request(), plain).ok());
+  FakeVm* vm = c.busy();
+  REQUIRE(vm);
+  CHECK(vm->policies.empty());
+  vm->finish(0);
+  REQUIRE(c.loop.until([&] { return plain->finished(); }));
+}
+
+TEST_CASE("network: a session's allowlist changes at run time and its listing follows") {
+  Core c;
+  SessionOptions o;
+  o.net.expose_ports = {{3000, 0}};
+  auto sink = std::make_shared<Collect>();
+  auto id = c.manager->open_session(user(), 1, o, sink);
+  REQUIRE(id.ok());
+  REQUIRE(c.loop.until([&] { return c.factory.last() && c.factory.last()->network_pending(); }));
+  FakeVm* vm = c.factory.last();
+  vm->auto_network = true;
+  vm->ack_network();
+  REQUIRE(c.loop.until([&] { return sink->last<proto::SessionList>() != nullptr; }));
+  auto info = sink->last<proto::SessionList>()->sessions.at(0);
+  REQUIRE(info.exposed_ports.size() == 1);
+  CHECK(info.allowed_domains.empty());
+  auto change = std::make_shared<Collect>();
+  Job job;
+  job.request_id = 9;
+  job.request = proto::SessionNetwork{9, info.id, true, {"pypi.org"}};
+  job.sink = change;
+  REQUIRE(c.manager->submit(user(), info.id, std::move(job)).ok());
+  REQUIRE(c.loop.until([&] { return change->last<proto::SessionList>() != nullptr; }));
+  REQUIRE(vm->policies.size() == 2);
+  CHECK(vm->policies[1].rules.size() == 1);
+  CHECK(vm->policies[1].expose.size() == 1);  // the ports stay
+  CHECK(change->last<proto::SessionList>()->sessions.at(0).allowed_domains == std::vector<std::string>{"pypi.org"});
+  Job close;
+  close.request_id = 10;
+  close.request = proto::SessionClose{10, info.id};
+  close.sink = change;
+  REQUIRE(c.manager->submit(user(), info.id, std::move(close)).ok());
+  CHECK(c.loop.until([&] { return c.factory.alive == 0; }));
+}
+

@@ -7,9 +7,12 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -380,4 +383,50 @@ TEST_CASE("net relay: the guest's proxy port takes CONNECT to an allowed name on
     CHECK(f->stream == id);
   }
   CHECK(dns_server.queries() == 1);  // echo.test only
+}
+
+TEST_CASE("net relay: a Unix-socket port is its owner's alone: a private directory, mode 0600, gone with the VM") {
+  DnsServer dns_server({});
+  char tmpl[] = "/tmp/sandboxd-expose.XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  ::chmod(dir.c_str(), 01733);
+  std::string path;
+  {
+    Guest g(dns_server.port());
+    g.config.expose_dir = dir;
+    NetPolicy p{{}, {{8080, 0, true}}};
+    p.owner_uid = ::geteuid();
+    g.apply(std::move(p));
+    REQUIRE(g.relay->exposed().size() == 1);
+    CHECK(g.relay->exposed()[0].host == "unix");
+    path = g.relay->exposed()[0].url.substr(5);
+    struct stat st{};
+    REQUIRE(::lstat(path.c_str(), &st) == 0);
+    CHECK(S_ISSOCK(st.st_mode));
+    CHECK((st.st_mode & 0777) == 0600);
+    CHECK(st.st_uid == ::geteuid());
+    REQUIRE(::lstat((dir + "/" + std::to_string(::geteuid())).c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0700);
+    unique_fd c(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+    REQUIRE(::connect(c.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    auto f = g.next();
+    REQUIRE(f);
+    CHECK(f->type == FrameType::open);
+    CHECK(net::decode_u16(f->payload) == 8080);
+  }
+  CHECK(::access(path.c_str(), F_OK) != 0);
+  // A name planted by someone else is refused, not followed.
+  {
+    Guest g(dns_server.port());
+    g.config.expose_dir = dir;
+    std::string planted = dir + "/4242";
+    REQUIRE(::symlink("/tmp", planted.c_str()) == 0);
+    NetPolicy p{{}, {{8080, 0, true}}};
+    p.owner_uid = 4242;
+    CHECK(!g.relay->configure(std::move(p), "uid=4242", [](Result<void>) {}).ok());
+  }
+  std::filesystem::remove_all(dir);
 }

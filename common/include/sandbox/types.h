@@ -27,9 +27,12 @@ using EnvList = std::vector<std::pair<std::string, std::string>>;
 
 // A guest TCP port offered on the host's 127.0.0.1 (SPEC F13): `external`
 // 0 lets the daemon pick a free port.
+// `unix_socket`: a Unix socket owned by the caller (mode 0600) instead of
+// a TCP port, for hosts where other local users must not reach it.
 struct PortMapping {
   uint32_t internal = 0;
   uint32_t external = 0;
+  bool unix_socket = false;
 };
 
 // Network asked for by a run or a session (SPEC F11-F13). All empty: no
@@ -41,12 +44,12 @@ struct NetworkRequest {
   std::vector<PortMapping> expose_ports;
 };
 
-// A port mapping as set up: the host side is always 127.0.0.1.
+// A port mapping as set up: 127.0.0.1 and a TCP port, or a Unix socket.
 struct ExposedPort {
   uint32_t internal = 0;
-  uint32_t external = 0;
-  std::string host;  // "127.0.0.1"
-  std::string url;   // "http://127.0.0.1:<external>"
+  uint32_t external = 0;  // 0 for a Unix socket
+  std::string host;  // "127.0.0.1", or "unix"
+  std::string url;   // "http://127.0.0.1:<external>", or "unix:<path>"
 };
 
 // A connection or lookup the policy refused.

@@ -30,7 +30,8 @@ typedef struct {
   /* Network (all off by default): outbound connections only to these
    * names ("example.org", "*.example.org", "name:port"), or with network 1
    * and no names the operator's default list; guest TCP ports offered on
-   * 127.0.0.1 as "GUEST[:HOST]" strings. Lists are NULL-terminated; may be NULL. */
+   * 127.0.0.1 as "GUEST[:HOST]" strings ("GUEST:unix": a Unix socket only
+   * the caller's uid can use). Lists are NULL-terminated; may be NULL. */
   int network;
   const char* const* allowed_domains;
   const char* const* expose;
