@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sandbox/client.h"
@@ -111,6 +112,20 @@ int null_argument(sandbox_error** error, const char* what) {
   return -1;
 }
 
+// Hands `bytes` to the C caller as a NUL-terminated malloc'd copy (freed
+// with free()); -1 and an error if memory runs out.
+int copy_out(std::string_view bytes, char** out, sandbox_error** error) {
+  auto* copy = static_cast<char*>(std::malloc(bytes.size() + 1));
+  if (!copy) {
+    set_error(error, sandbox::ErrorCode::internal, "out of memory for " + std::to_string(bytes.size()) + " bytes");
+    return -1;
+  }
+  std::memcpy(copy, bytes.data(), bytes.size());
+  copy[bytes.size()] = '\0';
+  *out = copy;
+  return 0;
+}
+
 }  // namespace
 
 extern "C" {
@@ -166,15 +181,7 @@ int sandbox_images_json(const sandbox_client* c, char** json, sandbox_error** er
       set_error(error, r.error().code, r.error().message);
       return -1;
     }
-    std::string text = sandbox::to_json(*r);
-    auto* out = static_cast<char*>(std::malloc(text.size() + 1));
-    if (!out) {
-      set_error(error, sandbox::ErrorCode::internal, "out of memory for " + std::to_string(text.size()) + " bytes");
-      return -1;
-    }
-    std::memcpy(out, text.c_str(), text.size() + 1);
-    *json = out;
-    return 0;
+    return copy_out(sandbox::to_json(*r), json, error);
   });
 }
 
@@ -188,14 +195,7 @@ int sandbox_metrics_text(const sandbox_client* c, char** text, sandbox_error** e
       set_error(error, r.error().code, r.error().message);
       return -1;
     }
-    auto* out = static_cast<char*>(std::malloc(r->size() + 1));
-    if (!out) {
-      set_error(error, sandbox::ErrorCode::internal, "out of memory for " + std::to_string(r->size()) + " bytes");
-      return -1;
-    }
-    std::memcpy(out, r->c_str(), r->size() + 1);
-    *text = out;
-    return 0;
+    return copy_out(*r, text, error);
   });
 }
 
@@ -281,14 +281,7 @@ int sandbox_session_read_file(const sandbox_session* s, const char* path, char**
       set_error(error, r.error().code, r.error().message);
       return -1;
     }
-    auto* out = static_cast<char*>(std::malloc(r->size() + 1));
-    if (!out) {
-      set_error(error, sandbox::ErrorCode::internal, "out of memory for " + std::to_string(r->size()) + " bytes");
-      return -1;
-    }
-    std::memcpy(out, r->data(), r->size());
-    out[r->size()] = '\0';
-    *data = out;
+    if (copy_out(*r, data, error) != 0) return -1;
     *len = r->size();
     return 0;
   });
