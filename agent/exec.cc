@@ -178,7 +178,7 @@ void Execution::arm_after_handover(const proto::Exec& exec) {
   clock_running_ = false;
   // A prestarted interpreter said "ready" long ago: its line is waiting.
   if (report_) on_report();
-  if (ready_)
+  if (can_run())
     start_clock();
   else
     arm(timer_.get(), startup_timeout_);
@@ -244,7 +244,13 @@ bool Execution::on_report() {
     if (!ready_ && line == "r") {
       ready_ = true;
       ready_at_ = Clock::now();
-      if (started_ || cell_active_) start_clock();
+      if (started_) start_clock();
+      continue;
+    }
+    if (session_ && !session_ready_ && line == "s") {
+      session_ready_ = true;
+      ready_at_ = Clock::now();
+      if (cell_active_) start_clock();
       continue;
     }
     // User code may write to fd 4 too; it then ends its own cell (or run)
@@ -445,7 +451,7 @@ proto::ExecDone Execution::result() const {
   else
     set_exit(exit_status_.value_or(0), &done);
   // Start-up the exec waited for; a prestarted interpreter was ready before.
-  done.startup_ms = ready_ ? ms_between(handed_at_, ready_at_) : ms_between(handed_at_, Clock::now());
+  done.startup_ms = can_run() ? ms_between(handed_at_, ready_at_) : ms_between(handed_at_, Clock::now());
   auto end = ended_ > clock_start_ ? ended_ : Clock::now();
   done.duration_ms = clock_running_ ? ms_between(clock_start_, end) : 0;
   return done;

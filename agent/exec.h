@@ -13,7 +13,8 @@
 // interpreter never eats the caller's budget.
 //
 // Or the execution becomes a session (start_session()): the interpreter
-// stays, fd 3 carries one line per cell and fd 4 returns each cell's status.
+// sets up its loop and says so ("s" on fd 4; cells are ready to run from
+// then), fd 3 carries one line per cell and fd 4 returns each cell's status.
 // Every cell's processes go to a cgroup of their own under the tree, so a
 // timeout kills that cell's processes and interrupts (SIGINT) the
 // interpreter, while background processes of earlier cells live on.
@@ -121,6 +122,9 @@ class Execution {
   void start_clock();
   // Waits for readiness (bounded by the start-up limit) or starts the clock.
   void arm_after_handover(const proto::Exec& exec);
+  // Ready to be given code: a session's cells wait for its loop, whose
+  // set-up an interrupt would otherwise kill.
+  bool can_run() const { return session_ ? session_ready_ : ready_; }
   void interrupt();
   void reaped(int status);
 
@@ -130,7 +134,8 @@ class Execution {
   std::string tree_;
   unique_fd out_, err_, timer_, go_, report_;
   bool started_ = false;
-  bool ready_ = false;
+  bool ready_ = false;          // "r": the interpreter is up
+  bool session_ready_ = false;  // "s": its session loop is set up
   bool clock_running_ = false;
   bool startup_failed_ = false;
   std::chrono::milliseconds timeout_{0}, startup_timeout_{0};

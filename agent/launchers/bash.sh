@@ -8,6 +8,7 @@ read -r -N 1 -u 3 __sandbox_mode
 if [[ $__sandbox_mode != s ]]; then exec 3<&- 4>&-; unset __sandbox_mode; source /run/sandbox/main.sh; exit; fi
 unset __sandbox_mode
 trap 'return 130 2>/dev/null' USR1
+printf 's\n' >&4
 while IFS= read -r -u 3 __sandbox_cell; do
   source /run/sandbox/cell.sh
   printf '%d\n' "$?" >&4

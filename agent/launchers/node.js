@@ -41,6 +41,7 @@ if (mode.toString() === 's') {
     }
   });
   input.on('end', () => process.exit(0));
+  fs.writeSync(4, 's\n');
 } else {
   fs.closeSync(3);
   // Reported once the 'exit' event has run every listener the code added

@@ -5,13 +5,20 @@
 # exit status as "x N" on fd 4 once everything an exit does is done (other
 # threads joined, atexit handlers run, output flushed): the agent answers
 # then, and the interpreter's teardown is nobody's wait. "s" starts a
-# session: each line then read from fd 3 runs /run/sandbox/cell.py in one
-# namespace, and its status goes back as a line on fd 4. An exception,
-# SystemExit or KeyboardInterrupt (the agent's timeout) ends the cell, not
-# the interpreter.
+# session: "s" on fd 4 once its loop is set up, then each line read from
+# fd 3 runs /run/sandbox/cell.py in one namespace, and its status goes back
+# as a line on fd 4. An exception, SystemExit or KeyboardInterrupt (the
+# agent's timeout) ends the cell, not the interpreter.
 import os, sys, types
 def _sandbox_session():
-    import linecache
+    import linecache, _signal
+    # The agent's interrupt (a cell's timeout) is a KeyboardInterrupt only
+    # inside a cell: one that lands between cells must not end the session.
+    in_cell = [False]
+    def on_interrupt(signum, frame):
+        if in_cell[0]:
+            raise KeyboardInterrupt
+    _signal.signal(_signal.SIGINT, on_interrupt)
     module = types.ModuleType('__main__')
     module.__builtins__ = __builtins__
     sys.modules['__main__'] = module
@@ -19,16 +26,14 @@ def _sandbox_session():
     sys.path[0] = ''
     pending = b''
     n = 0
+    os.write(4, b's\n')
     while True:
-        try:
-            while b'\n' not in pending:
-                chunk = os.read(3, 64)
-                if not chunk:
-                    os._exit(0)
-                pending += chunk
-            pending = pending.split(b'\n', 1)[1]
-        except KeyboardInterrupt:
-            continue
+        while b'\n' not in pending:
+            chunk = os.read(3, 64)
+            if not chunk:
+                os._exit(0)
+            pending += chunk
+        pending = pending.split(b'\n', 1)[1]
         n += 1
         status = 0
         try:
@@ -37,7 +42,11 @@ def _sandbox_session():
                     source = f.read()
                 name = '<exec %d>' % n
                 linecache.cache[name] = (len(source), None, source.decode('utf-8', 'replace').splitlines(True), name)
-                exec(compile(source, name, 'exec', dont_inherit=True), module.__dict__)
+                in_cell[0] = True
+                try:
+                    exec(compile(source, name, 'exec', dont_inherit=True), module.__dict__)
+                finally:
+                    in_cell[0] = False
             except SystemExit as e:
                 status = _sandbox_exit_status(e)
             except BaseException as e:

@@ -150,6 +150,14 @@ TEST_CASE("sessions: a timeout interrupts the exec and keeps the state; a dead i
   CHECK(r.exit_code == 3);
   CHECK(r.stdout_data == "bye\n");
   CHECK(r.state_lost);
+  // The new interpreter's first cell times out: its clock started once the
+  // session loop was set up, so its first line is out and the interrupt
+  // ends the cell, not the interpreter, however slow the host.
+  r = exec_ok(s, "print('first', flush=True)\nimport time\ntime.sleep(60)", 1000);
+  CHECK(r.timed_out);
+  CHECK(r.stdout_data == "first\n");
+  CHECK(r.exit_code == 130);
+  CHECK_FALSE(r.state_lost);
   r = exec_ok(s, "print('z' in globals())");
   CHECK(r.stdout_data == "False\n");
 
