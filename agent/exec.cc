@@ -38,10 +38,28 @@ Interpreter interpreter_for(Language language) {
   return {"/run/sandbox/main.sh", "/run/sandbox/cell.sh", {"/bin/false"}};
 }
 
+constexpr const char* kCodeEnvFile = "/run/sandbox/env";
+
 Result<void> write_file(const char* path, std::string_view data) {
   unique_fd fd(::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
   if (!fd) return Error::sys("open", path);
   return write_all(fd.get(), data, path);
+}
+
+// The variables a waiting interpreter sets itself before the code runs
+// (proto::Exec::code_env): NUL-separated KEY=VALUE. False when there are none.
+Result<bool> write_code_env(const EnvList& vars) {
+  if (vars.empty()) return false;
+  std::string data;
+  for (const auto& [k, v] : vars) {
+    if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos ||
+        v.find('\0') != std::string::npos)
+      return Error::make(ErrorCode::invalid_argument, "invalid environment variable");
+    data += k + "=" + v;
+    data += '\0';
+  }
+  if (auto r = write_file(kCodeEnvFile, data); !r) return r.error();
+  return true;
 }
 
 Result<void> write_line(const std::string& path, std::string_view value) {
@@ -196,6 +214,8 @@ Result<void> Execution::run_cell(const proto::Exec& exec) {
   if (!alive()) return Error::make(ErrorCode::guest_error, "the session's interpreter has exited");
   auto interp = interpreter_for(language_);
   if (auto r = write_file(interp.cell, exec.code); !r) return r;
+  auto with_env = write_code_env(exec.code_env);
+  if (!with_env) return with_env.error();
   if (!tree_.empty()) {
     if (exec.pids_max > 0)
       if (auto r = write_line(tree_ + "/pids.max", std::to_string(exec.pids_max)); !r) return r;
@@ -218,7 +238,10 @@ Result<void> Execution::run_cell(const proto::Exec& exec) {
   cell_status_.reset();
   cell_active_ = true;
   // A dead interpreter makes this fail; its exit then ends the cell.
-  (void)!::write(go_.get(), "run\n", 4);
+  if (*with_env)
+    (void)!::write(go_.get(), "env\n", 4);
+  else
+    (void)!::write(go_.get(), "run\n", 4);
   arm_after_handover(exec);
   return ok();
 }
@@ -298,6 +321,8 @@ Result<void> Execution::go(const proto::Exec& exec) {
   if (started_) return Error::make(ErrorCode::internal, "execution already started");
   auto interp = interpreter_for(language_);
   if (auto r = write_file(interp.file, exec.code); !r) return r;
+  auto with_env = write_code_env(exec.code_env);
+  if (!with_env) return with_env.error();
   if (!tree_.empty() && exec.pids_max > 0)
     if (auto r = write_line(tree_ + "/pids.max", std::to_string(exec.pids_max)); !r) return r;
   id_ = exec.id;
@@ -306,7 +331,7 @@ Result<void> Execution::go(const proto::Exec& exec) {
   limit_[1] = exec.stderr_limit;
   started_ = true;
   // A dead interpreter makes this fail; its exit is then the result.
-  (void)!::write(go_.get(), "g", 1);
+  (void)!::write(go_.get(), *with_env ? "e" : "g", 1);
   go_.reset();
   arm_after_handover(exec);
   return ok();

@@ -47,6 +47,9 @@ inline constexpr size_t kMaxPolicyPorts = 67;
 // prefer one: its CONNECT and absolute-form requests are judged by the
 // daemon exactly like direct connections.
 inline constexpr uint16_t kProxyPort = 3128;
+// The SOCKS5 proxy inside the guest (socks5h://127.0.0.1:1080): a CONNECT
+// to a name or address, judged the same way.
+inline constexpr uint16_t kSocksPort = 1080;
 
 enum class FrameType : uint8_t {
   policy = 1,

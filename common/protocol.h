@@ -255,6 +255,10 @@ struct Exec {
   Language language = Language::python;
   std::string code;
   EnvList env;
+  // Set by the interpreter itself just before the code (or the cell) runs,
+  // so a waiting interpreter serves it: only for what is read at use time,
+  // such as proxy settings, never for what an interpreter reads at start.
+  EnvList code_env;
   uint32_t timeout_ms = 0;
   uint32_t startup_timeout_ms = 0;
   uint32_t grace_ms = 0;      // SIGTERM at the timeout, SIGKILL this much later
@@ -700,6 +704,7 @@ struct Schema<proto::Exec> {
       field("language", &proto::Exec::language),
       field("code", &proto::Exec::code, kMaxCodeBytes),
       field("env", &proto::Exec::env, kMaxEnvVars),
+      field("code_env", &proto::Exec::code_env, kMaxEnvVars),
       field("timeout_ms", &proto::Exec::timeout_ms),
       field("startup_timeout_ms", &proto::Exec::startup_timeout_ms),
       field("grace_ms", &proto::Exec::grace_ms),

@@ -5,6 +5,7 @@
 #include <sandbox/limits.h>
 
 #include "common/files.h"
+#include "common/net_frame.h"
 #include "daemon/log.h"
 
 namespace sandbox::daemon {
@@ -23,6 +24,17 @@ uint64_t wall_ms() {
 }
 
 // The audit kind and wire name of a job's request.
+// The guest's proxies, for clients that prefer one (curl reads only the
+// lower-case http_proxy). Set only while egress is on: with it off nothing
+// listens there, and a client should fail as it would with no network.
+EnvList proxy_env() {
+  std::string http = "http://127.0.0.1:" + std::to_string(net::kProxyPort);
+  std::string socks = "socks5h://127.0.0.1:" + std::to_string(net::kSocksPort);
+  std::string local = "localhost,127.0.0.1,::1";
+  return {{"http_proxy", http},   {"HTTP_PROXY", http}, {"https_proxy", http}, {"HTTPS_PROXY", http},
+          {"all_proxy", socks},   {"ALL_PROXY", socks}, {"no_proxy", local},   {"NO_PROXY", local}};
+}
+
 std::pair<AuditKind, std::string_view> job_kind(const proto::Message& m) {
   if (std::holds_alternative<proto::SessionExec>(m)) return {AuditKind::session_exec, "session_exec"};
   if (std::holds_alternative<proto::FileWrite>(m)) return {AuditKind::file_write, "file_write"};
@@ -282,6 +294,7 @@ void Lease::start_exec(const std::string& code, ms timeout) {
   exec.language = spec_.language;
   exec.code = code;
   exec.env = spec_.env;
+  if (!spec_.net.rules.empty()) exec.code_env = proxy_env();
   exec.timeout_ms = static_cast<uint32_t>(timeout.count());
   exec.startup_timeout_ms = static_cast<uint32_t>(c.startup_timeout.count());
   exec.grace_ms = static_cast<uint32_t>(c.kill_grace.count());

@@ -13,6 +13,7 @@
 #include "daemon/dns_message.h"
 #include "daemon/http_head.h"
 #include "daemon/log.h"
+#include "daemon/socks.h"
 #include "daemon/tls_hello.h"
 
 namespace sandbox::daemon {
@@ -55,7 +56,8 @@ struct NetRelay::Conn {
   uint32_t guest_credit = net::kNetWindow;  // bytes the guest will still take
   uint64_t unacked = 0;           // guest bytes not yet credited back
   bool reading = false, peer_eof = false, guest_closed = false;
-  bool proxy = false;  // a request to the guest's proxy port, not yet turned into a connection
+  // A request to one of the guest's proxies, not yet turned into a connection.
+  enum class Via { direct, http_proxy, socks_greeting, socks_request } via = Via::direct;
   uint64_t bytes_in = 0, bytes_out = 0;
   // The peer's stream: the outside server or the host client, TCP or Unix.
   uv_stream_t* stream() const {
@@ -221,6 +223,7 @@ Result<void> NetRelay::configure(NetPolicy policy, std::string who, std::functio
   if (p.egress) {
     p.ports = rule_ports(policy_.rules);
     p.ports.push_back(net::kProxyPort);
+    p.ports.push_back(net::kSocksPort);
   }
   if (auto prev = std::exchange(policy_done_, std::move(done))) prev(ok());
   send(FrameType::policy, 0, net::encode_policy(p));
@@ -482,8 +485,13 @@ void NetRelay::on_guest_open(uint32_t id, std::string_view payload) {
     record_denial(addr, t->port, "connection limit");
     return send(FrameType::reset, id, reason_byte(ResetReason::limit));
   }
-  // The guest's proxy: the request names the destination; judged below.
-  bool proxy = t->port == net::kProxyPort && t->address == std::string("\x7f\0\0\x01", 4);
+  // The guest's proxies: the request names the destination; judged below.
+  bool on_loopback = t->address == std::string("\x7f\0\0\x01", 4);
+  auto via = !on_loopback                     ? Conn::Via::direct
+             : t->port == net::kProxyPort     ? Conn::Via::http_proxy
+             : t->port == net::kSocksPort     ? Conn::Via::socks_greeting
+                                              : Conn::Via::direct;
+  bool proxy = via != Conn::Via::direct;
   auto pin = pins_.find(t->address);
   if (pin == pins_.end() && !proxy) {
     log_decision(nullptr, "", "", addr, t->port, "deny", "", "address not from an allowed name's DNS answer");
@@ -495,7 +503,7 @@ void NetRelay::on_guest_open(uint32_t id, std::string_view payload) {
   c->id = id;
   c->address = t->address;
   c->port = t->port;
-  c->proxy = proxy;
+  c->via = via;
   conns_[id] = c;
   ++stats_.connections;
   // Bounded wait for the first bytes (and later the dial).
@@ -513,18 +521,70 @@ void NetRelay::on_guest_open(uint32_t id, std::string_view payload) {
     r->deny(conn->id, address_text(conn->address), conn->port,
             conn->state == Conn::State::judging ? "no request within the connect timeout" : "connect timeout");
   }, static_cast<uint64_t>(config_->connect_timeout.count()), static_cast<uint64_t>(config_->idle_timeout.count()));
+  if (!proxy) admit_or_judge(*c);
+}
+
+void NetRelay::admit_or_judge(Conn& c) {
   // Web ports carry the name in their first bytes: wait for them. Other
   // ports an entry names explicitly are admitted on the address alone.
-  if (c->port != 80 && c->port != 443 && !proxy) {
-    const std::string* admitted = nullptr;
-    for (const auto& n : pin->second)
-      if (rules_admit(policy_.rules, n, c->port)) admitted = &n;
-    if (!admitted) {
-      log_decision(nullptr, "", "", addr, c->port, "deny", "", "port not allowed for this address's names");
-      return deny(id, addr, c->port, "port not allowed");
-    }
-    return dial(*c, *admitted);
+  if (c.port == 80 || c.port == 443) {
+    if (!c.early.empty() || c.guest_closed) judge(c);
+    return;
   }
+  std::string addr = address_text(c.address);
+  auto pin = pins_.find(c.address);
+  const std::string* admitted = nullptr;
+  if (pin != pins_.end())
+    for (const auto& n : pin->second)
+      if (rules_admit(policy_.rules, n, c.port)) admitted = &n;
+  if (!admitted) {
+    log_decision(nullptr, "", "", addr, c.port, "deny", "", "port not allowed for this address's names");
+    return deny(c.id, addr, c.port, "port not allowed");
+  }
+  dial(c, *admitted);
+}
+
+void NetRelay::consume_early(Conn& c, size_t n) {
+  n = std::min(n, c.early.size());
+  c.early.erase(0, n);
+  c.unacked -= std::min<uint64_t>(c.unacked, n);
+  send(FrameType::window, c.id, net::encode_u32(static_cast<uint32_t>(n)));
+}
+
+void NetRelay::answer_guest(Conn& c, std::string_view bytes) {
+  c.guest_credit -= static_cast<uint32_t>(std::min<size_t>(bytes.size(), c.guest_credit));
+  send(FrameType::data, c.id, bytes);
+}
+
+void NetRelay::connect_named(Conn& c, const std::string& name, uint16_t port, std::function<void(Conn&)> admitted) {
+  c.via = Conn::Via::direct;
+  c.state = Conn::State::dialing;  // no more judging until the name resolves
+  std::weak_ptr<Conn> w = conns_[c.id];
+  resolve(name, dns::kTypeA, [w, name, port, admitted = std::move(admitted)](std::vector<std::string> addresses) {
+    auto conn = lock(w);
+    if (!conn || !conn->relay) return;
+    NetRelay* r = conn->relay;
+    const std::string* chosen = nullptr;
+    for (const auto& a : addresses) {
+      if (address_refused(a, r->config_->allowed_ranges)) continue;
+      if (!r->pins_.count(a) && r->pins_.size() >= kMaxPinnedAddresses) continue;
+      if (auto& names = r->pins_[a]; names.size() < kMaxNamesPerAddress) names.insert(name);
+      if (!chosen) chosen = &a;
+    }
+    if (!chosen) {
+      r->log_decision(nullptr, name, "", "", port, "deny", "", "proxy request for a name with no usable address");
+      return r->deny(conn->id, name, port, "name has no usable address");
+    }
+    conn->address = *chosen;
+    conn->port = port;
+    conn->state = Conn::State::judging;
+    admitted(*conn);
+    if (port == 80 || port == 443) {
+      if (!conn->early.empty() || conn->guest_closed) r->judge(*conn);
+      return;
+    }
+    r->dial(*conn, name);
+  });
 }
 
 // A request to the guest's proxy: CONNECT NAME:PORT, or an absolute-form
@@ -545,49 +605,71 @@ void NetRelay::judge_proxy(Conn& c) {
     log_decision(nullptr, h.host, "", "", port, "deny", "", "proxy request for a name not allowed");
     return deny(c.id, h.host, port, "name not allowed");
   }
-  c.proxy = false;
-  c.state = Conn::State::dialing;  // no more judging until the name resolves
-  std::weak_ptr<Conn> w = conns_[c.id];
-  std::string n = *name;
-  resolve(n, dns::kTypeA, [w, n, port, connect](std::vector<std::string> addresses) {
-    auto conn = lock(w);
-    if (!conn || !conn->relay) return;
-    NetRelay* r = conn->relay;
-    const std::string* chosen = nullptr;
-    for (const auto& a : addresses) {
-      if (address_refused(a, r->config_->allowed_ranges)) continue;
-      if (!r->pins_.count(a) && r->pins_.size() >= kMaxPinnedAddresses) continue;
-      if (auto& names = r->pins_[a]; names.size() < kMaxNamesPerAddress) names.insert(n);
-      if (!chosen) chosen = &a;
-    }
-    if (!chosen) {
-      r->log_decision(nullptr, n, "", "", port, "deny", "", "proxy request for a name with no usable address");
-      return r->deny(conn->id, n, port, "name has no usable address");
-    }
-    conn->address = *chosen;
-    conn->port = port;
-    conn->state = Conn::State::judging;
-    if (connect) {
-      // The tunnel's own request is the proxy's business: consumed here,
-      // credited back, and answered before the client's first bytes.
-      size_t head = conn->early.find("\r\n\r\n") + 4;
-      conn->early.erase(0, head);
-      conn->unacked -= std::min<uint64_t>(conn->unacked, head);
-      r->send(FrameType::window, conn->id, net::encode_u32(static_cast<uint32_t>(head)));
-      std::string ok = "HTTP/1.1 200 Connection established\r\n\r\n";
-      conn->guest_credit -= static_cast<uint32_t>(std::min<size_t>(ok.size(), conn->guest_credit));
-      r->send(FrameType::data, conn->id, ok);
-    }
-    if (port == 80 || port == 443) {
-      if (!conn->early.empty() || conn->guest_closed) r->judge(*conn);
-      return;
-    }
-    r->dial(*conn, n);
+  connect_named(c, *name, port, [connect](Conn& conn) {
+    if (!connect) return;
+    // The tunnel's own request is the proxy's business: consumed here, and
+    // answered before the client's first bytes.
+    NetRelay* r = conn.relay;
+    r->consume_early(conn, conn.early.find("\r\n\r\n") + 4);
+    r->answer_guest(conn, "HTTP/1.1 200 Connection established\r\n\r\n");
   });
 }
 
+// A SOCKS5 client: its greeting (only "no authentication" is served), then
+// a CONNECT to a name, judged like the HTTP proxy's, or to an address,
+// judged like a direct connection to it.
+void NetRelay::judge_socks(Conn& c) {
+  if (c.via == Conn::Via::socks_greeting) {
+    auto g = socks::parse_greeting(c.early);
+    if (g.verdict == socks::Verdict::need_more && !c.guest_closed) return;
+    if (g.verdict != socks::Verdict::ok) {
+      log_decision(nullptr, "", "", "127.0.0.1", c.port, "deny", "", "not a SOCKS5 request");
+      return deny(c.id, "socks", c.port, "not a SOCKS5 request");
+    }
+    consume_early(c, g.length);
+    if (!g.no_auth) {
+      answer_guest(c, std::string{socks::kVersion, static_cast<char>(socks::kNoAcceptableMethod)});
+      log_decision(nullptr, "", "", "127.0.0.1", c.port, "deny", "", "SOCKS5 without the no-authentication method");
+      return deny(c.id, "socks", c.port, "SOCKS5 authentication not offered");
+    }
+    answer_guest(c, std::string{socks::kVersion, socks::kNoAuthentication});
+    c.via = Conn::Via::socks_request;
+  }
+  auto q = socks::parse_request(c.early);
+  if (q.verdict == socks::Verdict::need_more && !c.guest_closed) return;
+  if (q.verdict != socks::Verdict::ok || q.command != socks::kConnect) {
+    answer_guest(c, socks::reply(q.verdict == socks::Verdict::ok ? socks::kCommandNotSupported : socks::kGeneralFailure));
+    log_decision(nullptr, "", "", "127.0.0.1", c.port, "deny", "", "not a SOCKS5 CONNECT");
+    return deny(c.id, "socks", c.port, "not a SOCKS5 CONNECT");
+  }
+  consume_early(c, q.length);
+  if (!q.name.empty()) {
+    auto name = normalize_host_name(q.name);
+    if (!name || !rules_admit(policy_.rules, *name, q.port)) {
+      answer_guest(c, socks::reply(socks::kNotAllowed));
+      log_decision(nullptr, q.name.substr(0, 253), "", "", q.port, "deny", "", "SOCKS request for a name not allowed");
+      return deny(c.id, q.name, q.port, "name not allowed");
+    }
+    return connect_named(c, *name, q.port, [](Conn& conn) { conn.relay->answer_guest(conn, socks::reply(socks::kSucceeded)); });
+  }
+  // An address the client resolved itself (socks5://): as if it had
+  // connected there directly.
+  c.via = Conn::Via::direct;
+  c.address = q.address;
+  c.port = q.port;
+  if (!pins_.count(c.address)) {
+    std::string addr = address_text(c.address);
+    answer_guest(c, socks::reply(socks::kNotAllowed));
+    log_decision(nullptr, "", "", addr, c.port, "deny", "", "address not from an allowed name's DNS answer");
+    return deny(c.id, addr, c.port, "address not resolved for an allowed name");
+  }
+  answer_guest(c, socks::reply(socks::kSucceeded));
+  admit_or_judge(c);
+}
+
 void NetRelay::judge(Conn& c) {
-  if (c.proxy) return judge_proxy(c);
+  if (c.via == Conn::Via::http_proxy) return judge_proxy(c);
+  if (c.via == Conn::Via::socks_greeting || c.via == Conn::Via::socks_request) return judge_socks(c);
   std::string addr = address_text(c.address);
   std::string name;
   if (c.port == 443) {

@@ -77,6 +77,17 @@ class NetRelay {
   void on_expose_accept(uv_stream_t* server, uint32_t guest_port);
   void judge(Conn& c);
   void judge_proxy(Conn& c);
+  void judge_socks(Conn& c);
+  // A proxy's target by name: resolved here and pinned, then `admitted`
+  // (the proxy's own answer to its client) and the stream goes on as a
+  // direct connection to that address.
+  void connect_named(Conn& c, const std::string& name, uint16_t port, std::function<void(Conn&)> admitted);
+  // After a stream's address and port are set: web ports wait for the name
+  // in their first bytes, others are admitted for a pinned name.
+  void admit_or_judge(Conn& c);
+  // Takes a proxy request's own bytes out of the stream, crediting them back.
+  void consume_early(Conn& c, size_t n);
+  void answer_guest(Conn& c, std::string_view bytes);
   void dial(Conn& c, const std::string& name);
   void deny(uint32_t id, const std::string& host, uint16_t port, const std::string& reason);
   void record_denial(const std::string& host, uint16_t port, const std::string& reason);

@@ -4,12 +4,20 @@
 # timeout) returns from the cell; not SIGINT, whose special handling while
 # bash waits for a foreground child leaves later traps undelivered.
 printf 'r\n' >&4
+# Variables handed over with the code (proxy settings), set before it runs.
+__sandbox_env() { local kv; while IFS= read -r -d '' kv; do export "$kv"; done </run/sandbox/env; }
 read -r -N 1 -u 3 __sandbox_mode
-if [[ $__sandbox_mode != s ]]; then exec 3<&- 4>&-; unset __sandbox_mode; source /run/sandbox/main.sh; exit; fi
+if [[ $__sandbox_mode != s ]]; then
+  exec 3<&- 4>&-
+  [[ $__sandbox_mode == e ]] && __sandbox_env
+  unset __sandbox_mode; unset -f __sandbox_env
+  source /run/sandbox/main.sh; exit
+fi
 unset __sandbox_mode
 trap 'return 130 2>/dev/null' USR1
 printf 's\n' >&4
 while IFS= read -r -u 3 __sandbox_cell; do
+  [[ $__sandbox_cell == env ]] && __sandbox_env
   source /run/sandbox/cell.sh
   printf '%d\n' "$?" >&4
 done

@@ -12,6 +12,13 @@ const fs = require('fs');
 fs.writeSync(4, 'r\n');
 const mode = Buffer.alloc(1);
 try { fs.readSync(3, mode, 0, 1, null); } catch (e) {}
+// Variables handed over with the code (proxy settings), set before it runs.
+const applyEnv = () => {
+  for (const entry of fs.readFileSync('/run/sandbox/env', 'latin1').split('\0')) {
+    const eq = entry.indexOf('=');
+    if (eq > 0) process.env[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+};
 if (mode.toString() === 's') {
   const vm = require('vm');
   const util = require('util');
@@ -27,10 +34,12 @@ if (mode.toString() === 's') {
     pending += d.toString();
     let i;
     while ((i = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, i);
       pending = pending.slice(i + 1);
       n += 1;
       let status = 0;
       try {
+        if (line === 'env') applyEnv();
         const source = fs.readFileSync('/run/sandbox/cell.js', 'utf8');
         vm.runInThisContext(source, { filename: `<exec ${n}>`, breakOnSigint: true });
       } catch (e) {
@@ -44,6 +53,7 @@ if (mode.toString() === 's') {
   fs.writeSync(4, 's\n');
 } else {
   fs.closeSync(3);
+  if (mode.toString() === 'e') applyEnv();
   // Reported once the 'exit' event has run every listener the code added
   // (emit works on a copy of the list, so only a wrapper around it sees the
   // end). A listener that throws skips the report: Node then ends the way

@@ -1,6 +1,7 @@
 # The Python side of an execution (sandbox-agent runs it with python3 -u -c).
 # fd 4 first gets "r": the interpreter is up; the agent starts the code's
-# clock then. fd 3 then gives one byte: "g" runs /run/sandbox/main.py once,
+# clock then. fd 3 then gives one byte: "g" (or "e": set the variables in
+# /run/sandbox/env first; a cell's line is "env" then) runs /run/sandbox/main.py once,
 # as a script would run (its own __main__, its own argv), and reports its
 # exit status as "x N" on fd 4 once everything an exit does is done (other
 # threads joined, atexit handlers run, output flushed): the agent answers
@@ -33,11 +34,13 @@ def _sandbox_session():
             if not chunk:
                 os._exit(0)
             pending += chunk
-        pending = pending.split(b'\n', 1)[1]
+        line, pending = pending.split(b'\n', 1)
         n += 1
         status = 0
         try:
             try:
+                if line == b'env':
+                    _sandbox_env()
                 with open('/run/sandbox/cell.py', 'rb') as f:
                     source = f.read()
                 name = '<exec %d>' % n
@@ -61,6 +64,14 @@ def _sandbox_session():
         except BaseException:
             pass
         os.write(4, b'%d\n' % status)
+def _sandbox_env():
+    # Variables the agent hands over with the code (proxy settings): set
+    # here, so the interpreter that waited for the code serves it.
+    with open('/run/sandbox/env', 'rb') as f:
+        for entry in f.read().split(b'\0'):
+            key, eq, value = entry.partition(b'=')
+            if key and eq:
+                os.environb[key] = value
 def _sandbox_exit_status(e):
     if e.code is None:
         return 0
@@ -114,9 +125,12 @@ def _sandbox_preload():
 def _sandbox_main():
     _sandbox_preload()
     os.write(4, b'r\n')
-    if os.read(3, 1) == b's':
+    mode = os.read(3, 1)
+    if mode == b's':
         return _sandbox_session()
     os.close(3)
+    if mode == b'e':
+        _sandbox_env()
     os.set_inheritable(4, False)  # the code's own children must not hold it
     path = '/run/sandbox/main.py'
     with open(path, 'rb') as f:

@@ -363,26 +363,34 @@ TEST_CASE("network: a live session's allowlist is widened, then closed, with ope
   (void)s.close();
 }
 
-TEST_CASE("network: the guest's proxy tunnels to allowed names only, checked like a direct connection") {
+TEST_CASE("network: the guest's HTTP and SOCKS5 proxies tunnel to allowed names only, checked like a direct connection") {
   if (!ready()) return;
+  // The proxy variables are set for user code while egress is on.
+  auto r = exec(egress(), "import os\nprint([os.environ.get(k) for k in ('https_proxy', 'HTTP_PROXY', 'ALL_PROXY', 'no_proxy')])\n");
+  CHECK(r.stdout_data ==
+        "['http://127.0.0.1:3128', 'http://127.0.0.1:3128', 'socks5h://127.0.0.1:1080', 'localhost,127.0.0.1,::1']\n");
   if (!internet().web_ports) {
     MESSAGE("SKIPPED: ports 443 and 80 on 127.0.0.x could not be served here");
     return;
   }
-  auto r = exec(egress(),
-                "import subprocess\n"
-                "def curl(*args):\n"
-                "    p = subprocess.run(['curl', '-sS', '-m', '20', '--cacert', 'ca.pem', '-x', 'http://127.0.0.1:3128', *args], capture_output=True, text=True)\n"
-                "    return p.stdout.strip() or 'failed %d' % p.returncode\n"
-                "print('https', curl('https://web.test/'))\n"
-                "print('http', curl('http://web.test/'))\n"
-                "print('other', curl('https://other.test/'))\n"
-                "print('parent', curl('https://allowed.test/'))\n",
-                120'000);
-  CHECK(r.stdout_data.find("https hello from web.test via 127.0.0.2") != std::string::npos);
-  CHECK(r.stdout_data.find("http hello from web.test via 127.0.0.2") != std::string::npos);
-  CHECK(r.stdout_data.find("other failed") != std::string::npos);
-  CHECK(r.stdout_data.find("parent failed") != std::string::npos);
+  r = exec(egress(),
+           "import subprocess\n"
+           "def curl(proxy, *args):\n"
+           "    p = subprocess.run(['curl', '-sS', '-m', '20', '--cacert', 'ca.pem', *(['-x', proxy] if proxy else []), *args], capture_output=True, text=True)\n"
+           "    return p.stdout.strip() or 'failed %d' % p.returncode\n"
+           "for proxy in ('http://127.0.0.1:3128', 'socks5h://127.0.0.1:1080', 'socks5://127.0.0.1:1080', None):\n"
+           "    print(proxy, 'https', curl(proxy, 'https://web.test/'))\n"
+           "    print(proxy, 'http', curl(proxy, 'http://web.test/'))\n"
+           "    print(proxy, 'other', curl(proxy, 'https://other.test/'))\n"
+           "    print(proxy, 'parent', curl(proxy, 'https://allowed.test/'))\n",
+           240'000);
+  // None: curl's own choice from the variables (the HTTP proxy).
+  for (std::string proxy : {"http://127.0.0.1:3128", "socks5h://127.0.0.1:1080", "socks5://127.0.0.1:1080", "None"}) {
+    CHECK_MESSAGE(r.stdout_data.find(proxy + " https hello from web.test via 127.0.0.2") != std::string::npos, proxy);
+    CHECK_MESSAGE(r.stdout_data.find(proxy + " http hello from web.test via 127.0.0.2") != std::string::npos, proxy);
+    CHECK_MESSAGE(r.stdout_data.find(proxy + " other failed") != std::string::npos, proxy);
+    CHECK_MESSAGE(r.stdout_data.find(proxy + " parent failed") != std::string::npos, proxy);
+  }
   CHECK(!internet().queried("other.test"));
   CHECK(!internet().queried("allowed.test"));
 }
@@ -414,7 +422,8 @@ TEST_CASE("network: a warm VM that served a run with network is gone; the next p
     if (st.ok() && !st->pool.empty() && st->pool[0].ready > 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
-  req = make_request(Language::python, "import socket\n"
+  req = make_request(Language::python, "import os, socket\n"
+                                       "print(os.environ.get('https_proxy'))\n"
                                        "try:\n"
                                        "    socket.getaddrinfo('echo.test', 1); print('resolved')\n"
                                        "except socket.gaierror:\n"
@@ -427,7 +436,7 @@ TEST_CASE("network: a warm VM that served a run with network is gone; the next p
   r = client.run(req);
   REQUIRE_MESSAGE(r.ok(), r.error().describe());
   CHECK(r->warm_pool_hit);
-  CHECK(r->stdout_data == "no dns\nno route\n");
+  CHECK(r->stdout_data == "None\nno dns\nno route\n");
 }
 
 TEST_CASE("network: bad allowlists and --network without a default list are invalid_argument") {

@@ -22,6 +22,7 @@
 #include "common/net_frame.h"
 #include "daemon/dns_message.h"
 #include "daemon/net_relay.h"
+#include "daemon/socks.h"
 
 using namespace sandbox;
 using namespace sandbox::daemon;
@@ -281,7 +282,6 @@ TEST_CASE("net relay: connections go only to pinned addresses, on allowed ports,
   CHECK(stats.bytes_out >= 4);
   CHECK(stats.bytes_in == 4);
   CHECK(has_denial(stats, "address not resolved for an allowed name"));
-  CHECK(has_denial(stats, "port not allowed"));
   CHECK(has_denial(stats, "TLS without SNI"));
   CHECK(has_denial(stats, "name not allowed"));  // SNI example.org
   CHECK(has_denial(stats, "not a TLS ClientHello"));
@@ -383,6 +383,107 @@ TEST_CASE("net relay: the guest's proxy port takes CONNECT to an allowed name on
     CHECK(f->stream == id);
   }
   CHECK(dns_server.queries() == 1);  // echo.test only
+}
+
+TEST_CASE("socks: greetings and CONNECT requests are parsed strictly, whole or not at all") {
+  auto g = socks::parse_greeting(std::string("\x05\x02\x02\x00rest", 8));
+  CHECK(g.verdict == socks::Verdict::ok);
+  CHECK(g.length == 4);
+  CHECK(g.no_auth);
+  CHECK(socks::parse_greeting(std::string("\x05\x01\x02", 3)).no_auth == false);
+  CHECK(socks::parse_greeting(std::string("\x05\x02\x00", 3)).verdict == socks::Verdict::need_more);
+  CHECK(socks::parse_greeting(std::string("\x05\x00", 2)).verdict == socks::Verdict::bad);
+  CHECK(socks::parse_greeting("\x04\x01").verdict == socks::Verdict::bad);  // SOCKS4
+  CHECK(socks::parse_greeting("GET / HTTP/1.1").verdict == socks::Verdict::bad);
+
+  auto r = socks::parse_request(std::string("\x05\x01\x00\x03\x08web.test\x01\xbbTLS", 18));
+  CHECK(r.verdict == socks::Verdict::ok);
+  CHECK(r.command == socks::kConnect);
+  CHECK(r.name == "web.test");
+  CHECK(r.address.empty());
+  CHECK(r.port == 443);
+  CHECK(r.length == 15);
+  r = socks::parse_request(std::string("\x05\x01\x00\x01\x7f\x00\x00\x02\x00\x50", 10));
+  CHECK(r.verdict == socks::Verdict::ok);
+  CHECK(r.address == std::string("\x7f\x00\x00\x02", 4));
+  CHECK(r.port == 80);
+  CHECK(socks::parse_request(std::string("\x05\x01\x00\x03\x08web.te", 11)).verdict == socks::Verdict::need_more);
+  CHECK(socks::parse_request(std::string("\x05\x01\x00\x03\x00\x00\x50", 7)).verdict == socks::Verdict::bad);
+  CHECK(socks::parse_request(std::string("\x05\x01\x01\x01\x7f\x00\x00\x02\x00\x50", 10)).verdict ==
+        socks::Verdict::bad);  // reserved byte set
+  CHECK(socks::parse_request(std::string("\x05\x01\x00\x09\x00", 5)).verdict == socks::Verdict::bad);
+  CHECK(socks::reply(socks::kNotAllowed) == std::string("\x05\x02\x00\x01\x00\x00\x00\x00\x00\x00", 10));
+}
+
+TEST_CASE("net relay: the guest's SOCKS5 port connects allowed names and pinned addresses only") {
+  EchoServer echo;
+  DnsServer dns_server({{"echo.test", "127.0.0.1"}, {"other.test", "127.0.0.1"}});
+  Guest g(dns_server.port());
+  uint16_t port = echo.port();
+  g.apply({*parse_domain_rules({"echo.test:" + std::to_string(port)}), {}});
+  std::string p{static_cast<char>(port >> 8), static_cast<char>(port & 0xff)};
+  const std::string hello("\x05\x01\x00", 3), chosen("\x05\x00", 2);
+  // What the relay sends on stream `id` (other streams' frames are skipped).
+  auto expect_data = [&](uint32_t id, const std::string& want) {
+    std::string got;
+    while (got.size() < want.size()) {
+      auto f = g.next_not_window();
+      REQUIRE(f);
+      if (f->stream != id) continue;
+      REQUIRE(f->type == FrameType::data);
+      got += f->payload;
+    }
+    CHECK(got == want);
+  };
+  // By name: the greeting answered, then the request, then the stream.
+  g.open(1, "127.0.0.1", net::kSocksPort);
+  g.send(FrameType::data, 1, hello);
+  expect_data(1, chosen);
+  g.send(FrameType::data, 1, std::string("\x05\x01\x00\x03\x09" "echo.test", 14) + p);
+  expect_data(1, socks::reply(socks::kSucceeded));
+  g.send(FrameType::data, 1, "through socks");
+  expect_data(1, "through socks");
+  CHECK(dns_server.queries() == 1);
+  g.send(FrameType::close, 1);  // the echo server serves one connection at a time
+
+  // By the address just pinned for echo.test (greeting and request at once).
+  g.open(3, "127.0.0.1", net::kSocksPort);
+  g.send(FrameType::data, 3, hello + std::string("\x05\x01\x00\x01\x7f\x00\x00\x01", 8) + p);
+  expect_data(3, chosen + socks::reply(socks::kSucceeded));
+  g.send(FrameType::data, 3, "by address");
+  expect_data(3, "by address");
+
+  // Refused: a name not allowed (never looked up), a port the entry does not
+  // name, an address never resolved, BIND, a client that offers only a
+  // password, and bytes that are not SOCKS5.
+  struct Refused {
+    uint32_t id;
+    std::string bytes, answer;
+  };
+  for (const auto& [id, bytes, answer] : std::vector<Refused>{
+           {5, hello + std::string("\x05\x01\x00\x03\x0aother.test", 15) + p, chosen + socks::reply(socks::kNotAllowed)},
+           {7, hello + std::string("\x05\x01\x00\x03\x09" "echo.test\x00\x16", 16), chosen + socks::reply(socks::kNotAllowed)},
+           {9, hello + std::string("\x05\x01\x00\x01\x7f\x00\x00\x09", 8) + p, chosen + socks::reply(socks::kNotAllowed)},
+           {11, hello + std::string("\x05\x02\x00\x03\x09" "echo.test", 14) + p,
+            chosen + socks::reply(socks::kCommandNotSupported)},
+           {13, std::string("\x05\x01\x02", 3), std::string("\x05\xff", 2)},
+           {15, "CONNECT echo.test:80 HTTP/1.1\r\n\r\n", ""}}) {
+    g.open(id, "127.0.0.1", net::kSocksPort);
+    g.send(FrameType::data, id, bytes);
+    if (!answer.empty()) expect_data(id, answer);
+    auto f = g.next_not_window();
+    while (f && f->stream != id) f = g.next_not_window();
+    REQUIRE(f);
+    CHECK_MESSAGE(f->type == FrameType::reset, id);
+    CHECK(f->stream == id);
+  }
+  CHECK(dns_server.queries() == 1);
+  auto stats = g.relay->take_stats();
+  CHECK(has_denial(stats, "name not allowed"));
+  CHECK(has_denial(stats, "address not resolved for an allowed name"));
+  CHECK(has_denial(stats, "not a SOCKS5 CONNECT"));
+  CHECK(has_denial(stats, "SOCKS5 authentication not offered"));
+  CHECK(has_denial(stats, "not a SOCKS5 request"));
 }
 
 TEST_CASE("net relay: a Unix-socket port is its owner's alone: a private directory, mode 0600, gone with the VM") {
