@@ -56,6 +56,7 @@ struct NetRelay::Conn {
   uint32_t guest_credit = net::kNetWindow;  // bytes the guest will still take
   uint64_t unacked = 0;           // guest bytes not yet credited back
   bool reading = false, peer_eof = false, guest_closed = false;
+  bool sniff = false;  // open, its first bytes held until judged (see sniff())
   // A request to one of the guest's proxies, not yet turned into a connection.
   enum class Via { direct, http_proxy, socks_greeting, socks_request } via = Via::direct;
   uint64_t bytes_in = 0, bytes_out = 0;
@@ -337,9 +338,10 @@ void NetRelay::on_frame(net::Frame&& f) {
         send(FrameType::reset, c->id, reason_byte(ResetReason::error));
         return drop(c->id);
       }
-      if (c->state != Conn::State::open) {
+      if (c->state != Conn::State::open || c->sniff) {
         c->early += f.payload;
         if (c->state == Conn::State::judging) judge(*c);
+        if (c->state == Conn::State::open) sniff(*c);
         return;
       }
       std::weak_ptr<Conn> w = conns_[c->id];
@@ -367,6 +369,10 @@ void NetRelay::on_frame(net::Frame&& f) {
       if (!c) return;
       c->guest_closed = true;
       if (c->state == Conn::State::judging) return judge(*c);
+      if (c->state == Conn::State::open && c->sniff) {
+        sniff(*c);
+        if (!c->relay) return;
+      }
       if (c->state == Conn::State::open) {
         std::weak_ptr<Conn> w = conns_[c->id];
         uv_shutdown_then(c->stream(), [w] {
@@ -541,7 +547,77 @@ void NetRelay::admit_or_judge(Conn& c) {
     log_decision(nullptr, "", "", addr, c.port, "deny", "", "port not allowed for this address's names");
     return deny(c.id, addr, c.port, "port not allowed");
   }
+  c.sniff = true;
   dial(c, *admitted);
+}
+
+void NetRelay::flush_early(Conn& c) {
+  if (c.early.empty()) return;
+  size_t n = c.early.size();
+  std::weak_ptr<Conn> w = conns_[c.id];
+  uv_write_string(c.stream(), std::exchange(c.early, {}), [w, n](size_t, int status) {
+    auto conn = lock(w);
+    if (!conn || !conn->relay || status != 0) return;
+    conn->unacked -= std::min<uint64_t>(conn->unacked, n);
+    conn->relay->send(FrameType::window, conn->id, net::encode_u32(static_cast<uint32_t>(n)));
+  });
+}
+
+// The first bytes on a port an entry names explicitly, held until judged
+// (the server's own first bytes flow meanwhile): a TLS ClientHello or an
+// HTTP request there names its server too, and must name one allowed on
+// this port and bound to this address; any other protocol is the caller's.
+void NetRelay::sniff(Conn& c) {
+  std::string addr = address_text(c.address);
+  std::optional<std::string> named;
+  auto t = tls::parse_client_hello(c.early);
+  if (t.verdict == tls::Verdict::need_more && !c.guest_closed && c.early.size() < tls::kMaxHelloBytes) return;
+  if (t.verdict == tls::Verdict::no_sni) {
+    log_decision(nullptr, c.name, "", addr, c.port, "deny", "", "TLS without SNI");
+    return deny(c.id, addr, c.port, "TLS without SNI");
+  }
+  if (t.verdict == tls::Verdict::sni) {
+    c.sni = t.server_name;
+    named = normalize_host_name(t.server_name);
+    if (!named) {
+      log_decision(nullptr, c.name, t.server_name, addr, c.port, "deny", "", "SNI is not a host name");
+      return deny(c.id, t.server_name, c.port, "SNI is not a host name");
+    }
+  } else {
+    auto h = http::parse_request_head(c.early);
+    // A first line that is not an HTTP request line settles it: a client
+    // of another protocol may wait for an answer to it.
+    auto eol = c.early.find("\r\n");
+    bool request_line = eol != std::string::npos && std::string_view(c.early).substr(0, eol).find(" HTTP/1.") !=
+                                                        std::string_view::npos;
+    if (h.verdict == http::Verdict::need_more && !c.guest_closed && c.early.size() < http::kMaxHeadBytes &&
+        (eol == std::string::npos || request_line))
+      return;
+    if (h.verdict == http::Verdict::no_host) {
+      log_decision(nullptr, c.name, "", addr, c.port, "deny", "", "HTTP without Host");
+      return deny(c.id, addr, c.port, "HTTP without Host");
+    }
+    if (h.verdict == http::Verdict::host) {
+      named = normalize_host_name(h.host);
+      if (!named || (h.has_port && h.port != c.port)) {
+        log_decision(nullptr, h.host, "", addr, c.port, "deny", "", "Host is not a host name on this port");
+        return deny(c.id, h.host, c.port, "Host header not a name on this port");
+      }
+    }
+  }
+  if (named) {
+    auto pin = pins_.find(c.address);
+    if (!rules_admit(policy_.rules, *named, c.port)) {
+      log_decision(nullptr, *named, c.sni, addr, c.port, "deny", "", "name not allowed");
+      return deny(c.id, *named, c.port, "name not allowed");
+    }
+    if (pin == pins_.end() || !pin->second.count(*named)) {
+      log_decision(nullptr, *named, c.sni, addr, c.port, "deny", "", "name not bound to this address");
+      return deny(c.id, *named, c.port, "name not bound to this address");
+    }
+  }
+  c.sniff = false;
+  flush_early(c);
 }
 
 void NetRelay::consume_early(Conn& c, size_t n) {
@@ -583,6 +659,7 @@ void NetRelay::connect_named(Conn& c, const std::string& name, uint16_t port, st
       if (!conn->early.empty() || conn->guest_closed) r->judge(*conn);
       return;
     }
+    conn->sniff = true;
     r->dial(*conn, name);
   });
 }
@@ -761,17 +838,11 @@ void NetRelay::dial(Conn& c, const std::string& name) {
     uv_tcp_nodelay(conn->tcp.get(), 1);
     uv_timer_again(conn->timer.get());  // from the connect deadline to the idle one
     // What the guest sent while its connection was judged and dialled.
-    if (!conn->early.empty()) {
-      size_t n = conn->early.size();
-      std::weak_ptr<Conn> w = conn;
-      uv_write_string(conn->stream(), std::exchange(conn->early, {}),
-                      [w, n](size_t, int status) {
-                        auto c2 = lock(w);
-                        if (!c2 || !c2->relay || status != 0) return;
-                        c2->unacked -= std::min<uint64_t>(c2->unacked, n);
-                        c2->relay->send(FrameType::window, c2->id, net::encode_u32(static_cast<uint32_t>(n)));
-                      });
-    }
+    if (conn->sniff)
+      relay->sniff(*conn);
+    else
+      relay->flush_early(*conn);
+    if (!conn->relay) return;  // refused by its first bytes
     if (conn->guest_closed)
       uv_shutdown_then(conn->stream(), [] {});
     relay->read_peer(*conn);

@@ -87,6 +87,8 @@ class NetRelay {
   void admit_or_judge(Conn& c);
   // Takes a proxy request's own bytes out of the stream, crediting them back.
   void consume_early(Conn& c, size_t n);
+  void flush_early(Conn& c);
+  void sniff(Conn& c);
   void answer_guest(Conn& c, std::string_view bytes);
   void dial(Conn& c, const std::string& name);
   void deny(uint32_t id, const std::string& host, uint16_t port, const std::string& reason);

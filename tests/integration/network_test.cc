@@ -200,7 +200,7 @@ TEST_CASE("network: a sibling, the parent of an allowed subdomain and an unliste
   CHECK(denied);
 }
 
-TEST_CASE("network: direct IP, missing SNI, wrong SNI, SNI bound to another address and a wrong Host are refused") {
+TEST_CASE("network: direct IP, missing SNI, wrong SNI, SNI bound to another address and a wrong Host are refused, on an entry's own port too") {
   if (!ready()) return;
   if (!internet().web_ports) {
     MESSAGE("SKIPPED: ports 443 and 80 on 127.0.0.x could not be served here");
@@ -211,9 +211,9 @@ TEST_CASE("network: direct IP, missing SNI, wrong SNI, SNI bound to another addr
                 "import socket, ssl\n"
                 "socket.getaddrinfo('web.test', 443); socket.getaddrinfo('sub.allowed.test', 443)\n"
                 "ctx = ssl.create_default_context(cafile='ca.pem'); ctx.check_hostname = False\n"
-                "def tls(addr, sni):\n"
+                "def tls(addr, sni, port=443):\n"
                 "    try:\n"
-                "        with socket.create_connection((addr, 443), timeout=10) as raw:\n"
+                "        with socket.create_connection((addr, port), timeout=10) as raw:\n"
                 "            with ctx.wrap_socket(raw, server_hostname=sni) as t:\n"
                 "                t.sendall(b'GET / HTTP/1.0\\r\\nHost: web.test\\r\\n\\r\\n'); return 'open ' + t.recv(100).decode()\n"
                 "    except Exception as e:\n"
@@ -223,6 +223,9 @@ TEST_CASE("network: direct IP, missing SNI, wrong SNI, SNI bound to another addr
                 "print('wrong-sni', tls('127.0.0.2', 'other.test'))\n"
                 "print('other-address', tls('127.0.0.2', 'sub.allowed.test'))\n"
                 "print('right', tls('127.0.0.2', 'web.test'))\n"
+                "print('entry-port-wrong-sni', tls('127.0.0.2', 'other.test', " + std::to_string(internet().https) + "))\n"
+                "print('entry-port-no-sni', tls('127.0.0.2', None, " + std::to_string(internet().https) + "))\n"
+                "print('entry-port-right', tls('127.0.0.2', 'web.test', " + std::to_string(internet().https) + "))\n"
                 "def http(host):\n"
                 "    try:\n"
                 "        with socket.create_connection(('127.0.0.2', 80), timeout=10) as s:\n"
@@ -234,7 +237,8 @@ TEST_CASE("network: direct IP, missing SNI, wrong SNI, SNI bound to another addr
                 "print('host-other', http('other.test'))\n"
                 "print('host-right', http('web.test'))\n");
   for (const char* c : {"direct-ip blocked", "no-sni blocked", "wrong-sni blocked", "other-address blocked",
-                        "host-other blocked", "right open", "host-right open"})
+                        "host-other blocked", "right open", "host-right open", "entry-port-wrong-sni blocked",
+                        "entry-port-no-sni blocked", "entry-port-right open"})
     CHECK_MESSAGE(r.stdout_data.find(c) != std::string::npos, c);
   std::string reasons;
   for (const auto& d : r.network.denied) reasons += d.reason + ";";

@@ -288,6 +288,53 @@ TEST_CASE("net relay: connections go only to pinned addresses, on allowed ports,
   CHECK(has_denial(stats, "name not bound to this address"));
 }
 
+TEST_CASE("net relay: on a port an entry names, TLS and HTTP must name an allowed server; other protocols pass") {
+  EchoServer echo;
+  DnsServer dns_server({{"echo.test", "127.0.0.1"}, {"other.test", "127.0.0.1"}});
+  Guest g(dns_server.port());
+  std::string port = std::to_string(echo.port());
+  g.apply({*parse_domain_rules({"echo.test:" + port, "other.test"}), {}});
+  REQUIRE(g.lookup("echo.test", 10).size() == 1);
+  REQUIRE(g.lookup("other.test", 11).size() == 1);
+  auto echoed = [&](uint32_t id, const std::string& bytes) {
+    g.open(id, "127.0.0.1", echo.port());
+    g.send(FrameType::data, id, bytes);
+    std::string got;
+    while (got.size() < bytes.size()) {
+      auto f = g.next_not_window();
+      REQUIRE(f);
+      if (f->stream != id) continue;
+      REQUIRE(f->type == FrameType::data);
+      got += f->payload;
+    }
+    CHECK(got == bytes);
+    g.send(FrameType::window, id, net::encode_u32(static_cast<uint32_t>(got.size())));
+    g.send(FrameType::close, id);  // the echo server serves one connection at a time
+  };
+  auto refused = [&](uint32_t id, const std::string& bytes) {
+    g.open(id, "127.0.0.1", echo.port());
+    g.send(FrameType::data, id, bytes);
+    auto f = g.next_not_window();
+    while (f && f->stream != id) f = g.next_not_window();
+    REQUIRE(f);
+    CHECK_MESSAGE(f->type == FrameType::reset, id);
+  };
+  // A line of another protocol is passed on at once (its client may wait
+  // for an answer), and so is an HTTP request for the entry's name.
+  echoed(1, "EHLO client.test\r\n");
+  echoed(3, "GET / HTTP/1.1\r\nHost: echo.test:" + port + "\r\n\r\n");
+  // A ClientHello for a name not allowed, one without SNI, and HTTP for a
+  // name allowed on the web ports only: refused, though the address is pinned.
+  refused(5, seed("hello_sni"));
+  refused(7, seed("hello_no_sni"));
+  refused(9, "GET / HTTP/1.1\r\nHost: other.test\r\n\r\n");
+  refused(11, "GET / HTTP/1.1\r\nHost: echo.test:80\r\n\r\n");
+  auto stats = g.relay->take_stats();
+  CHECK(has_denial(stats, "TLS without SNI"));
+  CHECK(has_denial(stats, "name not allowed"));
+  CHECK(has_denial(stats, "Host header not a name on this port"));
+}
+
 TEST_CASE("net relay: special-purpose answers are dropped unless the operator allows their range") {
   DnsServer dns_server({{"inside.test", "10.1.2.3"}, {"loop.test", "127.0.0.5"}});
   Guest g(dns_server.port());
