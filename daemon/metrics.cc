@@ -82,6 +82,10 @@ void Metrics::finished(bool session, const RunResult& r) {
   if (r.timed_out) ++timeouts_;
   // SIGKILL without a timeout: the guest's memory limit ended the code.
   if (!r.timed_out && r.signal == 9) ++oom_kills_;
+  network_connections_ += r.network.connections;
+  network_bytes_[0] += r.network.bytes_in;
+  network_bytes_[1] += r.network.bytes_out;
+  network_denials_ += r.network.denied.size();
   if (session) return;  // a session's later execs have no queue or boot of their own
   auto& by_phase = runs_latency_;
   size_t path = static_cast<size_t>(run_path_of(r.vm_start));
@@ -145,6 +149,14 @@ std::string Metrics::render(const MetricsGauges& g) const {
   t.family("sandboxd_file_bytes_total", "counter", "Bytes of session files transferred.");
   for (int up = 1; up >= 0; --up)
     t.sample("sandboxd_file_bytes_total", {{"direction", up ? "upload" : "download"}}, file_bytes_[up]);
+  t.family("sandboxd_network_connections_total", "counter", "Connections through the network policy, both directions.");
+  t.sample("sandboxd_network_connections_total", {}, network_connections_);
+  t.family("sandboxd_network_bytes_total", "counter", "Bytes through the network policy (in: to the guest).");
+  t.sample("sandboxd_network_bytes_total", {{"direction", "in"}}, network_bytes_[0]);
+  t.sample("sandboxd_network_bytes_total", {{"direction", "out"}}, network_bytes_[1]);
+  t.family("sandboxd_network_denials_total", "counter",
+           "Connections and lookups the network policy refused (at most 32 counted per run or exec).");
+  t.sample("sandboxd_network_denials_total", {}, network_denials_);
 
   uint32_t pool_ready = 0, pool_booting = 0;
   for (const auto& p : s.pool) pool_ready += p.ready, pool_booting += p.booting;

@@ -100,6 +100,9 @@ class Metrics {
   uint64_t sessions_closed_ = 0;
   std::array<uint64_t, 2> file_transfers_{};  // [upload]
   std::array<uint64_t, 2> file_bytes_{};
+  uint64_t network_connections_ = 0;
+  std::array<uint64_t, 2> network_bytes_{};  // [in, out]
+  uint64_t network_denials_ = 0;
   std::array<std::array<Histogram, kRunPaths>, kPhases> runs_latency_{};
 };
 

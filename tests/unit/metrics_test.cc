@@ -90,6 +90,12 @@ TEST_CASE("metrics: outcomes, paths and refusals land in their series, and the t
   m.finished(false, result("snapshot", 0, true, 9));
   m.finished(false, result("boot", 0, false, 9));
   m.finished(true, result("", 0));
+  RunResult networked = result("pool");
+  networked.network.connections = 3;
+  networked.network.bytes_in = 5000;
+  networked.network.bytes_out = 300;
+  networked.network.denied = {{"other.test", 443, "name not allowed"}, {"leak.test", 0, "DNS name not allowed"}};
+  m.finished(true, networked);
   m.failed(false);
   m.error(ErrorCode::vm_boot_failed);
   m.denied(ErrorCode::invalid_argument);
@@ -109,7 +115,11 @@ TEST_CASE("metrics: outcomes, paths and refusals land in their series, and the t
   CHECK(v.at(R"(sandboxd_runs_total{kind="run",result="timeout"})") == "1");
   CHECK(v.at(R"(sandboxd_runs_total{kind="run",result="signal"})") == "1");
   CHECK(v.at(R"(sandboxd_runs_total{kind="run",result="error"})") == "1");
-  CHECK(v.at(R"(sandboxd_runs_total{kind="session_exec",result="ok"})") == "1");
+  CHECK(v.at(R"(sandboxd_runs_total{kind="session_exec",result="ok"})") == "2");
+  CHECK(v.at("sandboxd_network_connections_total") == "3");
+  CHECK(v.at(R"(sandboxd_network_bytes_total{direction="in"})") == "5000");
+  CHECK(v.at(R"(sandboxd_network_bytes_total{direction="out"})") == "300");
+  CHECK(v.at("sandboxd_network_denials_total") == "2");
   CHECK(v.at("sandboxd_timeouts_total") == "1");
   CHECK(v.at("sandboxd_oom_kills_total") == "1");  // SIGKILL without the timeout
   CHECK(v.at("sandboxd_boot_failures_total") == "3");
