@@ -184,6 +184,46 @@ Result<RunArgs> run_args(const JsonValue& body, const Options& o, bool strict, b
         if (!s) return bad("'env' values must be strings");
         a.request.env.emplace_back(name, std::string(*s));
       }
+    } else if (key == "allow_network") {
+      auto b = v.boolean();
+      if (!b) return bad("'allow_network' must be true or false");
+      a.request.net.network = *b;
+    } else if (key == "allowed_domains") {
+      if (!v.is(JsonValue::Type::array)) return bad("'allowed_domains' must be an array of names");
+      if (v.items().size() > limits::kMaxAllowedDomains)
+        return bad("'allowed_domains' has more than " + std::to_string(limits::kMaxAllowedDomains) + " entries");
+      for (const auto& item : v.items()) {
+        auto name = item.string();
+        if (!name) return bad("'allowed_domains' entries must be strings");
+        a.request.net.allowed_domains.emplace_back(*name);
+      }
+    } else if (key == "expose_ports") {
+      // Guest port, or {"internal": guest, "external": host}; the host port
+      // is on the daemon's loopback, where the gateway runs.
+      if (!v.is(JsonValue::Type::array)) return bad("'expose_ports' must be an array");
+      if (v.items().size() > limits::kMaxExposedPorts)
+        return bad("'expose_ports' has more than " + std::to_string(limits::kMaxExposedPorts) + " entries");
+      for (const auto& item : v.items()) {
+        PortMapping m;
+        auto port = [](const JsonValue* j) -> std::optional<uint32_t> {
+          auto n = j ? j->integer() : std::nullopt;
+          if (!n || *n < 0 || *n > 65535) return std::nullopt;
+          return static_cast<uint32_t>(*n);
+        };
+        if (auto n = port(&item)) {
+          m.internal = *n;
+        } else if (item.is(JsonValue::Type::object)) {
+          auto internal = port(item.get("internal"));
+          auto external = item.get("external") ? port(item.get("external")) : std::optional<uint32_t>(0);
+          if (!internal || !external || item.members().size() > 2u)
+            return bad("'expose_ports' objects are {\"internal\": PORT, \"external\": PORT}");
+          m.internal = *internal;
+          m.external = *external;
+        } else {
+          return bad("'expose_ports' entries are port numbers or {\"internal\", \"external\"} objects");
+        }
+        a.request.net.expose_ports.push_back(m);
+      }
     } else if (key == "stream") {
       auto b = v.boolean();
       if (!b) return bad("'stream' must be true or false");
@@ -199,6 +239,32 @@ Result<RunArgs> run_args(const JsonValue& body, const Options& o, bool strict, b
   }
   if (need_code && !have_code) return bad("'code' is required");
   return a;
+}
+
+constexpr const char* kExposeNeedsStream =
+    "exposed ports are reachable only while the code runs: ask for a stream (the mappings come first) or open a session";
+
+// A session with a run's parameters.
+SessionOptions session_options(const RunRequest& r) {
+  SessionOptions so;
+  so.language = r.language;
+  so.env = r.env;
+  so.timeout = r.timeout;
+  so.memory_mb = r.memory_mb;
+  so.net = r.net;
+  return so;
+}
+
+std::string exposed_json(const std::vector<ExposedPort>& ports) {
+  std::string out = "[";
+  for (size_t i = 0; i < ports.size(); ++i) out += (i ? "," : "") + to_json(ports[i]);
+  return out + "]";
+}
+
+std::string strings_json(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + json_string(v[i]);
+  return out + "]";
 }
 
 class Gateway {
@@ -242,6 +308,7 @@ class Gateway {
   void session_list(const httplib::Request& req, httplib::Response& res, const Token& tok);
   void session_exec(const httplib::Request& req, httplib::Response& res, const Token& tok);
   void session_delete(const httplib::Request& req, httplib::Response& res, const Token& tok);
+  void session_network(const httplib::Request& req, httplib::Response& res, const Token& tok);
   void file_put(const httplib::Request& req, httplib::Response& res, const Token& tok);
   void file_get(const httplib::Request& req, httplib::Response& res, const Token& tok);
   void file_list(const httplib::Request& req, httplib::Response& res, const Token& tok);
@@ -329,6 +396,8 @@ void Gateway::routes(httplib::Server& s) {
   s.Post("/v1/runs", authed("/v1/runs", [this](auto& q, auto& r, auto& t) { runs(q, r, t); }));
   s.Post("/v1/sessions", authed("/v1/sessions", [this](auto& q, auto& r, auto& t) { session_create(q, r, t); }));
   s.Get("/v1/sessions", authed("/v1/sessions", [this](auto& q, auto& r, auto& t) { session_list(q, r, t); }));
+  s.Put(R"(/v1/sessions/([A-Za-z0-9_-]{1,64})/network)",
+        authed("/v1/sessions/{id}/network", [this](auto& q, auto& r, auto& t) { session_network(q, r, t); }));
   s.Delete(R"(/v1/sessions/([A-Za-z0-9_-]{1,64}))",
            authed("/v1/sessions/{id}", [this](auto& q, auto& r, auto& t) { session_delete(q, r, t); }));
   s.Post(R"(/v1/sessions/([A-Za-z0-9_-]{1,64})/exec)",
@@ -358,7 +427,7 @@ void Gateway::execute(const httplib::Request& req, httplib::Response& res, const
     j += ",\"files\":" + (files.empty() ? "[]" : files);
     if (code) j += ",\"code\":" + json_string(error_code_name(*code));
     if (r) j += ",\"timed_out\":" + std::string(r->timed_out ? "true" : "false") + ",\"language\":" +
-                json_string(language_name(r->language));
+                json_string(language_name(r->language)) + ",\"network\":" + to_json(r->network);
     res.set_content(j + "}", "application/json");
   };
   auto fail = [&](const Error& e) {
@@ -369,12 +438,9 @@ void Gateway::execute(const httplib::Request& req, httplib::Response& res, const
   if (!body) return fail(Error::make(ErrorCode::invalid_argument, "the body is not JSON: " + body.error().message));
   auto args = run_args(*body, o_, false, true);
   if (!args) return fail(args.error());
+  if (!args->request.net.expose_ports.empty()) return fail(Error::make(ErrorCode::invalid_argument, kExposeNeedsStream));
   auto peer = watch(req);
-  SessionOptions so;
-  so.language = args->request.language;
-  so.env = args->request.env;
-  so.timeout = args->request.timeout;
-  so.memory_mb = args->request.memory_mb;
+  SessionOptions so = session_options(args->request);
   so.idle_timeout = kExecuteSessionIdle;
   auto session = client(peer).create_session(so);
   if (!session) {
@@ -440,6 +506,8 @@ void Gateway::runs(const httplib::Request& req, httplib::Response& res, const To
   auto args = run_args(*body, o_, true, true);
   if (!args) return error(res, args.error());
   bool stream = args->stream || req.get_header_value("Accept").find("application/x-ndjson") != std::string::npos;
+  if (!stream && !args->request.net.expose_ports.empty())
+    return error(res, Error::make(ErrorCode::invalid_argument, kExposeNeedsStream));
   auto peer = watch(req);
   if (!stream) {
     auto r = client(peer).run(args->request);
@@ -465,9 +533,26 @@ void Gateway::runs(const httplib::Request& req, httplib::Response& res, const To
       if (*broken) return;
       if (!sink.is_writable() || !sink.write(line.data(), line.size())) *broken = true;
     };
-    auto r = c->run(*request, [&](Stream s, std::string_view data) {
+    auto output = [&](Stream s, std::string_view data) {
       write("{\"type\":\"output\",\"stream\":" + json_string(stream_name(s)) + "," + bytes_members("data", data) + "}\n");
-    });
+    };
+    Result<RunResult> r = Error::make(ErrorCode::internal, "not run");
+    if (request->net.expose_ports.empty()) {
+      r = c->run(*request, output);
+    } else {
+      // Exposed ports: a session for one exec, so the mappings are known
+      // (and sent) before the code starts.
+      auto session = c->create_session(session_options(*request));
+      if (!session) {
+        r = session.error();
+      } else {
+        Session closer = *session;
+        closer.set_cancel_check({});
+        write("{\"type\":\"exposed_ports\",\"exposed_ports\":" + exposed_json(session->info().exposed_ports) + "}\n");
+        r = session->exec(request->code, output, request->timeout);
+        (void)closer.close();
+      }
+    }
     if (*broken || peer->gone()) {
       cancelled();
       return false;
@@ -557,11 +642,7 @@ void Gateway::session_create(const httplib::Request& req, httplib::Response& res
     if (owners_.size() >= o_.max_sessions)
       return error(res, Error::make(ErrorCode::capacity, "the gateway already holds " + std::to_string(o_.max_sessions) + " sessions"));
   }
-  SessionOptions so;
-  so.language = args->request.language;
-  so.env = args->request.env;
-  so.timeout = args->request.timeout;
-  so.memory_mb = args->request.memory_mb;
+  SessionOptions so = session_options(args->request);
   if (args->idle_given) so.idle_timeout = args->idle;
   auto peer = watch(req);
   auto s = client(peer).create_session(so);
@@ -571,7 +652,9 @@ void Gateway::session_create(const httplib::Request& req, httplib::Response& res
     owners_[s->id()] = tok.name;
   }
   res.status = 201;
-  res.set_content("{\"session\":" + json_string(s->id()) + ",\"language\":" + json_string(language_name(so.language)) + "}",
+  res.set_content("{\"session\":" + json_string(s->id()) + ",\"language\":" + json_string(language_name(so.language)) +
+                      ",\"exposed_ports\":" + exposed_json(s->info().exposed_ports) +
+                      ",\"allowed_domains\":" + strings_json(s->info().allowed_domains) + "}",
                   "application/json");
 }
 
@@ -643,6 +726,26 @@ void Gateway::session_delete(const httplib::Request& req, httplib::Response& res
   forget(s->id());
   if (!r && r.error().code != ErrorCode::session_closed) return error(res, r.error());
   res.status = 204;
+}
+
+// A live session's egress allowlist, replaced (empty: egress off).
+void Gateway::session_network(const httplib::Request& req, httplib::Response& res, const Token& tok) {
+  auto body = parse_json(req.body, JsonLimits{o_.max_body, 32, 65536});
+  if (!body) return error(res, Error::make(ErrorCode::invalid_argument, "the body is not JSON: " + body.error().message));
+  if (!body->is(JsonValue::Type::object)) return error(res, Error::make(ErrorCode::invalid_argument, "the body must be a JSON object"));
+  for (const auto& [key, v] : body->members())
+    if (key != "allowed_domains" && key != "allow_network")
+      return error(res, Error::make(ErrorCode::invalid_argument, "unknown field '" + key.substr(0, 64) + "'"));
+  auto args = run_args(*body, o_, true, false);
+  if (!args) return error(res, args.error());
+  auto s = owned(req.matches[1], tok, res);
+  if (!s) return;
+  auto info = s->set_network(args->request.net.allowed_domains, args->request.net.network);
+  if (!info) {
+    if (info.error().code == ErrorCode::not_found || info.error().code == ErrorCode::session_closed) forget(s->id());
+    return error(res, info.error());
+  }
+  res.set_content(to_json(*info), "application/json");
 }
 
 void Gateway::file_put(const httplib::Request& req, httplib::Response& res, const Token& tok) {

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List
@@ -105,7 +106,10 @@ def test_hostile_input_leaves_the_gateway_serving(stack: Stack) -> None:
     raw(b"POST /execute HTTP/1.1\r\n" + auth + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
     for body in (b"[" * 100000, b'{"code": "\\ud800"}', b'{"code": 1}', b'{"code": "x", "env": {"A": 1}}',
                  b'{"code": "x", "timeout": 1e400}', b'{"code": "x", "memory_mb": -1}', b'{"code": "x", "language": "cobol"}',
-                 rb'{"code": "print(1)\u0000"}', b'{"code": "   "}'):  # fmt: skip
+                 rb'{"code": "print(1)\u0000"}', b'{"code": "   "}', b'{"code": "x", "allowed_domains": "example.org"}',
+                 b'{"code": "x", "allowed_domains": ["1.2.3.4"]}', b'{"code": "x", "allowed_domains": [7]}',
+                 b'{"code": "x", "allow_network": "yes"}', b'{"code": "x", "expose_ports": [8080]}',
+                 b'{"code": "x", "expose_ports": [70000]}', b'{"code": "x", "expose_ports": [{"internal": 1, "x": 2}]}'):  # fmt: skip
         status, _, _ = stack.request("POST", "/execute", body)
         assert status in (400, 413), body[:40]
     for path in ("/v1/sessions/../../etc/passwd/exec", "/v1/sessions/" + "x" * 100 + "/exec", "/files/zz", "/nope"):
@@ -213,6 +217,71 @@ def test_ndjson_stream_joined_equals_stdout(stack: Stack) -> None:  # 1 VM
         f"line {i}\n" for i in range(5)
     )
     assert "".join(x["data"] for x in outputs if x["stream"] == "stderr") == result["stderr"] == "err\n"
+
+
+def test_a_session_exposes_a_port_and_changes_its_allowlist(stack: Stack) -> None:  # 1 VM
+    before = metrics(stack)
+    status, created = stack.json("POST", "/v1/sessions", {"language": "python", "expose_ports": [{"internal": 8000}],
+                                                          "allowed_domains": ["api.example.org"]})  # fmt: skip
+    assert status == 201, created
+    sid = created["session"]
+    base = f"/v1/sessions/{sid}"
+    try:
+        assert created["allowed_domains"] == ["api.example.org"]
+        [port] = created["exposed_ports"]
+        assert port["internal"] == 8000 and port["host"] == "127.0.0.1"
+        assert port["url"] == f"http://127.0.0.1:{port['external']}"
+        # A server the session starts in the background, reached from here.
+        status, r = stack.json("POST", base + "/exec", {"code": "import subprocess, sys, os\n"
+                               "srv = subprocess.Popen([sys.executable, '-m', 'http.server', '8000', '--bind', '127.0.0.1'], "
+                               "cwd='/tmp', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+                               "print(os.environ.get('https_proxy'))"})  # fmt: skip
+        assert status == 200 and r["stdout"] == "http://127.0.0.1:3128\n", r
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(port["url"] + "/", timeout=10) as page:
+                    assert page.status == 200 and b"Directory listing" in page.read()
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the guest's server never answered on its exposed port"
+                time.sleep(0.5)
+        # The allowlist replaced, then emptied; bad lists and other tokens refused.
+        status, info = stack.json("PUT", base + "/network", {"allowed_domains": ["*.example.org", "example.com:8443"]})
+        assert status == 200 and info["allowed_domains"] == ["*.example.org", "example.com:8443"], info
+        for body in ({"allowed_domains": ["1.2.3.4"]}, {"allowed_domains": "x"}, {"code": "x"}):
+            status, err = stack.json("PUT", base + "/network", body)
+            assert status == 400 and err["error"]["code"] == "invalid_argument", (body, err)
+        assert stack.json("PUT", base + "/network", {"allowed_domains": []}, token=TOKEN_B)[0] == 404
+        status, info = stack.json("PUT", base + "/network", {"allowed_domains": []})
+        assert status == 200 and info["allowed_domains"] == [], info
+        # The exposed port's connection shows in the next exec's result and the metrics.
+        status, r = stack.json("POST", base + "/exec", {"code": "print('after')"})
+        assert status == 200 and r["network"]["connections"] >= 1, r
+        m = metrics(stack)
+        assert m["sandboxd_network_connections_total"] >= before["sandboxd_network_connections_total"] + 1
+        assert m['sandboxd_network_bytes_total{direction="in"}'] > before['sandboxd_network_bytes_total{direction="in"}']
+        assert m['sandboxd_network_bytes_total{direction="out"}'] > before['sandboxd_network_bytes_total{direction="out"}']
+    finally:
+        assert stack.request("DELETE", base)[0] in (204, 404)
+
+
+def test_a_streamed_run_sends_its_exposed_ports_first(stack: Stack) -> None:  # 1 VM
+    status, err = stack.json("POST", "/v1/runs", {"code": "print(1)", "expose_ports": [8080]})
+    assert status == 400 and "stream" in err["error"]["message"]
+    c = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=240)
+    c.request("POST", "/v1/runs", body=json.dumps({"code": "print('up')", "stream": True, "expose_ports": [{"internal": 8080}]}),
+              headers={"Authorization": f"Bearer {TOKEN_A}", "Content-Type": "application/json"})  # fmt: skip
+    resp = c.getresponse()
+    assert resp.status == 200
+    lines = [json.loads(line) for line in resp.read().decode().splitlines()]
+    c.close()
+    assert lines[0]["type"] == "exposed_ports" and lines[-1]["type"] == "result", lines
+    assert all(x["type"] == "output" for x in lines[1:-1])
+    [port] = lines[0]["exposed_ports"]
+    assert port["internal"] == 8080 and port["url"] == f"http://127.0.0.1:{port['external']}"
+    assert "".join(x["data"] for x in lines[1:-1]) == lines[-1]["result"]["stdout"] == "up\n"
+    assert stack.wait_no_vm(60)
 
 
 def test_capacity_quota_and_a_departed_client(stack: Stack) -> None:  # 1 VM
