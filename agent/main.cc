@@ -231,6 +231,13 @@ class Agent {
     if (auto* rd = std::get_if<proto::FileRead>(&msg)) return files_.on_read(*rd);
     if (auto* ls = std::get_if<proto::FileListRequest>(&msg)) return files_.on_list(*ls);
     if (auto* resume = std::get_if<proto::Resume>(&msg)) return on_resume(*resume);
+    if (auto* trust = std::get_if<proto::Trust>(&msg)) {
+      if (auto r = install_extra_cas(trust->pem); !r) {
+        log("extra CA certificates: %s", r.error().message.c_str());
+        return send(proto::ErrorReply{0, ErrorCode::internal, r.error().message});
+      }
+      return send(proto::Ack{0});
+    }
     if (auto* ping = std::get_if<proto::Ping>(&msg)) return send(proto::Pong{ping->seq});
     log("ignoring an unexpected '%s' message from the host", std::string(proto::type_name(msg)).c_str());
     return ok();

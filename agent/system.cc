@@ -177,6 +177,25 @@ Result<void> setup_system() {
   return ok();
 }
 
+Result<void> install_extra_cas(std::string_view pem) {
+  // The root is read-only: a copy with both in /run, bound over the bundle.
+  constexpr const char* kBundle = "/etc/ssl/certs/ca-certificates.crt";
+  constexpr const char* kCopy = "/run/ca-certificates.crt";
+  auto base = read_file(kBundle, 16 << 20);
+  if (!base) return std::move(base).error().context("the CA bundle");
+  std::string all = std::move(*base);
+  if (!all.empty() && all.back() != '\n') all += '\n';
+  all += pem;
+  unique_fd fd(::open(kCopy, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+  if (!fd) return Error::sys("open", kCopy);
+  if (auto r = write_all(fd.get(), all, kCopy); !r) return r;
+  fd.reset();
+  if (auto r = bind(kCopy, kBundle); !r) return r;
+  if (::mount(nullptr, kBundle, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+    return Error::sys("remount read-only", kBundle);
+  return ok();
+}
+
 Result<void> lock_down() {
   // Kernel knobs that shrink what an unprivileged user can reach. Modules
   // are all loaded by now, so loading is switched off for good.

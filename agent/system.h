@@ -76,6 +76,9 @@ Result<std::string> find_agent_port(long timeout_ms);
 // The device node of the virtio-serial port named `name`.
 Result<std::string> find_virtio_port(std::string_view name, long timeout_ms);
 std::string kernel_release();
+// Adds the operator's CA certificates (PEM) to the system bundle that
+// OpenSSL, and through it Python, curl, git and Node, read.
+Result<void> install_extra_cas(std::string_view pem);
 // Mixes host-provided bytes into the kernel RNG and forces a reseed.
 Result<void> reseed(std::string_view seed);
 [[noreturn]] void power_off();

@@ -36,6 +36,8 @@ inline constexpr std::string_view kAgentPortName = "org.sandboxd.agent.0";
 
 // Entropy handed to a restored guest; the kernel takes at most 256 bytes' worth.
 inline constexpr size_t kMaxSeedBytes = 256;
+// The operator's extra CA certificates handed to each guest (PEM).
+inline constexpr size_t kMaxTrustBytes = 1 << 20;
 // Snapshots listed at once (the cache holds a few per language).
 inline constexpr size_t kMaxSnapshotEntries = 512;
 // One pool per language; a status never lists more.
@@ -289,11 +291,18 @@ struct Cancel {
   uint64_t id = 0;
 };
 
+// daemon -> agent, after a booted VM's hello when the operator configured
+// extra CA certificates: the guest's CA store takes them before any code
+// runs (a snapshot template's clones have them already). Answered by Ack.
+struct Trust {
+  std::string pem;
+};
+
 using Message = std::variant<Run, Output, Finished, ErrorReply, Hello, Exec, ExecDone, Ping, Pong, StatusRequest,
                              Status, Resume, SnapshotsRequest, SnapshotList, SessionCreate, SessionList,
                              SessionListRequest, SessionExec, SessionClose, Ack, FileWrite, FileChunk, FileRead,
                              FileDone, FileListRequest, FileList, Cancel, ImagesRequest, ImageList,
-                             MetricsRequest, MetricsText, SessionNetwork>;
+                             MetricsRequest, MetricsText, SessionNetwork, Trust>;
 
 // The request id a message carries (0 for those without one: hello, ping...).
 uint64_t request_id_of(const Message& message);
@@ -728,6 +737,11 @@ struct Schema<proto::ExecDone> {
       field("stderr_truncated", &proto::ExecDone::stderr_truncated),
       field("state_lost", &proto::ExecDone::state_lost),
   };
+};
+template <>
+struct Schema<proto::Trust> {
+  static constexpr std::string_view type = "trust";
+  static constexpr auto fields = std::tuple{text("pem", &proto::Trust::pem, proto::kMaxTrustBytes)};
 };
 template <>
 struct Schema<proto::Cancel> {

@@ -241,6 +241,8 @@ const std::vector<Key>& keys() {
          return ok();
        },
        get_string(&Config::dbus)},
+      {"extra_ca_file", "PEM file of CA certificates every guest trusts besides Debian's (empty: none)",
+       optional_path_key(&Config::extra_ca_file), get_string(&Config::extra_ca_file)},
       {"network_resolver", "resolver for allowed names, ADDRESS[:PORT] (empty: the host's own)",
        [](Config& c, std::string_view v) -> Result<void> {
          std::string_view host = v.substr(0, v.rfind(':'));

@@ -108,6 +108,9 @@ struct Config {
   // D-Bus interface: "off", "system" (the system bus) or a bus address.
   std::string dbus = "off";
   std::string log_level = "info";
+  // CA certificates (PEM) added to every guest's store, for a proxy or an
+  // internal service with a private CA; empty: Debian's store alone.
+  std::string extra_ca_file;
   // Network (SPEC F11-F13). Allowed names are resolved with this resolver
   // ("ADDRESS[:PORT]"); empty: the host's own.
   std::string network_resolver;

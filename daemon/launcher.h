@@ -44,6 +44,8 @@ struct VmConfig {
   VmHost host;
   std::chrono::milliseconds boot_timeout{20'000};
   NetConfig net;
+  // The operator's extra CA certificates (PEM), given to every booted guest.
+  std::string extra_ca_pem;
 };
 
 // A started QEMU and the daemon's ends of its channels.

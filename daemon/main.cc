@@ -24,6 +24,7 @@
 #include "daemon/config.h"
 #include "daemon/control_socket.h"
 #include "daemon/dbus.h"
+#include "daemon/digest.h"
 #include "daemon/images.h"
 #include "daemon/log.h"
 #include "daemon/options.h"
@@ -208,12 +209,14 @@ AccelChoice pick_accelerator(uv_loop_t* loop, const Config& cfg, VmConfig* vm) {
 }
 
 // Snapshots depend on everything that shapes the guest's memory.
-std::unique_ptr<SnapshotStore> open_snapshots(const Config& cfg, const HostSide& h, const VmSpec& base) {
+std::unique_ptr<SnapshotStore> open_snapshots(const Config& cfg, const HostSide& h, const VmSpec& base,
+                                              const std::string& extra_ca_pem) {
   if (!cfg.snapshots) return nullptr;
   auto fingerprint = snapshot_fingerprint(
       {h.images.kernel.sha256, h.images.initrd.sha256, h.images.rootfs.sha256, qemu_version(cfg.qemu),
        std::string(accel_name(base.accel)), std::to_string(base.vcpus), std::to_string(base.tsc_khz),
-       std::to_string(base.tcg_tb_size_mb), kKernelCmdline, std::to_string(proto::kProtocolVersion)});
+       std::to_string(base.tcg_tb_size_mb), kKernelCmdline, std::to_string(proto::kProtocolVersion),
+       sha256_hex(extra_ca_pem)});
   auto store = std::make_unique<SnapshotStore>(cfg.state_dir + "/snapshots", fingerprint,
                                                uint64_t{cfg.snapshot_cache_mb} << 20);
   auto dropped = store->init();
@@ -341,6 +344,16 @@ std::unique_ptr<DbusService> open_bus(uv_loop_t* loop, const Config& cfg, Servic
   return dbus;
 }
 
+// The operator's extra CAs: PEM certificates, bounded, read once at start.
+Result<std::string> read_extra_cas(const std::string& path) {
+  if (path.empty()) return std::string();
+  auto pem = read_file(path, proto::kMaxTrustBytes);
+  if (!pem) return std::move(pem).error().context("extra_ca_file");
+  if (pem->find("-----BEGIN CERTIFICATE-----") == std::string::npos || pem->find('\0') != std::string::npos)
+    return Error::make(ErrorCode::invalid_argument, "extra_ca_file: '" + path + "' holds no PEM certificate");
+  return std::move(*pem);
+}
+
 VmConfig vm_config_from(const Config& cfg, const HostSide& host_side) {
   VmConfig vm;
   vm.base.qemu = cfg.qemu;
@@ -413,11 +426,17 @@ int run(int argc, char** argv) {
   }
   VmConfig vm_config = vm_config_from(cfg, host_side);
   vm_config.host = vm_host;
+  auto cas = read_extra_cas(cfg.extra_ca_file);
+  if (!cas) {
+    std::fprintf(stderr, "sandboxd: configuration: %s\n", cas.error().message.c_str());
+    return 2;
+  }
+  vm_config.extra_ca_pem = std::move(*cas);
 
   uv_loop_t loop;
   uv_loop_init(&loop);
   AccelChoice accel = pick_accelerator(&loop, cfg, &vm_config);
-  auto snapshots = open_snapshots(cfg, host_side, vm_config.base);
+  auto snapshots = open_snapshots(cfg, host_side, vm_config.base, vm_config.extra_ca_pem);
 
   RuntimeFacts facts = runtime_facts(cfg, accel, host_side);
   auto options = options_from(cfg, facts);

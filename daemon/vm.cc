@@ -254,11 +254,31 @@ void Vm::on_message(proto::Message&& m) {
       return fail(Error::make(ErrorCode::vm_boot_failed, "agent speaks protocol " + std::to_string(hello->version) +
                                                              ", the daemon " + std::to_string(proto::kProtocolVersion)));
     prestarted_ = schema::EnumNames<Language>::parse(hello->prestarted);
+    // A booted guest takes the operator's CAs before it is anyone's; a
+    // restored one has them from its template.
+    if (!restored_ && !config_->extra_ca_pem.empty()) {
+      trust_pending_ = true;
+      if (!write(proto::Trust{config_->extra_ca_pem}))
+        fail(Error::make(ErrorCode::communication, "cannot hand the agent the extra CA certificates"));
+      return;
+    }
     state_ = State::ready;
     ready_at_ = Clock::now();
     uv_timer_stop(boot_timer_.get());
     if (auto cb = events_.ready) cb();
     return;
+  }
+  if (trust_pending_ && state_ == State::booting) {
+    trust_pending_ = false;
+    if (auto* err = std::get_if<proto::ErrorReply>(&m))
+      return fail(Error::make(ErrorCode::vm_boot_failed, "the guest refused the extra CA certificates: " + err->message));
+    if (std::holds_alternative<proto::Ack>(m)) {
+      state_ = State::ready;
+      ready_at_ = Clock::now();
+      uv_timer_stop(boot_timer_.get());
+      if (auto cb = events_.ready) cb();
+      return;
+    }
   }
   if (auto* pong = std::get_if<proto::Pong>(&m); pong && state_ != State::booting) {
     if (auto cb = events_.pong) cb(pong->seq);

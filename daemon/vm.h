@@ -78,6 +78,7 @@ class Vm : public VmHandle {
   std::function<void(Result<void>)> migration_done_;
   bool restored_ = false;
   bool warm_up_ = false;
+  bool trust_pending_ = false;  // the extra CAs sent, their Ack awaited
   MessageReader reader_{limits::kMaxFrameBytes};
   std::string console_;
   std::optional<Language> prestarted_;

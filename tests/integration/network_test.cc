@@ -78,11 +78,23 @@ struct Internet {
     dns = num("dns"), http = num("http"), https = num("https"), echo = num("echo");
     web_ports = num("https_web") == 443 && num("http_web") == 80;
     if (!daemon.start({"--network-resolver", "127.0.0.1:" + std::to_string(dns), "--network-allowed-ranges",
-                       "127.0.0.0/8", "--pool-python", "1"}))
+                       "127.0.0.0/8", "--pool-python", "1", "--extra-ca-file", dir + "/ca.pem"}))
       skip = "sandboxd did not start: " + daemon.log();
   }
+  // The same daemon without the operator's extra CA (started when needed).
+  TestDaemon& plain() {
+    if (!plain_started) {
+      plain_started = plain_daemon.start({"--network-resolver", "127.0.0.1:" + std::to_string(dns),
+                                          "--network-allowed-ranges", "127.0.0.0/8", "--pool-python", "0"});
+      REQUIRE_MESSAGE(plain_started, plain_daemon.log());
+    }
+    return plain_daemon;
+  }
+  TestDaemon plain_daemon;
+  bool plain_started = false;
   ~Internet() {
     daemon.stop();
+    if (plain_started) plain_daemon.stop();
     if (stdin_fd >= 0) ::close(stdin_fd);
     if (pid > 0) {
       ::kill(pid, SIGKILL);
@@ -397,6 +409,40 @@ TEST_CASE("network: the guest's HTTP and SOCKS5 proxies tunnel to allowed names 
   }
   CHECK(!internet().queried("other.test"));
   CHECK(!internet().queried("allowed.test"));
+}
+
+TEST_CASE("network: the operator's extra CA is trusted by Python, curl and Node; without it their TLS fails") {
+  if (!ready()) return;
+  if (!internet().web_ports) {
+    MESSAGE("SKIPPED: ports 443 and 80 on 127.0.0.x could not be served here");
+    return;
+  }
+  // No CA given by the code: each client's default store decides.
+  const std::string code =
+      "import subprocess, urllib.request\n"
+      "try:\n"
+      "    print('python', urllib.request.urlopen('https://web.test/', timeout=20).read().decode().strip())\n"
+      "except Exception as e:\n"
+      "    print('python failed', type(e).__name__)\n"
+      "p = subprocess.run(['curl', '-sS', '-m', '20', 'https://web.test/'], capture_output=True, text=True)\n"
+      "print('curl', p.stdout.strip() or 'failed %d' % p.returncode)\n"
+      "p = subprocess.run(['node', '-e', \"require('https').get('https://web.test/', r => r.pipe(process.stdout))"
+      ".on('error', e => console.log('failed', e.code))\"], capture_output=True, text=True, timeout=50)\n"
+      "print('node', p.stdout.strip())\n";
+  auto r = exec(egress(), code, 120'000);
+  for (const char* client : {"python", "curl", "node"})
+    CHECK_MESSAGE(r.stdout_data.find(std::string(client) + " hello from web.test via 127.0.0.2") != std::string::npos,
+                  client);
+  RunRequest req = make_request(Language::python, code);
+  req.net.allowed_domains = {"web.test"};
+  req.timeout = std::chrono::milliseconds(120'000);
+  auto plain = Client(internet().plain().socket()).run(req);
+  REQUIRE_MESSAGE(plain.ok(), plain.error().describe());
+  INFO("stdout: " << plain->stdout_data << "\nstderr: " << plain->stderr_data);
+  CHECK(plain->stdout_data.find("python failed") != std::string::npos);
+  CHECK(plain->stdout_data.find("curl failed") != std::string::npos);
+  CHECK(plain->stdout_data.find("node failed") != std::string::npos);
+  CHECK(plain->stdout_data.find("hello") == std::string::npos);
 }
 
 TEST_CASE("network: sandboxctl run --expose prints the URL before the code starts, and --json lists the mapping") {
