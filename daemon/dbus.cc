@@ -93,6 +93,20 @@ int read_options(sd_bus_message* m, const std::vector<std::string_view>& allowed
       if (r < 0) return r;
       if ((r = sd_bus_message_exit_container(m)) < 0) return r;
       if ((r = sd_bus_message_exit_container(m)) < 0) return r;
+    } else if (k == "expose_unix") {
+      // Guest ports offered as Unix sockets owned by the caller's uid.
+      if ((r = want("au")) < 0) return r;
+      if ((r = sd_bus_message_enter_container(m, 'v', "au")) < 0) return r;
+      if ((r = sd_bus_message_enter_container(m, 'a', "u")) < 0) return r;
+      uint32_t in = 0;
+      while ((r = sd_bus_message_read(m, "u", &in)) > 0) {
+        if (o->net.expose_ports.size() >= limits::kMaxExposedPorts)
+          return invalid(error, "more than " + std::to_string(limits::kMaxExposedPorts) + " exposed ports");
+        o->net.expose_ports.push_back({in, 0, true});
+      }
+      if (r < 0) return r;
+      if ((r = sd_bus_message_exit_container(m)) < 0) return r;
+      if ((r = sd_bus_message_exit_container(m)) < 0) return r;
     } else if (k == "env") {
       if ((r = want("a{ss}")) < 0) return r;
       if ((r = sd_bus_message_enter_container(m, 'v', "a{ss}")) < 0) return r;
@@ -324,7 +338,7 @@ int read_request(Method::Kind kind, sd_bus_message* m, uint64_t id, proto::Messa
       RunRequest req;
       if ((r = read_language(language, &req.language, error)) < 0) return r;
       if ((r = read_options(m, {"timeout_ms", "memory_mb", "env", "stream", "request", "network", "allowed_domains",
-                                "expose_ports"},
+                                "expose_ports", "expose_unix"},
                             o, error)) < 0)
         return r;
       req.code = code;
@@ -341,7 +355,7 @@ int read_request(Method::Kind kind, sd_bus_message* m, uint64_t id, proto::Messa
       SessionOptions so;
       if ((r = read_language(language, &so.language, error)) < 0) return r;
       if ((r = read_options(m, {"timeout_ms", "memory_mb", "idle_timeout_ms", "env", "network", "allowed_domains",
-                                "expose_ports"},
+                                "expose_ports", "expose_unix"},
                             o, error)) < 0)
         return r;
       so.timeout = std::chrono::milliseconds(o->timeout_ms.value_or(0));

@@ -131,7 +131,8 @@ TEST_CASE("D-Bus: Run for each language through busctl") {
 
 TEST_CASE("D-Bus: sessions keep state across SessionExec, are listed, and end with CloseSession") {
   auto created = busctl({"call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "CreateSession", "sa{sv}",
-                         "python", "1", "env", "a{ss}", "1", "BASE", "40"});
+                         "python", "3", "env", "a{ss}", "1", "BASE", "40", "expose_ports", "a(uu)", "1", "8000", "0",
+                         "expose_unix", "au", "1", "9000"});
   REQUIRE_MESSAGE(created.exit_code == 0, created.err);
   REQUIRE(created.out.starts_with("s \""));
   std::string id = created.out.substr(3, created.out.find('"', 3) - 3);
@@ -146,7 +147,11 @@ TEST_CASE("D-Bus: sessions keep state across SessionExec, are listed, and end wi
   CHECK_MESSAGE(get.exit_code == 0, get.err);
   CHECK(get.out.find("\"data\":[0,[52,50,10],[]") != std::string::npos);  // "42\n"
   CHECK(get.out.find("\"state_lost\":{\"type\":\"b\",\"data\":false}") != std::string::npos);
-  CHECK(get.out.find("\"exposed_ports\":{\"type\":\"s\",\"data\":\"[]\"}") != std::string::npos);
+  // Both forms of exposed port: loopback TCP, and a Unix socket of the caller's.
+  CHECK(get.out.find("\"exposed_ports\":{\"type\":\"s\",\"data\":\"[{\\\"internal\\\":8000,") != std::string::npos);
+  CHECK(get.out.find("\\\"url\\\":\\\"http://127.0.0.1:") != std::string::npos);
+  CHECK(get.out.find("{\\\"internal\\\":9000,\\\"external\\\":0,\\\"host\\\":\\\"unix\\\",\\\"url\\\":\\\"unix:/") !=
+        std::string::npos);
   CHECK(get.out.find("\"network\":{\"type\":\"s\",\"data\":\"{\\\"connections\\\":0,") != std::string::npos);
   auto net = busctl({"call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "SetSessionNetwork", "sasb", id,
                      "1", "example.org", "false"});
