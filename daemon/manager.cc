@@ -13,6 +13,27 @@ Manager::Manager(uv_loop_t* loop, VmFactory& factory, SnapshotStore* snapshots, 
       scheduler_(options_.limits),
       later_(loop) {
   drain_timer_ = UvHandle<uv_timer_t>::make(this, [&](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  if (options_.layer_store)
+    layers_ = std::make_unique<LayerCache>(
+        options_.layer_store, [](const LayerKeyInputs&, const std::string&, std::function<void(Result<std::string>)> done) {
+          done(Error::make(ErrorCode::package_install_failed, "this sandboxd has no package builder"));
+        });
+}
+
+Result<std::vector<LayerInfo>> Manager::layers(const std::string& drop, bool drop_all) {
+  if (!layers_) {
+    if (!drop.empty()) return Error::make(ErrorCode::not_found, "no layer '" + drop + "'");
+    return std::vector<LayerInfo>{};
+  }
+  return layers_->list(drop, drop_all);
+}
+
+// Until a builder VM installs them, a request with packages is refused
+// before it takes a VM or a queue slot.
+static Result<void> packages_supported(const std::vector<std::string>& packages) {
+  if (packages.empty()) return ok();
+  return Error::make(ErrorCode::package_install_failed,
+                     "installing packages is not available in this sandboxd (no package builder)");
 }
 
 Manager::~Manager() {
@@ -37,6 +58,7 @@ Lease* Manager::find(LeaseId id) {
 
 Result<LeaseId> Manager::run(const Caller& caller, uint64_t request_id, RunRequest request, std::weak_ptr<Sink> sink) {
   if (draining_) return Error::make(ErrorCode::capacity, "sandboxd is shutting down");
+  if (auto r = packages_supported(request.packages); !r) return std::move(r).error();
   if (auto r = scheduler_.reserve(caller.uid, Scheduler::Kind::run); !r) return std::move(r).error();
   LeaseId id = next_id_++;
   auto net = make_policy(request.net);
@@ -64,6 +86,7 @@ Result<LeaseId> Manager::run(const Caller& caller, uint64_t request_id, RunReque
 Result<LeaseId> Manager::open_session(const Caller& caller, uint64_t request_id, SessionOptions options,
                                       std::weak_ptr<Sink> sink) {
   if (draining_) return Error::make(ErrorCode::capacity, "sandboxd is shutting down");
+  if (auto r = packages_supported(options.packages); !r) return std::move(r).error();
   auto sid = SessionRegistry::new_id();
   if (!sid) return std::move(sid).error();
   if (auto r = scheduler_.reserve(caller.uid, Scheduler::Kind::session); !r) return std::move(r).error();

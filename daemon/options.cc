@@ -47,6 +47,8 @@ DaemonOptions options_from(const Config& c, const RuntimeFacts& f) {
   s.default_idle_timeout = ms(c.session_idle_timeout_ms);
   s.images = f.images;
   s.default_domains = c.default_allowed_domains;
+  // The allowlist file is read by the daemon at start-up (main.cc).
+  s.packages.require_pinned = c.packages_require_pinned;
 
   auto& l = o.control;
   l.max_connections = c.max_connections;

@@ -60,6 +60,7 @@ int http_status(ErrorCode c) {
     case ErrorCode::invalid_argument: return 400;
     case ErrorCode::permission_denied: return 403;
     case ErrorCode::package_not_allowed: return 403;
+    case ErrorCode::package_install_failed: return 422;
     case ErrorCode::not_found: return 404;
     case ErrorCode::session_closed: return 410;
     case ErrorCode::capacity: return 429;
