@@ -34,6 +34,13 @@ inline constexpr uint32_t kProtocolVersion = 3;
 // Name of the virtio-serial port the agent opens.
 inline constexpr std::string_view kAgentPortName = "org.sandboxd.agent.0";
 
+// Serial of the package layer's disk, by which the agent finds it.
+inline constexpr std::string_view kLayerDiskSerial = "sandbox-layer";
+// Where the agent mounts it, and where each interpreter looks inside it.
+inline constexpr std::string_view kLayerMount = "/run/layer";
+inline constexpr std::string_view kLayerPythonDir = "/run/layer/python";
+inline constexpr std::string_view kLayerNodeDir = "/run/layer/node_modules";
+
 // Entropy handed to a restored guest; the kernel takes at most 256 bytes' worth.
 inline constexpr size_t kMaxSeedBytes = 256;
 // Snapshots listed at once (the cache holds a few per language).

@@ -41,6 +41,15 @@ struct ManagerOptions {
   size_t max_session_jobs = 16;
   // The package layer cache (layers.h); null: no layers on this host.
   std::shared_ptr<LayerStore> layer_store;
+  // What a layer key covers besides the request (layers.h): the root
+  // image, each language's interpreter and installer, the index, and
+  // whether code from the index runs at install time.
+  struct LayerFacts {
+    std::string base_image;
+    std::string python, pip, node, npm;
+    std::string python_index_url, npm_registry_url;
+    bool source_builds = false, install_scripts = false;
+  } layer_facts;
 };
 
 class Manager : private LeaseHost {
@@ -83,6 +92,9 @@ class Manager : private LeaseHost {
 
  private:
   Lease* find(LeaseId id);
+  // Admits lease `id` once its package layer is ready (at once without
+  // packages); a failed build fails the lease.
+  void admit_with_layer(LeaseId id, Language language, const std::vector<std::string>& packages);
   void pump();
   void maybe_drained();
 

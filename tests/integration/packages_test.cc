@@ -163,3 +163,98 @@ TEST_CASE("layers: the cache as sandboxctl shows it; drops; corrupt layers remov
   d.stop();
   fs::remove_all(state);
 }
+
+TEST_CASE("layers: a cached layer is verified, attached read-only and found by the interpreter; in use it stays") {
+  auto have = run_command({"sh", "-c", "command -v mkfs.erofs"});
+  if (have.exit_code != 0) {
+    MESSAGE("skipped: mkfs.erofs (erofs-utils) is not installed on this host; the test builds its layer with it");
+    return;
+  }
+  char tmpl[] = "/tmp/sandboxd-layers-attach.XXXXXX";
+  std::string work = ::mkdtemp(tmpl);
+  std::string state = work + "/state";
+  fs::create_directories(state);
+
+  // The key the daemon derives for this request, from its refusal to build it.
+  std::string key;
+  {
+    TestDaemon d;
+    REQUIRE(d.start({"--state-dir", state}));
+    auto r = make_request(Language::python, "print(1)");
+    r.packages = {"MyPkg==1.0"};
+    auto res = Client(d.socket()).run(r);
+    REQUIRE_FALSE(res.ok());
+    CHECK(res.error().code == ErrorCode::package_install_failed);
+    auto at = res.error().message.find("layer py-");
+    REQUIRE(at != std::string::npos);
+    key = res.error().message.substr(at + 6, 43);
+    // A failed build leaves nothing behind.
+    CHECK(list_dir(state + "/layers").empty());
+  }
+
+  // A layer as a builder makes it: site-packages with a package and its dependency.
+  fs::create_directories(work + "/tree/python/mypkg");
+  fs::create_directories(work + "/tree/python/mydep");
+  std::ofstream(work + "/tree/python/mypkg/__init__.py") << "from mydep import VALUE\n__version__ = '1.0'\n";
+  std::ofstream(work + "/tree/python/mydep/__init__.py") << "VALUE = 42\n";
+  auto mk = run_command({"mkfs.erofs", "-T0", work + "/layer.erofs", work + "/tree"});
+  REQUIRE_MESSAGE(mk.exit_code == 0, mk.err);
+  std::ifstream in(work + "/layer.erofs", std::ios::binary);
+  std::string image((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  seed_layer(state + "/layers", key, image, "mypkg==1.0", {"mydep==0.1 sha256:1111", "mypkg==1.0 sha256:2222"});
+
+  TestDaemon d;
+  REQUIRE(d.start({"--state-dir", state}));
+  Client c(d.socket());
+  auto r = make_request(Language::python,
+                        "import mypkg, os\nprint(mypkg.__version__, mypkg.VALUE, sorted(os.listdir('/sys/class/net')))\n"
+                        "open(mypkg.__file__, 'a')\n");
+  r.packages = {"mypkg==1.0"};
+  auto res = c.run(r);
+  REQUIRE_MESSAGE(res.ok(), res.error().describe());
+  // Found by the interpreter; no network device although it asked for packages; read-only.
+  CHECK(res->stdout_data == "1.0 42 ['lo']\n");
+  CHECK(res->stderr_data.find("Read-only file system") != std::string::npos);
+  CHECK(res->layer.key == key);
+  CHECK(res->layer.cache == "hit");
+  CHECK(res->layer.build_ms == 0);
+  CHECK(res->vm_start == "boot");
+
+  // A run without packages sees no layer.
+  auto plain = c.run(make_request(Language::python, "import importlib.util as u\nprint(u.find_spec('mypkg'))"));
+  REQUIRE(plain.ok());
+  CHECK(plain->stdout_data == "None\n");
+  CHECK(plain->layer.key.empty());
+
+  // In use by a session: listed with its user, and neither dropped nor evicted.
+  SessionOptions o;
+  o.packages = {"mypkg==1.0"};
+  auto s = c.create_session(o);
+  REQUIRE_MESSAGE(s.ok(), s.error().describe());
+  CHECK(s->info().layer.key == key);
+  auto listed = c.layers();
+  REQUIRE(listed.ok());
+  REQUIRE(listed->size() == 1);
+  CHECK(listed->at(0).users == 1);
+  CHECK(c.layers(key).error().code == ErrorCode::capacity);
+  CHECK(c.layers("", true).value().size() == 1);
+  auto e = s->exec("import mypkg\nprint(mypkg.VALUE)");
+  REQUIRE(e.ok());
+  CHECK(e->stdout_data == "42\n");
+  REQUIRE(s->close().ok());
+
+  // One byte of the image changes: the next attach finds it, removes it,
+  // and tries to build it again (which this host cannot).
+  {
+    std::fstream f(state + "/layers/" + key + ".erofs", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(2000);
+    f.put('\x5a');
+  }
+  auto again = c.run(r);
+  REQUIRE_FALSE(again.ok());
+  CHECK(again.error().code == ErrorCode::package_install_failed);
+  CHECK_FALSE(fs::exists(state + "/layers/" + key + ".erofs"));
+  CHECK(c.layers().value().empty());
+  d.stop();
+  fs::remove_all(work);
+}
