@@ -185,6 +185,14 @@ Result<RunArgs> run_args(const JsonValue& body, const Options& o, bool strict, b
         if (!s) return bad("'env' values must be strings");
         a.request.env.emplace_back(name, std::string(*s));
       }
+    } else if (key == "packages") {
+      if (!v.is(JsonValue::Type::array) || v.items().size() > limits::kMaxPackages)
+        return bad("'packages' must be a list of at most " + std::to_string(limits::kMaxPackages) + " strings");
+      for (const auto& item : v.items()) {
+        auto s = item.string();
+        if (!s) return bad("'packages' must be a list of strings");
+        a.request.packages.emplace_back(*s);
+      }
     } else if (key == "stream") {
       auto b = v.boolean();
       if (!b) return bad("'stream' must be true or false");
@@ -374,6 +382,7 @@ void Gateway::execute(const httplib::Request& req, httplib::Response& res, const
   SessionOptions so;
   so.language = args->request.language;
   so.env = args->request.env;
+  so.packages = args->request.packages;
   so.timeout = args->request.timeout;
   so.memory_mb = args->request.memory_mb;
   so.idle_timeout = kExecuteSessionIdle;
@@ -561,6 +570,7 @@ void Gateway::session_create(const httplib::Request& req, httplib::Response& res
   SessionOptions so;
   so.language = args->request.language;
   so.env = args->request.env;
+  so.packages = args->request.packages;
   so.timeout = args->request.timeout;
   so.memory_mb = args->request.memory_mb;
   if (args->idle_given) so.idle_timeout = args->idle;
