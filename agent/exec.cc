@@ -117,6 +117,12 @@ Result<std::unique_ptr<Execution>> Execution::spawn(Language language, const Env
       "LOGNAME=sandbox",
       "LANG=C.UTF-8",
   };
+  // The package layer, for the language it was built for. Set here, after
+  // nothing a caller sends (PYTHON* and NODE_* are refused by the daemon).
+  if (mounted_layer() == language) {
+    if (language == Language::python) env.push_back("PYTHONPATH=" + std::string(proto::kLayerPythonDir));
+    if (language == Language::javascript) env.push_back("NODE_PATH=" + std::string(proto::kLayerNodeDir));
+  }
   for (const auto& [k, v] : env_in) {
     // The daemon validated these; refuse anything that would corrupt envp.
     if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos ||

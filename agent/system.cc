@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <cstring>
 #include <vector>
+#include <memory>
 #include <fstream>
 #include <sstream>
 
@@ -123,6 +124,47 @@ const MemoryPlan& memory_plan() {
   return plan;
 }
 
+namespace {
+
+std::optional<Language> g_layer;
+
+// The disk whose virtio serial the host set: found by name, not by order.
+std::optional<std::string> layer_device() {
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir("/sys/block"), ::closedir);
+  if (!dir) return std::nullopt;
+  while (dirent* e = ::readdir(dir.get())) {
+    std::string name = e->d_name;
+    if (!name.starts_with("vd")) continue;
+    std::ifstream f("/sys/block/" + name + "/serial");
+    std::string serial;
+    if (std::getline(f, serial) && serial == proto::kLayerDiskSerial) return "/dev/" + name;
+  }
+  return std::nullopt;
+}
+
+void mount_layer() {
+  std::ifstream in("/proc/cmdline");
+  std::string word;
+  constexpr std::string_view kKey = "sandbox.layer=";
+  std::optional<Language> language;
+  while (in >> word)
+    if (word.starts_with(kKey)) language = schema::EnumNames<Language>::parse(std::string_view(word).substr(kKey.size()));
+  if (!language) return;
+  std::optional<std::string> dev;
+  for (int i = 0; i < 50 && !(dev = layer_device()); ++i) ::usleep(100'000);
+  if (!dev) return log("package layer: no disk with serial %s", proto::kLayerDiskSerial.data());
+  std::string at(proto::kLayerMount);
+  ::mkdir(at.c_str(), 0755);
+  // Read-only, and nothing on it runs with privileges or names a device.
+  if (auto r = do_mount(dev->c_str(), at.c_str(), "erofs", MS_RDONLY | MS_NODEV | MS_NOSUID); !r)
+    return log("package layer: %s", r.error().message.c_str());
+  g_layer = language;
+}
+
+}  // namespace
+
+std::optional<Language> mounted_layer() { return g_layer; }
+
 Result<void> setup_system() {
   // The kernel found no /dev/console in the initramfs, so fds 0-2 are closed
   // until devtmpfs is up.
@@ -174,6 +216,7 @@ Result<void> setup_system() {
   ::mkdir("/run/sandbox", 0755);
   ::sethostname("sandbox", 7);
   if (auto r = bring_up_loopback(); !r) log("%s", r.error().message.c_str());
+  mount_layer();
   return ok();
 }
 

@@ -2,6 +2,7 @@
 // read-only root, writable tmpfs areas, and the virtio port to the host.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -55,6 +56,10 @@ const MemoryPlan& memory_plan();
 
 // Mounts, loads modules and switches to the root image.
 Result<void> setup_system();
+// The package layer's language when the kernel command line asked for one
+// ("sandbox.layer=python") and its disk is mounted read-only at
+// proto::kLayerMount; the interpreters of that language find it there.
+std::optional<Language> mounted_layer();
 // After the host channel is open: kernel knobs, read-only /proc/sys and
 // /sys, and a minimal /dev in place of devtmpfs, with /dev/shm in the files
 // area.

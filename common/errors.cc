@@ -11,7 +11,7 @@ struct CodeInfo {
   bool retryable;
 };
 
-constexpr std::array<CodeInfo, 13> kCodes = {{
+constexpr std::array<CodeInfo, 14> kCodes = {{
     {ErrorCode::invalid_argument, "invalid_argument", false},
     {ErrorCode::permission_denied, "permission_denied", false},
     {ErrorCode::capacity, "capacity", true},
@@ -25,6 +25,8 @@ constexpr std::array<CodeInfo, 13> kCodes = {{
     {ErrorCode::image_missing, "image_missing", false},
     {ErrorCode::image_corrupt, "image_corrupt", false},
     {ErrorCode::internal, "internal", false},
+    // An index that failed transiently was retried already by the builder.
+    {ErrorCode::package_install_failed, "package_install_failed", false},
 }};
 
 }  // namespace

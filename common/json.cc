@@ -116,6 +116,8 @@ std::string to_json(const FileListing& v) { return json_of(v); }
 std::string to_json(const ImagesInfo& v) { return json_of(v); }
 std::string to_json(const ExposedPort& v) { return json_of(v); }
 std::string to_json(const NetworkStats& v) { return json_of(v); }
+std::string to_json(const LayerInfo& v) { return json_of(v); }
+std::string to_json(const LayerUse& v) { return json_of(v); }
 
 std::string to_json(const Error& e) {
   return "{\"code\":" + json_string(error_code_name(e.code)) + ",\"message\":" + json_string(e.message) +

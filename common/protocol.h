@@ -3,7 +3,7 @@
 // Two channels carry the same framing (4-byte big-endian length, then one
 // msgpack map with a "type" key):
 //   client <-> daemon   control socket: run, output, result, error, sessions, files, status,
-//                       snapshots, images, metrics
+//                       snapshots, images, metrics, layers
 //   daemon <-> agent    virtio-serial port: hello, exec, output, exec_done, files
 // Every message is described once, below, as a table of fields with their
 // bounds (schema.h); encoder and decoder are derived from the tables.
@@ -30,9 +30,16 @@
 
 namespace sandbox::proto {
 
-inline constexpr uint32_t kProtocolVersion = 3;
+inline constexpr uint32_t kProtocolVersion = 4;
 // Name of the virtio-serial port the agent opens.
 inline constexpr std::string_view kAgentPortName = "org.sandboxd.agent.0";
+
+// Serial of the package layer's disk, by which the agent finds it.
+inline constexpr std::string_view kLayerDiskSerial = "sandbox-layer";
+// Where the agent mounts it, and where each interpreter looks inside it.
+inline constexpr std::string_view kLayerMount = "/run/layer";
+inline constexpr std::string_view kLayerPythonDir = "/run/layer/python";
+inline constexpr std::string_view kLayerNodeDir = "/run/layer/node_modules";
 
 // Entropy handed to a restored guest; the kernel takes at most 256 bytes' worth.
 inline constexpr size_t kMaxSeedBytes = 256;
@@ -56,6 +63,13 @@ inline constexpr size_t kMaxImageEntries = 8;
 inline constexpr size_t kSha256HexBytes = 64;
 // The metrics text: a few hundred fixed series, with room to grow.
 inline constexpr size_t kMaxMetricsBytes = 256 << 10;
+// Layers listed at once, builds included: far more than a cache of a few
+// GB holds.
+inline constexpr size_t kMaxLayerEntries = 512;
+// A resolved lock: a large data-science stack has about 150 packages.
+inline constexpr size_t kMaxLockEntries = 1000;
+// A layer key: "py-" or "js-" and a SHA-256 in hex, with room.
+inline constexpr size_t kMaxLayerKeyBytes = 80;
 
 // ---------------------------------------------------------------- client <-> daemon
 
@@ -115,6 +129,20 @@ struct ImagesRequest {
 struct ImageList {
   uint64_t id = 0;
   ImagesInfo images;
+};
+
+// client -> daemon: list the package layer cache and the builds in
+// progress; `drop` removes one layer by key, `drop_all` every layer not in
+// use (root and the daemon's own uid only).
+struct LayersRequest {
+  uint64_t id = 0;
+  std::string drop;
+  bool drop_all = false;
+};
+
+struct LayerList {
+  uint64_t id = 0;
+  std::vector<LayerInfo> layers;
 };
 
 // client -> daemon: the daemon's counters, gauges and histograms.
@@ -302,7 +330,7 @@ using Message = std::variant<Run, Output, Finished, ErrorReply, Hello, Exec, Exe
                              Status, Resume, SnapshotsRequest, SnapshotList, SessionCreate, SessionList,
                              SessionListRequest, SessionExec, SessionClose, Ack, FileWrite, FileChunk, FileRead,
                              FileDone, FileListRequest, FileList, Cancel, ImagesRequest, ImageList,
-                             MetricsRequest, MetricsText, SessionNetwork, Trust>;
+                             MetricsRequest, MetricsText, SessionNetwork, LayersRequest, LayerList, Trust>;
 
 // The request id a message carries (0 for those without one: hello, ping...).
 uint64_t request_id_of(const Message& message);
@@ -380,6 +408,16 @@ struct Schema<NetworkStats> {
 constexpr Field<SessionInfo, std::vector<std::string>, kText> kSessionDomains{
     "allowed_domains", &SessionInfo::allowed_domains, kMaxAllowedDomains};
 
+constexpr Field<RunRequest, std::vector<std::string>, kText> kRunPackages{"packages", &RunRequest::packages,
+                                                                          kMaxPackages};
+template <>
+struct Schema<LayerUse> {
+  static constexpr auto fields = std::tuple{
+      text("key", &LayerUse::key, proto::kMaxLayerKeyBytes),
+      text("cache", &LayerUse::cache, kMaxNameBytes),
+      field("build_ms", &LayerUse::build_ms),
+  };
+};
 template <>
 struct Schema<RunRequest> {
   static constexpr auto fields = std::tuple{
@@ -389,6 +427,7 @@ struct Schema<RunRequest> {
       field("timeout_ms", &RunRequest::timeout, kU32),
       field("memory_mb", &RunRequest::memory_mb),
       embed(&RunRequest::net),
+      kRunPackages,
   };
 };
 template <>
@@ -420,6 +459,7 @@ struct Schema<RunResult> {
       field("state_lost", &RunResult::state_lost),
       field("exposed_ports", &RunResult::exposed_ports, kMaxExposedPorts),
       field("network", &RunResult::network),
+      field("layer", &RunResult::layer),
   };
 };
 template <>
@@ -490,6 +530,8 @@ struct Schema<ImagesInfo> {
       text("packages_sha256", &ImagesInfo::packages_sha256, proto::kSha256HexBytes),
   };
 };
+constexpr Field<SessionOptions, std::vector<std::string>, kText> kSessionPackages{
+    "packages", &SessionOptions::packages, kMaxPackages};
 template <>
 struct Schema<SessionOptions> {
   static constexpr auto fields = std::tuple{
@@ -499,6 +541,7 @@ struct Schema<SessionOptions> {
       field("memory_mb", &SessionOptions::memory_mb),
       field("idle_timeout_ms", &SessionOptions::idle_timeout, kU32),
       embed(&SessionOptions::net),
+      kSessionPackages,
   };
 };
 template <>
@@ -514,6 +557,24 @@ struct Schema<SessionInfo> {
       text("vm_start", &SessionInfo::vm_start, kMaxNameBytes),
       field("exposed_ports", &SessionInfo::exposed_ports, kMaxExposedPorts),
       kSessionDomains,
+      field("layer", &SessionInfo::layer),
+  };
+};
+constexpr Field<LayerInfo, std::vector<std::string>, kText> kLayerPackages{"packages", &LayerInfo::packages,
+                                                                           kMaxPackages};
+constexpr Field<LayerInfo, std::vector<std::string>, kText> kLayerLock{"lock", &LayerInfo::lock,
+                                                                       proto::kMaxLockEntries};
+template <>
+struct Schema<LayerInfo> {
+  static constexpr auto fields = std::tuple{
+      text("key", &LayerInfo::key, proto::kMaxLayerKeyBytes),
+      field("language", &LayerInfo::language),
+      kLayerPackages,
+      kLayerLock,
+      field("bytes", &LayerInfo::bytes),
+      field("last_used_unix_ms", &LayerInfo::last_used_unix_ms),
+      field("users", &LayerInfo::users),
+      field("building", &LayerInfo::building),
   };
 };
 template <>
@@ -586,6 +647,19 @@ template <>
 struct Schema<proto::ImageList> {
   static constexpr std::string_view type = "image_list";
   static constexpr auto fields = std::tuple{field("id", &proto::ImageList::id), embed(&proto::ImageList::images)};
+};
+template <>
+struct Schema<proto::LayersRequest> {
+  static constexpr std::string_view type = "layers_request";
+  static constexpr auto fields =
+      std::tuple{field("id", &proto::LayersRequest::id), text("drop", &proto::LayersRequest::drop, proto::kMaxLayerKeyBytes),
+                 field("drop_all", &proto::LayersRequest::drop_all)};
+};
+template <>
+struct Schema<proto::LayerList> {
+  static constexpr std::string_view type = "layer_list";
+  static constexpr auto fields = std::tuple{field("id", &proto::LayerList::id),
+                                            field("layers", &proto::LayerList::layers, proto::kMaxLayerEntries)};
 };
 template <>
 struct Schema<proto::MetricsRequest> {

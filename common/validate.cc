@@ -1,6 +1,7 @@
 #include "common/validate.h"
 
 #include "common/net_rules.h"
+#include "common/packages.h"
 
 #include <cctype>
 
@@ -140,6 +141,7 @@ Result<void> validate(const RunRequest& r) {
   if (auto v = validate_timeout(r.timeout); !v) return v;
   if (auto v = validate_memory(r.memory_mb); !v) return v;
   if (auto v = validate_network(r.net); !v) return v;
+  if (auto v = validate_package_syntax(r.language, r.packages); !v) return v;
   return validate_env(r.env);
 }
 
@@ -150,7 +152,15 @@ Result<void> validate(const SessionOptions& o) {
     return invalid("idle timeout " + ms(o.idle_timeout) + " is outside " + std::to_string(limits::kMinSessionIdleMs) +
                    "-" + std::to_string(limits::kMaxSessionIdleMs) + " ms");
   if (auto v = validate_network(o.net); !v) return v;
+  if (auto v = validate_package_syntax(o.language, o.packages); !v) return v;
   return validate_env(o.env);
+}
+
+Result<void> validate_package_syntax(Language language, const std::vector<std::string>& packages) {
+  PackagePolicy any;
+  any.require_pinned = false;
+  if (auto v = parse_packages(language, packages, any); !v) return std::move(v).error();
+  return ok();
 }
 
 Result<void> validate_exec(std::string_view code, std::chrono::milliseconds timeout) {

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <chrono>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include <sandbox/result.h>
 #include <sandbox/types.h>
@@ -22,6 +24,10 @@ Result<void> validate_env(const EnvList& env);
 Result<void> validate_code(std::string_view code);
 Result<void> validate_timeout(std::chrono::milliseconds timeout);
 Result<void> validate_memory(uint32_t memory_mb);
+
+// Packages as text only (the grammar, the count, no name twice); whether
+// they must be pinned or allowlisted is the daemon's policy (packages.h).
+Result<void> validate_package_syntax(Language language, const std::vector<std::string>& packages);
 
 Result<void> validate(const RunRequest& request);
 Result<void> validate(const SessionOptions& options);

@@ -18,6 +18,7 @@ constexpr Verb kVerbs[] = {
     {"status", sandbox::ctl::cmd_status, "version, accelerator, VMs, runs and the warm pool"},
     {"pool", sandbox::ctl::cmd_pool, "warm VMs per language: size, ready, booting, hits, misses"},
     {"snapshots", sandbox::ctl::cmd_snapshots, "the snapshot cache; --drop empties it"},
+    {"layers", sandbox::ctl::cmd_layers, "package layers and builds in progress; --drop KEY | --all (root)"},
     {"images", sandbox::ctl::cmd_images, "the images VMs boot: hashes, kernel, tool versions"},
     {"metrics", sandbox::ctl::cmd_metrics, "counters, gauges and latency histograms, Prometheus text"},
     {"top", sandbox::ctl::cmd_top, "a live view: VMs, runs, sessions, latency, the pool"},

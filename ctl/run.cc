@@ -33,6 +33,9 @@ constexpr const char* kRunUsage =
     "  -t, --timeout SECONDS   default 30; fractions allowed (0.5)\n"
     "  -m, --memory MB         VM memory, 128-2048, default 256\n"
     "  -e, --env KEY=VALUE     environment variable for the code (repeatable)\n"
+    "  -p, --package SPEC      install a package first (repeatable, at most 50): pinned\n"
+    "                          'name==1.2.3' (python) or 'name@1.2.3' (javascript); built\n"
+    "                          once in a builder VM and cached as a read-only layer\n"
     "      --network           allow outbound network to the operator's default list of domains\n"
     "      --allow-domain DOMAIN\n"
     "                          allow outbound connections to DOMAIN (repeatable, at most 64;\n"
@@ -77,6 +80,7 @@ struct Options {
   std::vector<std::pair<std::string, std::string>> uploads;    // local, guest
   std::vector<std::pair<std::string, std::string>> downloads;  // guest, local
   NetworkRequest net;
+  std::vector<std::string> packages;
 };
 
 std::optional<Language> language_from_extension(const std::string& path) {
@@ -133,7 +137,8 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
       {"socket", required_argument, nullptr, 'S'},   {"help", no_argument, nullptr, 'h'},
       {"upload", required_argument, nullptr, 'U'},   {"download", required_argument, nullptr, 'D'},
       {"network", no_argument, nullptr, 'N'},        {"allow-domain", required_argument, nullptr, 'A'},
-      {"expose", required_argument, nullptr, 'X'},   {nullptr, 0, nullptr, 0},
+      {"expose", required_argument, nullptr, 'X'},   {"package", required_argument, nullptr, 'p'},
+      {nullptr, 0, nullptr, 0},
   };
   auto bad = [](const std::string& msg) {
     std::fprintf(stderr, "sandboxctl run: %s\n", msg.c_str());
@@ -142,7 +147,7 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
   optind = 1;
   int c;
   int inline_count = 0;
-  while ((c = getopt_long(argc, argv, "+l:c:t:m:e:qj:h", kLong, nullptr)) != -1) {
+  while ((c = getopt_long(argc, argv, "+l:c:t:m:e:p:qj:h", kLong, nullptr)) != -1) {
     std::string arg = optarg ? optarg : "";
     switch (c) {
       case 'l':
@@ -168,6 +173,7 @@ int parse_args(int argc, char** argv, Options* o, std::vector<Source>* sources) 
         o->env.emplace_back(arg.substr(0, eq), arg.substr(eq + 1));
         break;
       }
+      case 'p': o->packages.push_back(arg); break;
       case 'J': o->globals.json = true; break;
       case 'q': o->globals.quiet = true; break;
       case 'j': {
@@ -231,6 +237,7 @@ int run_with_files(const Options& opts, const Source& src) {
   so.memory_mb = opts.memory_mb;
   so.idle_timeout = std::chrono::milliseconds(limits::kMinSessionIdleMs);
   so.net = opts.net;
+  so.packages = opts.packages;
   bool json = opts.globals.json;
   auto session = client.create_session(so);
   if (!session) {
@@ -308,6 +315,7 @@ int cmd_run(Globals globals, int argc, char** argv) {
       req.timeout = opts.timeout;
       req.memory_mb = opts.memory_mb;
       req.net = opts.net;
+      req.packages = opts.packages;
       OutputCallback cb;
       if (stream_live) cb = [](Stream s, std::string_view d) { write_fd(s == Stream::err ? 2 : 1, d); };
       auto r = client.run(req, cb);

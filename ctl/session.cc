@@ -23,10 +23,11 @@ constexpr const char* kSessionUsage =
     "usage: sandboxctl session ACTION [OPTIONS] ...\n\n"
     "  create [-l LANG] [-t SECONDS] [-m MB] [-e KEY=VALUE]... [--idle SECONDS]\n"
     "         [--network] [--allow-domain DOMAIN]... [--expose GUEST[:HOST]]...\n"
+    "         [-p SPEC]...\n"
     "                          open a session; prints its id (and, on stderr, the URL of\n"
     "                          each exposed port). -t is each exec's default timeout (30),\n"
     "                          --idle closes it after that long unused (10-3600, default\n"
-    "                          300); network flags as for run\n"
+    "                          300); network and package (-p) flags as for run\n"
     "  exec ID [-t SECONDS] [--json] SOURCE\n"
     "                          run inline code, a file or - (stdin) in the session;\n"
     "                          exit status as for run\n"
@@ -65,6 +66,7 @@ struct Args {
   std::vector<std::pair<std::string, std::string>> env;
   bool executable = false;
   NetworkRequest net;
+  std::vector<std::string> packages;
   bool off = false;
   std::vector<std::string> positional;
 };
@@ -79,12 +81,12 @@ int parse(int argc, char** argv, Args* a) {
       {"quiet", no_argument, nullptr, 'q'},          {"help", no_argument, nullptr, 'h'},
       {"network", no_argument, nullptr, 'N'},        {"allow-domain", required_argument, nullptr, 'A'},
       {"expose", required_argument, nullptr, 'X'},   {"off", no_argument, nullptr, 'O'},
-      {nullptr, 0, nullptr, 0},
+      {"package", required_argument, nullptr, 'p'},  {nullptr, 0, nullptr, 0},
   };
   optind = 1;
   int c;
   // "-" as a SOURCE or LOCAL is positional, which getopt's permutation keeps.
-  while ((c = getopt_long(argc, argv, "l:t:m:e:xqh", kLong, nullptr)) != -1) {
+  while ((c = getopt_long(argc, argv, "l:t:m:e:p:xqh", kLong, nullptr)) != -1) {
     std::string arg = optarg ? optarg : "";
     switch (c) {
       case 'l':
@@ -119,6 +121,7 @@ int parse(int argc, char** argv, Args* a) {
       case 'J': a->globals.json = true; break;
       case 'q': a->globals.quiet = true; break;
       case 'x': a->executable = true; break;
+      case 'p': a->packages.push_back(arg); break;
       case 'S': a->globals.socket = arg; break;
       case 'N': a->net.network = true; break;
       case 'O': a->off = true; break;
@@ -156,6 +159,7 @@ int do_create(const Args& a) {
   if (a.idle) o.idle_timeout = *a.idle;
   o.memory_mb = a.memory_mb;
   o.net = a.net;
+  o.packages = a.packages;
   auto s = Client(socket_path(a.globals)).create_session(o);
   if (!s) return fail(s.error());
   if (!a.globals.json && !a.globals.quiet) write_fd(2, describe_exposed(s->info().exposed_ports));

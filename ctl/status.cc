@@ -1,8 +1,9 @@
-// sandboxctl status / pool / snapshots / images: what the daemon is doing,
+// sandboxctl status / pool / snapshots / layers / images: what the daemon is doing,
 // and what its VMs boot.
 #include <getopt.h>
 
 #include <cstdio>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,69 @@ int cmd_snapshots(Globals g, int argc, char** argv) {
     std::printf("%-26s %-12s %6u MB %7llu MB\n", e.key.c_str(), std::string(language_name(e.language)).c_str(),
                 e.memory_mb, static_cast<unsigned long long>(e.bytes >> 20));
   if (drop) std::printf("(cache emptied)\n");
+  return 0;
+}
+
+int cmd_layers(Globals g, int argc, char** argv) {
+  constexpr const char* kUsage =
+      "usage: sandboxctl layers [--drop KEY | --all] [--json] [--socket PATH]\n"
+      "The package layer cache: key, language, packages, size, last use, users, and\n"
+      "builds in progress; each layer's resolved lock (every package installed, with\n"
+      "its version and hash) follows it. --drop KEY removes one layer, --all every\n"
+      "layer not in use (root).\n";
+  std::string drop;
+  bool all = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (a == "--all") {
+      all = true;
+      continue;
+    }
+    if (a == "--drop" && i + 1 < argc) {
+      drop = argv[++i];
+      continue;
+    }
+    if (parse_global(argc, argv, &i, &g)) continue;
+    std::fprintf(stderr, "sandboxctl: unexpected argument '%s'\n%s", argv[i], kUsage);
+    return kExitUsage;
+  }
+  if (all && !drop.empty()) {
+    std::fprintf(stderr, "sandboxctl layers: --drop KEY and --all exclude each other\n");
+    return kExitUsage;
+  }
+  auto list = Client(socket_path(g)).layers(drop, all);
+  if (!list) {
+    fail(list.error());
+    return list.error().code == ErrorCode::permission_denied ? kExitUsage : kExitSandboxError;
+  }
+  if (g.json) {
+    std::printf("%s\n", json_array(*list).c_str());
+    return 0;
+  }
+  std::printf("%-44s %-11s %8s %-20s %5s  %s\n", "KEY", "LANGUAGE", "DISK", "LAST USE (UTC)", "USERS", "PACKAGES");
+  for (const auto& l : *list) {
+    std::string packages;
+    for (const auto& p : l.packages) packages += (packages.empty() ? "" : " ") + p;
+    char when[32] = "-";
+    if (l.building) {
+      std::snprintf(when, sizeof when, "building");
+    } else if (l.last_used_unix_ms) {
+      time_t t = static_cast<time_t>(l.last_used_unix_ms / 1000);
+      tm utc{};
+      gmtime_r(&t, &utc);
+      std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &utc);
+    }
+    std::string disk = l.building ? "-" : std::to_string((l.bytes + (1 << 20) - 1) >> 20) + " MB";
+    std::printf("%-44s %-11s %8s %-20s %5u  %s\n", l.key.c_str(), std::string(language_name(l.language)).c_str(),
+                disk.c_str(), when, l.users, packages.c_str());
+    for (const auto& entry : l.lock) std::printf("    %s\n", entry.c_str());
+  }
+  if (!drop.empty()) std::printf("(dropped %s)\n", drop.c_str());
+  if (all) std::printf("(dropped every layer not in use)\n");
   return 0;
 }
 

@@ -30,6 +30,7 @@ int cmd_run(Globals g, int argc, char** argv);
 int cmd_status(Globals g, int argc, char** argv);
 int cmd_pool(Globals g, int argc, char** argv);
 int cmd_snapshots(Globals g, int argc, char** argv);
+int cmd_layers(Globals g, int argc, char** argv);
 int cmd_images(Globals g, int argc, char** argv);
 int cmd_metrics(Globals g, int argc, char** argv);
 int cmd_top(Globals g, int argc, char** argv);

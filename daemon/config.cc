@@ -90,6 +90,19 @@ Setter optional_path_key(std::string Config::*field) {
   };
 }
 
+// An index URL the builder's egress is limited to: http(s), a host, an
+// optional port and path; nothing a command line or the relay could misread.
+Setter url_key(std::string Config::*field) {
+  return [=](Config& c, std::string_view v) -> Result<void> {
+    auto rest = v.starts_with("https://") ? v.substr(8) : v.starts_with("http://") ? v.substr(7) : std::string_view{};
+    if (rest.empty() || rest.front() == '/' || v.size() > 512 ||
+        v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/%") != std::string_view::npos)
+      return bad_value("'" + std::string(v) + "' is not an http(s)://HOST[:PORT][/PATH] URL");
+    c.*field = std::string(v);
+    return ok();
+  };
+}
+
 Setter bool_key(bool Config::*field) {
   return [=](Config& c, std::string_view v) -> Result<void> {
     if (v != "on" && v != "off") return bad_value("'" + std::string(v) + "' is not on or off");
@@ -272,6 +285,22 @@ const std::vector<Key>& keys() {
        uint_key(&Config::network_connect_timeout_ms, 100, 600'000), get_uint(&Config::network_connect_timeout_ms)},
       {"network_idle_timeout_ms", "a VM's connection with no traffic this long is closed",
        uint_key(&Config::network_idle_timeout_ms, 1000, 86'400'000), get_uint(&Config::network_idle_timeout_ms)},
+      {"packages_require_pinned", "packages must name exact versions (==1.2.3, @1.2.3): on or off",
+       bool_key(&Config::packages_require_pinned), get_bool(&Config::packages_require_pinned)},
+      {"package_allowlist", "file of allowed package names, 'python NAME' or 'javascript NAME' lines (empty: any name)",
+       optional_path_key(&Config::package_allowlist), get_string(&Config::package_allowlist)},
+      {"python_index_url", "the Python package index (simple API) builder VMs install from",
+       url_key(&Config::python_index_url), get_string(&Config::python_index_url)},
+      {"npm_registry_url", "the npm registry builder VMs install from",
+       url_key(&Config::npm_registry_url), get_string(&Config::npm_registry_url)},
+      {"package_source_builds", "let pip build packages from source when no wheel exists: on or off",
+       bool_key(&Config::package_source_builds), get_bool(&Config::package_source_builds)},
+      {"npm_install_scripts", "run npm packages' install scripts: on or off",
+       bool_key(&Config::npm_install_scripts), get_bool(&Config::npm_install_scripts)},
+      {"package_build_timeout_ms", "a package layer build is stopped after this long",
+       uint_key(&Config::package_build_timeout_ms, 10'000, 3'600'000), get_uint(&Config::package_build_timeout_ms)},
+      {"layer_cache_mb", "disk the package layer cache may use",
+       uint_key(&Config::layer_cache_mb, 64, 1'000'000), get_uint(&Config::layer_cache_mb)},
       {"log_level", "debug, info, warning or error",
        [](Config& c, std::string_view v) -> Result<void> {
          if (v != "debug" && v != "info" && v != "warning" && v != "error")

@@ -125,6 +125,24 @@ struct Config {
   // this is refused; one with no traffic for the idle timeout is closed.
   uint32_t network_connect_timeout_ms = 10'000;
   uint32_t network_idle_timeout_ms = 300'000;
+  // Packages (SPEC F14). Requests must pin exact versions ("==", an exact
+  // npm version): a range resolves differently tomorrow, under the same key.
+  bool packages_require_pinned = true;
+  // A data file of allowed names ("python NAME" / "javascript NAME" lines);
+  // empty: any name the index has.
+  std::string package_allowlist;
+  // The only hosts a builder VM reaches; a client never chooses its index.
+  std::string python_index_url = "https://pypi.org/simple";
+  std::string npm_registry_url = "https://registry.npmjs.org";
+  // Source distributions run arbitrary build code: wheels only by default.
+  bool package_source_builds = false;
+  // npm install scripts run arbitrary code: off by default.
+  bool npm_install_scripts = false;
+  // A builder VM that has not finished by then is killed: `timeout`.
+  uint32_t package_build_timeout_ms = 300'000;
+  // Disk the package layer cache may use; the least recently used layer
+  // not in use goes first.
+  uint32_t layer_cache_mb = 4096;
 };
 
 // One "key = value" assignment from any source; `origin` names the source

@@ -28,6 +28,7 @@ struct Options {
   std::optional<uint32_t> timeout_ms, memory_mb, idle_timeout_ms;
   EnvList env;
   NetworkRequest net;
+  std::vector<std::string> packages;
   bool stream = false;
   uint64_t request = 0;
 };
@@ -75,6 +76,19 @@ int read_options(sd_bus_message* m, const std::vector<std::string_view>& allowed
         if (o->net.allowed_domains.size() >= limits::kMaxAllowedDomains)
           return invalid(error, "more than " + std::to_string(limits::kMaxAllowedDomains) + " allowed domains");
         o->net.allowed_domains.emplace_back(d);
+      }
+      if (r < 0) return r;
+      if ((r = sd_bus_message_exit_container(m)) < 0) return r;
+      if ((r = sd_bus_message_exit_container(m)) < 0) return r;
+    } else if (k == "packages") {
+      if ((r = want("as")) < 0) return r;
+      if ((r = sd_bus_message_enter_container(m, 'v', "as")) < 0) return r;
+      if ((r = sd_bus_message_enter_container(m, 'a', "s")) < 0) return r;
+      const char* p = nullptr;
+      while ((r = sd_bus_message_read(m, "s", &p)) > 0) {
+        if (o->packages.size() >= limits::kMaxPackages)
+          return invalid(error, "more than " + std::to_string(limits::kMaxPackages) + " packages");
+        o->packages.emplace_back(p);
       }
       if (r < 0) return r;
       if ((r = sd_bus_message_exit_container(m)) < 0) return r;
@@ -338,7 +352,7 @@ int read_request(Method::Kind kind, sd_bus_message* m, uint64_t id, proto::Messa
       RunRequest req;
       if ((r = read_language(language, &req.language, error)) < 0) return r;
       if ((r = read_options(m, {"timeout_ms", "memory_mb", "env", "stream", "request", "network", "allowed_domains",
-                                "expose_ports", "expose_unix"},
+                                "expose_ports", "expose_unix", "packages"},
                             o, error)) < 0)
         return r;
       req.code = code;
@@ -346,6 +360,7 @@ int read_request(Method::Kind kind, sd_bus_message* m, uint64_t id, proto::Messa
       req.memory_mb = o->memory_mb.value_or(0);
       req.env = std::move(o->env);
       req.net = std::move(o->net);
+      req.packages = std::move(o->packages);
       *out = proto::Run{id, std::move(req)};
       return 0;
     }
@@ -355,7 +370,7 @@ int read_request(Method::Kind kind, sd_bus_message* m, uint64_t id, proto::Messa
       SessionOptions so;
       if ((r = read_language(language, &so.language, error)) < 0) return r;
       if ((r = read_options(m, {"timeout_ms", "memory_mb", "idle_timeout_ms", "env", "network", "allowed_domains",
-                                "expose_ports", "expose_unix"},
+                                "expose_ports", "expose_unix", "packages"},
                             o, error)) < 0)
         return r;
       so.timeout = std::chrono::milliseconds(o->timeout_ms.value_or(0));
@@ -363,6 +378,7 @@ int read_request(Method::Kind kind, sd_bus_message* m, uint64_t id, proto::Messa
       so.idle_timeout = std::chrono::milliseconds(o->idle_timeout_ms.value_or(0));
       so.env = std::move(o->env);
       so.net = std::move(o->net);
+      so.packages = std::move(o->packages);
       *out = proto::SessionCreate{id, std::move(so)};
       return 0;
     }

@@ -23,7 +23,7 @@ int append_detail(sd_bus_message* m, const char* key, const M& v) {
     std::string j = "[";
     for (size_t i = 0; i < v.size(); ++i) j += (i ? "," : "") + to_json(v[i]);
     return sd_bus_message_append(m, "{sv}", key, "s", (j + "]").c_str());
-  } else if constexpr (std::is_same_v<M, NetworkStats>)
+  } else if constexpr (std::is_same_v<M, NetworkStats> || std::is_same_v<M, LayerUse>)
     return sd_bus_message_append(m, "{sv}", key, "s", to_json(v).c_str());
   else if constexpr (schema::NamedEnum<M>)
     return sd_bus_message_append(m, "{sv}", key, "s", std::string(schema::EnumNames<M>::name(v)).c_str());
@@ -39,7 +39,7 @@ int append_details(sd_bus_message* m, const T& v) {
   schema::for_each_field<T>([&](const auto& f) {
     using M = typename std::decay_t<decltype(f)>::Member;
     if (rc < 0 || f.key == "stdout" || f.key == "stderr" || f.key == "exit_code") return;
-    if constexpr (schema::Described<M> && !std::is_same_v<M, NetworkStats>)
+    if constexpr (schema::Described<M> && !std::is_same_v<M, NetworkStats> && !std::is_same_v<M, LayerUse>)
       rc = append_details(m, v.*f.member);
     else
       rc = append_detail(m, std::string(f.key).c_str(), v.*f.member);

@@ -17,6 +17,7 @@ constexpr int kInitrdFd = 6;
 constexpr int kRootfsFd = 7;
 constexpr int kMemoryFd = 8;
 constexpr int kNetFd = 9;
+constexpr int kLayerFd = 10;
 
 // Names cgroups and records; unique within a daemon's life, and start-up
 // recovery clears what an earlier daemon left.
@@ -60,6 +61,11 @@ Result<std::vector<std::string>> command_line(const VmConfig& config, const VmLa
   if (host.rootfs_fd >= 0) {
     pass(host.rootfs_fd, kRootfsFd);
     spec.rootfs_fd = kRootfsFd;
+  }
+  if (launch.shape.layer_fd >= 0) {
+    pass(launch.shape.layer_fd, kLayerFd);
+    spec.layer_fd = kLayerFd;
+    spec.layer = launch.shape.layer;
   }
   if (launch.restore) {
     spec.memory_file = pass(launch.restore->ram_fd, kMemoryFd);

@@ -119,7 +119,8 @@ void Lease::deliver(const std::weak_ptr<Sink>& sink, proto::Message&& m) {
 SessionInfo Lease::info() const {
   return {spec_.session, spec_.language, spec_.memory_mb, spec_.idle_timeout, exec_count_, created_wall_,
           last_activity_wall_ ? last_activity_wall_ : created_wall_, vm_start_,
-          vm_ ? vm_->exposed_ports() : std::vector<ExposedPort>{}, spec_.allowed_domains};
+          vm_ ? vm_->exposed_ports() : std::vector<ExposedPort>{}, spec_.allowed_domains,
+          spec_.layer ? spec_.layer->use() : LayerUse{}};
 }
 
 void Lease::enqueue(Job job) {
@@ -486,6 +487,7 @@ RunResult Lease::base_result() {
   r.warm_pool_hit = warm_;
   r.accelerator = host_.lease_config().accelerator;
   r.vm_start = vm_start_;
+  if (spec_.layer) r.layer = spec_.layer->use();
   if (vm_) {
     r.exposed_ports = vm_->exposed_ports();
     r.network = vm_->take_network_stats();

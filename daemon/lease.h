@@ -25,6 +25,7 @@
 
 #include "common/protocol.h"
 #include "daemon/audit.h"
+#include "daemon/layers.h"
 #include "daemon/budget.h"
 #include "daemon/metrics.h"
 #include "daemon/scheduler.h"
@@ -72,6 +73,9 @@ struct LeaseSpec {
   // an earlier lease's policy).
   NetPolicy net;
   std::vector<std::string> allowed_domains;  // as asked, for session listings
+  // The package layer attached read-only to its VM (held until the lease
+  // ends, so eviction spares it); null without packages.
+  std::shared_ptr<LayerGrant> layer;
 };
 
 // Defaults come from Config (config.h) through options_from (options.h).
@@ -137,6 +141,8 @@ class Lease {
   State state() const { return state_; }
   const Caller& caller() const { return caller_; }
   const LeaseSpec& spec() const { return spec_; }
+  // The package layer, once the cache has it (before the lease is admitted).
+  void set_layer(std::shared_ptr<LayerGrant> layer) { spec_.layer = std::move(layer); }
   bool is_session() const { return !spec_.session.empty(); }
   const std::string& closed_reason() const { return closed_reason_; }
   size_t pending_jobs() const { return jobs_.size(); }

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "common/io.h"
+#include "common/packages.h"
 #include "common/sysinfo.h"
 #include "daemon/accel.h"
 #include "daemon/config.h"
@@ -226,6 +227,14 @@ std::unique_ptr<SnapshotStore> open_snapshots(const Config& cfg, const HostSide&
   }
   for (const auto& d : *dropped) log_info("snapshot cache: removed " + d);
   log_info("snapshot cache in " + cfg.state_dir + "/snapshots: " + std::to_string(store->list().size()) + " snapshots");
+  return store;
+}
+
+// The package layer cache: what a crash left and corrupt layers go now.
+std::shared_ptr<LayerStore> open_layers(const Config& cfg) {
+  auto store = std::make_shared<LayerStore>(cfg.state_dir + "/layers", uint64_t{cfg.layer_cache_mb} << 20);
+  for (const auto& d : store->recover()) log_info("layer cache: removed " + d);
+  log_info("layer cache in " + store->dir() + ": " + std::to_string(store->list().size()) + " layers");
   return store;
 }
 
@@ -440,6 +449,15 @@ int run(int argc, char** argv) {
 
   RuntimeFacts facts = runtime_facts(cfg, accel, host_side);
   auto options = options_from(cfg, facts);
+  if (!cfg.package_allowlist.empty()) {
+    auto policy = load_package_allowlist(cfg.package_allowlist, options.service.packages);
+    if (!policy) {
+      log_error("package_allowlist: " + policy.error().describe());
+      return 1;
+    }
+    options.service.packages = std::move(*policy);
+  }
+  options.manager.layer_store = open_layers(cfg);
   log_info("at most " + std::to_string(options.manager.max_vms) + " VMs, " +
            std::to_string(options.manager.limits.runs_per_uid) + " runs per uid; warm pool python=" +
            std::to_string(cfg.pool_python) + " javascript=" + std::to_string(cfg.pool_javascript) +

@@ -1,5 +1,8 @@
 #include "daemon/manager.h"
 
+#include <fcntl.h>
+
+#include "common/unique_fd.h"
 #include "daemon/log.h"
 
 namespace sandbox::daemon {
@@ -13,6 +16,49 @@ Manager::Manager(uv_loop_t* loop, VmFactory& factory, SnapshotStore* snapshots, 
       scheduler_(options_.limits),
       later_(loop) {
   drain_timer_ = UvHandle<uv_timer_t>::make(this, [&](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  if (options_.layer_store)
+    layers_ = std::make_unique<LayerCache>(
+        options_.layer_store,
+        [](const LayerKeyInputs& in, const std::string&, std::function<void(Result<std::string>)> done) {
+          // Layers are attached from the cache; building them in a VM is
+          // not part of this daemon yet.
+          done(Error::make(ErrorCode::package_install_failed,
+                           "layer " + layer_key(in) + " is not in the cache and this sandboxd has no package builder"));
+        });
+}
+
+Result<std::vector<LayerInfo>> Manager::layers(const std::string& drop, bool drop_all) {
+  if (!layers_) {
+    if (!drop.empty()) return Error::make(ErrorCode::not_found, "no layer '" + drop + "'");
+    return std::vector<LayerInfo>{};
+  }
+  return layers_->list(drop, drop_all);
+}
+
+void Manager::admit_with_layer(LeaseId id, Language language, const std::vector<std::string>& packages) {
+  if (packages.empty() || !layers_) {
+    scheduler_.enqueue(id);
+    return poke();
+  }
+  const auto& f = options_.layer_facts;
+  LayerKeyInputs in;
+  in.language = language;
+  in.packages = packages;
+  in.base_image = f.base_image;
+  in.interpreter = language == Language::javascript ? f.node : f.python;
+  in.installer = language == Language::javascript ? f.npm : f.pip;
+  in.index_url = language == Language::javascript ? f.npm_registry_url : f.python_index_url;
+  in.source_builds = language == Language::javascript ? f.install_scripts : f.source_builds;
+  // The answer may come at once (a hit) or from a later loop turn (a
+  // build); the lease may have gone meanwhile (its caller left).
+  layers_->get(in, [this, id](Result<std::shared_ptr<LayerGrant>> grant) {
+    Lease* lease = find(id);
+    if (!lease) return;
+    if (!grant) return lease->fail(std::move(grant).error());
+    lease->set_layer(std::move(*grant));
+    scheduler_.enqueue(id);
+    poke();
+  });
 }
 
 Manager::~Manager() {
@@ -48,16 +94,19 @@ Result<LeaseId> Manager::run(const Caller& caller, uint64_t request_id, RunReque
   LeaseSpec spec{request.language, request.env, request.timeout, request.memory_mb, {}, "", std::move(*net),
                  request.net.allowed_domains};
   auto lease = std::make_unique<Lease>(static_cast<LeaseHost&>(*this), loop_, id, caller, std::move(spec), request_id, sink);
+  auto packages = request.packages;
+  auto language = request.language;
   Job job;
   job.request_id = request_id;
   job.request = proto::Run{request_id, std::move(request)};
   job.sink = std::move(sink);
   lease->enqueue(std::move(job));
   leases_.emplace(id, std::move(lease));
-  scheduler_.enqueue(id);
   // Admission happens on a later loop turn, never inside this call, so the
   // caller records the lease before anything about it arrives.
-  poke();
+  later_.post([this, id, language, packages] {
+    if (find(id)) admit_with_layer(id, language, packages);
+  });
   return id;
 }
 
@@ -78,8 +127,9 @@ Result<LeaseId> Manager::open_session(const Caller& caller, uint64_t request_id,
                  *sid, std::move(*net), options.net.allowed_domains};
   leases_.emplace(id, std::make_unique<Lease>(static_cast<LeaseHost&>(*this), loop_, id, caller, std::move(spec), request_id, std::move(sink)));
   sessions_.add(*sid, id, caller.uid);
-  scheduler_.enqueue(id);
-  poke();
+  later_.post([this, id, language = options.language, packages = options.packages] {
+    if (find(id)) admit_with_layer(id, language, packages);
+  });
   return id;
 }
 
@@ -168,7 +218,8 @@ void Manager::pump() {
 }
 
 std::unique_ptr<VmHandle> Manager::take_warm(const LeaseSpec& spec) {
-  if (!pool_.eligible(spec.language, spec.memory_mb)) return nullptr;
+  // Warm VMs have no layer disk; a VM with one is booted for its lease.
+  if (spec.layer || !pool_.eligible(spec.language, spec.memory_mb)) return nullptr;
   auto vm = pool_.take(spec.language);
   if (vm) pool_.count(spec.language, true);
   return vm;
@@ -186,6 +237,16 @@ Result<std::unique_ptr<VmHandle>> Manager::start_vm(const LeaseSpec& spec, VmEve
   shape.memory_mb = spec.memory_mb;
   // Without extra environment the interpreter can come up during boot.
   if (spec.env.empty()) shape.prestart = spec.language;
+  unique_fd layer;
+  if (spec.layer) {
+    // Opened now, checked at grant; QEMU gets the descriptor, never the path.
+    layer.reset(::open(spec.layer->path().c_str(), O_RDONLY | O_CLOEXEC));
+    if (!layer) return Error::sys("open", spec.layer->path()).context("package layer");
+    shape.layer_fd = layer.get();
+    shape.layer = spec.language;
+    // A snapshot holds no layer disk: this VM boots.
+    allow_restore = false;
+  }
   return fleet_.start(snapshot_flow_.plan(shape, spec.language, allow_restore, how), std::move(events));
 }
 

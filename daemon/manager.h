@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "daemon/fleet.h"
+#include "daemon/layers.h"
 #include "daemon/lease.h"
 #include "daemon/metrics.h"
 #include "daemon/pool.h"
@@ -38,6 +39,17 @@ struct ManagerOptions {
   PoolOptions pool;
   // Requests waiting on one session: a client may pipeline, not flood.
   size_t max_session_jobs = 16;
+  // The package layer cache (layers.h); null: no layers on this host.
+  std::shared_ptr<LayerStore> layer_store;
+  // What a layer key covers besides the request (layers.h): the root
+  // image, each language's interpreter and installer, the index, and
+  // whether code from the index runs at install time.
+  struct LayerFacts {
+    std::string base_image;
+    std::string python, pip, node, npm;
+    std::string python_index_url, npm_registry_url;
+    bool source_builds = false, install_scripts = false;
+  } layer_facts;
 };
 
 class Manager : private LeaseHost {
@@ -65,6 +77,9 @@ class Manager : private LeaseHost {
   std::vector<SessionInfo> sessions(const Caller& caller) const;
   DaemonStatus status() const;
   std::vector<SnapshotInfo> snapshots(bool drop) { return snapshot_flow_.list(drop); }
+  // The package layer cache and builds in progress, after dropping `drop`
+  // (a key) or, with `drop_all`, every layer not in use.
+  Result<std::vector<LayerInfo>> layers(const std::string& drop, bool drop_all);
   // Stops taking leases, empties the pool, lets running ones finish for
   // `grace`, then cancels the rest; `done` runs once nothing is left.
   void drain(std::chrono::milliseconds grace, std::function<void()> done);
@@ -77,6 +92,9 @@ class Manager : private LeaseHost {
 
  private:
   Lease* find(LeaseId id);
+  // Admits lease `id` once its package layer is ready (at once without
+  // packages); a failed build fails the lease.
+  void admit_with_layer(LeaseId id, Language language, const std::vector<std::string>& packages);
   void pump();
   void maybe_drained();
 
@@ -101,6 +119,7 @@ class Manager : private LeaseHost {
   SessionRegistry sessions_;
   Metrics metrics_;
   std::map<LeaseId, std::unique_ptr<Lease>> leases_;
+  std::unique_ptr<LayerCache> layers_;
   LeaseId next_id_ = 1;
   bool pump_posted_ = false;
   bool draining_ = false;

@@ -39,6 +39,24 @@ DaemonOptions options_from(const Config& c, const RuntimeFacts& f) {
   // Pool VMs wait for callers anyway: under TCG, a restored one spends that
   // time warming its translation cache rather than the first run's.
   m.pool.warm_up = f.accel == Accel::tcg;
+  // A layer key covers the root image and the tools that made the layer;
+  // a tool the image lacks is named "none" (its layers cannot be built).
+  auto tool = [&](std::string_view name) {
+    for (const auto& t : f.images.tools)
+      if (t.name == name) return t.package + "=" + t.version;
+    return std::string("none");
+  };
+  auto& lf = m.layer_facts;
+  for (const auto& i : f.images.images)
+    if (i.role == "rootfs") lf.base_image = i.sha256;
+  lf.python = tool("python3");
+  lf.pip = tool("pip");
+  lf.node = tool("node");
+  lf.npm = tool("npm");
+  lf.python_index_url = c.python_index_url;
+  lf.npm_registry_url = c.npm_registry_url;
+  lf.source_builds = c.package_source_builds;
+  lf.install_scripts = c.npm_install_scripts;
 
   auto& s = o.service;
   s.access = {c.allowed_uids, c.allowed_gids, f.daemon_uid};
@@ -47,6 +65,8 @@ DaemonOptions options_from(const Config& c, const RuntimeFacts& f) {
   s.default_idle_timeout = ms(c.session_idle_timeout_ms);
   s.images = f.images;
   s.default_domains = c.default_allowed_domains;
+  // The allowlist file is read by the daemon at start-up (main.cc).
+  s.packages.require_pinned = c.packages_require_pinned;
 
   auto& l = o.control;
   l.max_connections = c.max_connections;

@@ -33,6 +33,7 @@ std::string kernel_cmdline(const VmSpec& spec) {
   if (!spec.acpi) cmdline += " reboot=t";
   if (spec.prestart) cmdline += " sandbox.prestart=" + std::string(language_name(*spec.prestart));
   if (spec.prestart && spec.template_vm) cmdline += " sandbox.template";
+  if (spec.layer_fd >= 0 && spec.layer) cmdline += " sandbox.layer=" + std::string(language_name(*spec.layer));
   return cmdline;
 }
 
@@ -135,6 +136,12 @@ Result<std::vector<std::string>> qemu_argv(const VmSpec& s) {
       "-chardev", "socket,id=agent,fd=" + std::to_string(s.agent_fd),
       "-device", "virtserialport,chardev=agent,name=" + std::string(proto::kAgentPortName),
   });
+  // The package layer: read-only like the root, after it so the root keeps
+  // its name; the guest finds it by its serial, not by its order.
+  if (s.layer_fd >= 0)
+    a.insert(a.end(), {"-add-fd", "fd=" + std::to_string(s.layer_fd) + ",set=2,opaque=layer",
+                       "-drive", "file=/dev/fdset/2,format=raw,if=none,readonly=on,id=layer",
+                       "-device", "virtio-blk-device,drive=layer,serial=" + std::string(proto::kLayerDiskSerial)});
   // A second port, not a NIC: the guest's only way out is through the daemon.
   if (s.net_fd >= 0)
     a.insert(a.end(), {"-chardev", "socket,id=net,fd=" + std::to_string(s.net_fd),

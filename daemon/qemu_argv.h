@@ -50,6 +50,11 @@ struct VmSpec {
   bool incoming = false;
   // After a restore, have the agent run a trivial program before its hello.
   bool warm_up = false;
+  // A package layer (SPEC F14): descriptor number, in QEMU's process, of
+  // its image, opened read-only by the daemon (-1: none), and the language
+  // whose interpreter the guest points at it.
+  int layer_fd = -1;
+  std::optional<Language> layer;
   // Off for a kernel built without ACPI: QEMU then lists the virtio-mmio
   // devices on its command line instead.
   bool acpi = true;

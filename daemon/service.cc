@@ -151,6 +151,14 @@ bool Service::handle(Peer& peer, proto::Message&& request) {
       reply(peer, proto::SnapshotList{id, manager_.snapshots(sr->drop)});
   } else if (std::holds_alternative<proto::ImagesRequest>(request)) {
     reply(peer, proto::ImageList{id, options_.images});
+  } else if (auto* lr = std::get_if<proto::LayersRequest>(&request)) {
+    // Dropping layers makes every user rebuild: an operator's call.
+    if ((lr->drop_all || !lr->drop.empty()) && !is_operator(options_.access, peer.caller.uid))
+      error(peer, id, Error::make(ErrorCode::permission_denied, "only root may drop package layers"));
+    else if (auto layers = manager_.layers(lr->drop, lr->drop_all); !layers)
+      error(peer, id, layers.error());
+    else
+      reply(peer, proto::LayerList{id, std::move(*layers)});
   } else if (std::holds_alternative<proto::MetricsRequest>(request)) {
     reply(peer, proto::MetricsText{id, manager_.metrics_text()});
   } else if (std::holds_alternative<proto::SessionListRequest>(request)) {
@@ -171,7 +179,7 @@ bool Service::handle(Peer& peer, proto::Message&& request) {
   } else {
     error(peer, 0, Error::make(ErrorCode::invalid_argument,
                                "a client may not send '" + std::string(proto::type_name(request)) +
-                                   "' (only run, session, file, status, snapshot, image and metrics requests)"));
+                                   "' (only run, session, file, status, snapshot, image, layer and metrics requests)"));
     return false;
   }
   return true;
@@ -187,12 +195,22 @@ Result<void> Service::network_defaults(NetworkRequest& net) const {
   return ok();
 }
 
+// The operator's package policy, and the canonical sorted form that the
+// builder and the layer key take; nothing starts for a refused list.
+Result<void> Service::package_policy(Language language, std::vector<std::string>& packages) const {
+  auto specs = parse_packages(language, packages, options_.packages);
+  if (!specs) return std::move(specs).error();
+  packages = canonical_packages(*specs);
+  return ok();
+}
+
 void Service::on_run(Peer& peer, proto::Run&& run) {
   auto& r = run.request;
   if (auto v = network_defaults(r.net); !v) return error(peer, run.id, v.error());
   if (r.timeout.count() == 0) r.timeout = options_.default_timeout;
   if (r.memory_mb == 0) r.memory_mb = options_.default_memory_mb;
   if (auto v = validate(r); !v) return error(peer, run.id, v.error());
+  if (auto v = package_policy(r.language, r.packages); !v) return error(peer, run.id, v.error());
   auto* entry = begin(peer, run.id, Kind::lease);
   if (!entry) return;
   auto lease = manager_.run(peer.caller, run.id, std::move(r), entry->sink);
@@ -210,6 +228,7 @@ void Service::on_create(Peer& peer, proto::SessionCreate&& create) {
   if (o.memory_mb == 0) o.memory_mb = options_.default_memory_mb;
   if (o.idle_timeout.count() == 0) o.idle_timeout = options_.default_idle_timeout;
   if (auto v = validate(o); !v) return error(peer, create.id, v.error());
+  if (auto v = package_policy(o.language, o.packages); !v) return error(peer, create.id, v.error());
   // Until it is open, a session dies with the peer that asked for it.
   auto* entry = begin(peer, create.id, Kind::lease);
   if (!entry) return;

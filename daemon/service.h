@@ -17,6 +17,8 @@
 #include "daemon/budget.h"
 #include "daemon/manager.h"
 
+#include "common/packages.h"
+
 namespace sandbox::daemon {
 
 struct ServiceOptions {
@@ -35,6 +37,8 @@ struct ServiceOptions {
   ImagesInfo images;
   // What `network` with no domains of its own means (empty: refused).
   std::vector<std::string> default_domains;
+  // Which package requests are accepted (pinning, allowlist, count).
+  PackagePolicy packages;
 };
 
 class Service {
@@ -64,6 +68,7 @@ class Service {
   const ServiceOptions& options() const { return options_; }
   // `network` alone: the operator's default allowlist, or an error saying there is none.
   Result<void> network_defaults(NetworkRequest& net) const;
+  Result<void> package_policy(Language language, std::vector<std::string>& packages) const;
   uint64_t upload_bytes() const { return uploads_.used(); }
 
  private:

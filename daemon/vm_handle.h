@@ -49,6 +49,9 @@ struct VmShape {
   std::optional<Language> prestart;
   // After a restore: run a trivial program first (TCG's translation cache).
   bool warm_up = false;
+  // A package layer's image, open read-only (-1: none), for this language.
+  int layer_fd = -1;
+  std::optional<Language> layer;
 };
 
 class VmHandle {

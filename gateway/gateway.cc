@@ -60,6 +60,7 @@ int http_status(ErrorCode c) {
     case ErrorCode::invalid_argument: return 400;
     case ErrorCode::permission_denied: return 403;
     case ErrorCode::package_not_allowed: return 403;
+    case ErrorCode::package_install_failed: return 422;
     case ErrorCode::not_found: return 404;
     case ErrorCode::session_closed: return 410;
     case ErrorCode::capacity: return 429;
@@ -224,6 +225,14 @@ Result<RunArgs> run_args(const JsonValue& body, const Options& o, bool strict, b
         }
         a.request.net.expose_ports.push_back(m);
       }
+    } else if (key == "packages") {
+      if (!v.is(JsonValue::Type::array) || v.items().size() > limits::kMaxPackages)
+        return bad("'packages' must be a list of at most " + std::to_string(limits::kMaxPackages) + " strings");
+      for (const auto& item : v.items()) {
+        auto s = item.string();
+        if (!s) return bad("'packages' must be a list of strings");
+        a.request.packages.emplace_back(*s);
+      }
     } else if (key == "stream") {
       auto b = v.boolean();
       if (!b) return bad("'stream' must be true or false");
@@ -252,6 +261,7 @@ SessionOptions session_options(const RunRequest& r) {
   so.timeout = r.timeout;
   so.memory_mb = r.memory_mb;
   so.net = r.net;
+  so.packages = r.packages;
   return so;
 }
 

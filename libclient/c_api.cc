@@ -132,7 +132,7 @@ extern "C" {
 
 void sandbox_run_options_init(sandbox_run_options* o) {
   if (!o) return;
-  *o = sandbox_run_options{SANDBOX_PYTHON, nullptr, 0, nullptr, 30'000, 256, 0, nullptr, nullptr};
+  *o = sandbox_run_options{SANDBOX_PYTHON, nullptr, 0, nullptr, 30'000, 256, 0, nullptr, nullptr, nullptr};
 }
 
 sandbox_client* sandbox_client_new(const char* socket_path) {
@@ -161,6 +161,7 @@ int sandbox_run(const sandbox_client* c, const sandbox_run_options* o, sandbox_o
     req.memory_mb = o->memory_mb;
     if (!parse_env(o->env, &req.env, error)) return -1;
     if (!parse_network(o->network, o->allowed_domains, o->expose, &req.net, error)) return -1;
+    for (const char* const* pk = o->packages; pk && *pk; ++pk) req.packages.emplace_back(*pk);
     auto r = c->client.run(req, output_callback(on_output, user));
     if (!r) {
       set_error(error, r.error().code, r.error().message);
@@ -201,7 +202,7 @@ int sandbox_metrics_text(const sandbox_client* c, char** text, sandbox_error** e
 
 void sandbox_session_options_init(sandbox_session_options* o) {
   if (!o) return;
-  *o = sandbox_session_options{SANDBOX_PYTHON, nullptr, 30'000, 256, 300'000, 0, nullptr, nullptr};
+  *o = sandbox_session_options{SANDBOX_PYTHON, nullptr, 30'000, 256, 300'000, 0, nullptr, nullptr, nullptr};
 }
 
 int sandbox_session_create(const sandbox_client* c, const sandbox_session_options* o, sandbox_session** session,
@@ -221,6 +222,7 @@ int sandbox_session_create(const sandbox_client* c, const sandbox_session_option
     so.idle_timeout = std::chrono::milliseconds(o->idle_timeout_ms);
     if (!parse_env(o->env, &so.env, error)) return -1;
     if (!parse_network(o->network, o->allowed_domains, o->expose, &so.net, error)) return -1;
+    for (const char* const* pk = o->packages; pk && *pk; ++pk) so.packages.emplace_back(*pk);
     auto s = c->client.create_session(so);
     if (!s) {
       set_error(error, s.error().code, s.error().message);
@@ -352,6 +354,9 @@ uint64_t sandbox_result_boot_ms(const sandbox_result* r) { return r->r.timing.bo
 uint64_t sandbox_result_startup_ms(const sandbox_result* r) { return r->r.timing.startup_ms; }
 int sandbox_result_warm_pool_hit(const sandbox_result* r) { return r->r.warm_pool_hit; }
 const char* sandbox_result_accelerator(const sandbox_result* r) { return r->r.accelerator.c_str(); }
+const char* sandbox_result_layer_key(const sandbox_result* r) { return r->r.layer.key.c_str(); }
+const char* sandbox_result_layer_cache(const sandbox_result* r) { return r->r.layer.cache.c_str(); }
+uint64_t sandbox_result_layer_build_ms(const sandbox_result* r) { return r->r.layer.build_ms; }
 int sandbox_result_state_lost(const sandbox_result* r) { return r->r.state_lost; }
 size_t sandbox_result_exposed_count(const sandbox_result* r) { return r ? r->r.exposed_ports.size() : 0; }
 uint32_t sandbox_result_exposed_internal(const sandbox_result* r, size_t i) {

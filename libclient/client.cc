@@ -162,6 +162,13 @@ Result<std::vector<SnapshotInfo>> Client::snapshots(bool drop) const {
   return std::move(list->snapshots);
 }
 
+Result<std::vector<LayerInfo>> Client::layers(const std::string& drop, bool drop_all) const {
+  auto list = request<proto::LayerList>(socket_path_, proto::LayersRequest{1, drop, drop_all},
+                                        Clock::now() + std::chrono::seconds(60));
+  if (!list) return std::move(list).error();
+  return std::move(list->layers);
+}
+
 Result<ImagesInfo> Client::images() const {
   auto list = request<proto::ImageList>(socket_path_, proto::ImagesRequest{1}, Clock::now() + std::chrono::seconds(30));
   if (!list) return std::move(list).error();

@@ -321,6 +321,11 @@ def metrics(wait: float) -> Request:
     return Request({"type": "metrics_request", "id": REQUEST_ID}, "metrics", wait)
 
 
+def layers(drop: Optional[str], drop_all: bool, wait: float) -> Request:
+    msg = {"type": "layers_request", "id": REQUEST_ID, "drop": drop or "", "drop_all": bool(drop_all)}
+    return Request(msg, "layer_list", wait)
+
+
 def snapshots(drop: bool, wait: float) -> Request:
     return Request({"type": "snapshots_request", "id": REQUEST_ID, "drop": bool(drop)}, "snapshot_list", wait)
 
@@ -344,12 +349,21 @@ def check_downloads(download: Optional[Iterable[str]]) -> List[str]:
 
 
 def network(
-    allowed_domains: Optional[Iterable[str]], network_default: bool, expose_ports: Optional[Iterable[Any]]
+    allowed_domains: Optional[Iterable[str]],
+    network_default: bool,
+    expose_ports: Optional[Iterable[Any]],
+    packages: Optional[Iterable[str]] = None,
 ) -> Dict[str, Any]:
     """The request's network fields: names to allow (implying network),
     the operator's default list, and guest ports to offer on 127.0.0.1
     (GUEST, (GUEST, HOST), or (GUEST, "unix") for a Unix socket only this
-    uid can use)."""
+    uid can use); with the packages to install first ("name==1.2.3",
+    "name@1.2.3"), which the daemon checks against its policy."""
+    if isinstance(packages, str):
+        raise InvalidArgumentError("packages must be a list of specifiers, not one string", retry_safe=True)
+    pkgs = [] if packages is None else list(packages)
+    if len(pkgs) > limits.MAX_PACKAGES:
+        raise InvalidArgumentError(f"{len(pkgs)} packages; the limit is {limits.MAX_PACKAGES}", retry_safe=True)
     domains = [] if allowed_domains is None else list(allowed_domains)
     if isinstance(allowed_domains, str):
         raise InvalidArgumentError("allowed_domains must be a list of names, not one string", retry_safe=True)
@@ -358,4 +372,5 @@ def network(
         internal, external = (p, 0) if isinstance(p, int) else tuple(p)
         unix_socket = external == "unix"
         ports.append({"internal": internal, "external": 0 if unix_socket else external, "unix_socket": unix_socket})
-    return {"network": bool(network_default or domains), "allowed_domains": domains, "expose_ports": ports}
+    return {"network": bool(network_default or domains), "allowed_domains": domains, "expose_ports": ports,
+            "packages": pkgs}

@@ -24,13 +24,16 @@ from .errors import CommunicationError, InvalidArgumentError
 
 # proto::kProtocolVersion. The control socket has no handshake: client and
 # daemon must speak the same tables (see docs/protocol.md, "Versioning").
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 # Entries one list may hold (common/protocol.h).
 MAX_SNAPSHOT_ENTRIES = 512
 MAX_POOL_ENTRIES = 8
 MAX_SESSION_ENTRIES = 256
 MAX_METRICS_BYTES = 256 << 10
+MAX_LAYER_ENTRIES = 512
+MAX_LOCK_ENTRIES = 1000
+MAX_LAYER_KEY_BYTES = 80
 
 FRAME_HEADER = struct.Struct(">I")
 
@@ -53,6 +56,7 @@ ERROR_CODES = (
     "image_missing",
     "image_corrupt",
     "internal",
+    "package_install_failed",
 )
 
 # Value kinds: how a field travels and what it becomes in Python.
@@ -128,6 +132,12 @@ STRUCTS: Dict[str, Tuple[Field, ...]] = {
         _f("timeout_ms", MS, U32_MAX),
         _f("memory_mb", U32),
         _embed("NetworkRequest"),
+        _f("packages", TEXT_LIST, limits.MAX_PACKAGES),
+    ),
+    "LayerUse": (
+        _f("key", TEXT, MAX_LAYER_KEY_BYTES),
+        _f("cache", TEXT, limits.MAX_NAME_BYTES),
+        _f("build_ms", U64),
     ),
     "Timing": (
         _f("setup_ms", U64),
@@ -155,6 +165,7 @@ STRUCTS: Dict[str, Tuple[Field, ...]] = {
         _f("state_lost", BOOL),
         _f("exposed_ports", LIST, limits.MAX_EXPOSED_PORTS, "ExposedPort"),
         _f("network", STRUCT, struct="NetworkStats"),
+        _f("layer", STRUCT, struct="LayerUse"),
     ),
     "PoolInfo": (
         _f("language", LANGUAGE),
@@ -190,6 +201,7 @@ STRUCTS: Dict[str, Tuple[Field, ...]] = {
         _f("memory_mb", U32),
         _f("idle_timeout_ms", MS, U32_MAX),
         _embed("NetworkRequest"),
+        _f("packages", TEXT_LIST, limits.MAX_PACKAGES),
     ),
     "SessionInfo": (
         _f("session", TEXT, limits.MAX_SESSION_ID_BYTES),
@@ -202,6 +214,17 @@ STRUCTS: Dict[str, Tuple[Field, ...]] = {
         _f("vm_start", TEXT, limits.MAX_NAME_BYTES),
         _f("exposed_ports", LIST, limits.MAX_EXPOSED_PORTS, "ExposedPort"),
         _f("allowed_domains", TEXT_LIST, limits.MAX_ALLOWED_DOMAINS),
+        _f("layer", STRUCT, struct="LayerUse"),
+    ),
+    "LayerInfo": (
+        _f("key", TEXT, MAX_LAYER_KEY_BYTES),
+        _f("language", LANGUAGE),
+        _f("packages", TEXT_LIST, limits.MAX_PACKAGES),
+        _f("lock", TEXT_LIST, MAX_LOCK_ENTRIES),
+        _f("bytes", U64),
+        _f("last_used_unix_ms", U64),
+        _f("users", U32),
+        _f("building", BOOL),
     ),
     "FileEntry": (
         _f("name", BIN, limits.MAX_PATH_BYTES),
@@ -265,6 +288,8 @@ MESSAGES: Dict[str, Tuple[Field, ...]] = {
     "file_list": (_f("id", U64), _embed("FileListing")),
     "metrics_request": (_f("id", U64),),
     "metrics": (_f("id", U64), _f("text", TEXT, MAX_METRICS_BYTES)),
+    "layers_request": (_f("id", U64), _f("drop", TEXT, MAX_LAYER_KEY_BYTES), _f("drop_all", BOOL)),
+    "layer_list": (_f("id", U64), _f("layers", LIST, MAX_LAYER_ENTRIES, "LayerInfo")),
 }
 
 # Who may send what: a client sends only requests; the daemon only answers.
@@ -283,6 +308,7 @@ CLIENT_SENDS = frozenset(
         "file_read",
         "file_list_request",
         "metrics_request",
+        "layers_request",
     }
 )
 DAEMON_SENDS = frozenset(
@@ -298,6 +324,7 @@ DAEMON_SENDS = frozenset(
         "file_list",
         "file_chunk",
         "metrics",
+        "layer_list",
     }
 )
 

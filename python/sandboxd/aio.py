@@ -21,6 +21,7 @@ from .errors import CapacityError, CommunicationError, SandboxError, SessionClos
 from .types import (
     DaemonStatus,
     FileListing,
+    LayerInfo,
     Output,
     PoolInfo,
     RunResult,
@@ -28,6 +29,7 @@ from .types import (
     SnapshotInfo,
     daemon_status,
     file_listing,
+    layer_info,
     run_result,
     session_info,
     snapshot_info,
@@ -193,6 +195,7 @@ class AsyncClient:
         allowed_domains: Optional[Iterable[str]] = None,
         network: bool = False,
         expose_ports: Optional[Iterable[Any]] = None,
+        packages: Optional[Iterable[str]] = None,
         files: Optional[Mapping[str, FileData]] = None,
         download: Optional[Iterable[str]] = None,
         on_stdout: Optional[OutputCallback] = None,
@@ -203,11 +206,11 @@ class AsyncClient:
         if files or download:
             return await self._run_with_files(
                 code, language, timeout, memory_mb, env, files, download, on_stdout, on_stderr, call_timeout,
-                dict(allowed_domains=allowed_domains, network=network, expose_ports=expose_ports),
+                dict(allowed_domains=allowed_domains, network=network, expose_ports=expose_ports, packages=packages),
             )
         req = _calls.run(
             code, language, timeout, memory_mb, env, self.reply_slack,
-            _calls.network(allowed_domains, network, expose_ports),
+            _calls.network(allowed_domains, network, expose_ports, packages),
         )
         m = await self._retrying(lambda: _answer(self.socket_path, req, call_timeout, on_stdout, on_stderr))
         return run_result(m)
@@ -223,13 +226,14 @@ class AsyncClient:
         allowed_domains: Optional[Iterable[str]] = None,
         network: bool = False,
         expose_ports: Optional[Iterable[Any]] = None,
+        packages: Optional[Iterable[str]] = None,
         call_timeout: Optional[float] = None,
     ) -> AsyncIterator[Union[Output, RunResult]]:
         """Runs `code`, yielding `Output` events in order and then the
         `RunResult`. Leaving the loop early stops the run."""
         req = _calls.run(
             code, language, timeout, memory_mb, env, self.reply_slack,
-            _calls.network(allowed_domains, network, expose_ports),
+            _calls.network(allowed_domains, network, expose_ports, packages),
         )
         give_up = time.monotonic() + self.capacity_wait
         backoff = _calls.FIRST_BACKOFF
@@ -301,6 +305,7 @@ class AsyncClient:
         allowed_domains: Optional[Iterable[str]] = None,
         network: bool = False,
         expose_ports: Optional[Iterable[Any]] = None,
+        packages: Optional[Iterable[str]] = None,
         timeout: Optional[float] = None,
         memory_mb: Optional[int] = None,
         idle_timeout: Optional[float] = None,
@@ -310,7 +315,7 @@ class AsyncClient:
         ``async with await client.session(...) as s``."""
         req = _calls.session_create(
             language, env, timeout, memory_mb, idle_timeout, self.reply_slack,
-            _calls.network(allowed_domains, network, expose_ports),
+            _calls.network(allowed_domains, network, expose_ports, packages),
         )
         m = await _answer(self.socket_path, req, call_timeout)
         if len(m["sessions"]) != 1:
@@ -339,6 +344,14 @@ class AsyncClient:
         """The daemon's metrics in Prometheus' text format (as `sandboxctl metrics`)."""
         m = await _answer(self.socket_path, _calls.metrics(self.quick_timeout), call_timeout)
         return str(m["text"])
+
+    async def layers(
+        self, drop: Optional[str] = None, *, drop_all: bool = False, call_timeout: Optional[float] = None
+    ) -> List[LayerInfo]:
+        """The package layer cache and the builds in progress; `drop` removes
+        the layer with that key first, `drop_all` every layer not in use (root only)."""
+        m = await _answer(self.socket_path, _calls.layers(drop, drop_all, 2 * self.quick_timeout), call_timeout)
+        return [layer_info(x) for x in m["layers"]]
 
     async def snapshots(self, drop: bool = False, *, call_timeout: Optional[float] = None) -> List[SnapshotInfo]:
         """The snapshot cache; with `drop`, emptied first (root only)."""

@@ -310,12 +310,14 @@ class SandboxedFunction(Generic[R]):
         client: Optional[Client],
         on_stdout: Optional[Callable[[bytes], Any]],
         on_stderr: Optional[Callable[[bytes], Any]],
+        packages: Optional[List[str]] = None,
     ) -> None:
         self._filename, self._source = _function_source(fn)
         self._fn = fn
         self.timeout = timeout
         self.memory_mb = memory_mb
         self.env = env
+        self.packages = list(packages or [])
         self.pickle_args = pickle_args
         self._client = client
         self.on_stdout = on_stdout
@@ -378,6 +380,7 @@ class SandboxedFunction(Generic[R]):
             timeout=self.timeout,
             memory_mb=self.memory_mb,
             env=self.env,
+            packages=self.packages,
             on_stdout=out,
             on_stderr=err.feed,
         )
@@ -428,6 +431,7 @@ def sandbox(
     client: Optional[Client] = None,
     on_stdout: Optional[Callable[[bytes], Any]] = None,
     on_stderr: Optional[Callable[[bytes], Any]] = None,
+    packages: Optional[List[str]] = None,
 ) -> Union[SandboxedFunction[R], Callable[[Callable[..., R]], SandboxedFunction[R]]]:
     """Makes a Python function run in a fresh sandbox VM when called.
 
@@ -452,8 +456,8 @@ def sandbox(
     `on_stdout`/`on_stderr` (bytes). ``f.map(items)`` runs calls
     concurrently, ``f.local(...)`` calls the plain function.
 
-    Packages (``packages=[...]``) are not available yet: they wait for the
-    daemon's package layers.
+    ``packages=["name==1.2.3", ...]`` are importable in the function: the
+    daemon attaches their layer (see the README's "Packages").
     """
 
     def wrap(f: Callable[..., R]) -> SandboxedFunction[R]:
@@ -466,6 +470,7 @@ def sandbox(
             client=client,
             on_stdout=on_stdout,
             on_stderr=on_stderr,
+            packages=packages,
         )
 
     if fn is not None:

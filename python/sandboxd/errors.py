@@ -32,6 +32,7 @@ RETRYABLE: Dict[str, bool] = {
     "image_missing": False,
     "image_corrupt": False,
     "internal": False,
+    "package_install_failed": False,
 }
 
 # Codes the daemon only ever answers before any code reaches a guest: the
@@ -49,6 +50,7 @@ NEVER_RAN: FrozenSet[str] = frozenset(
         "vm_boot_failed",
         "not_found",
         "package_not_allowed",
+        "package_install_failed",
         "image_missing",
         "image_corrupt",
     }
@@ -142,6 +144,13 @@ class PackageNotAllowedError(SandboxError):
     code = "package_not_allowed"
 
 
+class PackageInstallFailedError(SandboxError):
+    """Installing the requested packages failed; the message ends with the
+    installer's last lines."""
+
+    code = "package_install_failed"
+
+
 class ImageMissingError(SandboxError):
     """A guest image is missing."""
 
@@ -173,6 +182,7 @@ ERROR_CLASSES: Dict[str, Type[SandboxError]] = {
         SessionClosedError,
         NotFoundError,
         PackageNotAllowedError,
+        PackageInstallFailedError,
         ImageMissingError,
         ImageCorruptError,
         InternalError,

@@ -60,6 +60,8 @@ class RunResult:
     exposed_ports: List[Dict[str, Any]] = field(default_factory=list)
     #: What the network did: {connections, bytes_in, bytes_out, denied: [{host, port, reason}]}.
     network: Dict[str, Any] = field(default_factory=dict)
+    #: The package layer: {key, cache ("hit", "built", "joined"), build_ms}; key "" without packages.
+    layer: Dict[str, Any] = field(default_factory=dict)
     #: Files fetched after a run with ``download=``: guest path -> bytes.
     files: Dict[str, bytes] = field(default_factory=dict)
 
@@ -144,6 +146,21 @@ class SessionInfo:
     vm_start: str
     exposed_ports: List[Dict[str, Any]] = field(default_factory=list)  #: [{internal, external, host, url}]
     allowed_domains: List[str] = field(default_factory=list)  #: the egress allowlist in force
+    layer: Dict[str, Any] = field(default_factory=dict)  #: the package layer, as in RunResult
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A package layer in the daemon's cache, or one being built."""
+
+    key: str
+    language: str
+    packages: List[str]  #: the canonical request
+    lock: List[str]  #: every installed package with its version and hash
+    bytes: int
+    last_used_unix_ms: int
+    users: int  #: runs and sessions attached now
+    building: bool
 
 
 @dataclass(frozen=True)
@@ -199,6 +216,7 @@ def run_result(m: Dict[str, Any], files: Optional[Dict[str, bytes]] = None) -> R
         state_lost=m["state_lost"],
         exposed_ports=list(m.get("exposed_ports", [])),
         network=dict(m.get("network", {})),
+        layer=dict(m.get("layer", {})),
         files=dict(files or {}),
     )
 
@@ -217,6 +235,10 @@ def daemon_status(m: Dict[str, Any]) -> DaemonStatus:
         pool=[PoolInfo(**p) for p in m["pool"]],
         host_limits=m["host_limits"],
     )
+
+
+def layer_info(m: Dict[str, Any]) -> LayerInfo:
+    return LayerInfo(**m)
 
 
 def snapshot_info(m: Dict[str, Any]) -> SnapshotInfo:

@@ -27,7 +27,7 @@ def test_the_classes_mirror_the_taxonomy_one_to_one() -> None:
         assert errors.from_reply(code, "m", code_may_run=False).retry_safe
     assert [c for c, r in errors.RETRYABLE.items() if r] == ["capacity", "timeout", "vm_boot_failed", "communication"]
     # A code this client does not know yet is still an error, not a crash.
-    assert type(errors.from_reply("package_install_failed", "m", code_may_run=True)) is sandboxd.InternalError
+    assert type(errors.from_reply("quota_exceeded", "m", code_may_run=True)) is sandboxd.InternalError
 
 
 def test_invalid_arguments_are_refused_by_the_daemon_before_any_vm(client, daemon) -> None:

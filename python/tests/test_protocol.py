@@ -32,9 +32,10 @@ EXPECTED = {
             {"internal": 3000, "external": 18080, "unix_socket": False},
             {"internal": 9000, "external": 0, "unix_socket": True},
         ],
+        "packages": ["numpy==1.26.4", "requests[socks]==2.31.0"],
     },
     "02-run-defaults": {"type": "run", "id": 2, "language": "raw", "code": b"echo hi", "env": [], "timeout_ms": 0, "memory_mb": 0,
-                        "network": False, "allowed_domains": [], "expose_ports": []},
+                        "network": False, "allowed_domains": [], "expose_ports": [], "packages": []},
     "03-output-stdout": {"type": "output", "id": 1, "stream": "stdout", "data": b"line\n\x00\xff"},
     "04-output-stderr": {"type": "output", "id": 7, "stream": "stderr", "data": b"warning: x\n"},
     "05-result": {
@@ -48,6 +49,7 @@ EXPECTED = {
             {"host": "evil.example", "port": 0, "reason": "DNS name not allowed"},
             {"host": "93.184.216.34", "port": 443, "reason": "address not resolved for an allowed name"},
         ]},
+        "layer": {"key": "py-0123456789abcdef0123456789abcdef01234567", "cache": "built", "build_ms": 41234},
     },
     "06-result-zero": {
         "type": "result", "id": 3, "language": "python", "stdout": b"", "stderr": b"", "stdout_truncated": False,
@@ -55,6 +57,7 @@ EXPECTED = {
         "cpu_time_ms": 0, "memory_peak_mb": 0, "timing": ZERO_TIMING, "warm_pool_hit": False, "accelerator": "",
         "vm_start": "", "state_lost": False, "exposed_ports": [],
         "network": {"connections": 0, "bytes_in": 0, "bytes_out": 0, "denied": []},
+        "layer": {"key": "", "cache": "", "build_ms": 0},
     },
     "07-error": {"type": "error", "id": 1, "code": "capacity", "message": "uid 1000 already has 3 runs in flight — retry"},
     "08-error-refused": {"type": "error", "id": 0, "code": "permission_denied", "message": "uid 65534 is not allowed to use sandboxd"},
@@ -83,6 +86,7 @@ EXPECTED = {
         "type": "session_create", "id": 1, "language": "javascript", "env": [("NODE_ENV", "production")],
         "timeout_ms": 20000, "memory_mb": 384, "idle_timeout_ms": 600000,
         "network": False, "allowed_domains": [], "expose_ports": [{"internal": 3000, "external": 0, "unix_socket": False}],
+        "packages": ["left-pad@1.3.0"],
     },
     "15-session-list": {
         "type": "session_list", "id": 1,
@@ -91,6 +95,7 @@ EXPECTED = {
             "created_unix_ms": 1700000000000, "last_activity_unix_ms": 1700000005000, "vm_start": "snapshot",
             "exposed_ports": [{"internal": 3000, "external": 40000, "host": "127.0.0.1", "url": "http://127.0.0.1:40000"}],
             "allowed_domains": ["pypi.org", "*.pythonhosted.org"],
+            "layer": {"key": "js-89abcdef0123456789abcdef0123456789abcdef", "cache": "hit", "build_ms": 0},
         }],
     },
     "16-session-list-request": {"type": "session_list_request", "id": 1},
@@ -117,6 +122,19 @@ EXPECTED = {
     "29-session-network": {
         "type": "session_network", "id": 2, "session": SID, "network": True,
         "allowed_domains": ["pypi.org", "*.pythonhosted.org"],
+    },
+    "30-layers-request": {"type": "layers_request", "id": 1, "drop": "py-0123456789abcdef0123456789abcdef01234567",
+                          "drop_all": False},
+    "31-layers-request-all": {"type": "layers_request", "id": 2, "drop": "", "drop_all": True},
+    "32-layer-list": {
+        "type": "layer_list", "id": 1,
+        "layers": [
+            {"key": "py-0123456789abcdef0123456789abcdef01234567", "language": "python", "packages": ["mypkg==1.0"],
+             "lock": ["mydep==0.1 sha256:ab12", "mypkg==1.0 sha256:cd34"], "bytes": 1048576,
+             "last_used_unix_ms": 1700000000000, "users": 2, "building": False},
+            {"key": "js-89abcdef0123456789abcdef0123456789abcdef", "language": "javascript", "packages": ["left-pad@1.3.0"],
+             "lock": [], "bytes": 0, "last_used_unix_ms": 0, "users": 1, "building": True},
+        ],
     },
 }  # fmt: skip
 

@@ -23,6 +23,7 @@ targets=(
   "fuzz_tls_hello 20000"
   "fuzz_http_head 20000"
   "fuzz_socks 1024"
+  "fuzz_packages 512"
 )
 
 skip() {

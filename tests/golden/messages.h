@@ -37,7 +37,8 @@ inline std::vector<Golden> messages() {
   out.push_back({"01-run", proto::Run{1, RunRequest{Language::python, "print('h\xc3\xa9llo')\n",
                                                     {{"A", "1"}, {"GREETING", "hi there"}}, 1500ms, 512,
                                                     NetworkRequest{true, {"example.org", "*.example.com:8443"},
-                                                                   {{8080, 0, false}, {3000, 18080, false}, {9000, 0, true}}}}}});
+                                                                   {{8080, 0, false}, {3000, 18080, false}, {9000, 0, true}}},
+                                                    {"numpy==1.26.4", "requests[socks]==2.31.0"}}}});
   out.push_back({"02-run-defaults", proto::Run{2, RunRequest{Language::raw, "echo hi", {}, 0ms, 0}}});
   out.push_back({"03-output-stdout", proto::Output{1, Stream::out, "line\n\x00\xff"s}});
   out.push_back({"04-output-stderr", proto::Output{7, Stream::err, "warning: x\n"}});
@@ -62,6 +63,7 @@ inline std::vector<Golden> messages() {
   r.exposed_ports = {ExposedPort{8080, 41234, "127.0.0.1", "http://127.0.0.1:41234"}};
   r.network = NetworkStats{3, 5000000, 420, {NetworkDenial{"evil.example", 0, "DNS name not allowed"},
                                              NetworkDenial{"93.184.216.34", 443, "address not resolved for an allowed name"}}};
+  r.layer = LayerUse{"py-0123456789abcdef0123456789abcdef01234567", "built", 41234};
   out.push_back({"05-result", proto::Finished{1, r}});
   out.push_back({"06-result-zero", proto::Finished{3, RunResult{}}});
   out.push_back({"07-error", proto::ErrorReply{1, ErrorCode::capacity, "uid 1000 already has 3 runs in flight \xe2\x80\x94 retry"}});
@@ -88,9 +90,10 @@ inline std::vector<Golden> messages() {
   out.push_back({"13-snapshot-list-empty", proto::SnapshotList{4, {}}});
   out.push_back({"14-session-create",
                  proto::SessionCreate{1, SessionOptions{Language::javascript, {{"NODE_ENV", "production"}}, 20000ms, 384, 600000ms,
-                                                        NetworkRequest{false, {}, {{3000, 0}}}}}});
+                                                        NetworkRequest{false, {}, {{3000, 0}}}, {"left-pad@1.3.0"}}}});
   SessionInfo si{"s-0123456789abcdef01234567", Language::python, 256, 300000ms, 12, 1700000000000, 1700000005000, "snapshot",
-                 {ExposedPort{3000, 40000, "127.0.0.1", "http://127.0.0.1:40000"}}, {"pypi.org", "*.pythonhosted.org"}};
+                 {ExposedPort{3000, 40000, "127.0.0.1", "http://127.0.0.1:40000"}}, {"pypi.org", "*.pythonhosted.org"},
+                 LayerUse{"js-89abcdef0123456789abcdef0123456789abcdef", "hit", 0}};
   out.push_back({"15-session-list", proto::SessionList{1, {si}}});
   out.push_back({"16-session-list-request", proto::SessionListRequest{1}});
   out.push_back({"17-session-exec", proto::SessionExec{1, "s-0123456789abcdef01234567", "x = 1\nprint(x)\n", 0}});
@@ -109,6 +112,12 @@ inline std::vector<Golden> messages() {
   out.push_back({"28-metrics", proto::MetricsText{1, "# HELP sandboxd_runs_total Runs.\n# TYPE sandboxd_runs_total counter\n"
                                                      "sandboxd_runs_total{kind=\"run\",result=\"ok\"} 3\n"}});
   out.push_back({"29-session-network", proto::SessionNetwork{2, "s-0123456789abcdef01234567", true, {"pypi.org", "*.pythonhosted.org"}}});
+  out.push_back({"30-layers-request", proto::LayersRequest{1, "py-0123456789abcdef0123456789abcdef01234567", false}});
+  out.push_back({"31-layers-request-all", proto::LayersRequest{2, "", true}});
+  LayerInfo ready{"py-0123456789abcdef0123456789abcdef01234567", Language::python, {"mypkg==1.0"},
+                  {"mydep==0.1 sha256:ab12", "mypkg==1.0 sha256:cd34"}, 1048576, 1700000000000, 2, false};
+  LayerInfo building{"js-89abcdef0123456789abcdef0123456789abcdef", Language::javascript, {"left-pad@1.3.0"}, {}, 0, 0, 1, true};
+  out.push_back({"32-layer-list", proto::LayerList{1, {ready, building}}});
   return out;
 }
 

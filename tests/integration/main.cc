@@ -44,6 +44,11 @@ int main(int argc, char** argv) {
     std::erase(state, std::string("snapshots"));
     for (auto& e : list_dir(d->dir() + "/state/snapshots"))
       if (e.starts_with(".")) state.push_back("snapshots/" + e);
+    // The layer cache, like the snapshot cache, outlives runs; a build's
+    // temp file does not.
+    std::erase(state, std::string("layers"));
+    for (auto& e : list_dir(d->dir() + "/state/layers"))
+      if (e.ends_with(".tmp")) state.push_back("layers/" + e);
     // vms/ holds one record per live QEMU: empty once every VM is gone.
     std::erase(state, std::string("vms"));
     for (auto& e : list_dir(d->dir() + "/state/vms")) state.push_back("vms/" + e);

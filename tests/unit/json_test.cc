@@ -44,7 +44,8 @@ TEST_CASE("a result's JSON comes from its field table, with exact bytes when the
   CHECK(j.find("\"timing\":{\"setup_ms\":0,\"boot_ms\":0,\"startup_ms\":12,") != std::string::npos);
   CHECK(j.find("\"accelerator\":\"tcg\"") != std::string::npos);
   CHECK(j.find("\"state_lost\":false,") != std::string::npos);
-  CHECK(j.ends_with("\"exposed_ports\":[],\"network\":{\"connections\":0,\"bytes_in\":0,\"bytes_out\":0,\"denied\":[]}}"));
+  CHECK(j.ends_with("\"exposed_ports\":[],\"network\":{\"connections\":0,\"bytes_in\":0,\"bytes_out\":0,\"denied\":[]},"
+                    "\"layer\":{\"key\":\"\",\"cache\":\"\",\"build_ms\":0}}"));
 }
 
 TEST_CASE("status, sessions, listings and errors print their fields") {

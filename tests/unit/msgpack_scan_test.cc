@@ -137,8 +137,8 @@ TEST_CASE("real protocol messages are within the realistic limits") {
   proto::Run run{7, {Language::python, "print(1)", {{"A", "1"}, {"B", "2"}}, std::chrono::milliseconds(1000), 256}};
   auto r = scan_msgpack(proto::encode(run), kRealistic);
   REQUIRE_MESSAGE(r.ok(), r.error().message);
-  // The map, 10 keys, 10 values, and the env map's 2 keys and 2 values.
-  CHECK(r->objects == 1 + 20 + 4);
+  // The map, 11 keys, 11 values, and the env map's 2 keys and 2 values.
+  CHECK(r->objects == 1 + 22 + 4);
   CHECK(r->max_depth_seen == 2);
 
   proto::FileList list{3, {{{"a", false, 1}, {"b", true, 0}}, false}};

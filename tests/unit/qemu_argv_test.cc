@@ -184,3 +184,26 @@ TEST_CASE("qemu_escape doubles commas only") {
   CHECK(qemu_escape("a,b,,c") == "a,,b,,,,c");
   CHECK(qemu_escape("plain") == "plain");
 }
+
+TEST_CASE("a package layer is a second read-only disk, found by its serial, after the root") {
+  auto s = spec();
+  s.rootfs_fd = 7;
+  s.layer_fd = 10;
+  s.layer = Language::python;
+  auto a = qemu_argv(s);
+  REQUIRE(a.ok());
+  std::vector<std::string> want = {"-add-fd", "fd=10,set=2,opaque=layer", "-drive",
+                                   "file=/dev/fdset/2,format=raw,if=none,readonly=on,id=layer", "-device",
+                                   "virtio-blk-device,drive=layer,serial=sandbox-layer"};
+  auto at = std::search(a->begin(), a->end(), want.begin(), want.end());
+  REQUIRE(at != a->end());
+  auto root = std::find(a->begin(), a->end(), "virtio-blk-device,drive=root");
+  CHECK(root < at);
+  CHECK(kernel_cmdline(s).ends_with(" sandbox.layer=python"));
+  // Without a descriptor there is no layer, whatever the language says.
+  s.layer_fd = -1;
+  auto none = qemu_argv(s);
+  REQUIRE(none.ok());
+  CHECK(std::find(none->begin(), none->end(), "fd=10,set=2,opaque=layer") == none->end());
+  CHECK(kernel_cmdline(s).find("sandbox.layer") == std::string::npos);
+}

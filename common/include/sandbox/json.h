@@ -22,6 +22,8 @@ std::string to_json(const FileListing& listing);
 std::string to_json(const ImagesInfo& images);
 std::string to_json(const ExposedPort& port);
 std::string to_json(const NetworkStats& network);
+std::string to_json(const LayerInfo& layer);
+std::string to_json(const LayerUse& layer);
 // {"code": ..., "message": ..., "retryable": ...}
 std::string to_json(const Error& error);
 

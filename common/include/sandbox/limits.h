@@ -63,6 +63,11 @@ inline constexpr size_t kMaxExposedPorts = 10;
 inline constexpr size_t kMaxAllowedDomains = 64;
 inline constexpr size_t kMaxDomainBytes = 253;
 inline constexpr size_t kMaxNetworkDenials = 32;
+// Packages per request (SPEC F14): a real project's direct dependencies,
+// and a bound on what one builder VM installs; one entry ("name[extras]
+// specifier") is a PyPI or npm name (at most 214 bytes) plus a version.
+inline constexpr size_t kMaxPackages = 50;
+inline constexpr size_t kMaxPackageSpecBytes = 256;
 // Error messages travelling to clients.
 inline constexpr size_t kMaxMessageBytes = 64 << 10;
 

@@ -27,6 +27,8 @@ enum class ErrorCode {
   image_missing,
   image_corrupt,
   internal,
+  // Last: codes are appended, never renumbered.
+  package_install_failed,
 };
 
 // Stable wire/CLI name of a code.

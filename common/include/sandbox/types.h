@@ -76,6 +76,18 @@ struct RunRequest {
   std::chrono::milliseconds timeout{30'000};
   uint32_t memory_mb = 256;
   NetworkRequest net;
+  // "name==1.2.3" (Python) or "name@1.2.3" (JavaScript), installed once in a
+  // builder VM and attached as a read-only layer (SPEC F14).
+  std::vector<std::string> packages;
+};
+
+// The package layer a run or session used: its cache key, how it was
+// obtained ("hit", "built", "joined" another request's build) and what the
+// build cost (0 on a hit). Empty key: no packages.
+struct LayerUse {
+  std::string key;
+  std::string cache;
+  uint64_t build_ms = 0;
 };
 
 struct Timing {
@@ -108,6 +120,7 @@ struct RunResult {
   bool state_lost = false;
   std::vector<ExposedPort> exposed_ports;
   NetworkStats network;
+  LayerUse layer;
 };
 
 struct PoolInfo {
@@ -181,6 +194,7 @@ struct SessionOptions {
   uint32_t memory_mb = 256;
   std::chrono::milliseconds idle_timeout{300'000};  // closed after this long without a call
   NetworkRequest net;
+  std::vector<std::string> packages;  // as RunRequest::packages
 };
 
 struct SessionInfo {
@@ -194,6 +208,21 @@ struct SessionInfo {
   std::string vm_start;  // how its VM came to be, as in a run result
   std::vector<ExposedPort> exposed_ports;
   std::vector<std::string> allowed_domains;  // the egress policy in force
+  LayerUse layer;  // the session's package layer, if it asked for packages
+};
+
+// One package layer in the daemon's cache, or one being built.
+struct LayerInfo {
+  std::string key;
+  Language language = Language::python;
+  std::vector<std::string> packages;  // the canonical request
+  // Every installed package, transitive ones too: "name==version sha256:..."
+  // (Python) or "name@version sha512-..." (npm), as the installer resolved it.
+  std::vector<std::string> lock;
+  uint64_t bytes = 0;
+  uint64_t last_used_unix_ms = 0;
+  uint32_t users = 0;      // runs and sessions attached now
+  bool building = false;   // a build in progress (no lock or size yet)
 };
 
 struct FileEntry {

@@ -89,6 +89,9 @@ class Client {
   Result<DaemonStatus> status() const;
   // The daemon's snapshot cache; `drop` empties it first (root only).
   Result<std::vector<SnapshotInfo>> snapshots(bool drop = false) const;
+  // The package layer cache and the builds in progress. `drop` removes the
+  // layer with that key first, `drop_all` every layer not in use (root only).
+  Result<std::vector<LayerInfo>> layers(const std::string& drop = {}, bool drop_all = false) const;
   // The images the daemon boots (files, SHA-256, kernel release) and the
   // packages in its root, with the interpreters' and tools' versions.
   Result<ImagesInfo> images() const;

@@ -35,6 +35,9 @@ typedef struct {
   int network;
   const char* const* allowed_domains;
   const char* const* expose;
+  /* Packages to install first, "name==1.2.3" (python) or "name@1.2.3"
+   * (javascript); NULL-terminated, may be NULL. */
+  const char* const* packages;
 } sandbox_run_options;
 
 typedef void (*sandbox_output_fn)(void* user_data, sandbox_stream stream, const char* data, size_t len);
@@ -67,6 +70,11 @@ uint64_t sandbox_result_boot_ms(const sandbox_result* r);
 uint64_t sandbox_result_startup_ms(const sandbox_result* r);
 int sandbox_result_warm_pool_hit(const sandbox_result* r);
 const char* sandbox_result_accelerator(const sandbox_result* r);
+/* The package layer the run used: its key ("" without packages), "hit",
+ * "built" or "joined", and the build's cost in ms (0 on a hit). */
+const char* sandbox_result_layer_key(const sandbox_result* r);
+const char* sandbox_result_layer_cache(const sandbox_result* r);
+uint64_t sandbox_result_layer_build_ms(const sandbox_result* r);
 void sandbox_result_free(sandbox_result* r);
 
 /* Sessions: a VM kept alive across execs; variables, imports, files and
@@ -86,6 +94,7 @@ typedef struct {
   int network;
   const char* const* allowed_domains;
   const char* const* expose;
+  const char* const* packages; /* as in sandbox_run_options */
 } sandbox_session_options;
 
 /* Fills defaults: python, 30 s per exec, 256 MB, 300 s idle, no env. */

@@ -1,0 +1,396 @@
+#include "daemon/layers.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <sandbox/limits.h>
+
+#include "common/protocol.h"
+#include "common/unique_fd.h"
+#include "daemon/digest.h"
+
+namespace sandbox::daemon {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kImageSuffix = ".erofs";
+constexpr std::string_view kMetaSuffix = ".layer";
+constexpr std::string_view kTempSuffix = ".tmp";
+constexpr std::string_view kMetaMagic = "sandboxd-layer 1";
+// A description file: packages and a full lock, with room.
+constexpr size_t kMaxMetaBytes = 512 << 10;
+
+uint64_t now_unix_ms() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+bool printable_line(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f; });
+}
+
+Result<void> write_synced(const std::string& path, std::string_view data) {
+  unique_fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd) return Error::sys("open", path);
+  while (!data.empty()) {
+    ssize_t n = ::write(fd.get(), data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error::sys("write", path);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  if (::fsync(fd.get()) != 0) return Error::sys("fsync", path);
+  return ok();
+}
+
+Result<void> fsync_path(const std::string& path) {
+  unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Error::sys("open", path);
+  if (::fsync(fd.get()) != 0) return Error::sys("fsync", path);
+  return ok();
+}
+
+}  // namespace
+
+std::string layer_key(const LayerKeyInputs& in) {
+  // Length-prefixed fields: no two input lists serialize alike.
+  std::string s;
+  auto add = [&](std::string_view v) { s += std::to_string(v.size()) + ":" + std::string(v) + ";"; };
+  add("sandboxd-layer-key 1");
+  add(language_name(in.language));
+  add(std::to_string(in.packages.size()));
+  for (const auto& p : in.packages) add(p);
+  add(in.base_image);
+  add(in.interpreter);
+  add(in.installer);
+  add(in.index_url);
+  add(in.source_builds ? "source" : "binary");
+  return std::string(in.language == Language::javascript ? "js-" : "py-") + sha256_hex(s).substr(0, 40);
+}
+
+bool valid_layer_key(std::string_view key) {
+  if (key.size() != 43 || !(key.starts_with("py-") || key.starts_with("js-"))) return false;
+  return std::all_of(key.begin() + 3, key.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+Result<std::vector<std::string>> parse_lock(std::string_view text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    auto nl = text.find('\n', start);
+    auto line = text.substr(start, nl == std::string_view::npos ? std::string_view::npos : nl - start);
+    start = nl == std::string_view::npos ? text.size() : nl + 1;
+    if (line.empty()) continue;
+    if (line.size() > limits::kMaxNameBytes || !printable_line(line))
+      return Error::make(ErrorCode::package_install_failed, "the builder's lock has an unreadable line");
+    if (out.size() >= proto::kMaxLockEntries)
+      return Error::make(ErrorCode::package_install_failed,
+                         "the builder's lock lists more than " + std::to_string(proto::kMaxLockEntries) + " packages");
+    out.emplace_back(line);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// ---------------------------------------------------------------- LayerStore
+
+LayerStore::LayerStore(std::string dir, uint64_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {}
+
+std::string LayerStore::image_path(const std::string& key) const { return dir_ + "/" + key + std::string(kImageSuffix); }
+std::string LayerStore::meta_path(const std::string& key) const { return dir_ + "/" + key + std::string(kMetaSuffix); }
+std::string LayerStore::temp_path(const std::string& key) const {
+  return dir_ + "/" + key + std::string(kImageSuffix) + std::string(kTempSuffix);
+}
+
+Result<LayerStore::Entry> LayerStore::load(const std::string& key) const {
+  std::ifstream in(meta_path(key), std::ios::binary);
+  if (!in) return Error::sys("open", meta_path(key));
+  std::string text(kMaxMetaBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  auto corrupt = [&](std::string why) { return Error::make(ErrorCode::image_corrupt, meta_path(key) + ": " + why); };
+  if (text.size() > kMaxMetaBytes) return corrupt("too large");
+  Entry e;
+  e.info.key = key;
+  std::istringstream lines(text);
+  std::string line;
+  if (!std::getline(lines, line) || line != kMetaMagic) return corrupt("not a layer description");
+  while (std::getline(lines, line)) {
+    auto sp = line.find(' ');
+    if (sp == std::string::npos) return corrupt("a line without a value");
+    auto tag = line.substr(0, sp), value = line.substr(sp + 1);
+    if (tag == "sha256") e.sha256 = value;
+    else if (tag == "language") {
+      auto l = parse_language(value);
+      if (!l) return corrupt("unknown language");
+      e.info.language = *l;
+    } else if (tag == "bytes") e.info.bytes = std::strtoull(value.c_str(), nullptr, 10);
+    else if (tag == "package" && e.info.packages.size() < limits::kMaxPackages) e.info.packages.push_back(value);
+    else if (tag == "lock" && e.info.lock.size() < proto::kMaxLockEntries) e.info.lock.push_back(value);
+    else return corrupt("unexpected line '" + tag + "'");
+  }
+  if (e.sha256.size() != 64) return corrupt("no image hash");
+  struct stat st {};
+  if (::stat(meta_path(key).c_str(), &st) == 0)
+    e.info.last_used_unix_ms = static_cast<uint64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
+  return e;
+}
+
+std::vector<std::string> LayerStore::recover() {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  std::vector<std::string> keys;
+  for (const auto& de : fs::directory_iterator(dir_, ec)) {
+    auto name = de.path().filename().string();
+    if (name.ends_with(kTempSuffix)) {
+      fs::remove(de.path(), ec);
+      removed.push_back(name + " (an unfinished build)");
+    } else if (name.ends_with(kMetaSuffix)) {
+      keys.push_back(name.substr(0, name.size() - kMetaSuffix.size()));
+    } else if (name.ends_with(kImageSuffix)) {
+      auto key = name.substr(0, name.size() - kImageSuffix.size());
+      if (!fs::exists(meta_path(key), ec)) {
+        fs::remove(de.path(), ec);
+        removed.push_back(name + " (no description)");
+      }
+    }
+  }
+  for (const auto& key : keys) {
+    auto e = valid_layer_key(key) ? load(key) : Result<Entry>(Error::make(ErrorCode::image_corrupt, "bad key"));
+    auto hash = e ? sha256_file(image_path(key)) : Result<std::string>(e.error());
+    if (!e || !hash || *hash != e->sha256) {
+      fs::remove(image_path(key), ec);
+      fs::remove(meta_path(key), ec);
+      removed.push_back(key + " (" + (!e ? e.error().message : !hash ? hash.error().message : "image hash differs") + ")");
+      continue;
+    }
+    layers_[key] = std::move(*e);
+  }
+  // Last use across the restart, from the descriptions' mtimes.
+  std::vector<Entry*> by_use;
+  for (auto& [key, e] : layers_) by_use.push_back(&e);
+  std::sort(by_use.begin(), by_use.end(),
+            [](const Entry* a, const Entry* b) { return a->info.last_used_unix_ms < b->info.last_used_unix_ms; });
+  for (Entry* e : by_use) e->use_seq = next_seq_++;
+  evict();
+  return removed;
+}
+
+Result<LayerInfo> LayerStore::publish(const std::string& key, LayerInfo info) {
+  auto tmp = temp_path(key);
+  auto hash = sha256_file(tmp);
+  if (!hash) return std::move(hash).error().context("publishing layer " + key);
+  std::error_code ec;
+  info.key = key;
+  info.bytes = fs::file_size(tmp, ec);
+  info.last_used_unix_ms = now_unix_ms();
+  info.users = 0;
+  info.building = false;
+  std::string meta = std::string(kMetaMagic) + "\nsha256 " + *hash + "\nlanguage " +
+                     std::string(language_name(info.language)) + "\nbytes " + std::to_string(info.bytes) + "\n";
+  for (const auto& p : info.packages) meta += "package " + p + "\n";
+  for (const auto& l : info.lock) meta += "lock " + l + "\n";
+  auto meta_tmp = meta_path(key) + std::string(kTempSuffix);
+  if (auto r = fsync_path(tmp); !r) return r.error();
+  if (auto r = write_synced(meta_tmp, meta); !r) return r.error();
+  if (::rename(tmp.c_str(), image_path(key).c_str()) != 0) return Error::sys("rename", tmp);
+  if (::rename(meta_tmp.c_str(), meta_path(key).c_str()) != 0) return Error::sys("rename", meta_tmp);
+  if (auto r = fsync_path(dir_); !r) return r.error();
+  uint32_t users = layers_.count(key) ? layers_[key].info.users : 0;
+  layers_[key] = Entry{info, *hash, next_seq_++};
+  layers_[key].info.users = users;
+  evict();
+  return info;
+}
+
+void LayerStore::abort(const std::string& key) {
+  std::error_code ec;
+  fs::remove(temp_path(key), ec);
+  fs::remove(meta_path(key) + std::string(kTempSuffix), ec);
+}
+
+Result<std::string> LayerStore::verify(const std::string& key) {
+  auto it = layers_.find(key);
+  if (it == layers_.end()) return Error::make(ErrorCode::not_found, "no layer " + key);
+  auto hash = sha256_file(image_path(key));
+  if (!hash || *hash != it->second.sha256) {
+    // Users already attached keep their open image; new ones get a rebuild.
+    if (it->second.info.users == 0) remove(key);
+    else layers_.erase(it);
+    return Error::make(ErrorCode::image_corrupt, "layer " + key + ": " + (hash ? "image hash differs from the recorded one" : hash.error().message));
+  }
+  it->second.info.last_used_unix_ms = now_unix_ms();
+  it->second.use_seq = next_seq_++;
+  // The description's mtime carries last use across restarts.
+  ::utimensat(AT_FDCWD, meta_path(key).c_str(), nullptr, 0);
+  return image_path(key);
+}
+
+void LayerStore::hold(const std::string& key) {
+  if (auto it = layers_.find(key); it != layers_.end()) ++it->second.info.users;
+}
+
+void LayerStore::release(const std::string& key) {
+  if (auto it = layers_.find(key); it != layers_.end() && it->second.info.users > 0) --it->second.info.users;
+  evict();
+}
+
+std::vector<LayerInfo> LayerStore::list() const {
+  std::vector<LayerInfo> out;
+  for (const auto& [key, e] : layers_) out.push_back(e.info);
+  return out;
+}
+
+void LayerStore::remove(const std::string& key) {
+  std::error_code ec;
+  fs::remove(meta_path(key), ec);  // first: without it the image is no layer
+  fs::remove(image_path(key), ec);
+  layers_.erase(key);
+}
+
+Result<void> LayerStore::drop(const std::string& key) {
+  auto it = layers_.find(key);
+  if (it == layers_.end()) return Error::make(ErrorCode::not_found, "no layer '" + key + "'");
+  if (it->second.info.users > 0)
+    return Error::make(ErrorCode::capacity, "layer " + key + " is in use by " + std::to_string(it->second.info.users) +
+                                                " runs or sessions");
+  remove(key);
+  return ok();
+}
+
+size_t LayerStore::drop_unused() {
+  std::vector<std::string> gone;
+  for (const auto& [key, e] : layers_)
+    if (e.info.users == 0) gone.push_back(key);
+  for (const auto& key : gone) remove(key);
+  return gone.size();
+}
+
+uint64_t LayerStore::bytes() const {
+  uint64_t total = 0;
+  for (const auto& [key, e] : layers_) total += e.info.bytes;
+  return total;
+}
+
+void LayerStore::evict() {
+  while (bytes() > max_bytes_) {
+    const Entry* oldest = nullptr;
+    for (const auto& [key, e] : layers_)
+      if (e.info.users == 0 && (!oldest || e.use_seq < oldest->use_seq)) oldest = &e;
+    if (!oldest) return;  // everything left is in use: over budget until released
+    remove(oldest->info.key);
+  }
+}
+
+// ---------------------------------------------------------------- LayerGrant
+
+LayerGrant::LayerGrant(std::weak_ptr<LayerStore> store, std::string key, std::string path, std::string cache,
+                       uint64_t build_ms)
+    : store_(std::move(store)), key_(std::move(key)), path_(std::move(path)), cache_(std::move(cache)), build_ms_(build_ms) {}
+
+LayerGrant::~LayerGrant() {
+  if (auto s = store_.lock()) s->release(key_);
+}
+
+// ---------------------------------------------------------------- LayerCache
+
+LayerCache::LayerCache(std::shared_ptr<LayerStore> store, LayerBuildFn build)
+    : store_(std::move(store)), build_(std::move(build)) {}
+
+Result<std::shared_ptr<LayerGrant>> LayerCache::grant(const std::string& key, std::string cache, uint64_t build_ms) {
+  auto path = store_->verify(key);
+  if (!path) return std::move(path).error();
+  store_->hold(key);
+  return std::make_shared<LayerGrant>(store_, key, std::move(*path), std::move(cache), build_ms);
+}
+
+void LayerCache::get(const LayerKeyInputs& inputs, Callback callback) {
+  auto key = layer_key(inputs);
+  if (auto b = builds_.find(key); b != builds_.end()) {
+    b->second.waiters.push_back(std::move(callback));
+    return;
+  }
+  bool corrupt = false;
+  if (store_->has(key)) {
+    auto g = grant(key, "hit", 0);
+    if (g) return callback(std::move(g));
+    if (g.error().code != ErrorCode::image_corrupt) return callback(std::move(g));
+    corrupt = true;  // removed by verify: build it again
+  }
+  auto& b = builds_[key];
+  b.inputs = inputs;
+  b.waiters.push_back(std::move(callback));
+  start(key, corrupt);
+}
+
+void LayerCache::start(const std::string& key, bool after_corrupt) {
+  auto& b = builds_[key];
+  b.started = std::chrono::steady_clock::now();
+  b.rebuilt = after_corrupt;
+  store_->abort(key);  // whatever an earlier failure left
+  build_(b.inputs, store_->temp_path(key), [this, key](Result<std::string> lock) { finish(key, std::move(lock)); });
+}
+
+void LayerCache::finish(const std::string& key, Result<std::string> lock) {
+  auto it = builds_.find(key);
+  if (it == builds_.end()) return;
+  Build b = std::move(it->second);
+  builds_.erase(it);
+  auto build_ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - b.started).count());
+  auto fail_all = [&](const Error& e) {
+    store_->abort(key);
+    for (auto& w : b.waiters) w(Error(e));
+  };
+  if (!lock) return fail_all(lock.error());
+  auto entries = parse_lock(*lock);
+  if (!entries) return fail_all(entries.error());
+  LayerInfo info;
+  info.language = b.inputs.language;
+  info.packages = b.inputs.packages;
+  info.lock = std::move(*entries);
+  if (auto p = store_->publish(key, std::move(info)); !p) return fail_all(p.error());
+  for (size_t i = 0; i < b.waiters.size(); ++i) {
+    auto g = grant(key, i == 0 ? "built" : "joined", build_ms);
+    b.waiters[i](std::move(g));
+  }
+}
+
+Result<std::vector<LayerInfo>> LayerCache::list(const std::string& drop, bool drop_all) {
+  if (!drop.empty()) {
+    if (!valid_layer_key(drop)) return Error::make(ErrorCode::invalid_argument, "'" + drop + "' is not a layer key");
+    if (auto r = store_->drop(drop); !r) return r.error();
+  }
+  if (drop_all) store_->drop_unused();
+  auto out = store_->list();
+  for (const auto& [key, b] : builds_) {
+    LayerInfo info;
+    info.key = key;
+    info.language = b.inputs.language;
+    info.packages = b.inputs.packages;
+    info.users = static_cast<uint32_t>(b.waiters.size());
+    info.building = true;
+    out.push_back(std::move(info));
+  }
+  if (out.size() > proto::kMaxLayerEntries) out.resize(proto::kMaxLayerEntries);
+  // One frame decodes at most kMaxDecodeObjects: long locks are cut short
+  // in a listing (the description on disk keeps them whole).
+  size_t budget = limits::kMaxDecodeObjects / 2;
+  for (auto& l : out) {
+    size_t n = std::min(l.lock.size(), budget);
+    l.lock.resize(n);
+    budget -= n;
+  }
+  return out;
+}
+
+}  // namespace sandbox::daemon

@@ -1,0 +1,154 @@
+// Package layers (SPEC F14): read-only filesystem images that a builder VM
+// made from a package list, cached on the host by a key over everything
+// that decides their contents. The host never reads inside an image: it
+// records its SHA-256 at publish, checks it on every attach, and keeps the
+// installer's resolved lock beside it (bounded text, shown by `layers`).
+//
+// LayerStore is the directory; LayerCache adds what a request needs: one
+// build per key however many ask at once, in-use counts that eviction
+// respects, and a rebuild when a layer turns out corrupt.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <sandbox/result.h>
+#include <sandbox/types.h>
+
+namespace sandbox::daemon {
+
+// Everything that decides what a layer holds: a change in any of them
+// gives another key, so a cached layer never serves a request it was not
+// built for.
+struct LayerKeyInputs {
+  Language language = Language::python;
+  std::vector<std::string> packages;  // canonical, sorted (packages.h)
+  std::string base_image;             // the root image's SHA-256
+  std::string interpreter;            // "python3.11=3.11.2-6+deb12u6"
+  std::string installer;              // "python3-pip=23.0.1+dfsg-1"
+  std::string index_url;
+  bool source_builds = false;         // sdists allowed, or npm install scripts
+};
+// "py-" or "js-" and 40 hex digits of a SHA-256 over the inputs.
+std::string layer_key(const LayerKeyInputs& inputs);
+// Keys as layer_key makes them: nothing a path could misuse.
+bool valid_layer_key(std::string_view key);
+
+// The resolved lock from a builder, checked before it is stored: printable
+// lines, each at most kMaxNameBytes, at most kMaxLockEntries.
+Result<std::vector<std::string>> parse_lock(std::string_view text);
+
+class LayerStore {
+ public:
+  // `dir` is created if missing; `max_bytes` bounds the images' total.
+  LayerStore(std::string dir, uint64_t max_bytes);
+
+  // Start-up: removes what a crash left (temp files) and layers whose
+  // image or description is missing or whose image no longer has its
+  // recorded hash. Returns what it removed, for the log.
+  std::vector<std::string> recover();
+
+  // Where a build writes its image; removed by abort or replaced by publish.
+  std::string temp_path(const std::string& key) const;
+  // Records the image's hash and the description, fsyncs both, and renames
+  // them into place, description last (a layer exists once it has one).
+  Result<LayerInfo> publish(const std::string& key, LayerInfo info);
+  void abort(const std::string& key);
+
+  // A published layer's image, verified now against its recorded hash;
+  // not_found when absent, image_corrupt (and the layer removed) when the
+  // hash differs. Marks it used now.
+  Result<std::string> verify(const std::string& key);
+  bool has(const std::string& key) const { return layers_.count(key) != 0; }
+
+  // Users: a layer with users is never evicted or dropped.
+  void hold(const std::string& key);
+  void release(const std::string& key);
+
+  std::vector<LayerInfo> list() const;
+  // Removes one layer (not_found; capacity when in use).
+  Result<void> drop(const std::string& key);
+  // Removes every layer not in use; returns how many.
+  size_t drop_unused();
+  // Least recently used layers without users go until the total fits.
+  void evict();
+  uint64_t bytes() const;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  struct Entry {
+    LayerInfo info;
+    std::string sha256;
+    uint64_t use_seq = 0;  // LRU order: clock ticks can tie, this cannot
+  };
+  std::string image_path(const std::string& key) const;
+  std::string meta_path(const std::string& key) const;
+  void remove(const std::string& key);
+  Result<Entry> load(const std::string& key) const;
+
+  std::string dir_;
+  uint64_t max_bytes_;
+  std::map<std::string, Entry> layers_;
+  uint64_t next_seq_ = 1;
+};
+
+// What a run or session gets: a verified image to attach read-only, and
+// how it was obtained. Releases its hold on the layer when destroyed.
+class LayerGrant {
+ public:
+  LayerGrant(std::weak_ptr<LayerStore> store, std::string key, std::string path, std::string cache, uint64_t build_ms);
+  ~LayerGrant();
+  LayerGrant(const LayerGrant&) = delete;
+  LayerGrant& operator=(const LayerGrant&) = delete;
+  const std::string& path() const { return path_; }
+  LayerUse use() const { return {key_, cache_, build_ms_}; }
+
+ private:
+  std::weak_ptr<LayerStore> store_;
+  std::string key_, path_, cache_;
+  uint64_t build_ms_;
+};
+
+// Builds one layer: writes the image at `image_path` and calls `done` once,
+// with the resolved lock text, or with the error (package_install_failed
+// with the installer's last lines, timeout...). May call `done` later from
+// the event loop.
+using LayerBuildFn = std::function<void(const LayerKeyInputs& inputs, const std::string& image_path,
+                                        std::function<void(Result<std::string> lock)> done)>;
+
+class LayerCache {
+ public:
+  using Callback = std::function<void(Result<std::shared_ptr<LayerGrant>>)>;
+
+  LayerCache(std::shared_ptr<LayerStore> store, LayerBuildFn build);
+
+  // The layer for `inputs`: at once on a hit; otherwise after the one
+  // build for its key (this request starts it, or joins one running). A
+  // corrupt layer is removed and built again; image_corrupt only if the
+  // rebuild's image fails its check too.
+  void get(const LayerKeyInputs& inputs, Callback callback);
+  // The cache, builds in progress included; with `drop`/`drop_all` first.
+  Result<std::vector<LayerInfo>> list(const std::string& drop, bool drop_all);
+  size_t building() const { return builds_.size(); }
+
+ private:
+  struct Build {
+    LayerKeyInputs inputs;
+    std::vector<Callback> waiters;  // the first started it
+    std::chrono::steady_clock::time_point started;
+    bool rebuilt = false;
+  };
+  void start(const std::string& key, bool after_corrupt);
+  void finish(const std::string& key, Result<std::string> lock);
+  Result<std::shared_ptr<LayerGrant>> grant(const std::string& key, std::string cache, uint64_t build_ms);
+
+  std::shared_ptr<LayerStore> store_;
+  LayerBuildFn build_;
+  std::map<std::string, Build> builds_;
+};
+
+}  // namespace sandbox::daemon

@@ -1,0 +1,295 @@
+// The package layer cache (daemon/layers.h) with a fake builder: keys,
+// atomic publish, verification on attach, one build per key, eviction that
+// spares layers in use, recovery after a crash, and failed builds that
+// leave nothing behind.
+#include <doctest/doctest.h>
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "daemon/layers.h"
+
+using namespace sandbox;
+using namespace sandbox::daemon;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/sandboxd-layers-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+LayerKeyInputs inputs(std::vector<std::string> packages, Language l = Language::python) {
+  LayerKeyInputs in;
+  in.language = l;
+  in.packages = std::move(packages);
+  in.base_image = std::string(64, 'a');
+  in.interpreter = "python3.11=3.11.2-6";
+  in.installer = "python3-pip=23.0.1";
+  in.index_url = "http://127.0.0.1:1/simple";
+  return in;
+}
+
+// A builder that writes `bytes` bytes and answers later, when the test
+// says so (as a VM would, from a later loop turn).
+struct FakeBuilder {
+  size_t bytes = 1000;
+  int builds = 0;
+  std::vector<std::function<void()>> pending;
+  std::optional<Error> fail;
+  LayerBuildFn fn() {
+    return [this](const LayerKeyInputs& in, const std::string& path, std::function<void(Result<std::string>)> done) {
+      ++builds;
+      pending.push_back([this, in, path, done] {
+        if (fail) return done(*fail);
+        std::ofstream(path, std::ios::binary) << std::string(bytes, 'L') << in.packages.size();
+        std::string lock;
+        for (const auto& p : in.packages) lock += p + " sha256:00\n";
+        lock += "dep==0.1 sha256:11\n";
+        done(lock);
+      });
+    };
+  }
+  void finish_all() {
+    auto p = std::exchange(pending, {});
+    for (auto& f : p) f();
+  }
+};
+
+std::vector<std::string> dir_entries(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("layer keys cover every input and are path-safe") {
+  auto base = inputs({"a==1"});
+  auto k = layer_key(base);
+  CHECK(valid_layer_key(k));
+  CHECK(k.starts_with("py-"));
+  CHECK(layer_key(inputs({"a==1"}, Language::javascript)).starts_with("js-"));
+  auto differs = [&](auto change) {
+    auto in = base;
+    change(in);
+    return layer_key(in) != k;
+  };
+  CHECK(differs([](auto& in) { in.packages = {"a==2"}; }));
+  CHECK(differs([](auto& in) { in.packages = {"a==1", "b==1"}; }));
+  CHECK(differs([](auto& in) { in.base_image = std::string(64, 'b'); }));
+  CHECK(differs([](auto& in) { in.interpreter = "python3.12"; }));
+  CHECK(differs([](auto& in) { in.installer = "pip 24"; }));
+  CHECK(differs([](auto& in) { in.index_url = "http://other/simple"; }));
+  CHECK(differs([](auto& in) { in.source_builds = true; }));
+  // Field boundaries are part of the key: ["ab"] is not ["a", "b"].
+  CHECK(layer_key(inputs({"ab"})) != layer_key(inputs({"a", "b"})));
+  CHECK_FALSE(valid_layer_key("../../etc/passwd"));
+  CHECK_FALSE(valid_layer_key("py-XYZ"));
+}
+
+TEST_CASE("the builder's lock is bounded and printable") {
+  CHECK(parse_lock("b==1\na==2\n\n").value() == std::vector<std::string>{"a==2", "b==1"});
+  CHECK_FALSE(parse_lock("a\x1b[2J==1\n").ok());
+  CHECK_FALSE(parse_lock(std::string(300, 'x')).ok());
+  std::string many;
+  for (int i = 0; i < 1001; ++i) many += "p" + std::to_string(i) + "==1\n";
+  CHECK(parse_lock(many).error().code == ErrorCode::package_install_failed);
+}
+
+TEST_CASE("first request builds, a second hits, two at once join one build") {
+  TempDir d;
+  auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
+  store->recover();
+  FakeBuilder b;
+  LayerCache cache(store, b.fn());
+
+  std::vector<std::string> seen;
+  std::vector<std::shared_ptr<LayerGrant>> grants;
+  auto collect = [&](Result<std::shared_ptr<LayerGrant>> g) {
+    REQUIRE_MESSAGE(g.ok(), g.error().message);
+    seen.push_back(g.value()->use().cache);
+    grants.push_back(g.value());
+  };
+  cache.get(inputs({"a==1"}), collect);
+  cache.get(inputs({"a==1"}), collect);
+  CHECK(b.builds == 1);
+  auto listed = cache.list("", false).value();
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0].building);
+  CHECK(listed[0].users == 2);
+  b.finish_all();
+  CHECK(seen == std::vector<std::string>{"built", "joined"});
+  CHECK(grants[0]->path() == grants[1]->path());
+  CHECK(grants[0]->use().key == layer_key(inputs({"a==1"})));
+
+  cache.get(inputs({"a==1"}), collect);
+  CHECK(b.builds == 1);
+  CHECK(seen.back() == "hit");
+  CHECK(grants.back()->use().build_ms == 0);
+
+  listed = cache.list("", false).value();
+  REQUIRE(listed.size() == 1);
+  CHECK_FALSE(listed[0].building);
+  CHECK(listed[0].users == 3);
+  CHECK(listed[0].packages == std::vector<std::string>{"a==1"});
+  CHECK(listed[0].lock == std::vector<std::string>{"a==1 sha256:00", "dep==0.1 sha256:11"});
+  grants.clear();
+  CHECK(cache.list("", false).value()[0].users == 0);
+  // Published atomically: an image and its description, no temp files.
+  auto key = layer_key(inputs({"a==1"}));
+  CHECK(dir_entries(d.path) == std::vector<std::string>{key + ".erofs", key + ".layer"});
+}
+
+TEST_CASE("a failed build leaves no layer and no temp file, and the next request retries") {
+  TempDir d;
+  auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
+  FakeBuilder b;
+  b.fail = Error::make(ErrorCode::package_install_failed, "ERROR: No matching distribution found for nope==1");
+  LayerCache cache(store, b.fn());
+  int failures = 0;
+  for (int i = 0; i < 2; ++i)
+    cache.get(inputs({"nope==1"}), [&](Result<std::shared_ptr<LayerGrant>> g) {
+      REQUIRE_FALSE(g.ok());
+      CHECK(g.error().code == ErrorCode::package_install_failed);
+      CHECK(g.error().message.find("No matching distribution") != std::string::npos);
+      ++failures;
+    });
+  // A build that wrote part of its image before failing.
+  std::ofstream(store->temp_path(layer_key(inputs({"nope==1"})))) << "partial";
+  b.finish_all();
+  CHECK(failures == 2);
+  CHECK(dir_entries(d.path).empty());
+  CHECK(cache.list("", false).value().empty());
+  b.fail.reset();
+  bool built = false;
+  cache.get(inputs({"nope==1"}), [&](auto g) { built = g.ok() && g.value()->use().cache == "built"; });
+  CHECK(b.builds == 2);
+  b.finish_all();
+  CHECK(built);
+}
+
+TEST_CASE("a corrupted layer is found on attach and rebuilt; at start-up it is removed") {
+  TempDir d;
+  auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
+  FakeBuilder b;
+  LayerCache cache(store, b.fn());
+  cache.get(inputs({"a==1"}), [](auto g) { REQUIRE(g.ok()); });
+  b.finish_all();
+  auto key = layer_key(inputs({"a==1"}));
+  // One byte changes in the image.
+  {
+    std::fstream f(d.path + "/" + key + ".erofs", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(10);
+    f.put('X');
+  }
+  std::string how;
+  cache.get(inputs({"a==1"}), [&](auto g) {
+    REQUIRE(g.ok());
+    how = g.value()->use().cache;
+  });
+  CHECK(b.builds == 2);  // not served: rebuilt
+  b.finish_all();
+  CHECK(how == "built");
+
+  // Corrupt again, then restart: recovery removes it before anyone asks.
+  {
+    std::fstream f(d.path + "/" + key + ".erofs", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(3);
+    f.put('Y');
+  }
+  std::ofstream(d.path + "/junk.erofs.tmp") << "left by a crash";
+  std::ofstream(d.path + "/orphan.erofs") << "no description";
+  auto fresh = std::make_shared<LayerStore>(d.path, 1 << 20);
+  auto removed = fresh->recover();
+  CHECK(removed.size() == 3);
+  CHECK(fresh->list().empty());
+  CHECK(dir_entries(d.path).empty());
+}
+
+TEST_CASE("a layer survives a restart with its lock and last use") {
+  TempDir d;
+  {
+    auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
+    FakeBuilder b;
+    LayerCache cache(store, b.fn());
+    cache.get(inputs({"a==1"}), [](auto g) { REQUIRE(g.ok()); });
+    b.finish_all();
+  }
+  auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
+  CHECK(store->recover().empty());
+  auto list = store->list();
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].lock.size() == 2);
+  CHECK(list[0].last_used_unix_ms > 0);
+  FakeBuilder b;
+  LayerCache cache(store, b.fn());
+  std::string how;
+  cache.get(inputs({"a==1"}), [&](auto g) { how = g.ok() ? g.value()->use().cache : g.error().message; });
+  CHECK(how == "hit");
+  CHECK(b.builds == 0);
+}
+
+TEST_CASE("eviction goes by last use and never removes a layer in use") {
+  TempDir d;
+  FakeBuilder b;
+  b.bytes = 400;
+  // Room for two layers of ~400 bytes.
+  auto store = std::make_shared<LayerStore>(d.path, 900);
+  LayerCache cache(store, b.fn());
+  std::shared_ptr<LayerGrant> held;
+  cache.get(inputs({"held==1"}), [&](auto g) { held = g.value(); });
+  b.finish_all();
+  cache.get(inputs({"b==1"}), [](auto) {});
+  b.finish_all();
+  cache.get(inputs({"c==1"}), [](auto) {});
+  b.finish_all();
+  // "held" is the oldest but in use: "b" went instead.
+  auto keys = [&] {
+    std::vector<std::string> out;
+    for (const auto& l : store->list()) out.push_back(l.packages.at(0));
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  CHECK(keys() == std::vector<std::string>{"c==1", "held==1"});
+  CHECK(fs::exists(held->path()));
+  // Released, it is the least recently used the next time room is needed.
+  held.reset();
+  cache.get(inputs({"d==1"}), [](auto) {});
+  b.finish_all();
+  CHECK(keys() == std::vector<std::string>{"c==1", "d==1"});
+}
+
+TEST_CASE("drop: one key, or every layer not in use; never one in use") {
+  TempDir d;
+  auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
+  FakeBuilder b;
+  LayerCache cache(store, b.fn());
+  std::shared_ptr<LayerGrant> held;
+  cache.get(inputs({"a==1"}), [&](auto g) { held = g.value(); });
+  cache.get(inputs({"b==1"}), [](auto) {});
+  cache.get(inputs({"c==1"}), [](auto) {});
+  b.finish_all();
+  auto held_key = layer_key(inputs({"a==1"}));
+  auto r = cache.list(held_key, false);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::capacity);
+  CHECK(cache.list("../../etc", false).error().code == ErrorCode::invalid_argument);
+  CHECK(cache.list("py-" + std::string(40, '0'), false).error().code == ErrorCode::not_found);
+  CHECK(cache.list(layer_key(inputs({"b==1"})), false).value().size() == 2);
+  auto left = cache.list("", true).value();
+  REQUIRE(left.size() == 1);
+  CHECK(left[0].key == held_key);
+}
