@@ -51,7 +51,7 @@ DaemonOptions options_from(const Config& c, const RuntimeFacts& f) {
     if (i.role == "rootfs") lf.base_image = i.sha256;
   lf.python = tool("python3");
   lf.pip = tool("pip");
-  lf.node = tool("node");
+  lf.node = tool("nodejs");
   lf.npm = tool("npm");
   lf.python_index_url = c.python_index_url;
   lf.npm_registry_url = c.npm_registry_url;

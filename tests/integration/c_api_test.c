@@ -42,6 +42,9 @@ int c_api_check(const char* socket_path, char* why, size_t why_len) {
   /* The streamed chunks add up to the final stdout. */
   int ok = len == 12 && memcmp(out, "c-api hello\n", 12) == 0 && sandbox_result_exit_code(result) == 5 &&
            c.len == len && memcmp(c.out, out, len) == 0;
+  /* No packages, no layer. */
+  ok = ok && strcmp(sandbox_result_layer_key(result), "") == 0 && strcmp(sandbox_result_layer_cache(result), "") == 0 &&
+       sandbox_result_layer_build_ms(result) == 0;
   if (!ok) snprintf(why, why_len, "unexpected result: exit %d, stdout '%.*s'", sandbox_result_exit_code(result), (int)len, out);
   sandbox_result_free(result);
   if (!ok) {
@@ -80,6 +83,25 @@ int c_api_check(const char* socket_path, char* why, size_t why_len) {
     if (result) sandbox_result_free(result), result = NULL;
     if (!refused) {
       snprintf(why, why_len, "an IP address as allowed domain or host port 80 was not invalid_argument");
+      sandbox_client_free(client);
+      return 1;
+    }
+  }
+  /* Packages: a URL is refused, by name, before anything runs. */
+  {
+    const char* const packages[] = {"https://evil.example/x.whl", NULL};
+    opts.language = SANDBOX_PYTHON;
+    opts.code = "print(1)";
+    opts.code_len = strlen(opts.code);
+    opts.packages = packages;
+    rc = sandbox_run(client, &opts, NULL, NULL, &result, &error);
+    opts.packages = NULL;
+    int refused = rc != 0 && strcmp(sandbox_error_code(error), "package_not_allowed") == 0 &&
+                  strstr(sandbox_error_message(error), "https://evil.example/x.whl") != NULL;
+    if (error) sandbox_error_free(error), error = NULL;
+    if (result) sandbox_result_free(result), result = NULL;
+    if (!refused) {
+      snprintf(why, why_len, "a URL as a package was not package_not_allowed naming it");
       sandbox_client_free(client);
       return 1;
     }

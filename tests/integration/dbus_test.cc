@@ -224,6 +224,16 @@ TEST_CASE("D-Bus: errors carry the taxonomy's names") {
         "org.sandboxd1.Error.InvalidArgument: unknown language 'cobol' (python, javascript, raw)");
   CHECK(call("python", "memory_mb", 64).starts_with("org.sandboxd1.Error.InvalidArgument: memory 64 MB is outside"));
   CHECK(call("python", "frobnicate", 1).starts_with("org.sandboxd1.Error.InvalidArgument: unknown option 'frobnicate'"));
+  // Packages travel as an "as" option; a refused one names its entry.
+  sd_bus_error err = SD_BUS_ERROR_NULL;
+  sd_bus_message* reply = nullptr;
+  int r = sd_bus_call_method(b.bus, "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "Run", &err, &reply,
+                             "ssa{sv}", "python", "import mypkg", 1, "packages", "as", 2, "ok==1.0", "mypkg");
+  CHECK(r < 0);
+  CHECK(std::string(err.name ? err.name : "") == "org.sandboxd1.Error.PackageNotAllowed");
+  CHECK(std::string(err.message ? err.message : "").find("package 'mypkg': not pinned") != std::string::npos);
+  sd_bus_error_free(&err);
+  sd_bus_message_unref(reply);
 }
 
 TEST_CASE("D-Bus: a caller whose uid is not allowed is refused") {
