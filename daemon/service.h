@@ -35,6 +35,8 @@ struct ServiceOptions {
   ImagesInfo images;
   // What `network` with no domains of its own means (empty: refused).
   std::vector<std::string> default_domains;
+  // How long a drain that names no deadline lets runs and sessions go on.
+  std::chrono::milliseconds default_drain_deadline{600'000};
 };
 
 class Service {

@@ -22,6 +22,7 @@ targets=(
   "fuzz_dns_message 4096"
   "fuzz_tls_hello 20000"
   "fuzz_http_head 20000"
+  "fuzz_srv 4096"
 )
 
 skip() {
