@@ -406,6 +406,12 @@ Reply Router::send(const NodePtr& n, const std::string& method, const std::strin
   // No status line: the node never took the request when connecting or
   // sending it failed; when it had it all and never answered, it may have
   // started the run (not to be repeated elsewhere).
+  if (ok && res.status > 0 && !rep.connected) {
+    // An answer without a body (204) may skip the response handler.
+    rep.connected = true;
+    rep.status = res.status;
+    rep.headers = res.headers;
+  }
   if (!rep.connected) rep.connected = err == httplib::Error::Read;
   rep.complete = ok && !too_big && rep.status != 0;
   if (!rep.complete) rep.error = too_big ? "its answer is over " + std::to_string(cap) + " bytes" : httplib::to_string(err);

@@ -129,8 +129,8 @@ def test_drained_node_takes_no_new_work_and_finishes_its_sessions(cluster: Clust
     status, _, r = cluster.json("POST", f"/v1/sessions/{sid}/exec", {"code": "print(x + 1)"})
     assert status == 200, r
     assert r["stdout"] == "42\n"
-    status, _, _ = cluster.request("DELETE", f"/v1/sessions/{sid}")
-    assert status == 204
+    status, _, body = cluster.request("DELETE", f"/v1/sessions/{sid}")
+    assert status == 204, body
     drains = per_node(cluster, "sandbox_router_drains_seen_total")
     assert drains[tag] == 1
     st = json.loads(node.ctl("--json", "status").stdout)
