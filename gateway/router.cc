@@ -529,6 +529,7 @@ void Router::run(const httplib::Request& req, httplib::Response& res, bool execu
       return fail(res, execute, 502, ErrorCode::communication,
                   "node " + n->tag + " failed during the run: " + r.error);
     }
+    if (r.status == 502) ++n->failures;  // the node's gateway lost its daemon mid-run
     if (execute && r.status == 200) r.body = rewrite_files(n, std::move(r.body));
     return relay(res, n, r);
   }
@@ -771,8 +772,10 @@ void Router::session_call(const httplib::Request& req, httplib::Response& res) {
     return closed("its node " + n->tag + " failed during the call: " + r.error);
   }
   // The node's gateway lost its daemon (502): the daemon's sessions died with it.
-  if (r.status == 502 && r.body.find("\"communication\"") != std::string::npos)
+  if (r.status == 502 && r.body.find("\"communication\"") != std::string::npos) {
+    ++n->failures;
     return closed("its node " + n->tag + " lost its daemon");
+  }
   relay(res, n, r);
 }
 
@@ -824,7 +827,8 @@ void Router::metrics(const httplib::Request& req, httplib::Response& res) {
   };
   per_node("sandbox_router_placements_total", "counter", "Runs and sessions a node took.",
            [](const Node& n) { return n.placements.load(); });
-  per_node("sandbox_router_node_failures_total", "counter", "Requests a node failed to answer in full.",
+  per_node("sandbox_router_node_failures_total", "counter",
+           "Requests a node failed: unreachable, cut off, or its gateway lost its daemon.",
            [](const Node& n) { return n.failures.load(); });
   per_node("sandbox_router_node_up", "gauge", "Whether the node answers /health as ready.",
            [](const Node& n) { return n.up ? 1 : 0; });

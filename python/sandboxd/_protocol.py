@@ -24,7 +24,7 @@ from .errors import CommunicationError, InvalidArgumentError
 
 # proto::kProtocolVersion. The control socket has no handshake: client and
 # daemon must speak the same tables (see docs/protocol.md, "Versioning").
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 # Entries one list may hold (common/protocol.h).
 MAX_SNAPSHOT_ENTRIES = 512

@@ -164,8 +164,9 @@ class Node:
             s.close()
 
     def kill(self) -> None:
-        """The node dies at once: daemon and gateway, SIGKILL, by pid."""
-        for p in (self.daemon, self.gateway):
+        """The node dies at once: gateway and daemon, SIGKILL, by pid (the
+        gateway first: the router sees its connections cut)."""
+        for p in (self.gateway, self.daemon):
             if p:
                 p.stop(signal.SIGKILL)
 
