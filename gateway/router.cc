@@ -601,7 +601,8 @@ void Router::run_streamed(const httplib::Request& req, httplib::Response& res, s
       ++n->in_flight;
       bool ok = c.send(r, resp, err);
       --n->in_flight;
-      if (busy) {
+      // Busy before streaming (429: the node's capacity or the token's quota there) or in its first line.
+      if (busy || status == 429) {
         last_error = "every ready node is at capacity";
         last_code = ErrorCode::capacity;
         continue;

@@ -237,3 +237,91 @@ def test_discovery_follows_dns(cluster: Cluster) -> None:
     # Ids the router never handed out are simply unknown.
     status, _, body = cluster.json("POST", "/v1/sessions/s-0123456789abcdef/exec", {"code": "1"})
     assert status == 404
+
+
+# The router's placement hash, as gateway/placement.cc computes it, to give
+# a fake node the port whose tag wins a key.
+M64 = (1 << 64) - 1
+
+
+def _fnv1a(s: bytes, h: int = 1469598103934665603) -> int:
+    for c in s:
+        h = ((h ^ c) * 1099511628211) & M64
+    return h
+
+
+def _mix(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def node_tag(address: str) -> str:
+    return "%08x" % (_mix(_fnv1a(address.encode())) & 0xFFFFFFFF)
+
+
+def score(tag: str, key: str) -> int:
+    return _mix(_fnv1a(key.encode(), _fnv1a(b"\x1f", _fnv1a(tag.encode()))))
+
+
+def test_a_busy_node_makes_the_router_try_another(cluster: Cluster) -> None:
+    """A node answering 429 (capacity) is skipped for the next one: the
+    caller gets the run, not the 429. The busy node is a fake that the key
+    'python' prefers (its port chosen for that)."""
+    import http.server
+
+    hits: List[str] = []
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def _send(self, status: int, body: Dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if status == 429:
+                self.send_header("Retry-After", "1")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._send(200, {"status": "ok", "runs_active": 0, "queue": 0, "sessions": 0, "draining": False})
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            hits.append(self.path)
+            self._send(429, {"error": {"code": "capacity", "message": "busy", "retryable": True}})
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    real = [cluster.tag_of(n) for n in cluster.nodes]
+    server = None
+    for port in range(20000, 60000):
+        tag = node_tag(f"127.0.0.1:{port}")
+        if all(score(tag, "python") > score(t, "python") for t in real):
+            try:
+                server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Busy)
+                break
+            except OSError:
+                continue
+    assert server, "no free port whose tag wins 'python'"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cluster.dns.records.append(("busy.router.test", port))
+        wait_for(lambda: cluster.health().get("ready") == 4, LEAVES_ROTATION_S, "the busy node in rotation")
+        before = samples(cluster).get(("sandbox_router_retries_total", ()), 0)
+        status, h, r = run(cluster, "print(3)")
+        assert status == 200 and r["stdout"] == "3\n", r
+        assert h["x-sandbox-node"] != tag and h["x-sandbox-node"] in real
+        # Streamed: the same (the 429 comes before any line).
+        status, _, raw = cluster.request("POST", "/v1/runs", {"code": "print(4)", "stream": True, "timeout": 60})
+        lines = [json.loads(l) for l in raw.decode().splitlines()]
+        assert status == 200 and lines[-1]["type"] == "result", lines
+        assert hits == ["/v1/runs", "/v1/runs"]
+        assert samples(cluster)[("sandbox_router_retries_total", ())] >= before + 2
+    finally:
+        cluster.dns.records = [r for r in cluster.dns.records if r[0] != "busy.router.test"]
+        server.shutdown()
+        server.server_close()
+    wait_for(lambda: cluster.health().get("ready") == 3, LEAVES_ROTATION_S, "the busy node gone")
