@@ -29,6 +29,8 @@ PACKAGES=(
   # sandbox-gateway's HTTP server (gateway/), and the Prometheus text parser
   # its tests read the metrics with
   libcpp-httplib-dev python3-prometheus-client
+  # the router suite's check of the Kubernetes manifests in deploy/
+  python3-yaml
 )
 
 if [[ $EUID -ne 0 ]]; then

@@ -156,6 +156,16 @@ struct MetricsText {
   std::string text;
 };
 
+// client -> daemon: stop taking runs and sessions (root and the daemon's
+// own uid only), for a rollout: queued runs are refused, the warm pool is
+// emptied, running runs and open sessions go on until `deadline_ms` (0: the
+// configured shutdown grace), then are cancelled and closed. Answered with
+// Status (draining). Only a restart undoes it.
+struct Drain {
+  uint64_t id = 0;
+  uint32_t deadline_ms = 0;
+};
+
 // client -> daemon: open a session, a VM kept for many execs.
 struct SessionCreate {
   uint64_t id = 0;
@@ -330,7 +340,7 @@ using Message = std::variant<Run, Output, Finished, ErrorReply, Hello, Exec, Exe
                              Status, Resume, SnapshotsRequest, SnapshotList, SessionCreate, SessionList,
                              SessionListRequest, SessionExec, SessionClose, Ack, FileWrite, FileChunk, FileRead,
                              FileDone, FileListRequest, FileList, Cancel, ImagesRequest, ImageList,
-                             MetricsRequest, MetricsText, SessionNetwork, LayersRequest, LayerList, Trust>;
+                             MetricsRequest, MetricsText, SessionNetwork, LayersRequest, LayerList, Trust, Drain>;
 
 // The request id a message carries (0 for those without one: hello, ping...).
 uint64_t request_id_of(const Message& message);
@@ -484,6 +494,7 @@ struct Schema<DaemonStatus> {
       field("runs_per_uid", &DaemonStatus::runs_per_uid),
       field("pool", &DaemonStatus::pool, proto::kMaxPoolEntries),
       text("host_limits", &DaemonStatus::host_limits, kMaxMessageBytes),
+      field("draining", &DaemonStatus::draining),
   };
 };
 template <>
@@ -665,6 +676,12 @@ template <>
 struct Schema<proto::MetricsRequest> {
   static constexpr std::string_view type = "metrics_request";
   static constexpr auto fields = std::tuple{field("id", &proto::MetricsRequest::id)};
+};
+template <>
+struct Schema<proto::Drain> {
+  static constexpr std::string_view type = "drain";
+  static constexpr auto fields = std::tuple{field("id", &proto::Drain::id),
+                                            field("deadline_ms", &proto::Drain::deadline_ms)};
 };
 template <>
 struct Schema<proto::MetricsText> {

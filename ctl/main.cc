@@ -21,6 +21,7 @@ constexpr Verb kVerbs[] = {
     {"layers", sandbox::ctl::cmd_layers, "package layers and builds in progress; --drop KEY | --all (root)"},
     {"images", sandbox::ctl::cmd_images, "the images VMs boot: hashes, kernel, tool versions"},
     {"metrics", sandbox::ctl::cmd_metrics, "counters, gauges and latency histograms, Prometheus text"},
+    {"drain", sandbox::ctl::cmd_drain, "take the daemon out of rotation: no new work, sessions finish (root)"},
     {"top", sandbox::ctl::cmd_top, "a live view: VMs, runs, sessions, latency, the pool"},
     {"session", sandbox::ctl::cmd_session, "a VM kept across calls: create, exec, put, get, ls, close"},
 };

@@ -201,9 +201,10 @@ int cmd_status(Globals g, int argc, char** argv) {
     return 0;
   }
   std::printf("sandboxd %s\naccelerator: %s (%s)\nhost limits: %s\nVMs: %u of %u\nruns: %u running, %u queued "
-              "(%u per user)\nsessions: %u open\n\n",
+              "(%u per user)\nsessions: %u open\n%s\n",
               st->version.c_str(), st->accelerator.c_str(), st->accelerator_reason.c_str(), st->host_limits.c_str(),
-              st->vms, st->max_vms, st->runs_active, st->runs_queued, st->runs_per_uid, st->sessions);
+              st->vms, st->max_vms, st->runs_active, st->runs_queued, st->runs_per_uid, st->sessions,
+              st->draining ? "draining: no new runs or sessions (sandboxctl drain)\n" : "");
   print_pool(*st);
   if (auto m = Client(socket_path(g)).metrics()) print_metrics_summary(*m);
   return 0;

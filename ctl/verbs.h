@@ -33,6 +33,7 @@ int cmd_snapshots(Globals g, int argc, char** argv);
 int cmd_layers(Globals g, int argc, char** argv);
 int cmd_images(Globals g, int argc, char** argv);
 int cmd_metrics(Globals g, int argc, char** argv);
+int cmd_drain(Globals g, int argc, char** argv);
 int cmd_top(Globals g, int argc, char** argv);
 // Totals by outcome and run latency per path, from the metrics text (status).
 void print_metrics_summary(const std::string& metrics_text);

@@ -82,7 +82,7 @@ Lease* Manager::find(LeaseId id) {
 }
 
 Result<LeaseId> Manager::run(const Caller& caller, uint64_t request_id, RunRequest request, std::weak_ptr<Sink> sink) {
-  if (draining_) return Error::make(ErrorCode::capacity, "sandboxd is shutting down");
+  if (draining_) return Error::make(ErrorCode::capacity, keep_sessions_ ? "sandboxd is draining" : "sandboxd is shutting down");
   if (auto r = scheduler_.reserve(caller.uid, Scheduler::Kind::run); !r) return std::move(r).error();
   LeaseId id = next_id_++;
   auto net = make_policy(request.net);
@@ -112,7 +112,7 @@ Result<LeaseId> Manager::run(const Caller& caller, uint64_t request_id, RunReque
 
 Result<LeaseId> Manager::open_session(const Caller& caller, uint64_t request_id, SessionOptions options,
                                       std::weak_ptr<Sink> sink) {
-  if (draining_) return Error::make(ErrorCode::capacity, "sandboxd is shutting down");
+  if (draining_) return Error::make(ErrorCode::capacity, keep_sessions_ ? "sandboxd is draining" : "sandboxd is shutting down");
   auto sid = SessionRegistry::new_id();
   if (!sid) return std::move(sid).error();
   if (auto r = scheduler_.reserve(caller.uid, Scheduler::Kind::session); !r) return std::move(r).error();
@@ -173,6 +173,7 @@ DaemonStatus Manager::status() const {
   s.vms = fleet_.live();
   s.max_vms = fleet_.max();
   s.runs_per_uid = options_.limits.runs_per_uid;
+  s.draining = draining_;
   for (const auto& [id, lease] : leases_) {
     if (lease->is_session()) ++s.sessions;
     else if (lease->state() == Lease::State::queued) ++s.runs_queued;
@@ -273,7 +274,39 @@ void Manager::lease_ended(Lease& lease) {
   poke();
 }
 
+void Manager::drain_for_rollout(std::chrono::milliseconds deadline) {
+  if (draining_) return;
+  log_info("draining: no new runs or sessions; open ones have " + std::to_string(deadline.count() / 1000) + " s");
+  keep_sessions_ = true;
+  draining_ = true;
+  drained_ = [] { log_info("drained: no runs or sessions left"); };
+  pool_.stop();
+  snapshot_flow_.stop();
+  std::vector<Lease*> queued;
+  for (auto& [id, lease] : leases_)
+    if (lease->state() == Lease::State::queued) queued.push_back(lease.get());
+  for (Lease* lease : queued) lease->fail(Error::make(ErrorCode::capacity, "sandboxd is draining"));
+  uv_timer_start(drain_timer_.get(), [](uv_timer_t* t) {
+    auto* m = owner_of<Manager>(t);
+    if (!m) return;
+    m->keep_sessions_ = false;
+    if (!m->leases_.empty()) log_warning("drain deadline over; cancelling " + std::to_string(m->leases_.size()) + " leases");
+    std::vector<Lease*> rest;
+    for (auto& [id, lease] : m->leases_) rest.push_back(lease.get());
+    for (Lease* lease : rest) {
+      if (lease->is_session() && lease->state() == Lease::State::idle)
+        lease->close("sandboxd drained");
+      else
+        lease->cancel();
+    }
+  }, static_cast<uint64_t>(deadline.count()), 0);
+  poke();
+}
+
 void Manager::drain(std::chrono::milliseconds grace, std::function<void()> done) {
+  // Shutting down ends a rollout's drain: sessions close too.
+  keep_sessions_ = false;
+  uv_timer_stop(drain_timer_.get());
   draining_ = true;
   drained_ = std::move(done);
   pool_.stop();

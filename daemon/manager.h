@@ -83,7 +83,13 @@ class Manager : private LeaseHost {
   // Stops taking leases, empties the pool, lets running ones finish for
   // `grace`, then cancels the rest; `done` runs once nothing is left.
   void drain(std::chrono::milliseconds grace, std::function<void()> done);
-  bool draining() const override { return draining_; }
+  // For a rollout: as drain(), but sessions stay open and take jobs until
+  // `deadline`; then what is left is cancelled and closed. The daemon keeps
+  // serving status, metrics and the open sessions. Does nothing while
+  // already draining.
+  void drain_for_rollout(std::chrono::milliseconds deadline);
+  // Sessions close once idle: shutting down, or a rollout's deadline passed.
+  bool draining() const override { return draining_ && !keep_sessions_; }
   size_t leases() const { return leases_.size(); }
   // Counters the core and the service layer add to.
   Metrics& metrics() override { return metrics_; }
@@ -123,6 +129,7 @@ class Manager : private LeaseHost {
   LeaseId next_id_ = 1;
   bool pump_posted_ = false;
   bool draining_ = false;
+  bool keep_sessions_ = false;  // a rollout's drain, before its deadline
   std::function<void()> drained_;
   UvHandle<uv_timer_t> drain_timer_;
   Deferred later_;  // destroys ended leases, runs pumps

@@ -149,6 +149,12 @@ bool Service::handle(Peer& peer, proto::Message&& request) {
       error(peer, id, Error::make(ErrorCode::permission_denied, "only root may drop snapshots"));
     else
       reply(peer, proto::SnapshotList{id, manager_.snapshots(sr->drop)});
+  } else if (auto* dr = std::get_if<proto::Drain>(&request)) {
+    // Taking a node out of rotation is an operator's call.
+    if (!is_operator(options_.access, peer.caller.uid))
+      return error(peer, id, Error::make(ErrorCode::permission_denied, "only root may drain sandboxd")), true;
+    manager_.drain_for_rollout(dr->deadline_ms ? std::chrono::milliseconds(dr->deadline_ms) : options_.default_drain_deadline);
+    reply(peer, proto::Status{id, manager_.status()});
   } else if (std::holds_alternative<proto::ImagesRequest>(request)) {
     reply(peer, proto::ImageList{id, options_.images});
   } else if (auto* lr = std::get_if<proto::LayersRequest>(&request)) {
@@ -179,7 +185,7 @@ bool Service::handle(Peer& peer, proto::Message&& request) {
   } else {
     error(peer, 0, Error::make(ErrorCode::invalid_argument,
                                "a client may not send '" + std::string(proto::type_name(request)) +
-                                   "' (only run, session, file, status, snapshot, image, layer and metrics requests)"));
+                                   "' (only run, session, file, status, snapshot, image, layer, metrics and drain requests)"));
     return false;
   }
   return true;

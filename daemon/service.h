@@ -39,6 +39,8 @@ struct ServiceOptions {
   std::vector<std::string> default_domains;
   // Which package requests are accepted (pinning, allowlist, count).
   PackagePolicy packages;
+  // How long a drain that names no deadline lets runs and sessions go on.
+  std::chrono::milliseconds default_drain_deadline{600'000};
 };
 
 class Service {

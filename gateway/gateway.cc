@@ -594,7 +594,8 @@ void Gateway::health(const httplib::Request&, httplib::Response& res) {
                       ",\"accelerator\":" + json_string(st->accelerator) + ",\"vms\":" + std::to_string(st->vms) +
                       ",\"max_vms\":" + std::to_string(st->max_vms) + ",\"runs_active\":" +
                       std::to_string(st->runs_active) + ",\"queue\":" + std::to_string(st->runs_queued) +
-                      ",\"sessions\":" + std::to_string(st->sessions) + ",\"pool\":" + pool + "]}",
+                      ",\"sessions\":" + std::to_string(st->sessions) +
+                      ",\"draining\":" + (st->draining ? "true" : "false") + ",\"pool\":" + pool + "]}",
                   "application/json");
 }
 

@@ -175,6 +175,13 @@ Result<ImagesInfo> Client::images() const {
   return std::move(list->images);
 }
 
+Result<DaemonStatus> Client::drain(std::chrono::milliseconds deadline) const {
+  auto ms = std::min<int64_t>(std::max<int64_t>(deadline.count(), 0), UINT32_MAX);
+  auto st = request<proto::Status>(socket_path_, proto::Drain{1, static_cast<uint32_t>(ms)}, Clock::now() + std::chrono::seconds(30));
+  if (!st) return std::move(st).error();
+  return std::move(st->status);
+}
+
 Result<std::string> Client::metrics() const {
   auto m = request<proto::MetricsText>(socket_path_, proto::MetricsRequest{1}, Clock::now() + std::chrono::seconds(30));
   if (!m) return std::move(m).error();

@@ -187,6 +187,7 @@ STRUCTS: Dict[str, Tuple[Field, ...]] = {
         _f("runs_per_uid", U32),
         _f("pool", LIST, MAX_POOL_ENTRIES, "PoolInfo"),
         _f("host_limits", TEXT, limits.MAX_MESSAGE_BYTES),
+        _f("draining", BOOL),
     ),
     "SnapshotInfo": (
         _f("key", TEXT, limits.MAX_NAME_BYTES),

@@ -120,6 +120,7 @@ class DaemonStatus:
     runs_per_uid: int  #: runs one uid may have running and queued at once
     pool: List[PoolInfo]
     host_limits: str
+    draining: bool = False  #: taking no new runs or sessions (``sandboxctl drain``)
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ def daemon_status(m: Dict[str, Any]) -> DaemonStatus:
         runs_per_uid=m["runs_per_uid"],
         pool=[PoolInfo(**p) for p in m["pool"]],
         host_limits=m["host_limits"],
+        draining=m["draining"],
     )
 
 

@@ -71,7 +71,7 @@ EXPECTED = {
             {"language": "javascript", "size": 1, "ready": 1, "booting": 0, "hits": 0, "misses": 0},
             {"language": "raw", "size": 0, "ready": 0, "booting": 0, "hits": 0, "misses": 5000000000},
         ],
-        "host_limits": "none: cgroup v2 memory controller missing",
+        "host_limits": "none: cgroup v2 memory controller missing", "draining": False,
     },
     "11-snapshots-request": {"type": "snapshots_request", "id": 1, "drop": True},
     "12-snapshot-list": {

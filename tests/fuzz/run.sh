@@ -24,6 +24,7 @@ targets=(
   "fuzz_http_head 20000"
   "fuzz_socks 1024"
   "fuzz_packages 512"
+  "fuzz_srv 4096"
 )
 
 skip() {

@@ -113,7 +113,7 @@ TEST_CASE("malformed and oversized frames close the connection and nothing else"
     REQUIRE(raw.send(proto::Hello{1, "x"}));
     auto m = raw.receive(std::chrono::seconds(5));
     REQUIRE(m.has_value());
-    CHECK(std::get<proto::ErrorReply>(*m).message.find("only run, session, file, status, snapshot, image, layer and metrics requests") !=
+    CHECK(std::get<proto::ErrorReply>(*m).message.find("only run, session, file, status, snapshot, image, layer, metrics and drain requests") !=
           std::string::npos);
   }
   {

@@ -270,3 +270,39 @@ TEST_CASE("service: a session opening dies with the peer that asked for it") {
   s.service->disconnect(*c.peer);
   CHECK(s.loop.until([&] { return s.factory.alive == 0; }));
 }
+
+TEST_CASE("service: a drain is root's; it refuses new work, keeps sessions until the deadline, then closes them") {
+  Stack s;
+  Client user(*s.service, 1000), root(*s.service, 0);
+  std::string sid = open_session(s, user, 1);
+  s.service->handle(*user.peer, proto::Drain{2, 60'000});
+  CHECK(user.sink->last<proto::ErrorReply>()->code == ErrorCode::permission_denied);
+  CHECK_FALSE(s.manager->status().draining);
+
+  s.service->handle(*root.peer, proto::Drain{3, 300});
+  auto* st = root.sink->last<proto::Status>();
+  REQUIRE(st);
+  CHECK(st->status.draining);
+  CHECK(st->status.sessions == 1);
+  // New runs and sessions: capacity, so that a router places them elsewhere.
+  s.service->handle(*user.peer, run(4));
+  auto* err = user.sink->last<proto::ErrorReply>();
+  REQUIRE(err);
+  CHECK(err->id == 4);
+  CHECK(err->code == ErrorCode::capacity);
+  CHECK(err->message == "sandboxd is draining");
+  // The open session still takes execs.
+  s.service->handle(*user.peer, proto::SessionExec{5, sid, "print(2)", 0});
+  FakeVm* vm = s.busy();
+  REQUIRE(vm);
+  vm->finish(0);
+  REQUIRE(s.loop.until([&] { return user.sink->last<proto::Finished>() != nullptr; }));
+  CHECK(user.sink->last<proto::Finished>()->id == 5);
+  // A second drain changes nothing.
+  s.service->handle(*root.peer, proto::Drain{6, 1});
+  CHECK(root.sink->last<proto::Status>()->status.sessions == 1);
+  // Past the deadline the session is closed and its VM gone.
+  CHECK(s.loop.until([&] { return s.factory.alive == 0; }));
+  CHECK(s.manager->status().sessions == 0);
+  CHECK(s.manager->status().draining);
+}

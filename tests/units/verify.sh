@@ -16,6 +16,11 @@ if [[ -x $gateway ]]; then
   sed "s|/usr/bin/sandbox-gateway|$gateway|" "$src/systemd/sandbox-gateway.service" > "$dir/sandbox-gateway.service"
   units+=(./sandbox-gateway.service)
 fi
+router="$(dirname "$bin")/sandbox-router"
+if [[ -x $router ]]; then
+  sed "s|/usr/bin/sandbox-router|$router|" "$src/systemd/sandbox-router.service" > "$dir/sandbox-router.service"
+  units+=(./sandbox-router.service)
+fi
 cd "$dir"
 out=$(systemd-analyze verify "${units[@]}" 2>&1) || { echo "$out"; exit 1; }
 # verify exits 0 on some warnings; treat any output about our units as failure.

@@ -146,6 +146,8 @@ struct DaemonStatus {
   std::vector<PoolInfo> pool;
   // Per-VM cgroup limits on the host, or why there are none.
   std::string host_limits;
+  // Taking no new runs or sessions (`sandboxctl drain`, or shutting down).
+  bool draining = false;
 };
 
 struct SnapshotInfo {

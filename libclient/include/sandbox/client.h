@@ -98,6 +98,10 @@ class Client {
   // The daemon's counters, gauges and latency histograms in Prometheus'
   // text format (version 0.0.4).
   Result<std::string> metrics() const;
+  // Takes the daemon out of rotation (root only): no new runs or sessions,
+  // the warm pool emptied, open ones go on until `deadline` (0: the
+  // daemon's default). The status, draining, once it has begun.
+  Result<DaemonStatus> drain(std::chrono::milliseconds deadline) const;
 
   // Opens a session; blocks until its VM is ready.
   Result<Session> create_session(const SessionOptions& options = {}) const;
