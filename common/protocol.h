@@ -298,6 +298,7 @@ struct Exec {
   // Set by the interpreter itself just before the code (or the cell) runs,
   // so a waiting interpreter serves it: only for what is read at use time,
   // such as proxy settings, never for what an interpreter reads at start.
+  // An empty value unsets the variable.
   EnvList code_env;
   uint32_t timeout_ms = 0;
   uint32_t startup_timeout_ms = 0;

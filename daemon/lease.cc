@@ -23,18 +23,19 @@ uint64_t wall_ms() {
       std::chrono::duration_cast<ms>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 
-// The audit kind and wire name of a job's request.
 // The guest's proxies, for clients that prefer one (curl reads only the
 // lower-case http_proxy). Set only while egress is on: with it off nothing
-// listens there, and a client should fail as it would with no network.
-EnvList proxy_env() {
-  std::string http = "http://127.0.0.1:" + std::to_string(net::kProxyPort);
-  std::string socks = "socks5h://127.0.0.1:" + std::to_string(net::kSocksPort);
-  std::string local = "localhost,127.0.0.1,::1";
+// listens there, and a client should fail as it would with no network; a
+// session whose egress was closed gets them unset (empty values).
+EnvList proxy_env(bool egress) {
+  std::string http = egress ? "http://127.0.0.1:" + std::to_string(net::kProxyPort) : "";
+  std::string socks = egress ? "socks5h://127.0.0.1:" + std::to_string(net::kSocksPort) : "";
+  std::string local = egress ? "localhost,127.0.0.1,::1" : "";
   return {{"http_proxy", http},   {"HTTP_PROXY", http}, {"https_proxy", http}, {"HTTPS_PROXY", http},
           {"all_proxy", socks},   {"ALL_PROXY", socks}, {"no_proxy", local},   {"NO_PROXY", local}};
 }
 
+// The audit kind and wire name of a job's request.
 std::pair<AuditKind, std::string_view> job_kind(const proto::Message& m) {
   if (std::holds_alternative<proto::SessionExec>(m)) return {AuditKind::session_exec, "session_exec"};
   if (std::holds_alternative<proto::FileWrite>(m)) return {AuditKind::file_write, "file_write"};
@@ -295,7 +296,9 @@ void Lease::start_exec(const std::string& code, ms timeout) {
   exec.language = spec_.language;
   exec.code = code;
   exec.env = spec_.env;
-  if (!spec_.net.rules.empty()) exec.code_env = proxy_env();
+  bool egress = !spec_.net.rules.empty();
+  if (egress || proxy_env_set_) exec.code_env = proxy_env(egress);
+  proxy_env_set_ = egress;
   exec.timeout_ms = static_cast<uint32_t>(timeout.count());
   exec.startup_timeout_ms = static_cast<uint32_t>(c.startup_timeout.count());
   exec.grace_ms = static_cast<uint32_t>(c.kill_grace.count());

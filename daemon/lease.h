@@ -222,6 +222,7 @@ class Lease {
   uint64_t created_wall_ = 0, last_activity_wall_ = 0;
   uint64_t cpu_at_start_ = 0;
   bool net_configured_ = false;
+  bool proxy_env_set_ = false;  // the interpreter has the proxy variables
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for callbacks that may outlive it
 };
 

@@ -5,6 +5,7 @@
 #include <sys/fsuid.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -57,6 +58,7 @@ struct NetRelay::Conn {
   uint64_t unacked = 0;           // guest bytes not yet credited back
   bool reading = false, peer_eof = false, guest_closed = false;
   bool sniff = false;  // open, its first bytes held until judged (see sniff())
+  std::string refusal;  // a proxy's answer to its client should its target fail
   // A request to one of the guest's proxies, not yet turned into a connection.
   enum class Via { direct, http_proxy, socks_greeting, socks_request } via = Via::direct;
   uint64_t bytes_in = 0, bytes_out = 0;
@@ -310,9 +312,10 @@ void NetRelay::on_expose_accept(uv_stream_t* server, uint32_t guest_port) {
 // ---------------------------------------------------------------- frames
 
 void NetRelay::on_frame(net::Frame&& f) {
-  auto find = [&]() -> Conn* {
+  // A reference of its own: judging may deny, and deny drops the map's.
+  auto find = [&]() -> std::shared_ptr<Conn> {
     auto it = conns_.find(f.stream);
-    return it == conns_.end() ? nullptr : it->second.get();
+    return it == conns_.end() ? nullptr : it->second;
   };
   switch (f.type) {
     case FrameType::policy_ack:
@@ -321,14 +324,14 @@ void NetRelay::on_frame(net::Frame&& f) {
     case FrameType::open:
       return on_guest_open(f.stream, f.payload);
     case FrameType::open_ok: {
-      Conn* c = find();
+      auto c = find();
       if (!c || c->egress || c->state != Conn::State::dialing) return;
       c->state = Conn::State::open;
-      log_decision(c, "", "", "127.0.0.1", c->port, "expose", "", "");
+      log_decision(c.get(), "", "", "127.0.0.1", c->port, "expose", "", "");
       return read_peer(*c);
     }
     case FrameType::data: {
-      Conn* c = find();
+      auto c = find();
       if (!c) return;
       c->bytes_out += f.payload.size();
       stats_.bytes_out += f.payload.size();
@@ -340,11 +343,11 @@ void NetRelay::on_frame(net::Frame&& f) {
       }
       if (c->state != Conn::State::open || c->sniff) {
         c->early += f.payload;
-        if (c->state == Conn::State::judging) judge(*c);
+        if (c->state == Conn::State::judging) return judge(*c);
         if (c->state == Conn::State::open) sniff(*c);
         return;
       }
-      std::weak_ptr<Conn> w = conns_[c->id];
+      std::weak_ptr<Conn> w = c;
       size_t n = f.payload.size();
       uv_write_string(c->stream(), std::move(f.payload), [w, n](size_t, int status) {
         auto conn = lock(w);
@@ -357,7 +360,7 @@ void NetRelay::on_frame(net::Frame&& f) {
       return;
     }
     case FrameType::window: {
-      Conn* c = find();
+      auto c = find();
       auto n = net::decode_u32(f.payload);
       if (!c || !n) return;
       c->guest_credit = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{c->guest_credit} + *n, net::kNetWindow));
@@ -365,7 +368,7 @@ void NetRelay::on_frame(net::Frame&& f) {
       return;
     }
     case FrameType::close: {
-      Conn* c = find();
+      auto c = find();
       if (!c) return;
       c->guest_closed = true;
       if (c->state == Conn::State::judging) return judge(*c);
@@ -374,7 +377,7 @@ void NetRelay::on_frame(net::Frame&& f) {
         if (!c->relay) return;
       }
       if (c->state == Conn::State::open) {
-        std::weak_ptr<Conn> w = conns_[c->id];
+        std::weak_ptr<Conn> w = c;
         uv_shutdown_then(c->stream(), [w] {
           auto conn = lock(w);
           if (conn && conn->relay && conn->peer_eof && conn->unacked == 0) conn->relay->drop(conn->id);
@@ -383,13 +386,13 @@ void NetRelay::on_frame(net::Frame&& f) {
       return;
     }
     case FrameType::reset: {
-      Conn* c = find();
+      auto c = find();
       if (!c) return;
       if (!c->egress && c->state == Conn::State::dialing) {
         // Nothing listens on the guest port: the host client is closed at
         // once, and the result counts it.
         record_denial("guest", c->port, "nothing listens on the guest port");
-        log_decision(c, "", "", "127.0.0.1", c->port, "refused", "", "nothing listens on the guest port");
+        log_decision(c.get(), "", "", "127.0.0.1", c->port, "refused", "", "nothing listens on the guest port");
       }
       return drop(c->id);
     }
@@ -564,57 +567,56 @@ void NetRelay::flush_early(Conn& c) {
 }
 
 // The first bytes on a port an entry names explicitly, held until judged
-// (the server's own first bytes flow meanwhile): a TLS ClientHello or an
-// HTTP request there names its server too, and must name one allowed on
-// this port and bound to this address; any other protocol is the caller's.
+// (the server's own first bytes flow meanwhile). Bytes that start like TLS
+// (a handshake record) must be a ClientHello whose SNI is allowed on this
+// port and bound to this address; a first line that is an HTTP request line
+// must head an HTTP/1 request whose Host is, however the rest is sent.
+// Anything else is the caller's protocol and passes at once.
 void NetRelay::sniff(Conn& c) {
   std::string addr = address_text(c.address);
+  bool settled = c.guest_closed;  // no more bytes will come
+  if (c.early.empty() && !settled) return;  // connected before the client spoke
   std::optional<std::string> named;
-  auto t = tls::parse_client_hello(c.early);
-  if (t.verdict == tls::Verdict::need_more && !c.guest_closed && c.early.size() < tls::kMaxHelloBytes) return;
-  if (t.verdict == tls::Verdict::no_sni) {
-    log_decision(nullptr, c.name, "", addr, c.port, "deny", "", "TLS without SNI");
-    return deny(c.id, addr, c.port, "TLS without SNI");
-  }
-  if (t.verdict == tls::Verdict::sni) {
+  auto refuse = [&](const std::string& host, const std::string& why) {
+    log_decision(nullptr, host, c.sni, addr, c.port, "deny", "", why);
+    deny(c.id, host.empty() ? addr : host, c.port, why);
+  };
+  if (!c.early.empty() && c.early[0] == 0x16) {
+    auto t = tls::parse_client_hello(c.early);
+    if (t.verdict == tls::Verdict::need_more && !settled && c.early.size() < tls::kMaxHelloBytes) return;
+    if (t.verdict != tls::Verdict::sni)
+      return refuse("", t.verdict == tls::Verdict::no_sni ? "TLS without SNI" : "not a TLS ClientHello");
     c.sni = t.server_name;
     named = normalize_host_name(t.server_name);
-    if (!named) {
-      log_decision(nullptr, c.name, t.server_name, addr, c.port, "deny", "", "SNI is not a host name");
-      return deny(c.id, t.server_name, c.port, "SNI is not a host name");
-    }
+    if (!named) return refuse(t.server_name, "SNI is not a host name");
   } else {
-    auto h = http::parse_request_head(c.early);
-    // A first line that is not an HTTP request line settles it: a client
-    // of another protocol may wait for an answer to it.
-    auto eol = c.early.find("\r\n");
-    bool request_line = eol != std::string::npos && std::string_view(c.early).substr(0, eol).find(" HTTP/1.") !=
-                                                        std::string_view::npos;
-    if (h.verdict == http::Verdict::need_more && !c.guest_closed && c.early.size() < http::kMaxHeadBytes &&
-        (eol == std::string::npos || request_line))
-      return;
-    if (h.verdict == http::Verdict::no_host) {
-      log_decision(nullptr, c.name, "", addr, c.port, "deny", "", "HTTP without Host");
-      return deny(c.id, addr, c.port, "HTTP without Host");
-    }
-    if (h.verdict == http::Verdict::host) {
+    // The request line decides, whether it ends in CRLF or a bare LF.
+    auto nl = c.early.find('\n');
+    std::string_view line = std::string_view(c.early).substr(0, nl);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    auto token = line.substr(0, line.find(' '));
+    bool upper = !token.empty() && token.size() <= 16 &&
+                 std::all_of(token.begin(), token.end(), [](char ch) { return ch >= 'A' && ch <= 'Z'; });
+    bool method = upper && token.size() < line.size();  // a method and a space
+    if (nl == std::string::npos) {
+      // No whole line yet: wait while it may still become a request line.
+      if (upper && !settled && c.early.size() < http::kMaxHeadBytes) return;
+      if (method) return refuse("", "not an HTTP request");
+    } else if (method && line.rfind(" HTTP/") != std::string_view::npos) {
+      // HTTP/2 with prior knowledge names its server in frames not read
+      // here: refused below with anything that is not an HTTP/1 head.
+      auto h = http::parse_request_head(c.early);
+      if (h.verdict == http::Verdict::need_more && !settled && c.early.size() < http::kMaxHeadBytes) return;
+      if (h.verdict == http::Verdict::no_host) return refuse("", "HTTP without Host");
+      if (h.verdict != http::Verdict::host) return refuse("", "not an HTTP request");
       named = normalize_host_name(h.host);
-      if (!named || (h.has_port && h.port != c.port)) {
-        log_decision(nullptr, h.host, "", addr, c.port, "deny", "", "Host is not a host name on this port");
-        return deny(c.id, h.host, c.port, "Host header not a name on this port");
-      }
+      if (!named || (h.has_port && h.port != c.port)) return refuse(h.host, "Host header not a name on this port");
     }
   }
   if (named) {
+    if (!rules_admit(policy_.rules, *named, c.port)) return refuse(*named, "name not allowed");
     auto pin = pins_.find(c.address);
-    if (!rules_admit(policy_.rules, *named, c.port)) {
-      log_decision(nullptr, *named, c.sni, addr, c.port, "deny", "", "name not allowed");
-      return deny(c.id, *named, c.port, "name not allowed");
-    }
-    if (pin == pins_.end() || !pin->second.count(*named)) {
-      log_decision(nullptr, *named, c.sni, addr, c.port, "deny", "", "name not bound to this address");
-      return deny(c.id, *named, c.port, "name not bound to this address");
-    }
+    if (pin == pins_.end() || !pin->second.count(*named)) return refuse(*named, "name not bound to this address");
   }
   c.sniff = false;
   flush_early(c);
@@ -648,6 +650,7 @@ void NetRelay::connect_named(Conn& c, const std::string& name, uint16_t port, st
       if (!chosen) chosen = &a;
     }
     if (!chosen) {
+      if (!conn->refusal.empty()) r->answer_guest(*conn, conn->refusal);
       r->log_decision(nullptr, name, "", "", port, "deny", "", "proxy request for a name with no usable address");
       return r->deny(conn->id, name, port, "name has no usable address");
     }
@@ -682,6 +685,7 @@ void NetRelay::judge_proxy(Conn& c) {
     log_decision(nullptr, h.host, "", "", port, "deny", "", "proxy request for a name not allowed");
     return deny(c.id, h.host, port, "name not allowed");
   }
+  c.refusal = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
   connect_named(c, *name, port, [connect](Conn& conn) {
     if (!connect) return;
     // The tunnel's own request is the proxy's business: consumed here, and
@@ -727,18 +731,27 @@ void NetRelay::judge_socks(Conn& c) {
       log_decision(nullptr, q.name.substr(0, 253), "", "", q.port, "deny", "", "SOCKS request for a name not allowed");
       return deny(c.id, q.name, q.port, "name not allowed");
     }
+    c.refusal = socks::reply(socks::kHostUnreachable);
     return connect_named(c, *name, q.port, [](Conn& conn) { conn.relay->answer_guest(conn, socks::reply(socks::kSucceeded)); });
   }
   // An address the client resolved itself (socks5://): as if it had
-  // connected there directly.
+  // connected there directly, and refused in the reply when it would be.
   c.via = Conn::Via::direct;
   c.address = q.address;
   c.port = q.port;
-  if (!pins_.count(c.address)) {
-    std::string addr = address_text(c.address);
+  std::string addr = address_text(c.address);
+  auto pin = pins_.find(c.address);
+  if (pin == pins_.end()) {
     answer_guest(c, socks::reply(socks::kNotAllowed));
     log_decision(nullptr, "", "", addr, c.port, "deny", "", "address not from an allowed name's DNS answer");
     return deny(c.id, addr, c.port, "address not resolved for an allowed name");
+  }
+  bool web = c.port == 80 || c.port == 443;
+  if (!web && std::none_of(pin->second.begin(), pin->second.end(),
+                           [&](const std::string& n) { return rules_admit(policy_.rules, n, c.port); })) {
+    answer_guest(c, socks::reply(socks::kNotAllowed));
+    log_decision(nullptr, "", "", addr, c.port, "deny", "", "port not allowed for this address's names");
+    return deny(c.id, addr, c.port, "port not allowed");
   }
   answer_guest(c, socks::reply(socks::kSucceeded));
   admit_or_judge(c);

@@ -258,8 +258,8 @@ void Vm::on_message(proto::Message&& m) {
     // restored one has them from its template.
     if (!restored_ && !config_->extra_ca_pem.empty()) {
       trust_pending_ = true;
-      if (!write(proto::Trust{config_->extra_ca_pem}))
-        fail(Error::make(ErrorCode::communication, "cannot hand the agent the extra CA certificates"));
+      if (auto r = write(proto::Trust{config_->extra_ca_pem}); !r)
+        fail(std::move(r).error().context("handing the agent the extra CA certificates"));
       return;
     }
     state_ = State::ready;
@@ -269,10 +269,10 @@ void Vm::on_message(proto::Message&& m) {
     return;
   }
   if (trust_pending_ && state_ == State::booting) {
-    trust_pending_ = false;
     if (auto* err = std::get_if<proto::ErrorReply>(&m))
       return fail(Error::make(ErrorCode::vm_boot_failed, "the guest refused the extra CA certificates: " + err->message));
     if (std::holds_alternative<proto::Ack>(m)) {
+      trust_pending_ = false;
       state_ = State::ready;
       ready_at_ = Clock::now();
       uv_timer_stop(boot_timer_.get());

@@ -4,8 +4,14 @@
 # timeout) returns from the cell; not SIGINT, whose special handling while
 # bash waits for a foreground child leaves later traps undelivered.
 printf 'r\n' >&4
-# Variables handed over with the code (proxy settings), set before it runs.
-__sandbox_env() { local kv; while IFS= read -r -d '' kv; do export "$kv"; done </run/sandbox/env; }
+# Variables handed over with the code (proxy settings), set before it runs;
+# an empty value unsets one.
+__sandbox_env() {
+  local kv
+  while IFS= read -r -d '' kv; do
+    if [[ $kv == *= ]]; then unset "${kv%=}"; else export "$kv"; fi
+  done </run/sandbox/env
+}
 read -r -N 1 -u 3 __sandbox_mode
 if [[ $__sandbox_mode != s ]]; then
   exec 3<&- 4>&-

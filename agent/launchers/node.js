@@ -12,11 +12,13 @@ const fs = require('fs');
 fs.writeSync(4, 'r\n');
 const mode = Buffer.alloc(1);
 try { fs.readSync(3, mode, 0, 1, null); } catch (e) {}
-// Variables handed over with the code (proxy settings), set before it runs.
+// Variables handed over with the code (proxy settings), set before it runs;
+// an empty value unsets one.
 const applyEnv = () => {
   for (const entry of fs.readFileSync('/run/sandbox/env', 'latin1').split('\0')) {
     const eq = entry.indexOf('=');
-    if (eq > 0) process.env[entry.slice(0, eq)] = entry.slice(eq + 1);
+    if (eq > 0 && eq + 1 < entry.length) process.env[entry.slice(0, eq)] = entry.slice(eq + 1);
+    else if (eq > 0) delete process.env[entry.slice(0, eq)];
   }
 };
 if (mode.toString() === 's') {

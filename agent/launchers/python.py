@@ -66,12 +66,15 @@ def _sandbox_session():
         os.write(4, b'%d\n' % status)
 def _sandbox_env():
     # Variables the agent hands over with the code (proxy settings): set
-    # here, so the interpreter that waited for the code serves it.
+    # here, so the interpreter that waited for the code serves it; an empty
+    # value unsets one.
     with open('/run/sandbox/env', 'rb') as f:
         for entry in f.read().split(b'\0'):
             key, eq, value = entry.partition(b'=')
-            if key and eq:
+            if key and eq and value:
                 os.environb[key] = value
+            elif key and eq:
+                os.environb.pop(key, None)
 def _sandbox_exit_status(e):
     if e.code is None:
         return 0

@@ -251,7 +251,7 @@ TEST_CASE("network: direct IP, missing SNI, wrong SNI, SNI bound to another addr
   for (const char* c : {"direct-ip blocked", "no-sni blocked", "wrong-sni blocked", "other-address blocked",
                         "host-other blocked", "right open", "host-right open", "entry-port-wrong-sni blocked",
                         "entry-port-no-sni blocked", "entry-port-right open"})
-    CHECK_MESSAGE(r.stdout_data.find(c) != std::string::npos, c);
+    CHECK_MESSAGE(r.stdout_data.find(c) != std::string::npos, std::string(c) << " in: " << r.stdout_data);
   std::string reasons;
   for (const auto& d : r.network.denied) reasons += d.reason + ";";
   CHECK(reasons.find("address not resolved for an allowed name") != std::string::npos);
@@ -365,6 +365,7 @@ TEST_CASE("network: a live session's allowlist is widened, then closed, with ope
   REQUIRE_MESSAGE(info.ok(), info.error().describe());
   CHECK(info->allowed_domains == std::vector<std::string>{"echo.test:" + echo});
   CHECK(exec(s, probe).stdout_data == "echo b'hi'\n");
+  CHECK(exec(s, "import os\nprint(os.environ.get('https_proxy'))\n").stdout_data == "http://127.0.0.1:3128\n");
   // A connection left open across the change is reset by it.
   CHECK(exec(s, "import socket\nkeep = socket.create_connection(('echo.test', " + echo + "), timeout=10)\n"
                 "keep.sendall(b'a'); print(keep.recv(10))\n").stdout_data == "b'a'\n");
@@ -376,6 +377,9 @@ TEST_CASE("network: a live session's allowlist is widened, then closed, with ope
                    "    print('reset')\n");
   CHECK((r.stdout_data == "reset\n" || r.stdout_data == "after b''\n"));
   CHECK(exec(s, probe).stdout_data == "blocked\n");
+  // The proxy variables came with egress and went with it.
+  CHECK(exec(s, "import os\nprint(sorted(k for k in os.environ if k.lower().endswith('_proxy')))\n").stdout_data ==
+        "[]\n");
   (void)s.close();
 }
 

@@ -329,6 +329,27 @@ TEST_CASE("net relay: on a port an entry names, TLS and HTTP must name an allowe
   refused(7, seed("hello_no_sni"));
   refused(9, "GET / HTTP/1.1\r\nHost: other.test\r\n\r\n");
   refused(11, "GET / HTTP/1.1\r\nHost: echo.test:80\r\n\r\n");
+  // Ways around the parsers are refused too: a head padded past its bound,
+  // HTTP/2 with prior knowledge, a handshake record that is no ClientHello,
+  // and a bare-LF request ended by a half-close.
+  refused(13, "GET / HTTP/1.1\r\nX-Pad: " + std::string(20000, 'a') + "\r\nHost: other.test\r\n\r\n");
+  refused(15, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+  refused(17, std::string("\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00", 10));
+  // A client that speaks only once the server's side is connected.
+  g.open(21, "127.0.0.1", echo.port());
+  for (int i = 0; i < 100; ++i) uv_run(&g.loop, UV_RUN_NOWAIT), ::usleep(2000);
+  g.send(FrameType::data, 21, seed("hello_sni"));
+  auto late = g.next_not_window();
+  while (late && late->stream != 21) late = g.next_not_window();
+  REQUIRE(late);
+  CHECK(late->type == FrameType::reset);
+  g.open(19, "127.0.0.1", echo.port());
+  g.send(FrameType::data, 19, "GET / HTTP/1.1\nHost: other.test\n\n");
+  g.send(FrameType::close, 19);
+  auto f = g.next_not_window();
+  while (f && f->stream != 19) f = g.next_not_window();
+  REQUIRE(f);
+  CHECK(f->type == FrameType::reset);
   auto stats = g.relay->take_stats();
   CHECK(has_denial(stats, "TLS without SNI"));
   CHECK(has_denial(stats, "name not allowed"));
@@ -467,7 +488,7 @@ TEST_CASE("net relay: the guest's SOCKS5 port connects allowed names and pinned 
   DnsServer dns_server({{"echo.test", "127.0.0.1"}, {"other.test", "127.0.0.1"}});
   Guest g(dns_server.port());
   uint16_t port = echo.port();
-  g.apply({*parse_domain_rules({"echo.test:" + std::to_string(port)}), {}});
+  g.apply({*parse_domain_rules({"echo.test:" + std::to_string(port), "gone.test:" + std::to_string(port)}), {}});
   std::string p{static_cast<char>(port >> 8), static_cast<char>(port & 0xff)};
   const std::string hello("\x05\x01\x00", 3), chosen("\x05\x00", 2);
   // What the relay sends on stream `id` (other streams' frames are skipped).
@@ -511,6 +532,10 @@ TEST_CASE("net relay: the guest's SOCKS5 port connects allowed names and pinned 
            {5, hello + std::string("\x05\x01\x00\x03\x0aother.test", 15) + p, chosen + socks::reply(socks::kNotAllowed)},
            {7, hello + std::string("\x05\x01\x00\x03\x09" "echo.test\x00\x16", 16), chosen + socks::reply(socks::kNotAllowed)},
            {9, hello + std::string("\x05\x01\x00\x01\x7f\x00\x00\x09", 8) + p, chosen + socks::reply(socks::kNotAllowed)},
+           // The pinned address on a port its name is not allowed: refused in the reply.
+           {17, hello + std::string("\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x16", 10), chosen + socks::reply(socks::kNotAllowed)},
+           // An allowed name with no address: unreachable, said in the reply.
+           {19, hello + std::string("\x05\x01\x00\x03\x09" "gone.test", 14) + p, chosen + socks::reply(socks::kHostUnreachable)},
            {11, hello + std::string("\x05\x02\x00\x03\x09" "echo.test", 14) + p,
             chosen + socks::reply(socks::kCommandNotSupported)},
            {13, std::string("\x05\x01\x02", 3), std::string("\x05\xff", 2)},
@@ -524,7 +549,7 @@ TEST_CASE("net relay: the guest's SOCKS5 port connects allowed names and pinned 
     CHECK_MESSAGE(f->type == FrameType::reset, id);
     CHECK(f->stream == id);
   }
-  CHECK(dns_server.queries() == 1);
+  CHECK(dns_server.queries() == 2);  // echo.test, then gone.test
   auto stats = g.relay->take_stats();
   CHECK(has_denial(stats, "name not allowed"));
   CHECK(has_denial(stats, "address not resolved for an allowed name"));
