@@ -17,6 +17,7 @@
 #include <sandbox/limits.h>
 
 #include "common/json_parse.h"
+#include "gateway/http_server.h"
 #include "gateway/peer.h"
 
 namespace sandbox::gateway {
@@ -792,36 +793,12 @@ void Gateway::file_list(const httplib::Request& req, httplib::Response& res, con
 
 int serve(Options options, Tokens tokens) {
   httplib::Server server;
-  auto threads = options.threads;
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   // Uploads are the largest bodies; JSON routes check their own, smaller cap.
-  server.set_payload_max_length(std::max(options.max_body, options.max_upload));
-  server.set_read_timeout(30, 0);
-  server.set_keep_alive_max_count(100);
+  configure_server(server, options.threads, std::max(options.max_body, options.max_upload));
   Gateway gw(options, std::move(tokens));
   gw.routes(server);
-  server.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
-    res.status = 500;
-    res.set_content("{\"error\":{\"code\":\"internal\",\"message\":\"internal error\"}}", "application/json");
-  });
-  server.set_logger([](const httplib::Request& req, const httplib::Response& res) {
-    // A download link is a capability: its token stays out of the log.
-    std::string path = req.path.rfind("/files/", 0) == 0 ? "/files/..." : req.path.substr(0, 200);
-    for (char& c : path)
-      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-    std::fprintf(stderr, "%s %s %d %s\n", req.method.c_str(), path.c_str(), res.status, req.remote_addr.c_str());
-  });
-  int port = options.port;
-  if (port == 0) {
-    port = server.bind_to_any_port(options.host);
-    if (port < 0) {
-      std::fprintf(stderr, "sandbox-gateway: cannot listen on %s\n", options.host.c_str());
-      return 1;
-    }
-  } else if (!server.bind_to_port(options.host, port)) {
-    std::fprintf(stderr, "sandbox-gateway: cannot listen on %s:%d\n", options.host.c_str(), port);
-    return 1;
-  }
+  int port = bind_server(server, options.host, options.port, "sandbox-gateway");
+  if (port < 0) return 1;
   gw.set_port(port);
   std::fprintf(stderr, "sandbox-gateway: listening on %s:%d\n", options.host.c_str(), port);
   return server.listen_after_bind() ? 0 : 1;

@@ -18,6 +18,7 @@
 #include <sandbox/limits.h>
 
 #include "common/json_parse.h"
+#include "gateway/http_server.h"
 #include "gateway/srv.h"
 
 namespace sandbox::gateway {
@@ -860,34 +861,11 @@ void Router::metrics(const httplib::Request& req, httplib::Response& res) {
 
 int serve_router(RouterOptions options) {
   httplib::Server server;
-  auto threads = options.threads;
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  server.set_payload_max_length(std::max(options.max_body, options.max_upload));
-  server.set_read_timeout(30, 0);
-  server.set_keep_alive_max_count(100);
+  configure_server(server, options.threads, std::max(options.max_body, options.max_upload));
   Router router(options);
   router.routes(server);
-  server.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
-    res.status = 500;
-    res.set_content("{\"error\":{\"code\":\"internal\",\"message\":\"internal error\"}}", "application/json");
-  });
-  server.set_logger([](const httplib::Request& req, const httplib::Response& res) {
-    std::string path = req.path.rfind("/files/", 0) == 0 ? "/files/..." : req.path.substr(0, 200);
-    for (char& c : path)
-      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-    std::fprintf(stderr, "%s %s %d %s\n", req.method.c_str(), path.c_str(), res.status, req.remote_addr.c_str());
-  });
-  int port = options.port;
-  if (port == 0) {
-    port = server.bind_to_any_port(options.host);
-    if (port < 0) {
-      std::fprintf(stderr, "sandbox-router: cannot listen on %s\n", options.host.c_str());
-      return 1;
-    }
-  } else if (!server.bind_to_port(options.host, port)) {
-    std::fprintf(stderr, "sandbox-router: cannot listen on %s:%d\n", options.host.c_str(), port);
-    return 1;
-  }
+  int port = bind_server(server, options.host, options.port, "sandbox-router");
+  if (port < 0) return 1;
   router.set_port(port);
   router.start();
   std::fprintf(stderr, "sandbox-router: listening on %s:%d\n", options.host.c_str(), port);
