@@ -1,8 +1,23 @@
 #include "gateway/http_server.h"
 
+#include <charconv>
 #include <cstdio>
 
 namespace sandbox::gateway {
+
+bool parse_listen(const std::string& value, std::string* host, int* port) {
+  auto colon = value.rfind(':');
+  if (colon == std::string::npos) return false;
+  unsigned n = 0;
+  const char* first = value.data() + colon + 1;
+  const char* last = value.data() + value.size();
+  auto [end, ec] = std::from_chars(first, last, n);
+  if (first == last || ec != std::errc() || end != last || n > 65535) return false;
+  *host = value.substr(0, colon);
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
+  *port = static_cast<int>(n);
+  return true;
+}
 
 void configure_server(httplib::Server& server, size_t threads, size_t max_payload) {
   server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };

@@ -10,6 +10,9 @@
 
 namespace sandbox::gateway {
 
+// --listen's HOST:PORT ("[::1]:8000" for IPv6); false if it is not one.
+bool parse_listen(const std::string& value, std::string* host, int* port);
+
 void configure_server(httplib::Server& server, size_t threads, size_t max_payload);
 
 // Binds `host`:`port` (0: a free port). The port bound, or -1 with the

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "gateway/http_server.h"
 #include "gateway/gateway.h"
 
 namespace {
@@ -73,16 +74,9 @@ int main(int argc, char** argv) {
   while ((c = getopt_long(argc, argv, "h", kOptions, nullptr)) != -1) {
     switch (c) {
       case 'h': std::fputs(kUsage, stdout); return 0;
-      case kListen: {
-        std::string v = optarg;
-        auto colon = v.rfind(':');
-        if (colon == std::string::npos || !number(v.c_str() + colon + 1, &n) || n > 65535)
-          return bad("--listen takes HOST:PORT");
-        o.host = v.substr(0, colon);
-        if (o.host.size() > 2 && o.host.front() == '[' && o.host.back() == ']') o.host = o.host.substr(1, o.host.size() - 2);
-        o.port = static_cast<int>(n);
+      case kListen:
+        if (!sandbox::gateway::parse_listen(optarg, &o.host, &o.port)) return bad("--listen takes HOST:PORT");
         break;
-      }
       case kTokens: o.tokens_file = optarg; break;
       case kSocket: o.socket = optarg; break;
       case kBaseUrl: o.base_url = optarg; break;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -169,6 +170,9 @@ class Router {
              const std::string& body, size_t cap);
   void relay(httplib::Response& res, const NodePtr& n, Reply& r);
   void fail(httplib::Response& res, bool execute, int status, ErrorCode code, const std::string& message);
+  void offer(const std::vector<NodePtr>& order, const httplib::Request& req, const std::string& path, size_t cap,
+             httplib::Response& res, bool execute, const std::string& doing,
+             const std::function<void(const NodePtr&, Reply&)>& taken);
 
   void run(const httplib::Request& req, httplib::Response& res, bool execute);
   void run_streamed(const httplib::Request& req, httplib::Response& res, std::vector<NodePtr> order);
@@ -508,18 +512,32 @@ void Router::run(const httplib::Request& req, httplib::Response& res, bool execu
   }
   bool stream = !execute && (shape->stream || req.get_header_value("Accept").find("application/x-ndjson") != std::string::npos);
   if (stream) return run_streamed(req, res, std::move(order));
+  offer(order, req, req.path, o_.max_reply, res, execute, "during the run", [&](const NodePtr& n, Reply& r) {
+    if (r.status == 502) ++n->failures;  // the node's gateway lost its daemon mid-run
+    if (execute && r.status == 200) r.body = rewrite_files(n, std::move(r.body));
+    relay(res, n, r);
+  });
+}
+
+// Offers a request to the nodes in `order` until one takes it: a node that
+// cannot be reached is marked down and the next tried, and so is one that
+// answers 429 (busy there need not mean busy everywhere); the caller gets
+// that 429 only when no node took the request. `taken` answers with the
+// complete reply of the node that did.
+void Router::offer(const std::vector<NodePtr>& order, const httplib::Request& req, const std::string& path, size_t cap,
+                   httplib::Response& res, bool execute, const std::string& doing,
+                   const std::function<void(const NodePtr&, Reply&)>& taken) {
   std::optional<std::pair<NodePtr, Reply>> busy;
   for (size_t i = 0; i < order.size(); ++i) {
     auto& n = order[i];
     if (i) ++retries_;
-    auto r = send(n, "POST", req.path, req, req.body, o_.max_reply);
+    auto r = send(n, "POST", path, req, req.body, cap);
     if (!r.connected) {
       ++n->failures;
       mark_down(n, "forwarding: " + r.error);
       continue;
     }
     if (r.status == 429) {
-      // Busy (the node's capacity or this token's quota there): another node may not be.
       busy.emplace(n, std::move(r));
       continue;
     }
@@ -527,12 +545,9 @@ void Router::run(const httplib::Request& req, httplib::Response& res, bool execu
     if (!r.complete) {
       ++n->failures;
       res.set_header("X-Sandbox-Node", n->tag);
-      return fail(res, execute, 502, ErrorCode::communication,
-                  "node " + n->tag + " failed during the run: " + r.error);
+      return fail(res, execute, 502, ErrorCode::communication, "node " + n->tag + " failed " + doing + ": " + r.error);
     }
-    if (r.status == 502) ++n->failures;  // the node's gateway lost its daemon mid-run
-    if (execute && r.status == 200) r.body = rewrite_files(n, std::move(r.body));
-    return relay(res, n, r);
+    return taken(n, r);
   }
   if (busy) return relay(res, busy->first, busy->second);
   ++no_node_;
@@ -672,25 +687,7 @@ void Router::session_create(const httplib::Request& req, httplib::Response& res)
     ++no_node_;
     return fail(res, false, 503, ErrorCode::communication, "no sandboxd node is ready");
   }
-  std::optional<std::pair<NodePtr, Reply>> busy;
-  for (size_t i = 0; i < order.size(); ++i) {
-    auto& n = order[i];
-    if (i) ++retries_;
-    auto r = send(n, "POST", "/v1/sessions", req, req.body, o_.max_body);
-    if (!r.connected) {
-      ++n->failures;
-      mark_down(n, "forwarding: " + r.error);
-      continue;
-    }
-    if (r.status == 429) {
-      busy.emplace(n, std::move(r));
-      continue;
-    }
-    ++n->placements;
-    if (!r.complete) {
-      ++n->failures;
-      return fail(res, false, 502, ErrorCode::communication, "node " + n->tag + " failed opening the session: " + r.error);
-    }
+  offer(order, req, "/v1/sessions", o_.max_body, res, false, "opening the session", [&](const NodePtr& n, Reply& r) {
     if (r.status == 201) {
       auto j = parse_json(r.body, JsonLimits{o_.max_body, 8, 1024});
       auto* id = j ? j->get("session") : nullptr;
@@ -702,11 +699,8 @@ void Router::session_create(const httplib::Request& req, httplib::Response& res)
       if (auto at = r.body.find(from); at != std::string::npos)
         r.body.replace(at, from.size(), json_string(routed_session_id(n->tag, node_id)));
     }
-    return relay(res, n, r);
-  }
-  if (busy) return relay(res, busy->first, busy->second);
-  ++no_node_;
-  fail(res, false, 503, ErrorCode::communication, "no sandboxd node could be reached");
+    relay(res, n, r);
+  });
 }
 
 void Router::session_list(const httplib::Request& req, httplib::Response& res) {

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "gateway/http_server.h"
 #include "gateway/router.h"
 
 namespace {
@@ -81,16 +82,9 @@ int main(int argc, char** argv) {
   while ((c = getopt_long(argc, argv, "h", kOptions, nullptr)) != -1) {
     switch (c) {
       case 'h': std::fputs(kUsage, stdout); return 0;
-      case kListen: {
-        std::string v = optarg;
-        auto colon = v.rfind(':');
-        if (colon == std::string::npos || !number(v.c_str() + colon + 1, &n) || n > 65535)
-          return bad("--listen takes HOST:PORT");
-        o.host = v.substr(0, colon);
-        if (o.host.size() > 2 && o.host.front() == '[' && o.host.back() == ']') o.host = o.host.substr(1, o.host.size() - 2);
-        o.port = static_cast<int>(n);
+      case kListen:
+        if (!sandbox::gateway::parse_listen(optarg, &o.host, &o.port)) return bad("--listen takes HOST:PORT");
         break;
-      }
       case kNode:
         if (!address(optarg)) return bad("--node takes HOST:PORT");
         o.static_nodes.emplace_back(optarg);
