@@ -129,7 +129,7 @@ namespace {
 std::optional<Language> g_layer;
 
 // The disk whose virtio serial the host set: found by name, not by order.
-std::optional<std::string> layer_device() {
+std::optional<std::string> disk_with_serial(std::string_view wanted) {
   std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir("/sys/block"), ::closedir);
   if (!dir) return std::nullopt;
   while (dirent* e = ::readdir(dir.get())) {
@@ -137,9 +137,24 @@ std::optional<std::string> layer_device() {
     if (!name.starts_with("vd")) continue;
     std::ifstream f("/sys/block/" + name + "/serial");
     std::string serial;
-    if (std::getline(f, serial) && serial == proto::kLayerDiskSerial) return "/dev/" + name;
+    if (std::getline(f, serial) && serial == wanted) return name;
   }
   return std::nullopt;
+}
+
+// Devices appear as the kernel probes them, which may be after the root.
+std::optional<std::string> wait_for_disk(std::string_view serial) {
+  std::optional<std::string> name;
+  for (int i = 0; i < 50 && !(name = disk_with_serial(serial)); ++i) ::usleep(100'000);
+  return name;
+}
+
+bool on_cmdline(std::string_view flag) {
+  std::ifstream in("/proc/cmdline");
+  std::string word;
+  while (in >> word)
+    if (word == flag) return true;
+  return false;
 }
 
 void mount_layer() {
@@ -150,13 +165,12 @@ void mount_layer() {
   while (in >> word)
     if (word.starts_with(kKey)) language = schema::EnumNames<Language>::parse(std::string_view(word).substr(kKey.size()));
   if (!language) return;
-  std::optional<std::string> dev;
-  for (int i = 0; i < 50 && !(dev = layer_device()); ++i) ::usleep(100'000);
-  if (!dev) return log("package layer: no disk with serial %s", proto::kLayerDiskSerial.data());
-  std::string at(proto::kLayerMount);
+  auto name = wait_for_disk(proto::kLayerDiskSerial);
+  if (!name) return log("package layer: no disk with serial %s", proto::kLayerDiskSerial.data());
+  std::string at(proto::kLayerMount), dev = "/dev/" + *name;
   ::mkdir(at.c_str(), 0755);
   // Read-only, and nothing on it runs with privileges or names a device.
-  if (auto r = do_mount(dev->c_str(), at.c_str(), "erofs", MS_RDONLY | MS_NODEV | MS_NOSUID); !r)
+  if (auto r = do_mount(dev.c_str(), at.c_str(), "erofs", MS_RDONLY | MS_NODEV | MS_NOSUID); !r)
     return log("package layer: %s", r.error().message.c_str());
   g_layer = language;
 }
@@ -288,6 +302,19 @@ Result<void> lock_down() {
                               std::pair{"/dev/stdout", "/proc/self/fd/1"}, std::pair{"/dev/stderr", "/proc/self/fd/2"},
                               std::pair{"/dev/ptmx", "pts/ptmx"}})
     if (::symlink(target, link) != 0) return Error::sys("symlink", link);
+  // A builder VM's scratch disk, the one block device left, for the user
+  // its installer runs as ("sandbox.builder": only builders have one).
+  if (on_cmdline("sandbox.builder")) {
+    auto name = wait_for_disk(proto::kScratchDiskSerial);
+    if (!name) return Error::make(ErrorCode::internal, "builder VM without its scratch disk");
+    std::ifstream f("/sys/block/" + *name + "/dev");
+    unsigned major = 0, minor = 0;
+    char colon = 0;
+    if (!(f >> major >> colon >> minor) || colon != ':') return Error::make(ErrorCode::internal, "scratch disk number");
+    std::string path(proto::kScratchDevice);
+    if (::mknod(path.c_str(), S_IFBLK | 0600, makedev(major, minor)) != 0) return Error::sys("mknod", path);
+    if (::chown(path.c_str(), kUserUid, kUserGid) != 0) return Error::sys("chown", path);
+  }
   if (auto r = do_mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); !r)
     return r;
   if (auto r = bind(std::string(kFilesStaging) + "/shm", "/dev/shm"); !r) return r;

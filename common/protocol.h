@@ -40,6 +40,11 @@ inline constexpr std::string_view kLayerDiskSerial = "sandbox-layer";
 inline constexpr std::string_view kLayerMount = "/run/layer";
 inline constexpr std::string_view kLayerPythonDir = "/run/layer/python";
 inline constexpr std::string_view kLayerNodeDir = "/run/layer/node_modules";
+// Serial of a builder VM's writable scratch disk, where the layer image it
+// makes goes; and the device node the agent gives the unprivileged user
+// for it (a builder runs its installer as that user, like code).
+inline constexpr std::string_view kScratchDiskSerial = "sandbox-scratch";
+inline constexpr std::string_view kScratchDevice = "/dev/scratch";
 
 // Entropy handed to a restored guest; the kernel takes at most 256 bytes' worth.
 inline constexpr size_t kMaxSeedBytes = 256;

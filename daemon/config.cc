@@ -4,6 +4,7 @@
 #include <functional>
 
 #include "common/net_rules.h"
+#include "daemon/builder.h"
 #include "daemon/net_ranges.h"
 
 namespace sandbox::daemon {
@@ -98,6 +99,8 @@ Setter url_key(std::string Config::*field) {
     if (rest.empty() || rest.front() == '/' || v.size() > 512 ||
         v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/%") != std::string_view::npos)
       return bad_value("'" + std::string(v) + "' is not an http(s)://HOST[:PORT][/PATH] URL");
+    // Its host becomes the builder's allowlist entry: it must be one.
+    if (auto h = index_host_entry(v); !h) return bad_value(h.error().message);
     c.*field = std::string(v);
     return ok();
   };
@@ -293,6 +296,15 @@ const std::vector<Key>& keys() {
        url_key(&Config::python_index_url), get_string(&Config::python_index_url)},
       {"npm_registry_url", "the npm registry builder VMs install from",
        url_key(&Config::npm_registry_url), get_string(&Config::npm_registry_url)},
+      {"package_download_hosts", "hosts the indexes send downloads to, which builder VMs may reach too, comma-separated",
+       string_list_key(&Config::package_download_hosts,
+                       [](std::string_view v) -> Result<void> {
+                         if (auto r = parse_domain_rule(v); !r) return std::move(r).error();
+                         return ok();
+                       }),
+       get_strings(&Config::package_download_hosts)},
+      {"package_builder_memory_mb", "guest memory of a package builder VM",
+       uint_key(&Config::package_builder_memory_mb, 256, 16384), get_uint(&Config::package_builder_memory_mb)},
       {"package_source_builds", "let pip build packages from source when no wheel exists: on or off",
        bool_key(&Config::package_source_builds), get_bool(&Config::package_source_builds)},
       {"npm_install_scripts", "run npm packages' install scripts: on or off",

@@ -134,6 +134,11 @@ struct Config {
   // The only hosts a builder VM reaches; a client never chooses its index.
   std::string python_index_url = "https://pypi.org/simple";
   std::string npm_registry_url = "https://registry.npmjs.org";
+  // Hosts the index sends downloads to (PyPI's files live apart from its
+  // index): builder VMs may reach them too, and nothing else.
+  std::vector<std::string> package_download_hosts = {"files.pythonhosted.org"};
+  // Guest memory of a builder VM: installers need more than a run.
+  uint32_t package_builder_memory_mb = 1024;
   // Source distributions run arbitrary build code: wheels only by default.
   bool package_source_builds = false;
   // npm install scripts run arbitrary code: off by default.

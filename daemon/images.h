@@ -24,6 +24,8 @@ struct ImageSet {
   // The root's package list ("name=version" lines from its dpkg database);
   // empty path when the manifest names none (images built before it did).
   ImageFile packages;
+  // The package builder's root (empty path: none).
+  ImageFile builder;
   std::string kernel_release;  // the kernel line's fourth column, `uname -r`
   // Whether the kernel finds its devices through ACPI tables (Debian's) or
   // on the command line QEMU writes for it (ours, built without ACPI).

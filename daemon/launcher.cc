@@ -18,6 +18,7 @@ constexpr int kRootfsFd = 7;
 constexpr int kMemoryFd = 8;
 constexpr int kNetFd = 9;
 constexpr int kLayerFd = 10;
+constexpr int kScratchFd = 11;
 
 // Names cgroups and records; unique within a daemon's life, and start-up
 // recovery clears what an earlier daemon left.
@@ -58,9 +59,17 @@ Result<std::vector<std::string>> command_line(const VmConfig& config, const VmLa
   };
   if (host.kernel_fd >= 0) spec.kernel = pass(host.kernel_fd, kKernelFd);
   if (host.initrd_fd >= 0) spec.initrd = pass(host.initrd_fd, kInitrdFd);
-  if (host.rootfs_fd >= 0) {
+  if (launch.shape.builder) {
+    if (host.builder_fd < 0) return Error::make(ErrorCode::image_missing, "no package builder image");
+    pass(host.builder_fd, kRootfsFd);
+    spec.rootfs_fd = kRootfsFd;
+  } else if (host.rootfs_fd >= 0) {
     pass(host.rootfs_fd, kRootfsFd);
     spec.rootfs_fd = kRootfsFd;
+  }
+  if (launch.shape.scratch_fd >= 0) {
+    pass(launch.shape.scratch_fd, kScratchFd);
+    spec.scratch_fd = kScratchFd;
   }
   if (launch.shape.layer_fd >= 0) {
     pass(launch.shape.layer_fd, kLayerFd);

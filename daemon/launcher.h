@@ -26,6 +26,8 @@ namespace sandbox::daemon {
 // cgroup limits and where it is recorded for start-up recovery.
 struct VmHost {
   int kernel_fd = -1, initrd_fd = -1, rootfs_fd = -1;
+  // The package builder's root (-1: this host has none).
+  int builder_fd = -1;
   std::optional<SpawnOptions::User> user;
   const std::vector<sock_filter>* seccomp = nullptr;
   const Cgroups* cgroups = nullptr;

@@ -347,8 +347,9 @@ void LayerCache::finish(const std::string& key, Result<std::string> lock) {
   builds_.erase(it);
   auto build_ms = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - b.started).count());
-  auto fail_all = [&](const Error& e) {
+  auto fail_all = [&](Error e) {
     store_->abort(key);
+    e.context("layer " + key);
     for (auto& w : b.waiters) w(Error(e));
   };
   if (!lock) return fail_all(lock.error());

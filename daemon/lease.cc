@@ -23,18 +23,6 @@ uint64_t wall_ms() {
       std::chrono::duration_cast<ms>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 
-// The guest's proxies, for clients that prefer one (curl reads only the
-// lower-case http_proxy). Set only while egress is on: with it off nothing
-// listens there, and a client should fail as it would with no network; a
-// session whose egress was closed gets them unset (empty values).
-EnvList proxy_env(bool egress) {
-  std::string http = egress ? "http://127.0.0.1:" + std::to_string(net::kProxyPort) : "";
-  std::string socks = egress ? "socks5h://127.0.0.1:" + std::to_string(net::kSocksPort) : "";
-  std::string local = egress ? "localhost,127.0.0.1,::1" : "";
-  return {{"http_proxy", http},   {"HTTP_PROXY", http}, {"https_proxy", http}, {"HTTPS_PROXY", http},
-          {"all_proxy", socks},   {"ALL_PROXY", socks}, {"no_proxy", local},   {"NO_PROXY", local}};
-}
-
 // The audit kind and wire name of a job's request.
 std::pair<AuditKind, std::string_view> job_kind(const proto::Message& m) {
   if (std::holds_alternative<proto::SessionExec>(m)) return {AuditKind::session_exec, "session_exec"};
@@ -75,6 +63,18 @@ constexpr std::array<std::array<bool, kStates>, kEvents> kLegal = {{
 
 }  // namespace
 
+// The guest's proxies, for clients that prefer one (curl reads only the
+// lower-case http_proxy). Set only while egress is on: with it off nothing
+// listens there, and a client should fail as it would with no network; a
+// session whose egress was closed gets them unset (empty values).
+EnvList proxy_env(bool egress) {
+  std::string http = egress ? "http://127.0.0.1:" + std::to_string(net::kProxyPort) : "";
+  std::string socks = egress ? "socks5h://127.0.0.1:" + std::to_string(net::kSocksPort) : "";
+  std::string local = egress ? "localhost,127.0.0.1,::1" : "";
+  return {{"http_proxy", http},   {"HTTP_PROXY", http}, {"https_proxy", http}, {"HTTPS_PROXY", http},
+          {"all_proxy", socks},   {"ALL_PROXY", socks}, {"no_proxy", local},   {"NO_PROXY", local}};
+}
+
 std::string_view lease_state_name(Lease::State state) {
   static constexpr std::array<std::string_view, kStates> kNames = {"queued", "starting", "idle", "busy", "finished"};
   return kNames[static_cast<size_t>(state)];
@@ -87,6 +87,10 @@ Lease::Lease(LeaseHost& host, uv_loop_t* loop, LeaseId id, Caller caller, LeaseS
   auto make = [&] { return UvHandle<uv_timer_t>::make(this, [&](uv_timer_t* t) { return uv_timer_init(loop, t); }); };
   timer_ = make();
   idle_ = make();
+  start_queue_clock();
+}
+
+void Lease::start_queue_clock() {
   uv_timer_start(
       timer_.get(),
       [](uv_timer_t* t) {
@@ -97,6 +101,15 @@ Lease::Lease(LeaseHost& host, uv_loop_t* loop, LeaseId id, Caller caller, LeaseS
                                                          " ms); try again later"));
       },
       static_cast<uint64_t>(host_.lease_config().queue_timeout.count()), 0);
+}
+
+void Lease::pause_queue_clock() {
+  if (state_ == State::queued) uv_timer_stop(timer_.get());
+}
+
+void Lease::set_layer(std::shared_ptr<LayerGrant> layer) {
+  spec_.layer = std::move(layer);
+  if (state_ == State::queued) start_queue_clock();
 }
 
 Lease::~Lease() {

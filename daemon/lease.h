@@ -34,6 +34,9 @@
 
 namespace sandbox::daemon {
 
+// The guest's proxy variables: set with egress on, unset (empty) with it off.
+EnvList proxy_env(bool egress);
+
 struct Caller {
   uid_t uid = 0;
   gid_t gid = 0;
@@ -142,7 +145,10 @@ class Lease {
   const Caller& caller() const { return caller_; }
   const LeaseSpec& spec() const { return spec_; }
   // The package layer, once the cache has it (before the lease is admitted).
-  void set_layer(std::shared_ptr<LayerGrant> layer) { spec_.layer = std::move(layer); }
+  // While its package layer is built the lease is not waiting for a slot:
+  // the queue deadline starts again when the layer is set.
+  void pause_queue_clock();
+  void set_layer(std::shared_ptr<LayerGrant> layer);
   bool is_session() const { return !spec_.session.empty(); }
   const std::string& closed_reason() const { return closed_reason_; }
   size_t pending_jobs() const { return jobs_.size(); }
@@ -165,6 +171,8 @@ class Lease {
   void fail(Error e);
 
  private:
+  // The queue deadline: a lease that finds no VM slot within it fails.
+  void start_queue_clock();
   bool accept(Event e);
   VmEvents vm_events();
   void adopt(std::unique_ptr<VmHandle> vm);

@@ -123,6 +123,7 @@ struct HostSide {
   std::vector<sock_filter> seccomp;
   ImageSet images;
   unique_fd image_fds[3];
+  unique_fd builder_fd;  // the package builder's root, if the images have one
   Cgroups cgroups;
 };
 
@@ -138,6 +139,10 @@ Result<void> prepare_host(const Config& cfg, HostSide* h, VmHost* host) {
   for (int i = 0; i < 3; ++i) {
     h->image_fds[i].reset(::open(paths[i]->c_str(), O_RDONLY | O_CLOEXEC));
     if (!h->image_fds[i]) return Error::sys("open", *paths[i]).context("images");
+  }
+  if (!h->images.builder.path.empty()) {
+    h->builder_fd.reset(::open(h->images.builder.path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!h->builder_fd) return Error::sys("open", h->images.builder.path).context("images");
   }
   h->cgroups = Cgroups::open({cfg.cgroup_root, cfg.cgroup_base, ::geteuid() == 0});
   if (h->cgroups.enabled() && h->cgroups.missing().empty())
@@ -160,6 +165,7 @@ Result<void> prepare_host(const Config& cfg, HostSide* h, VmHost* host) {
   host->kernel_fd = h->image_fds[0].get();
   host->initrd_fd = h->image_fds[1].get();
   host->rootfs_fd = h->image_fds[2].get();
+  host->builder_fd = h->builder_fd.get();
   host->user = h->user;
   host->seccomp = &h->seccomp;
   host->cgroups = &h->cgroups;

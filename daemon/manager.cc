@@ -16,15 +16,13 @@ Manager::Manager(uv_loop_t* loop, VmFactory& factory, SnapshotStore* snapshots, 
       scheduler_(options_.limits),
       later_(loop) {
   drain_timer_ = UvHandle<uv_timer_t>::make(this, [&](uv_timer_t* t) { return uv_timer_init(loop, t); });
-  if (options_.layer_store)
+  if (options_.layer_store) {
+    builder_ = std::make_unique<Builder>(loop, fleet_, [this] { return make_room(); }, options_.builder);
     layers_ = std::make_unique<LayerCache>(
-        options_.layer_store,
-        [](const LayerKeyInputs& in, const std::string&, std::function<void(Result<std::string>)> done) {
-          // Layers are attached from the cache; building them in a VM is
-          // not part of this daemon yet.
-          done(Error::make(ErrorCode::package_install_failed,
-                           "layer " + layer_key(in) + " is not in the cache and this sandboxd has no package builder"));
+        options_.layer_store, [this](const LayerKeyInputs& in, const std::string& path, Builder::Done done) {
+          builder_->build(in, path, std::move(done));
         });
+  }
 }
 
 Result<std::vector<LayerInfo>> Manager::layers(const std::string& drop, bool drop_all) {
@@ -50,7 +48,9 @@ void Manager::admit_with_layer(LeaseId id, Language language, const std::vector<
   in.index_url = language == Language::javascript ? f.npm_registry_url : f.python_index_url;
   in.source_builds = language == Language::javascript ? f.install_scripts : f.source_builds;
   // The answer may come at once (a hit) or from a later loop turn (a
-  // build); the lease may have gone meanwhile (its caller left).
+  // build); the lease may have gone meanwhile (its caller left). A build
+  // has its own time limit: the lease waits for a VM slot only after it.
+  if (Lease* lease = find(id)) lease->pause_queue_clock();
   layers_->get(in, [this, id](Result<std::shared_ptr<LayerGrant>> grant) {
     Lease* lease = find(id);
     if (!lease) return;
@@ -70,6 +70,8 @@ Manager::~Manager() {
   leases.clear();
   pool_.stop();
   snapshot_flow_.stop();
+  layers_.reset();
+  builder_.reset();
   later_.run();
   fleet_.flush();
 }

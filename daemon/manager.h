@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/builder.h"
 #include "daemon/fleet.h"
 #include "daemon/layers.h"
 #include "daemon/lease.h"
@@ -50,6 +51,8 @@ struct ManagerOptions {
     std::string python_index_url, npm_registry_url;
     bool source_builds = false, install_scripts = false;
   } layer_facts;
+  // Builder VMs, which make the layers the cache lacks.
+  BuilderOptions builder;
 };
 
 class Manager : private LeaseHost {
@@ -125,6 +128,7 @@ class Manager : private LeaseHost {
   SessionRegistry sessions_;
   Metrics metrics_;
   std::map<LeaseId, std::unique_ptr<Lease>> leases_;
+  std::unique_ptr<Builder> builder_;
   std::unique_ptr<LayerCache> layers_;
   LeaseId next_id_ = 1;
   bool pump_posted_ = false;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "daemon/builder.h"
+
 namespace sandbox::daemon {
 
 uint32_t default_max_vms(uint64_t host_memory_kb, long cpus, uint32_t vm_mb, Accel accel) {
@@ -57,6 +59,20 @@ DaemonOptions options_from(const Config& c, const RuntimeFacts& f) {
   lf.npm_registry_url = c.npm_registry_url;
   lf.source_builds = c.package_source_builds;
   lf.install_scripts = c.npm_install_scripts;
+  auto& b = m.builder;
+  b.available = std::any_of(f.images.images.begin(), f.images.images.end(),
+                            [](const ImageFileInfo& i) { return i.role == "builder"; });
+  b.memory_mb = c.package_builder_memory_mb;
+  b.timeout = ms(c.package_build_timeout_ms);
+  // A layer never outgrows the cache it goes into.
+  b.scratch_bytes = std::min<uint64_t>(uint64_t{c.layer_cache_mb} << 20, uint64_t{8} << 30);
+  // URLs were checked when the configuration was read.
+  if (auto h = index_host_entry(c.python_index_url)) b.python_hosts.push_back(*h);
+  if (auto h = index_host_entry(c.npm_registry_url)) b.npm_hosts.push_back(*h);
+  for (const auto& h : c.package_download_hosts) {
+    b.python_hosts.push_back(h);
+    b.npm_hosts.push_back(h);
+  }
 
   auto& s = o.service;
   s.access = {c.allowed_uids, c.allowed_gids, f.daemon_uid};

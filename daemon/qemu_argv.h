@@ -55,6 +55,9 @@ struct VmSpec {
   // whose interpreter the guest points at it.
   int layer_fd = -1;
   std::optional<Language> layer;
+  // A builder VM's scratch disk: descriptor number, in QEMU's process, of a
+  // file opened read-write (-1: none). The only disk a guest can write.
+  int scratch_fd = -1;
   // Off for a kernel built without ACPI: QEMU then lists the virtio-mmio
   // devices on its command line instead.
   bool acpi = true;

@@ -52,6 +52,10 @@ struct VmShape {
   // A package layer's image, open read-only (-1: none), for this language.
   int layer_fd = -1;
   std::optional<Language> layer;
+  // A package builder (SPEC F14): boots the builder root instead of the
+  // guest root, with `scratch_fd` (open read-write) as its scratch disk.
+  bool builder = false;
+  int scratch_fd = -1;
 };
 
 class VmHandle {

@@ -27,6 +27,9 @@ using Clock = std::chrono::steady_clock;
 // How long past the code's own timeout a call waits for the daemon: a boot
 // under software emulation, an interpreter start and a retry fit well inside it.
 constexpr std::chrono::milliseconds kReplySlack{180'000};
+// A request with packages may wait for a layer build too, which the daemon
+// bounds (package_build_timeout_ms, at most an hour).
+constexpr std::chrono::milliseconds kBuildSlack{3'600'000};
 // File calls: the largest transfer plus a boot's worth of slack.
 constexpr std::chrono::milliseconds kFileCallTimeout{limits::kMaxTimeoutMs + kReplySlack.count()};
 // How often a call with a cancel check looks at it.
@@ -190,8 +193,9 @@ Result<std::string> Client::metrics() const {
 
 Result<Session> Client::create_session(const SessionOptions& options) const {
   if (auto v = validate(options); !v) return std::move(v).error();
-  auto list = request<proto::SessionList>(socket_path_, proto::SessionCreate{1, options},
-                                          Clock::now() + kReplySlack + kReplySlack, {}, cancel_);
+  auto wait = kReplySlack + kReplySlack + (options.packages.empty() ? std::chrono::milliseconds(0) : kBuildSlack);
+  auto list = request<proto::SessionList>(socket_path_, proto::SessionCreate{1, options}, Clock::now() + wait, {},
+                                          cancel_);
   if (!list) return std::move(list).error();
   if (list->sessions.size() != 1) return comm("sandboxd sent an unexpected session list");
   Session s(socket_path_, std::move(list->sessions[0]));
@@ -287,7 +291,9 @@ Result<RunResult> Client::run(const RunRequest& request, const OutputCallback& o
   auto backoff = kFirstBackoff;
   for (;;) {
     auto r = sandbox::request<proto::Finished>(socket_path_, proto::Run{1, request},
-                                               Clock::now() + request.timeout + kReplySlack, on_output, cancel_);
+                                               Clock::now() + request.timeout + kReplySlack +
+                                                   (request.packages.empty() ? std::chrono::milliseconds(0) : kBuildSlack),
+                                               on_output, cancel_);
     if (r) return std::move(r->result);
     // Busy is not broken: the daemon refused before anything ran.
     if (r.error().code != ErrorCode::capacity || Clock::now() + backoff > give_up || (cancel_ && cancel_()))

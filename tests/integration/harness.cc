@@ -297,4 +297,77 @@ std::vector<std::string> list_dir(const std::string& dir) {
   return out;
 }
 
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+LoopbackHosts::LoopbackHosts(const std::vector<std::string>& names, const std::string& index_dir) {
+  char tmpl[] = "/tmp/sandboxd-net.XXXXXX";
+  dir = ::mkdtemp(tmpl);
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) {
+    skip = "no pipe";
+    return;
+  }
+  std::vector<std::string> args = {"/usr/bin/python3", SANDBOXD_SOURCE_DIR "/tests/integration/net_hosts.py", dir};
+  if (!index_dir.empty()) args.push_back("--index=" + index_dir);
+  args.insert(args.end(), names.begin(), names.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::dup2(p[0], 0);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(p[0]);
+  stdin_fd_ = p[1];
+  for (int i = 0; i < 300 && !std::filesystem::exists(dir + "/ports"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::string ports = slurp(dir + "/ports");
+  if (ports.empty()) {
+    skip = "the loopback test hosts did not start (python3 and openssl needed)";
+    return;
+  }
+  auto num = [&](const std::string& key) {
+    auto at = ports.find("\"" + key + "\": ");
+    return at == std::string::npos ? 0 : std::stoi(ports.substr(at + key.size() + 4));
+  };
+  dns = num("dns"), http = num("http"), https = num("https"), echo = num("echo");
+  web_ports = num("https_web") == 443 && num("http_web") == 80;
+}
+
+LoopbackHosts::~LoopbackHosts() {
+  if (stdin_fd_ >= 0) ::close(stdin_fd_);
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+std::vector<std::string> LoopbackHosts::dns_queries() const {
+  std::vector<std::string> out;
+  std::istringstream in(slurp(dir + "/dns_queries"));
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+bool LoopbackHosts::queried(const std::string& name) const {
+  auto q = dns_queries();
+  return std::find(q.begin(), q.end(), name) != q.end();
+}
+
+std::vector<std::string> LoopbackHosts::index_requests() const {
+  std::vector<std::string> out;
+  std::istringstream in(slurp(dir + "/index_requests"));
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
 }  // namespace sandbox::test

@@ -93,5 +93,31 @@ std::vector<pid_t> processes_named(const std::string& prefix);
 std::string read_all(int fd);
 // Entries directly under `dir`.
 std::vector<std::string> list_dir(const std::string& dir);
+std::string slurp(const std::string& path);
+
+// The test "internet" on loopback (net_hosts.py): a DNS server that logs
+// its queries, HTTPS (a self-signed CA in dir/ca.pem), HTTP and echo
+// servers for `names` ("web.test=127.0.0.2"); with `index_dir`, the web
+// servers also serve a package index from it (/simple/, /files/) and log
+// those requests. `skip` says why it could not start.
+class LoopbackHosts {
+ public:
+  explicit LoopbackHosts(const std::vector<std::string>& names, const std::string& index_dir = {});
+  ~LoopbackHosts();
+  LoopbackHosts(const LoopbackHosts&) = delete;
+  LoopbackHosts& operator=(const LoopbackHosts&) = delete;
+
+  std::string dir, skip;
+  int dns = 0, http = 0, https = 0, echo = 0;
+  bool web_ports = false;  // 443 and 80 served too
+  std::vector<std::string> dns_queries() const;
+  bool queried(const std::string& name) const;
+  // Paths of the index requests served so far.
+  std::vector<std::string> index_requests() const;
+
+ private:
+  pid_t pid_ = -1;
+  int stdin_fd_ = -1;
+};
 
 }  // namespace sandbox::test

@@ -3,7 +3,7 @@
 HTTPS server with a self-signed certificate for its names, an HTTP server
 and a TCP echo server. Names and addresses come from the command line:
 
-  net_hosts.py DIR NAME=ADDRESS...
+  net_hosts.py DIR [--index=INDEX] NAME=ADDRESS...
 
 Writes DIR/ports (JSON: dns, http, https, echo ports, and https_web 443 and
 http_web 80 when those could be bound too), DIR/ca.pem (the
@@ -11,6 +11,10 @@ certificate the HTTPS server presents, valid for every NAME) and keeps
 DIR/dns_queries up to date (one queried name per line), then serves until
 stdin closes. Every server binds 127.0.0.1 (the HTTPS, HTTP and echo
 servers on every ADDRESS given, which must be in 127.0.0.0/8).
+
+With --index, the HTTP(S) servers are also a package index: /simple/NAME/
+and /files/FILE from INDEX/simple/NAME/index.html and INDEX/files/FILE
+(make_index.py writes them), each request logged to DIR/index_requests.
 """
 import http.server
 import json
@@ -24,7 +28,11 @@ import sys
 import threading
 
 out_dir = sys.argv[1]
-names = dict(a.split("=", 1) for a in sys.argv[2:])
+index_dir = None
+args = sys.argv[2:]
+if args and args[0].startswith("--index="):
+    index_dir = args.pop(0)[len("--index="):]
+names = dict(a.split("=", 1) for a in args)
 addresses = sorted(set(names.values()))
 assert all(a.startswith("127.") for a in addresses), "test hosts live on loopback only"
 queries_path = os.path.join(out_dir, "dns_queries")
@@ -56,10 +64,37 @@ def serve_dns(sock):
         sock.sendto(struct.pack(">HHHHHH", qid, 0x8180 | rcode, 1, count, 0, 0) + question + answers, peer)
 
 
+def index_file(path):
+    """The index file a request path names, or None."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    if len(parts) == 2 and parts[0] == "simple":
+        return os.path.join(index_dir, "simple", parts[1], "index.html")
+    if len(parts) == 2 and parts[0] == "files":
+        return os.path.join(index_dir, "files", parts[1])
+    return None
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if index_dir and self.path.startswith(("/simple/", "/files/")):
+            return self.serve_index()
         body = ("hello from %s via %s\n" % (self.headers.get("Host", "?"), self.server.server_address[0])).encode()
         self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def serve_index(self):
+        with lock, open(os.path.join(out_dir, "index_requests"), "a") as f:
+            f.write(self.path + "\n")
+        path = index_file(self.path)
+        if not path or ".." in path or not os.path.isfile(path):
+            self.send_error(404)
+            return
+        with open(path, "rb") as f:
+            body = f.read()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html" if path.endswith(".html") else "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

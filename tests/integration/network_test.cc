@@ -28,55 +28,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // The loopback internet, and a daemon whose resolver and allowed ranges
 // point at it.
-struct Internet {
-  std::string dir;
-  pid_t pid = -1;
-  int stdin_fd = -1;
-  int dns = 0, http = 0, https = 0, echo = 0;
-  bool web_ports = false;  // 443 and 80 served too (the SNI and Host checks need them)
+struct Internet : LoopbackHosts {
   TestDaemon daemon;
-  std::string skip;  // why the cases cannot run here
 
-  Internet() {
-    char tmpl[] = "/tmp/sandboxd-net.XXXXXX";
-    dir = ::mkdtemp(tmpl);
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) {
-      skip = "no pipe";
-      return;
-    }
-    pid = ::fork();
-    if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      ::dup2(p[0], 0);
-      execl("/usr/bin/python3", "python3", SANDBOXD_SOURCE_DIR "/tests/integration/net_hosts.py", dir.c_str(),
-            "web.test=127.0.0.2", "other.test=127.0.0.3", "sub.allowed.test=127.0.0.4", "allowed.test=127.0.0.5",
-            "echo.test=127.0.0.7", nullptr);
-      ::_exit(127);
-    }
-    ::close(p[0]);
-    stdin_fd = p[1];
-    for (int i = 0; i < 300 && !fs::exists(dir + "/ports"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    std::string ports = slurp(dir + "/ports");
-    if (ports.empty()) {
-      skip = "the loopback test hosts did not start (python3 and openssl needed)";
-      return;
-    }
-    auto num = [&](const std::string& key) {
-      auto at = ports.find("\"" + key + "\": ");
-      return at == std::string::npos ? 0 : std::stoi(ports.substr(at + key.size() + 4));
-    };
-    dns = num("dns"), http = num("http"), https = num("https"), echo = num("echo");
-    web_ports = num("https_web") == 443 && num("http_web") == 80;
+  Internet()
+      : LoopbackHosts({"web.test=127.0.0.2", "other.test=127.0.0.3", "sub.allowed.test=127.0.0.4",
+                       "allowed.test=127.0.0.5", "echo.test=127.0.0.7"}) {
+    if (!skip.empty()) return;
     if (!daemon.start({"--network-resolver", "127.0.0.1:" + std::to_string(dns), "--network-allowed-ranges",
                        "127.0.0.0/8", "--pool-python", "1", "--extra-ca-file", dir + "/ca.pem"}))
       skip = "sandboxd did not start: " + daemon.log();
@@ -95,23 +55,6 @@ struct Internet {
   ~Internet() {
     daemon.stop();
     if (plain_started) plain_daemon.stop();
-    if (stdin_fd >= 0) ::close(stdin_fd);
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-    fs::remove_all(dir);
-  }
-  std::vector<std::string> dns_queries() const {
-    std::vector<std::string> out;
-    std::istringstream in(slurp(dir + "/dns_queries"));
-    for (std::string line; std::getline(in, line);) out.push_back(line);
-    return out;
-  }
-  bool queried(const std::string& name) const {
-    for (const auto& q : dns_queries())
-      if (q == name) return true;
-    return false;
   }
 };
 

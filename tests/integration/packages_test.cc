@@ -5,6 +5,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <thread>
 
 #include "harness.h"
 #include "sandbox/client.h"
@@ -37,6 +39,30 @@ void seed_layer(const std::string& dir, const std::string& key, const std::strin
                      std::to_string(image.size()) + "\npackage " + package + "\n";
   for (const auto& l : lock) meta += "lock " + l + "\n";
   std::ofstream(dir + "/" + key + ".layer", std::ios::binary) << meta;
+}
+
+// The test images without their package builder: a host that can attach
+// layers but not build them. Links, not copies; removed by the caller.
+std::string images_without_builder(const std::string& dir) {
+  fs::create_directories(dir);
+  std::ifstream in(images_dir() + "/manifest");
+  std::ofstream out(dir + "/manifest");
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string hash, role, file;
+    fields >> hash >> role >> file;
+    if (role == "builder" || role == "builder_packages") continue;
+    out << line << "\n";
+    if (!file.empty() && line[0] != '#') fs::create_symlink(images_dir() + "/" + file, dir + "/" + file);
+  }
+  return dir;
+}
+
+bool has_builder() {
+  std::ifstream in(images_dir() + "/manifest");
+  for (std::string line; std::getline(in, line);)
+    if (line.find(" builder builder") != std::string::npos) return true;
+  return false;
 }
 
 }  // namespace
@@ -174,17 +200,19 @@ TEST_CASE("layers: a cached layer is verified, attached read-only and found by t
   std::string work = ::mkdtemp(tmpl);
   std::string state = work + "/state";
   fs::create_directories(state);
+  std::string images = images_without_builder(work + "/images");
 
   // The key the daemon derives for this request, from its refusal to build it.
   std::string key;
   {
     TestDaemon d;
-    REQUIRE(d.start({"--state-dir", state}));
+    REQUIRE(d.start({"--state-dir", state}, images));
     auto r = make_request(Language::python, "print(1)");
     r.packages = {"MyPkg==1.0"};
     auto res = Client(d.socket()).run(r);
     REQUIRE_FALSE(res.ok());
     CHECK(res.error().code == ErrorCode::package_install_failed);
+    CHECK(res.error().message.find("no package builder image") != std::string::npos);
     auto at = res.error().message.find("layer py-");
     REQUIRE(at != std::string::npos);
     key = res.error().message.substr(at + 6, 43);
@@ -204,7 +232,7 @@ TEST_CASE("layers: a cached layer is verified, attached read-only and found by t
   seed_layer(state + "/layers", key, image, "mypkg==1.0", {"mydep==0.1 sha256:1111", "mypkg==1.0 sha256:2222"});
 
   TestDaemon d;
-  REQUIRE(d.start({"--state-dir", state}));
+  REQUIRE(d.start({"--state-dir", state}, images));
   Client c(d.socket());
   auto r = make_request(Language::python,
                         "import mypkg, os\nprint(mypkg.__version__, mypkg.VALUE, sorted(os.listdir('/sys/class/net')))\n"
@@ -258,3 +286,222 @@ TEST_CASE("layers: a cached layer is verified, attached read-only and found by t
   d.stop();
   fs::remove_all(work);
 }
+
+namespace {
+
+// A package index on loopback (make_index.py's wheels, served over HTTPS
+// by net_hosts.py as pypi.test) and a daemon whose builders install from
+// it. Shared by the build cases: each build boots a builder VM.
+struct PackageIndex : LoopbackHosts {
+  TestDaemon daemon;
+  std::string state;
+
+  static std::string make_index() {
+    char tmpl[] = "/tmp/sandboxd-index.XXXXXX";
+    std::string dir = ::mkdtemp(tmpl);
+    auto r = run_command({"/usr/bin/python3", SANDBOXD_SOURCE_DIR "/tests/integration/make_index.py", dir});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    return dir;
+  }
+
+  explicit PackageIndex(std::string index) : LoopbackHosts({"pypi.test=127.0.0.9"}, index), index_(std::move(index)) {
+    if (!skip.empty()) return;
+    char tmpl[] = "/tmp/sandboxd-pkgstate.XXXXXX";
+    state = ::mkdtemp(tmpl);
+    if (!daemon.start({"--state-dir", state, "--network-resolver", "127.0.0.1:" + std::to_string(dns),
+                       "--network-allowed-ranges", "127.0.0.0/8", "--extra-ca-file", dir + "/ca.pem",
+                       "--python-index-url", index_url()}))
+      skip = "sandboxd did not start: " + daemon.log();
+  }
+  ~PackageIndex() {
+    daemon.stop();
+    fs::remove_all(state);
+    fs::remove_all(index_);
+  }
+  std::string index_url() const { return "https://pypi.test:" + std::to_string(https) + "/simple"; }
+  size_t requests_for(const std::string& path_part) const {
+    size_t n = 0;
+    for (const auto& r : index_requests()) n += r.find(path_part) != std::string::npos;
+    return n;
+  }
+
+ private:
+  std::string index_;
+};
+
+PackageIndex* package_index() {
+  static PackageIndex* index = [] {
+    auto* p = new PackageIndex(PackageIndex::make_index());
+    at_suite_end([p] { delete p; });
+    return p;
+  }();
+  if (!has_builder()) {
+    MESSAGE("SKIPPED: the images have no package builder (images/build.sh makes builder.erofs)");
+    return nullptr;
+  }
+  if (!index->skip.empty()) {
+    MESSAGE("SKIPPED: " << index->skip);
+    return nullptr;
+  }
+  return index;
+}
+
+RunRequest with_packages(Language language, std::string code, std::vector<std::string> packages) {
+  auto r = make_request(language, std::move(code), 60'000);
+  r.packages = std::move(packages);
+  return r;
+}
+
+}  // namespace
+
+TEST_SUITE("package builds") {
+
+TEST_CASE("builds: a layer is built from the index with its dependency locked, compiled, then hit") {
+  auto* index = package_index();
+  if (!index) return;
+  Client c(index->daemon.socket());
+  auto code = "import mypkg, os\nprint(mypkg.__version__, mypkg.answer(), os.path.exists(mypkg.__cached__))\n";
+  auto first = c.run(with_packages(Language::python, code, {"mypkg==1.0"}));
+  REQUIRE_MESSAGE(first.ok(), first.error().describe());
+  INFO("stderr: " << first->stderr_data);
+  // Found through its dependency; bytecode compiled at install, so a first
+  // import reads it.
+  CHECK(first->stdout_data == "1.0 42 True\n");
+  CHECK(first->layer.cache == "built");
+  CHECK(first->layer.build_ms > 0);
+  CHECK(index->requests_for("/files/sbxdep-2.0-py3-none-any.whl") == 1);
+
+  auto layers = c.layers();
+  REQUIRE(layers.ok());
+  REQUIRE(layers->size() == 1);
+  const auto& layer = layers->at(0);
+  CHECK(layer.key == first->layer.key);
+  CHECK(layer.packages == std::vector<std::string>{"mypkg==1.0"});
+  REQUIRE(layer.lock.size() == 2);
+  // Every installed package with its version and the hash the index gave.
+  std::string lock = layer.lock[0] + "\n" + layer.lock[1];
+  CHECK(lock.find("mypkg==1.0 sha256:") != std::string::npos);
+  CHECK(lock.find("sbxdep==2.0 sha256:") != std::string::npos);
+
+  auto second = c.run(with_packages(Language::python, code, {"mypkg==1.0"}));
+  REQUIRE_MESSAGE(second.ok(), second.error().describe());
+  CHECK(second->stdout_data == "1.0 42 True\n");
+  CHECK(second->layer.cache == "hit");
+  CHECK(second->layer.build_ms == 0);
+  CHECK(index->requests_for("/files/sbxdep") == 1);
+  // Nothing of the builder is left: its VM, its scratch file.
+  CHECK(index->daemon.wait_children_at_most(0, std::chrono::seconds(30)));
+  for (const auto& f : list_dir(index->state + "/layers")) CHECK(f.find(".tmp") == std::string::npos);
+}
+
+TEST_CASE("builds: the network stays off for a run with packages; the index is out of its reach") {
+  auto* index = package_index();
+  if (!index) return;
+  Client c(index->daemon.socket());
+  auto requests = index->index_requests().size();
+  auto code = "import mypkg, urllib.request\ntry:\n    urllib.request.urlopen('" + index->index_url() +
+              "/mypkg/', timeout=10)\n    print('reached')\nexcept Exception as e:\n    print('blocked', type(e).__name__)\n";
+  auto r = c.run(with_packages(Language::python, code, {"mypkg==1.0"}));
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->stdout_data.starts_with("blocked"));
+  CHECK(index->index_requests().size() == requests);
+}
+
+TEST_CASE("builds: two requests for one layer at once share one build") {
+  auto* index = package_index();
+  if (!index) return;
+  Client c(index->daemon.socket());
+  Result<RunResult> results[2] = {Error::make(ErrorCode::internal, "not run"), Error::make(ErrorCode::internal, "not run")};
+  std::thread other([&] { results[1] = c.run(with_packages(Language::python, "import lonely\nprint(lonely.__version__)", {"lonely==0.3"})); });
+  results[0] = c.run(with_packages(Language::python, "import lonely\nprint(lonely.__version__)", {"lonely==0.3"}));
+  other.join();
+  std::vector<std::string> caches;
+  for (auto& r : results) {
+    REQUIRE_MESSAGE(r.ok(), r.error().describe());
+    CHECK(r->stdout_data == "0.3\n");
+    caches.push_back(r->layer.cache);
+  }
+  std::sort(caches.begin(), caches.end());
+  // The second either joined the build or, if it came after it, hit it.
+  CHECK(caches[0] == "built");
+  CHECK((caches[1] == "joined" || caches[1] == "hit"));
+  CHECK(index->requests_for("/files/lonely-0.3") == 1);
+}
+
+TEST_CASE("builds: a package the index lacks fails with pip's own words and leaves nothing; the next request retries") {
+  auto* index = package_index();
+  if (!index) return;
+  Client c(index->daemon.socket());
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    auto r = c.run(with_packages(Language::python, "print(1)", {"nosuchpkg==1.0"}));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == ErrorCode::package_install_failed);
+    CHECK_MESSAGE(r.error().message.find("No matching distribution found for nosuchpkg==1.0") != std::string::npos,
+                  r.error().message);
+    CHECK(index->requests_for("/simple/nosuchpkg/") == static_cast<size_t>(attempt));
+    CHECK(index->daemon.wait_children_at_most(0, std::chrono::seconds(30)));
+    auto layers = c.layers();
+    REQUIRE(layers.ok());
+    for (const auto& l : *layers) CHECK(l.packages != std::vector<std::string>{"nosuchpkg==1.0"});
+    for (const auto& f : list_dir(index->state + "/layers")) CHECK(f.find(".tmp") == std::string::npos);
+  }
+}
+
+TEST_CASE("builds: a corrupted layer is found on attach and built again; a session starts on a layer") {
+  auto* index = package_index();
+  if (!index) return;
+  Client c(index->daemon.socket());
+  auto code = "import mypkg\nprint(mypkg.answer())";
+  auto first = c.run(with_packages(Language::python, code, {"mypkg==1.0"}));
+  REQUIRE_MESSAGE(first.ok(), first.error().describe());
+  std::string image = index->state + "/layers/" + first->layer.key + ".erofs";
+  REQUIRE(fs::exists(image));
+  {
+    std::fstream f(image, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1500);
+    f.put('\x5a');
+  }
+  auto again = c.run(with_packages(Language::python, code, {"mypkg==1.0"}));
+  REQUIRE_MESSAGE(again.ok(), again.error().describe());
+  CHECK(again->stdout_data == "42\n");
+  CHECK(again->layer.cache == "built");
+  CHECK(index->daemon.log().find("layer " + first->layer.key) != std::string::npos);
+
+  SessionOptions o;
+  o.packages = {"mypkg==1.0"};
+  auto s = c.create_session(o);
+  REQUIRE_MESSAGE(s.ok(), s.error().describe());
+  CHECK(s->info().layer.cache == "hit");
+  auto e = s->exec("import mypkg\nprint(mypkg.__version__)");
+  REQUIRE(e.ok());
+  CHECK(e->stdout_data == "1.0\n");
+  REQUIRE(s->close().ok());
+}
+
+TEST_CASE("builds: an npm package from the real registry, installed without its scripts") {
+  if (!has_builder()) {
+    MESSAGE("SKIPPED: the images have no package builder (images/build.sh makes builder.erofs)");
+    return;
+  }
+  auto probe = run_command({"curl", "-sf", "-o", "/dev/null", "--max-time", "15", "https://registry.npmjs.org/left-pad"},
+                           {}, std::chrono::seconds(20));
+  if (probe.exit_code != 0) {
+    MESSAGE("SKIPPED: the npm registry does not answer from this host (curl exit " << probe.exit_code << ")");
+    return;
+  }
+  TestDaemon d;
+  REQUIRE(d.start());
+  Client c(d.socket());
+  auto r = c.run(with_packages(Language::javascript, "console.log(require('left-pad')('7', 3, '0'))", {"left-pad@1.3.0"}));
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->stdout_data == "007\n");
+  CHECK(r->layer.cache == "built");
+  auto layers = c.layers();
+  REQUIRE(layers.ok());
+  REQUIRE(layers->size() == 1);
+  REQUIRE(layers->at(0).lock.size() == 1);
+  CHECK(layers->at(0).lock[0].starts_with("left-pad@1.3.0 sha512-"));
+  d.stop();
+}
+
+}  // TEST_SUITE
