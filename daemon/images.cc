@@ -20,9 +20,12 @@ constexpr size_t kMaxPackageListBytes = proto::kMaxPackageEntries * 2 * limits::
 
 // What `sandboxctl images` names, in this order: the interpreters runs use,
 // then the everyday tools images/build.sh installs (GUEST_TOOLS) and what
-// they stand on. A package absent from the root is left out. "python3.*" is
-// the versioned interpreter package (python3.11), whose version carries
-// Debian's security updates; the "python3" package only points at it.
+// they stand on, then what the builder's root adds (BUILDER_PACKAGES):
+// pip's and npm's versions go into the keys of the layers they install.
+// Each is looked up in the root's package list, then in the builder's; one
+// in neither is left out. "python3.*" is the versioned interpreter package
+// (python3.11), whose version carries Debian's security updates; the
+// "python3" package only points at it.
 struct ToolPackage {
   std::string_view tool;
   std::string_view package;
@@ -35,6 +38,7 @@ constexpr ToolPackage kTools[] = {
     {"patch", "patch"},       {"procps", "procps"},   {"xz-utils", "xz-utils"},
     {"bzip2", "bzip2"},       {"tzdata", "tzdata"},   {"ca-certificates", "ca-certificates"},
     {"openssl", "openssl"},   {"python3-venv", "python3.*-venv"},
+    {"pip", "python3-pip"},   {"npm", "npm"},         {"mkfs.erofs", "erofs-utils"},
 };
 static_assert(std::size(kTools) <= proto::kMaxToolEntries);
 
@@ -59,6 +63,20 @@ bool is_token(std::string_view s) {
 }
 
 Error corrupt(std::string message) { return Error::make(ErrorCode::image_corrupt, std::move(message)); }
+
+// Hashes a file the manifest names, without reading it into memory: the
+// images are hundreds of megabytes.
+Result<void> verify_image(const ImageFile& f) {
+  auto actual = sha256_file(f.path);
+  if (!actual) {
+    auto e = std::move(actual).error();
+    e.code = e.sys_errno == ENOENT ? ErrorCode::image_missing : ErrorCode::internal;
+    return e;
+  }
+  if (*actual != f.sha256)
+    return corrupt("'" + f.path + "' has SHA-256 " + *actual + ", the manifest says " + f.sha256);
+  return {};
+}
 
 // A file the manifest names, read whole and hashed; the error says which.
 Result<std::string> read_verified(const ImageFile& f, size_t max) {
@@ -128,11 +146,13 @@ Result<ImageSet> load_images(const std::string& images_dir) {
     if (!(fields >> hash >> role >> file) || hash.size() != proto::kSha256HexBytes ||
         file.find('/') != std::string::npos || file.size() > limits::kMaxPathBytes)
       return corrupt("malformed line in '" + manifest_path + "': " + line);
-    ImageFile* slot = role == "kernel"     ? &set.kernel
-                      : role == "initrd"   ? &set.initrd
-                      : role == "rootfs"   ? &set.rootfs
-                      : role == "packages" ? &set.packages
-                                           : nullptr;
+    ImageFile* slot = role == "kernel"             ? &set.kernel
+                      : role == "initrd"           ? &set.initrd
+                      : role == "rootfs"           ? &set.rootfs
+                      : role == "packages"         ? &set.packages
+                      : role == "builder"          ? &set.builder
+                      : role == "builder_packages" ? &set.builder_packages
+                                                   : nullptr;
     if (!slot) return corrupt("unknown image role '" + role + "' in '" + manifest_path + "'");
     // Only the kernel's line has more columns: its release, then "noacpi"
     // for a kernel that finds its devices on the command line.
@@ -149,23 +169,26 @@ Result<ImageSet> load_images(const std::string& images_dir) {
   }
   for (ImageFile* f : {&set.kernel, &set.initrd, &set.rootfs}) {
     if (f->path.empty()) return corrupt("'" + manifest_path + "' does not list all of kernel, initrd, rootfs");
-    auto actual = sha256_file(f->path);
-    if (!actual) {
-      auto e = std::move(actual).error();
-      e.code = e.sys_errno == ENOENT ? ErrorCode::image_missing : ErrorCode::internal;
-      return e;
-    }
-    if (*actual != f->sha256)
-      return corrupt("'" + f->path + "' has SHA-256 " + *actual + ", the manifest says " + f->sha256);
+    if (auto r = verify_image(*f); !r) return std::move(r).error();
   }
-  if (!set.packages.path.empty()) {
-    // Read once: what is parsed is exactly what was hashed.
-    auto text = read_verified(set.packages, kMaxPackageListBytes);
+  // A builder is described by its package list (the layer keys name its
+  // pip and npm): one without the other is a half-written image set.
+  if (set.builder.path.empty() != set.builder_packages.path.empty())
+    return corrupt("'" + manifest_path + "' lists one of builder, builder_packages without the other");
+  if (!set.builder.path.empty())
+    if (auto r = verify_image(set.builder); !r) return std::move(r).error();
+  // Each list read once: what is parsed is exactly what was hashed.
+  auto load_list = [](const ImageFile& f, std::vector<PackageInfo>& out) -> Result<void> {
+    if (f.path.empty()) return {};
+    auto text = read_verified(f, kMaxPackageListBytes);
     if (!text) return std::move(text).error();
     auto packages = parse_package_list(*text);
-    if (!packages) return std::move(packages).error().context(set.packages.path);
-    set.root_packages = std::move(*packages);
-  }
+    if (!packages) return std::move(packages).error().context(f.path);
+    out = std::move(*packages);
+    return {};
+  };
+  if (auto r = load_list(set.packages, set.root_packages); !r) return std::move(r).error();
+  if (auto r = load_list(set.builder_packages, set.builder_root_packages); !r) return std::move(r).error();
   return set;
 }
 
@@ -176,14 +199,19 @@ ImagesInfo describe_images(const ImageSet& set) {
   info.images = {{"kernel", base(set.kernel.path), set.kernel.sha256},
                  {"initrd", base(set.initrd.path), set.initrd.sha256},
                  {"rootfs", base(set.rootfs.path), set.rootfs.sha256}};
+  if (!set.builder.path.empty()) info.images.push_back({"builder", base(set.builder.path), set.builder.sha256});
   info.kernel_release = set.kernel_release;
   info.description = set.description.substr(0, limits::kMaxMessageBytes);
-  for (const auto& t : kTools)
-    for (const auto& p : set.root_packages)
-      if (package_matches(t.package, p.name)) {
-        info.tools.push_back({std::string(t.tool), p.name, p.version});
-        break;
-      }
+  auto find = [](const std::vector<PackageInfo>& list, std::string_view pattern) -> const PackageInfo* {
+    for (const auto& p : list)
+      if (package_matches(pattern, p.name)) return &p;
+    return nullptr;
+  };
+  for (const auto& t : kTools) {
+    const PackageInfo* p = find(set.root_packages, t.package);
+    if (!p) p = find(set.builder_root_packages, t.package);
+    if (p) info.tools.push_back({std::string(t.tool), p->name, p->version});
+  }
   info.packages = set.root_packages;
   info.packages_sha256 = set.packages.sha256;
   return info;

@@ -11,6 +11,12 @@
 #                    everyday tools (GUEST_TOOLS), from Debian's bookworm
 #                    archive only
 #   packages         "<package>=<version>" lines: the root's own dpkg database
+#   builder.erofs    the package builder's root: rootfs.erofs plus pip, npm
+#                    and erofs-utils (BUILDER_PACKAGES), booted with the same
+#                    kernel and initramfs. It runs none of a run's own code:
+#                    only pip and npm installing the dependencies a run
+#                    declares, and mkfs.erofs packing them into a layer
+#   builder.packages its dpkg database, like packages
 #   manifest         "<sha256> <role> <file>" lines the daemon verifies (the
 #                    kernel's line also names its release, `uname -r`, and
 #                    "noacpi" when the kernel finds its devices on the
@@ -33,7 +39,7 @@ while [[ $# -gt 0 ]]; do
         --out) OUT="$2"; shift 2 ;;
         --cache) CACHE="$2"; shift 2 ;;
         --kernel) KERNEL="$2"; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
@@ -63,6 +69,9 @@ GUEST_TOOLS=(
     tzdata           # /usr/share/zoneinfo: TZ=Europe/Paris, zoneinfo, date -d with zones
     python3-venv     # python3 -m venv and ensurepip, with Debian's pip and setuptools wheels
 )
+# What the builder root adds to the guest root: the package managers that
+# fill layers, and mkfs.erofs to pack what they installed into an image.
+BUILDER_PACKAGES="python3-pip npm erofs-utils"
 # Modules the agent loads from Debian's kernel, in dependency order.
 # crc32c_generic must precede libcrc32c because the guest has no modprobe to
 # satisfy its crypto request. The sandbox kernel has all of it built in.
@@ -75,6 +84,7 @@ KERNEL_SOURCE_PKG=linux-source-6.1
 # versions), not by this file.
 KERNEL_RECIPE_VERSION=1
 RECIPE_VERSION=4
+BUILDER_RECIPE_VERSION=1
 
 SCRIPT_HASH=$(sha256sum "$0" | cut -c1-16)
 mkdir -p "$CACHE" "$OUT"
@@ -282,6 +292,53 @@ ROOTFS="$CACHE/rootfs-$ROOT_KEY.erofs"
 ROOT_VERSIONS=$(grep -E '^(python3\.[0-9]+|nodejs|bash)=' "$CACHE/rootfs-$ROOT_KEY.packages" | tr '\n' ' ')
 ROOT_VERSIONS=${ROOT_VERSIONS% }
 
+# ---------------------------------------------------------------- builder
+# The root above, unpacked, with BUILDER_PACKAGES installed on top from the
+# same Debian suites: no second debootstrap, and every package the two share
+# is the same version. Keyed by the root it starts from and by the package
+# lists apt resolves the additions against.
+BKEY=$(echo "$BUILDER_RECIPE_VERSION $BUILDER_PACKAGES $ROOT_KEY $SOURCES_KEY" | sha256sum | cut -c1-16)
+BUILDER="$CACHE/builder-$BKEY.erofs"
+if [[ ! -f "$BUILDER" || ! -f "$CACHE/builder-$BKEY.packages" ]]; then
+    log "builder root: rootfs-$ROOT_KEY plus $BUILDER_PACKAGES"
+    work=$(mktemp -d "$CACHE/.builder.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    # Modes, owners, symlinks and device nodes come back as they were;
+    # hard links come back as copies (a few MB: perl, gzip, bzip2, unzip).
+    fsck.erofs --extract="$work/root" --preserve "$ROOTFS" > "$work/extract.log" 2>&1 \
+        || { tail -20 "$work/extract.log" >&2; exit 1; }
+    # The root keeps its sources.list and dpkg excludes; apt reaches the
+    # mirror with this machine's resolver configuration, removed below.
+    cp -L /etc/resolv.conf "$work/root/etc/resolv.conf"
+    chroot "$work/root" /usr/bin/env DEBIAN_FRONTEND=noninteractive /bin/sh -c \
+        'apt-get -qq update && apt-get -qq -y --no-install-recommends install "$@"' \
+        sh $BUILDER_PACKAGES > "$work/install.log" 2>&1 || { tail -20 "$work/install.log" >&2; exit 1; }
+    # Each tool the builder runs, run once; mkfs.erofs 1.5 has no --version,
+    # so it packs a directory and fsck.erofs checks the result.
+    for check in "python3 -m pip --version" "npm --version" \
+        "mkfs.erofs -T0 /tmp/probe.erofs /etc/apt && fsck.erofs /tmp/probe.erofs"; do
+        chroot "$work/root" /usr/bin/env HOME=/root /bin/sh -c "$check" > "$work/check.log" 2>&1 \
+            || { cat "$work/check.log" >&2; echo "build.sh: builder root fails '$check'" >&2; exit 1; }
+    done
+    rm -f "$work/root/etc/resolv.conf"
+    find "$work/root" -xdev -type f -perm /6000 -exec chmod ug-s {} +
+    rm -rf "$work"/root/var/lib/apt/lists/* "$work"/root/var/cache/apt/* \
+        "$work"/root/var/cache/debconf/*-old "$work"/root/var/log/* \
+        "$work"/root/usr/share/doc "$work"/root/usr/share/man "$work"/root/usr/share/info \
+        "$work"/root/usr/share/locale "$work"/root/tmp/* "$work"/root/run/* "$work"/root/root/.npm
+    dpkg-query --admindir="$work/root/var/lib/dpkg" -W -f '${Status} ${Package}=${Version}\n' \
+        | awk '$1 == "install" && $3 == "installed" { print $4 }' | LC_ALL=C sort > "$work/packages"
+    for p in $BUILDER_PACKAGES; do
+        grep -q "^$p=" "$work/packages" || { echo "build.sh: no $p in the builder root" >&2; exit 1; }
+    done
+    mkfs.erofs -T0 -U 6c3f3e1e-5b1d-4d7e-9a53-6275696c6472 "$work/builder.erofs" "$work/root" \
+        > "$work/mkfs.log" 2>&1 || { cat "$work/mkfs.log" >&2; exit 1; }
+    mv "$work/packages" "$CACHE/builder-$BKEY.packages"
+    mv "$work/builder.erofs" "$BUILDER"
+    rm -rf "$work"
+    trap - EXIT
+fi
+
 # ---------------------------------------------------------------- initramfs
 INIT_KEY=$( (sha "$AGENT"; for m in $MODULES; do sha "$KDIR/modules/$m.ko"; done; echo "$MODULES $SCRIPT_HASH") \
     | sha256sum | cut -c1-16)
@@ -319,12 +376,14 @@ place "$ROOTFS" rootfs.erofs
 # The root's own package list, for `sandboxctl images`: hashed like the
 # images, so the daemon describes exactly the root it verified.
 place "$CACHE/rootfs-$ROOT_KEY.packages" packages
+place "$BUILDER" builder.erofs
+place "$CACHE/builder-$BKEY.packages" builder.packages
 # The guest's `uname -r` (Debian names its kernel package after it): the
 # image's banner must agree.
 LC_ALL=C grep -qaF "Linux version $KRELEASE " "$OUT/vmlinux" \
     || { echo "build.sh: vmlinux is not release $KRELEASE" >&2; exit 1; }
 DESCRIPTION="sandboxd guest images: sha256 role file [kernel release [noacpi]]; kernel $KDESC; root $ROOT_VERSIONS"
-keys="kernel-$KVER rootfs-$ROOT_KEY initramfs-$INIT_KEY $DESCRIPTION"
+keys="kernel-$KVER rootfs-$ROOT_KEY builder-$BKEY initramfs-$INIT_KEY $DESCRIPTION"
 if [[ "$(cat "$OUT/.keys" 2>/dev/null || true)" != "$keys" || ! -f "$OUT/manifest" ]]; then
     {
         echo "# $DESCRIPTION"
@@ -332,6 +391,8 @@ if [[ "$(cat "$OUT/.keys" 2>/dev/null || true)" != "$keys" || ! -f "$OUT/manifes
         echo "$(sha "$OUT/initramfs.cpio") initrd initramfs.cpio"
         echo "$(sha "$OUT/rootfs.erofs") rootfs rootfs.erofs"
         echo "$(sha "$OUT/packages") packages packages"
+        echo "$(sha "$OUT/builder.erofs") builder builder.erofs"
+        echo "$(sha "$OUT/builder.packages") builder_packages builder.packages"
     } > "$OUT/.manifest.tmp"
     mv "$OUT/.manifest.tmp" "$OUT/manifest"
     echo "$keys" > "$OUT/.keys"

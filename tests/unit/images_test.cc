@@ -52,6 +52,10 @@ TEST_CASE("a manifest whose hashes match loads with absolute paths") {
   REQUIRE_MESSAGE(set.ok(), set.error().message);
   CHECK(set->kernel.path == fs::canonical(d.path).string() + "/k");
   CHECK(set->description == "test images");
+  // No builder named: an image set that builds no package layers.
+  CHECK(set->builder.path.empty());
+  CHECK(set->builder_packages.path.empty());
+  CHECK(set->builder_root_packages.empty());
 }
 
 TEST_CASE("a changed file is image_corrupt, a missing one image_missing") {
@@ -177,4 +181,113 @@ TEST_CASE("package lists and release columns that do not parse are image_corrupt
   CHECK(load_images(d.path).error().code == ErrorCode::image_corrupt);
   d.write("manifest", std::string(kAbc) + " kernel k $(reboot)\n" + kEmpty + " initrd i\n" + kAbc + " rootfs r\n");
   CHECK(load_images(d.path).error().code == ErrorCode::image_corrupt);
+}
+
+namespace {
+
+// The root's list and the builder's, as images/build.sh writes them: the
+// builder's holds the root's packages (here one at a newer version, which
+// the root's own must win over) plus pip, npm and erofs-utils.
+constexpr const char* kRootList = "nodejs=18.20.4+dfsg-1~deb12u3\npython3.11=3.11.2-6+deb12u9\n";
+constexpr const char* kBuilderList =
+    "erofs-utils=1.5-1\nnode-semver=7.3.5+~7.3.8-2\nnodejs=18.20.5+dfsg-1\nnpm=9.2.0~ds1-1\n"
+    "python3-pip=23.0.1+dfsg-1\npython3.11=3.11.2-6+deb12u9\n";
+
+// An image set with a builder: k, i, r and b for the images, the lists above.
+std::string write_builder_set(TempDir& d) {
+  d.write("k", "abc");
+  d.write("i", "");
+  d.write("r", "abc");
+  d.write("b", "abc");
+  d.write("packages", kRootList);
+  d.write("builder.packages", kBuilderList);
+  return std::string(kAbc) + " kernel k\n" + kEmpty + " initrd i\n" + kAbc + " rootfs r\n" +
+         sha256_hex(kRootList) + " packages packages\n";
+}
+
+}  // namespace
+
+TEST_CASE("a builder image is verified and its package managers are named as tools") {
+  TempDir d;
+  auto files = write_builder_set(d);
+  d.write("manifest",
+          files + kAbc + " builder b\n" + sha256_hex(kBuilderList) + " builder_packages builder.packages\n");
+  auto set = load_images(d.path);
+  REQUIRE_MESSAGE(set.ok(), set.error().message);
+  CHECK(set->builder.path == fs::canonical(d.path).string() + "/b");
+  CHECK(set->builder.sha256 == kAbc);
+  CHECK(set->builder_root_packages.size() == 6);
+  CHECK(set->root_packages.size() == 2);
+
+  auto info = describe_images(*set);
+  REQUIRE(info.images.size() == 4);
+  CHECK(info.images[3].role == "builder");
+  CHECK(info.images[3].file == "b");
+  CHECK(info.images[3].sha256 == kAbc);
+  // Clients see the guest root's packages, not the builder's.
+  CHECK(info.packages.size() == 2);
+  CHECK(info.packages_sha256 == sha256_hex(kRootList));
+  auto tool = [&](std::string_view name) -> std::string {
+    for (const auto& t : info.tools)
+      if (t.name == name) return t.package + "=" + t.version;
+    return "none";
+  };
+  // The layer keys' installer facts (daemon/options.cc reads them so).
+  CHECK(tool("pip") == "python3-pip=23.0.1+dfsg-1");
+  CHECK(tool("npm") == "npm=9.2.0~ds1-1");
+  CHECK(tool("mkfs.erofs") == "erofs-utils=1.5-1");
+  // The root's list first: runs use the root's node, not the builder's.
+  CHECK(tool("nodejs") == "nodejs=18.20.4+dfsg-1~deb12u3");
+  CHECK(tool("python3") == "python3.11=3.11.2-6+deb12u9");
+  CHECK(info.tools.size() <= proto::kMaxToolEntries);
+}
+
+TEST_CASE("a builder that is not the one hashed, or half listed, is refused") {
+  TempDir d;
+  auto files = write_builder_set(d);
+  auto builder_lines = std::string(kAbc) + " builder b\n" + sha256_hex(kBuilderList) +
+                       " builder_packages builder.packages\n";
+  d.write("manifest", files + builder_lines);
+  REQUIRE(load_images(d.path).ok());
+
+  d.write("b", "abd");
+  auto set = load_images(d.path);
+  REQUIRE_FALSE(set.ok());
+  CHECK(set.error().code == ErrorCode::image_corrupt);
+  CHECK(set.error().message.find("/b' has SHA-256") != std::string::npos);
+  fs::remove(d.path + "/b");
+  CHECK(load_images(d.path).error().code == ErrorCode::image_missing);
+
+  d.write("b", "abc");
+  d.write("builder.packages", std::string(kBuilderList) + "evil=1\n");
+  CHECK(load_images(d.path).error().code == ErrorCode::image_corrupt);
+  d.write("builder.packages", kBuilderList);
+  REQUIRE(load_images(d.path).ok());
+
+  // One without the other: a layer key could not name the builder's tools.
+  d.write("manifest", files + kAbc + " builder b\n");
+  CHECK(load_images(d.path).error().code == ErrorCode::image_corrupt);
+  d.write("manifest", files + sha256_hex(kBuilderList) + " builder_packages builder.packages\n");
+  CHECK(load_images(d.path).error().code == ErrorCode::image_corrupt);
+  // Only the kernel's line has more columns.
+  d.write("manifest", files + kAbc + " builder b 6.1\n" + sha256_hex(kBuilderList) +
+                          " builder_packages builder.packages\n");
+  CHECK(load_images(d.path).error().code == ErrorCode::image_corrupt);
+}
+
+TEST_CASE("without a builder, the package managers are not named") {
+  TempDir d;
+  auto files = write_builder_set(d);
+  d.write("manifest", files);
+  auto set = load_images(d.path);
+  REQUIRE_MESSAGE(set.ok(), set.error().message);
+  CHECK(set->builder.path.empty());
+  CHECK(set->builder_root_packages.empty());
+  auto info = describe_images(*set);
+  CHECK(info.images.size() == 3);
+  for (const auto& t : info.tools) {
+    CHECK(t.name != "pip");
+    CHECK(t.name != "npm");
+    CHECK(t.name != "mkfs.erofs");
+  }
 }
