@@ -79,6 +79,8 @@ class Builder::Job {
     if (!scratch_) return fail(Error::sys("open", path_).context("the builder's scratch disk"));
     if (::ftruncate(scratch_.get(), static_cast<off_t>(owner_.options_.scratch_bytes)) != 0)
       return fail(Error::sys("ftruncate", path_).context("the builder's scratch disk"));
+    scratch_ro_.reset(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!scratch_ro_) return fail(Error::sys("open", path_).context("the builder's scratch disk"));
     deadline_ = Clock::now() + owner_.options_.timeout;
     uv_timer_start(timer_.get(), [](uv_timer_t* t) {
       if (auto* job = owner_of<Job>(t))
@@ -103,6 +105,7 @@ class Builder::Job {
     launch.shape.memory_mb = owner_.options_.memory_mb;
     launch.shape.builder = true;
     launch.shape.scratch_fd = scratch_.get();
+    launch.shape.scratch_ro_fd = scratch_ro_.get();
     VmEvents ev;
     ev.ready = [this] { on_ready(); };
     ev.output = [this](proto::Output&& o) { on_output(std::move(o)); };
@@ -219,6 +222,7 @@ class Builder::Job {
     // their own, and the slot is theirs.
     if (vm_) owner_.fleet_.release(std::move(vm_));
     scratch_.reset();
+    scratch_ro_.reset();
     auto done = std::move(done_);
     owner_.finish(id_);
     if (done) done(std::move(outcome));
@@ -230,7 +234,7 @@ class Builder::Job {
   std::string path_;
   Done done_;
   NetPolicy policy_;
-  unique_fd scratch_;
+  unique_fd scratch_, scratch_ro_;
   std::unique_ptr<VmHandle> vm_;
   UvHandle<uv_timer_t> timer_, retry_;
   Clock::time_point deadline_;

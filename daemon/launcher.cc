@@ -19,6 +19,7 @@ constexpr int kMemoryFd = 8;
 constexpr int kNetFd = 9;
 constexpr int kLayerFd = 10;
 constexpr int kScratchFd = 11;
+constexpr int kScratchReadFd = 12;
 
 // Names cgroups and records; unique within a daemon's life, and start-up
 // recovery clears what an earlier daemon left.
@@ -67,9 +68,11 @@ Result<std::vector<std::string>> command_line(const VmConfig& config, const VmLa
     pass(host.rootfs_fd, kRootfsFd);
     spec.rootfs_fd = kRootfsFd;
   }
-  if (launch.shape.scratch_fd >= 0) {
+  if (launch.shape.scratch_fd >= 0 && launch.shape.scratch_ro_fd >= 0) {
     pass(launch.shape.scratch_fd, kScratchFd);
+    pass(launch.shape.scratch_ro_fd, kScratchReadFd);
     spec.scratch_fd = kScratchFd;
+    spec.scratch_ro_fd = kScratchReadFd;
   }
   if (launch.shape.layer_fd >= 0) {
     pass(launch.shape.layer_fd, kLayerFd);

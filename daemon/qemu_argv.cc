@@ -34,7 +34,7 @@ std::string kernel_cmdline(const VmSpec& spec) {
   if (spec.prestart) cmdline += " sandbox.prestart=" + std::string(language_name(*spec.prestart));
   if (spec.prestart && spec.template_vm) cmdline += " sandbox.template";
   if (spec.layer_fd >= 0 && spec.layer) cmdline += " sandbox.layer=" + std::string(language_name(*spec.layer));
-  if (spec.scratch_fd >= 0) cmdline += " sandbox.builder";
+  if (spec.scratch_fd >= 0 && spec.scratch_ro_fd >= 0) cmdline += " sandbox.builder";
   return cmdline;
 }
 
@@ -144,8 +144,9 @@ Result<std::vector<std::string>> qemu_argv(const VmSpec& s) {
                        "-drive", "file=/dev/fdset/2,format=raw,if=none,readonly=on,id=layer",
                        "-device", "virtio-blk-device,drive=layer,serial=" + std::string(proto::kLayerDiskSerial)});
   // A builder's scratch disk, found by its serial too.
-  if (s.scratch_fd >= 0)
+  if (s.scratch_fd >= 0 && s.scratch_ro_fd >= 0)
     a.insert(a.end(), {"-add-fd", "fd=" + std::to_string(s.scratch_fd) + ",set=3,opaque=scratch",
+                       "-add-fd", "fd=" + std::to_string(s.scratch_ro_fd) + ",set=3,opaque=scratch-ro",
                        "-drive", "file=/dev/fdset/3,format=raw,if=none,id=scratch",
                        "-device", "virtio-blk-device,drive=scratch,serial=" + std::string(proto::kScratchDiskSerial)});
   // A second port, not a NIC: the guest's only way out is through the daemon.

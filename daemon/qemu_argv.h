@@ -58,6 +58,7 @@ struct VmSpec {
   // A builder VM's scratch disk: descriptor number, in QEMU's process, of a
   // file opened read-write (-1: none). The only disk a guest can write.
   int scratch_fd = -1;
+  int scratch_ro_fd = -1;  // the same file read-only (QEMU wants both modes)
   // Off for a kernel built without ACPI: QEMU then lists the virtio-mmio
   // devices on its command line instead.
   bool acpi = true;

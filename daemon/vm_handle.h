@@ -56,6 +56,9 @@ struct VmShape {
   // guest root, with `scratch_fd` (open read-write) as its scratch disk.
   bool builder = false;
   int scratch_fd = -1;
+  // The same file opened read-only: QEMU opens a disk in both modes and
+  // takes, from an fd set, a descriptor of each.
+  int scratch_ro_fd = -1;
 };
 
 class VmHandle {
