@@ -43,9 +43,10 @@ javascript)
   [[ $SANDBOX_BUILD_SOURCE == 1 ]] && scripts=()
   mkdir -p /tmp/npm && cd /tmp/npm
   printf '{"name":"sandbox-layer","version":"0.0.0","private":true}\n' > package.json
-  # npm retries transient fetch errors with backoff; a missing version is final.
+  # npm retries transient fetch errors with backoff (2 s, then 10 s); a
+  # missing version is final.
   npm install --no-audit --no-fund --no-update-notifier --save-exact --cache /tmp/npm-cache \
-    --fetch-retries 5 --registry "$SANDBOX_BUILD_INDEX" "${scripts[@]}" -- "${packages[@]}" >&2
+    --fetch-retries 2 --fetch-retry-mintimeout 2000 --fetch-retry-maxtimeout 10000 --registry "$SANDBOX_BUILD_INDEX" "${scripts[@]}" -- "${packages[@]}" >&2
   node - <<'LOCK'
 const lock = require("/tmp/npm/package-lock.json");
 for (const [path, p] of Object.entries(lock.packages || {})) {

@@ -14,6 +14,7 @@
 #include "common/protocol.h"
 #include "common/unique_fd.h"
 #include "daemon/digest.h"
+#include "daemon/log.h"
 
 namespace sandbox::daemon {
 namespace {
@@ -324,6 +325,7 @@ void LayerCache::get(const LayerKeyInputs& inputs, Callback callback) {
     auto g = grant(key, "hit", 0);
     if (g) return callback(std::move(g));
     if (g.error().code != ErrorCode::image_corrupt) return callback(std::move(g));
+    log_warning(g.error().message + "; removed, building it again");
     corrupt = true;  // removed by verify: build it again
   }
   auto& b = builds_[key];
