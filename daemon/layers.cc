@@ -219,6 +219,11 @@ void LayerStore::abort(const std::string& key) {
   fs::remove(meta_path(key) + std::string(kTempSuffix), ec);
 }
 
+std::string LayerStore::sha256(const std::string& key) const {
+  auto it = layers_.find(key);
+  return it == layers_.end() ? std::string() : it->second.sha256;
+}
+
 Result<std::string> LayerStore::verify(const std::string& key) {
   auto it = layers_.find(key);
   if (it == layers_.end()) return Error::make(ErrorCode::not_found, "no layer " + key);
@@ -294,9 +299,14 @@ void LayerStore::evict() {
 
 // ---------------------------------------------------------------- LayerGrant
 
-LayerGrant::LayerGrant(std::weak_ptr<LayerStore> store, std::string key, std::string path, std::string cache,
-                       uint64_t build_ms)
-    : store_(std::move(store)), key_(std::move(key)), path_(std::move(path)), cache_(std::move(cache)), build_ms_(build_ms) {}
+LayerGrant::LayerGrant(std::weak_ptr<LayerStore> store, std::string key, std::string path, std::string sha256,
+                       std::string cache, uint64_t build_ms)
+    : store_(std::move(store)),
+      key_(std::move(key)),
+      path_(std::move(path)),
+      sha256_(std::move(sha256)),
+      cache_(std::move(cache)),
+      build_ms_(build_ms) {}
 
 LayerGrant::~LayerGrant() {
   if (auto s = store_.lock()) s->release(key_);
@@ -311,7 +321,7 @@ Result<std::shared_ptr<LayerGrant>> LayerCache::grant(const std::string& key, st
   auto path = store_->verify(key);
   if (!path) return std::move(path).error();
   store_->hold(key);
-  return std::make_shared<LayerGrant>(store_, key, std::move(*path), std::move(cache), build_ms);
+  return std::make_shared<LayerGrant>(store_, key, std::move(*path), store_->sha256(key), std::move(cache), build_ms);
 }
 
 void LayerCache::get(const LayerKeyInputs& inputs, Callback callback) {

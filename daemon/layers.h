@@ -64,6 +64,8 @@ class LayerStore {
   // hash differs. Marks it used now.
   Result<std::string> verify(const std::string& key);
   bool has(const std::string& key) const { return layers_.count(key) != 0; }
+  // The recorded SHA-256 of a published layer's image (empty: none).
+  std::string sha256(const std::string& key) const;
 
   // Users: a layer with users is never evicted or dropped.
   void hold(const std::string& key);
@@ -100,16 +102,20 @@ class LayerStore {
 // how it was obtained. Releases its hold on the layer when destroyed.
 class LayerGrant {
  public:
-  LayerGrant(std::weak_ptr<LayerStore> store, std::string key, std::string path, std::string cache, uint64_t build_ms);
+  LayerGrant(std::weak_ptr<LayerStore> store, std::string key, std::string path, std::string sha256, std::string cache,
+             uint64_t build_ms);
   ~LayerGrant();
   LayerGrant(const LayerGrant&) = delete;
   LayerGrant& operator=(const LayerGrant&) = delete;
   const std::string& path() const { return path_; }
+  // What a snapshot of a VM with this layer depends on: the key and the
+  // exact image (a rebuild may differ in bytes).
+  std::string identity() const { return key_ + ":" + sha256_; }
   LayerUse use() const { return {key_, cache_, build_ms_}; }
 
  private:
   std::weak_ptr<LayerStore> store_;
-  std::string key_, path_, cache_;
+  std::string key_, path_, sha256_, cache_;
   uint64_t build_ms_;
 };
 

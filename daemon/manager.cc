@@ -241,20 +241,23 @@ Result<std::unique_ptr<VmHandle>> Manager::start_vm(const LeaseSpec& spec, VmEve
   // Without extra environment the interpreter can come up during boot.
   if (spec.env.empty()) shape.prestart = spec.language;
   unique_fd layer;
+  std::optional<SnapshotLayer> snapshot_layer;
   if (spec.layer) {
     // Opened now, checked at grant; QEMU gets the descriptor, never the path.
     layer.reset(::open(spec.layer->path().c_str(), O_RDONLY | O_CLOEXEC));
     if (!layer) return Error::sys("open", spec.layer->path()).context("package layer");
     shape.layer_fd = layer.get();
     shape.layer = spec.language;
-    // A snapshot holds no layer disk: this VM boots.
-    allow_restore = false;
+    // Restored from a snapshot of a VM with this very image, if there is one.
+    snapshot_layer = SnapshotLayer{spec.layer->identity(), spec.layer->path(), spec.language};
   }
-  return fleet_.start(snapshot_flow_.plan(shape, spec.language, allow_restore, how), std::move(events));
+  return fleet_.start(
+      snapshot_flow_.plan(shape, spec.language, allow_restore, how, snapshot_layer ? &*snapshot_layer : nullptr),
+      std::move(events));
 }
 
 void Manager::restore_failed(const LeaseSpec& spec, const Error& e) {
-  snapshot_flow_.restore_failed(spec.language, spec.memory_mb, e);
+  snapshot_flow_.restore_failed(spec.language, spec.memory_mb, e, spec.layer ? spec.layer->identity() : std::string());
 }
 
 void Manager::release_vm(std::unique_ptr<VmHandle> vm) {

@@ -8,12 +8,23 @@ namespace sandbox::daemon {
 
 bool restore_failure_condemns_snapshot(const Error& e) { return e.code != ErrorCode::timeout; }
 
-VmLaunch SnapshotFlow::plan(const VmShape& shape, Language language, bool allow_restore, std::string* how) {
+namespace {
+
+std::string describe(Language language, uint32_t memory_mb, const std::string& layer) {
+  return std::string(language_name(language)) + "/" + std::to_string(memory_mb) + " MB" +
+         (layer.empty() ? "" : " with layer " + layer.substr(0, layer.find(':')));
+}
+
+}  // namespace
+
+VmLaunch SnapshotFlow::plan(const VmShape& shape, Language language, bool allow_restore, std::string* how,
+                            const SnapshotLayer* layer) {
   VmLaunch launch;
   launch.shape = shape;
   *how = "boot";
+  std::string id = layer ? layer->identity : std::string();
   if (store_ && allow_restore) {
-    if (auto entry = store_->find(store_->key(language, shape.memory_mb))) {
+    if (auto entry = store_->find(store_->key(language, shape.memory_mb, id))) {
       unique_fd state(::open(entry->state.c_str(), O_RDONLY | O_CLOEXEC));
       auto ram = store_->clone_ram(*entry);
       if (state && ram) {
@@ -22,36 +33,45 @@ VmLaunch SnapshotFlow::plan(const VmShape& shape, Language language, bool allow_
         ++restores_;
         return launch;
       }
-      discard(language, shape.memory_mb,
+      discard(entry->key, describe(language, shape.memory_mb, id),
               "its files could not be used (" + (ram ? Error::sys("open", entry->state) : ram.error()).message + ")");
     }
   }
-  maybe_make(language, shape.memory_mb);
+  maybe_make(language, shape.memory_mb, layer);
   return launch;
 }
 
-void SnapshotFlow::restore_failed(Language language, uint32_t memory_mb, const Error& e) {
+void SnapshotFlow::restore_failed(Language language, uint32_t memory_mb, const Error& e, const std::string& layer) {
   ++fallbacks_;
+  if (!store_) return;
   if (restore_failure_condemns_snapshot(e)) {
-    discard(language, memory_mb, "a restore failed: " + e.message.substr(0, 200));
+    discard(store_->key(language, memory_mb, layer), describe(language, memory_mb, layer),
+            "a restore failed: " + e.message.substr(0, 200));
     return;
   }
-  log_warning("a " + std::string(language_name(language)) + " VM restored from its snapshot missed the boot deadline; "
+  log_warning("a " + describe(language, memory_mb, layer) + " VM restored from its snapshot missed the boot deadline; "
               "the host is slow, the snapshot stays");
 }
 
-void SnapshotFlow::discard(Language language, uint32_t memory_mb, const std::string& why) {
+void SnapshotFlow::discard(const std::string& key, const std::string& what, const std::string& why) {
   if (!store_) return;
-  log_warning("snapshot for " + std::string(language_name(language)) + "/" + std::to_string(memory_mb) +
-              " MB discarded: " + why);
-  store_->drop(store_->key(language, memory_mb));
+  log_warning("snapshot for " + what + " discarded: " + why);
+  store_->drop(key);
 }
 
-void SnapshotFlow::maybe_make(Language language, uint32_t memory_mb) {
+void SnapshotFlow::maybe_make(Language language, uint32_t memory_mb, const SnapshotLayer* layer) {
   if (!store_ || stopped_ || !fleet_.has_room()) return;
-  std::string key = store_->key(language, memory_mb);
+  std::string id = layer ? layer->identity : std::string();
+  std::string key = store_->key(language, memory_mb, id);
   if (templates_.count(key) || store_->find(key)) return;
-  auto pending = store_->begin(language, memory_mb);
+  // The template attaches the layer like its clones will: a descriptor of
+  // its own, open only until QEMU has it.
+  unique_fd layer_fd;
+  if (layer) {
+    layer_fd.reset(::open(layer->path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!layer_fd) return log_warning("cannot start a snapshot template: " + Error::sys("open", layer->path).message);
+  }
+  auto pending = store_->begin(language, memory_mb, id);
   if (!pending) {
     log_warning("cannot start a snapshot: " + pending.error().describe());
     return;
@@ -60,7 +80,12 @@ void SnapshotFlow::maybe_make(Language language, uint32_t memory_mb) {
   // A template never runs user code: it boots with its interpreter waiting,
   // is saved, and goes.
   VmLaunch launch;
-  launch.shape = {memory_mb, language, false};
+  launch.shape.memory_mb = memory_mb;
+  launch.shape.prestart = language;
+  if (layer) {
+    launch.shape.layer_fd = layer_fd.get();
+    launch.shape.layer = layer->language;
+  }
   unique_fd state(::fcntl(shared->state.get(), F_DUPFD_CLOEXEC, 0));
   launch.make_template = VmLaunch::Snapshot{std::move(state), shared->ram_fd.get()};
   VmEvents ev;
@@ -96,8 +121,8 @@ void SnapshotFlow::template_done(const std::string& key, Result<void> saved) {
   }
   auto entry = store_->commit(std::move(*t.pending));
   if (entry)
-    log_info("snapshot ready: " + std::string(language_name(entry->language)) + "/" +
-             std::to_string(entry->memory_mb) + " MB, " + std::to_string(entry->bytes >> 20) + " MB on disk");
+    log_info("snapshot ready: " + describe(entry->language, entry->memory_mb, entry->layer) + ", " +
+             std::to_string(entry->bytes >> 20) + " MB on disk");
   else
     log_warning("cannot store a snapshot: " + entry.error().describe());
 }

@@ -28,6 +28,14 @@
 
 namespace sandbox::daemon {
 
+// A package layer on the VM: snapshots of VMs with one are their own
+// entries (keyed by its identity) and their templates attach it too.
+struct SnapshotLayer {
+  std::string identity;  // LayerGrant::identity
+  std::string path;      // its image, verified
+  Language language = Language::python;
+};
+
 class SnapshotFlow {
  public:
   // `store` may be null: every VM boots.
@@ -35,12 +43,13 @@ class SnapshotFlow {
   ~SnapshotFlow() { stop(); }
 
   // How a new VM of `shape` starts; *how says "snapshot" or "boot".
-  VmLaunch plan(const VmShape& shape, Language language, bool allow_restore, std::string* how);
+  VmLaunch plan(const VmShape& shape, Language language, bool allow_restore, std::string* how,
+                const SnapshotLayer* layer = nullptr);
   // A VM started from plan() as a restore failed before it was ready.
-  void restore_failed(Language language, uint32_t memory_mb, const Error& e);
-  // Starts a template for (language, memory) unless there is a snapshot,
-  // one is being made, or the fleet has no room.
-  void maybe_make(Language language, uint32_t memory_mb);
+  void restore_failed(Language language, uint32_t memory_mb, const Error& e, const std::string& layer = {});
+  // Starts a template for (language, memory[, layer]) unless there is a
+  // snapshot, one is being made, or the fleet has no room.
+  void maybe_make(Language language, uint32_t memory_mb, const SnapshotLayer* layer = nullptr);
   // Templates in flight are abandoned (shutdown).
   void stop();
   bool enabled() const { return store_ != nullptr; }
@@ -58,7 +67,7 @@ class SnapshotFlow {
   };
   void template_ready(const std::string& key);
   void template_done(const std::string& key, Result<void> saved);
-  void discard(Language language, uint32_t memory_mb, const std::string& why);
+  void discard(const std::string& key, const std::string& what, const std::string& why);
 
   Fleet& fleet_;
   SnapshotStore* store_;

@@ -71,9 +71,10 @@ std::string snapshot_fingerprint(const std::vector<std::string>& parts) {
 SnapshotStore::SnapshotStore(std::string dir, std::string fingerprint, uint64_t max_bytes)
     : dir_(std::move(dir)), fingerprint_(std::move(fingerprint)), max_bytes_(max_bytes) {}
 
-std::string SnapshotStore::key(Language language, uint32_t memory_mb) const {
-  return sha256_hex(fingerprint_ + " " + std::string(language_name(language)) + " " + std::to_string(memory_mb))
-      .substr(0, 24);
+std::string SnapshotStore::key(Language language, uint32_t memory_mb, const std::string& layer) const {
+  std::string what = fingerprint_ + " " + std::string(language_name(language)) + " " + std::to_string(memory_mb);
+  if (!layer.empty()) what += " layer " + layer;
+  return sha256_hex(what).substr(0, 24);
 }
 
 Result<std::vector<std::string>> SnapshotStore::init() {
@@ -118,16 +119,18 @@ std::optional<SnapshotStore::Entry> SnapshotStore::find(const std::string& key) 
   e.state = dir + "/state";
   e.language = schema::EnumNames<Language>::parse(meta["language"]).value_or(Language::python);
   e.memory_mb = static_cast<uint32_t>(std::strtoul(meta["memory_mb"].c_str(), nullptr, 10));
+  e.layer = meta["layer"];
   e.bytes = disk_bytes(e.ram) + disk_bytes(e.state);
   ::utimensat(AT_FDCWD, dir.c_str(), nullptr, 0);  // recently used
   return e;
 }
 
-Result<SnapshotStore::Pending> SnapshotStore::begin(Language language, uint32_t memory_mb) {
+Result<SnapshotStore::Pending> SnapshotStore::begin(Language language, uint32_t memory_mb, const std::string& layer) {
   Pending p;
-  p.key = key(language, memory_mb);
+  p.key = key(language, memory_mb, layer);
   p.language = language;
   p.memory_mb = memory_mb;
+  p.layer = layer;
   std::string tmpl = dir_ + "/.tmp-" + p.key + "-XXXXXX";
   if (!::mkdtemp(tmpl.data())) return Error::sys("mkdtemp", tmpl);
   p.dir = tmpl;
@@ -160,6 +163,7 @@ Result<SnapshotStore::Entry> SnapshotStore::commit(Pending p) {
     std::ofstream meta(p.dir + "/meta");
     meta << "fingerprint " << fingerprint_ << "\nlanguage " << language_name(p.language) << "\nmemory_mb "
          << p.memory_mb << "\nstate_sha256 " << *state_sha << "\nram_sha256 " << *ram_sha << "\n";
+    if (!p.layer.empty()) meta << "layer " << p.layer << "\n";
     if (!meta.flush()) return Error::sys("write", p.dir + "/meta");
   }
   std::string final_dir = dir_ + "/" + p.key;

@@ -33,6 +33,7 @@ class SnapshotStore {
     std::string dir, ram, state;
     Language language = Language::python;
     uint32_t memory_mb = 0;
+    std::string layer;   // the package layer's identity, empty for none
     uint64_t bytes = 0;  // allocated on disk
   };
   // A snapshot being written.
@@ -43,6 +44,7 @@ class SnapshotStore {
     unique_fd state;  // QEMU writes the device state here
     Language language = Language::python;
     uint32_t memory_mb = 0;
+    std::string layer;
   };
 
   SnapshotStore(std::string dir, std::string fingerprint, uint64_t max_bytes);
@@ -50,9 +52,11 @@ class SnapshotStore {
   // Creates the directory, removes temp leftovers and entries whose hashes
   // or fingerprint do not match; returns what was dropped, for the log.
   Result<std::vector<std::string>> init();
-  std::string key(Language language, uint32_t memory_mb) const;
+  // `layer`: a package layer's identity (LayerGrant::identity) when the VM
+  // has one attached; its snapshot is another entry.
+  std::string key(Language language, uint32_t memory_mb, const std::string& layer = {}) const;
   std::optional<Entry> find(const std::string& key);
-  Result<Pending> begin(Language language, uint32_t memory_mb);
+  Result<Pending> begin(Language language, uint32_t memory_mb, const std::string& layer = {});
   Result<Entry> commit(Pending pending);
   void abort(Pending pending);
   void drop(const std::string& key);

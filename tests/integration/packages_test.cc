@@ -310,7 +310,7 @@ struct PackageIndex : LoopbackHosts {
     state = ::mkdtemp(tmpl);
     if (!daemon.start({"--state-dir", state, "--network-resolver", "127.0.0.1:" + std::to_string(dns),
                        "--network-allowed-ranges", "127.0.0.0/8", "--extra-ca-file", dir + "/ca.pem",
-                       "--python-index-url", index_url()}))
+                       "--python-index-url", index_url(), "--snapshots", "on"}))
       skip = "sandboxd did not start: " + daemon.log();
   }
   ~PackageIndex() {
@@ -383,11 +383,27 @@ TEST_CASE("builds: a layer is built from the index with its dependency locked, c
   CHECK(lock.find("mypkg==1.0 sha256:") != std::string::npos);
   CHECK(lock.find("sbxdep==2.0 sha256:") != std::string::npos);
 
+  // The first VM on the layer booted, and a template with the layer was
+  // saved beside it: the next run with these packages restores.
+  CHECK(first->vm_start == "boot");
+  bool saved = false;
+  for (int i = 0; i < 600 && !saved; ++i) {
+    auto snaps = c.snapshots();
+    saved = snaps.ok() && snaps->size() == 1;
+    if (!saved) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(saved);
   auto second = c.run(with_packages(Language::python, code, {"mypkg==1.0"}));
   REQUIRE_MESSAGE(second.ok(), second.error().describe());
   CHECK(second->stdout_data == "1.0 42 True\n");
   CHECK(second->layer.cache == "hit");
   CHECK(second->layer.build_ms == 0);
+  CHECK(second->vm_start == "snapshot");
+  // A run without packages has a snapshot of its own, never the layer's.
+  auto plain = c.run(make_request(Language::python, "import importlib.util as u\nprint(u.find_spec('mypkg'))"));
+  REQUIRE(plain.ok());
+  CHECK(plain->stdout_data == "None\n");
+  CHECK(plain->vm_start == "boot");
   CHECK(index->requests_for("/files/sbxdep") == 1);
   // Nothing of the builder is left: its VM, its scratch file.
   CHECK(index->daemon.wait_children_at_most(0, std::chrono::seconds(30)));
