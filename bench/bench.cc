@@ -31,6 +31,7 @@
 #include "sandbox/client.h"
 #include "bench/harness.h"
 #include "bench/net.h"
+#include "bench/packages.h"
 #include "bench/soak.h"
 
 using namespace sandbox;
@@ -106,6 +107,7 @@ void usage(FILE* out) {
                "usage: sandbox-bench [--images DIR] [--samples N] [--seconds S]\n"
                "       sandbox-bench --soak [--clients N] [--seconds S] [--images DIR]\n"
                "       sandbox-bench --network [--samples N] [--megabytes M] [--images DIR]\n"
+               "       sandbox-bench --packages [--samples N] [--images DIR]\n"
                "\n"
                "Without --soak: print(1) latency (warm pool, cold boot, snapshot restore), sustained runs per\n"
                "second with 1, 4 and 16 clients, pool refill and memory per VM, next to peers measured in the\n"
@@ -124,6 +126,9 @@ void usage(FILE* out) {
                "against a server on loopback.\n"
                "  --megabytes M the download's size (default 50)\n"
                "\n"
+               "With --packages: a package layer's cold build, then runs with the cached layer next to runs\n"
+               "without packages, both restored from snapshots, against the source tree's loopback test index.\n"
+               "\n"
                "  --images DIR  guest images (default: images/ beside bin/)\n");
 }
 
@@ -135,13 +140,13 @@ int main(int argc, char** argv) {
   int samples = 15;
   int seconds = 0;  // per mode's default unless given
   int clients = 100;
-  bool soak = false, network = false;
+  bool soak = false, network = false, packages = false;
   int megabytes = 50;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") return usage(stdout), 0;
-    if (a == "--soak" || a == "--network") {
-      (a == "--soak" ? soak : network) = true;
+    if (a == "--soak" || a == "--network" || a == "--packages") {
+      (a == "--soak" ? soak : a == "--network" ? network : packages) = true;
       continue;
     }
     bool known = a == "--images" || a == "--samples" || a == "--seconds" || a == "--clients" || a == "--megabytes";
@@ -158,6 +163,7 @@ int main(int argc, char** argv) {
   }
   if (soak) return run_soak({self, images, clients, seconds ? seconds : 60});
   if (network) return run_network({self, images, samples, megabytes});
+  if (packages) return run_packages({self, images, samples});
   if (seconds == 0) seconds = 15;
   auto image_set = daemon::load_images(images);
   if (!image_set) {
