@@ -484,6 +484,7 @@ struct Schema<PoolInfo> {
       field("language", &PoolInfo::language), field("size", &PoolInfo::target),
       field("ready", &PoolInfo::ready),       field("booting", &PoolInfo::booting),
       field("hits", &PoolInfo::hits),         field("misses", &PoolInfo::misses),
+      text("layer", &PoolInfo::layer, proto::kMaxLayerKeyBytes),
   };
 };
 template <>

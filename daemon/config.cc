@@ -4,6 +4,7 @@
 #include <functional>
 
 #include "common/net_rules.h"
+#include "common/packages.h"
 #include "daemon/builder.h"
 #include "daemon/net_ranges.h"
 
@@ -137,11 +138,12 @@ Setter id_list_key(std::vector<T> Config::*field) {
 }
 
 // A comma-separated list of items each `check` accepts.
-Setter string_list_key(std::vector<std::string> Config::*field, std::function<Result<void>(std::string_view)> check) {
+Setter string_list_key(std::vector<std::string> Config::*field, std::function<Result<void>(std::string_view)> check,
+                       char separator = ',') {
   return [=](Config& c, std::string_view v) -> Result<void> {
     std::vector<std::string> items;
     while (!v.empty()) {
-      auto comma = v.find(',');
+      auto comma = v.find(separator);
       auto item = v.substr(0, comma);
       while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
       while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
@@ -156,13 +158,50 @@ Setter string_list_key(std::vector<std::string> Config::*field, std::function<Re
     return ok();
   };
 }
-Getter get_strings(std::vector<std::string> Config::*field) {
+Getter get_strings(std::vector<std::string> Config::*field, std::string_view separator = ",") {
   return [=](const Config& c) {
     std::string out;
-    for (const auto& s : c.*field) out += (out.empty() ? "" : ",") + s;
+    for (const auto& s : c.*field) out += (out.empty() ? "" : std::string(separator)) + s;
     return out;
   };
 }
+
+}  // namespace
+
+Result<PoolLayer> parse_pool_layer(std::string_view text) {
+  auto bad = [&](std::string_view why) {
+    return Error::make(ErrorCode::invalid_argument, "pool layer '" + std::string(text) + "': " + std::string(why));
+  };
+  auto first = text.find(':');
+  auto second = first == std::string_view::npos ? first : text.find(':', first + 1);
+  if (second == std::string_view::npos) return bad("not LANGUAGE:COUNT:PACKAGES");
+  PoolLayer p;
+  auto language = schema::EnumNames<Language>::parse(text.substr(0, first));
+  if (!language || *language == Language::raw) return bad("the language is python or javascript");
+  p.language = *language;
+  auto count = text.substr(first + 1, second - first - 1);
+  if (count.empty() || count.size() > 2 || count.find_first_not_of("0123456789") != std::string_view::npos)
+    return bad("the count is a number from 1 to 16");
+  p.count = static_cast<uint32_t>(std::stoul(std::string(count)));
+  if (p.count < 1 || p.count > 16) return bad("the count is a number from 1 to 16");
+  std::string_view rest = text.substr(second + 1);
+  while (!rest.empty()) {
+    auto sp = rest.find(' ');
+    if (auto item = rest.substr(0, sp); !item.empty()) p.packages.emplace_back(item);
+    if (sp == std::string_view::npos) break;
+    rest.remove_prefix(sp + 1);
+  }
+  if (p.packages.empty()) return bad("no packages");
+  // The operator's own sets: exact versions or not, the syntax is a request's.
+  PackagePolicy any;
+  any.require_pinned = false;
+  auto specs = parse_packages(p.language, p.packages, any);
+  if (!specs) return bad(specs.error().message);
+  p.packages = canonical_packages(*specs);
+  return p;
+}
+
+namespace {
 
 const std::vector<Key>& keys() {
   static const std::vector<Key> k = {
@@ -203,6 +242,19 @@ const std::vector<Key>& keys() {
       {"pool_python", "warm Python VMs", uint_key(&Config::pool_python, 0, 100), get_uint(&Config::pool_python)},
       {"pool_javascript", "warm JavaScript VMs", uint_key(&Config::pool_javascript, 0, 100), get_uint(&Config::pool_javascript)},
       {"pool_raw", "warm shell VMs", uint_key(&Config::pool_raw, 0, 100), get_uint(&Config::pool_raw)},
+      {"pool_layers", "warm VMs with a package layer: 'LANGUAGE:COUNT:PACKAGE PACKAGE...' sets, ';'-separated",
+       [](Config& c, std::string_view v) -> Result<void> {
+         auto set = string_list_key(&Config::pool_layers, [](std::string_view entry) -> Result<void> {
+           if (auto r = parse_pool_layer(entry); !r) return std::move(r).error();
+           return ok();
+         }, ';');
+         if (auto r = set(c, v); !r) return r;
+         // Status lists every lane: the languages' three and these.
+         if (c.pool_layers.size() > kMaxPoolLayers)
+           return bad_value("at most " + std::to_string(kMaxPoolLayers) + " package sets");
+         return ok();
+       },
+       get_strings(&Config::pool_layers, "; ")},
       {"pool_memory_mb", "memory of warm VMs; other sizes boot cold",
        uint_key(&Config::pool_memory_mb, 128, 2048), get_uint(&Config::pool_memory_mb)},
       {"pool_refill_concurrency", "warm VMs booting at once", uint_key(&Config::pool_refill_concurrency, 1, 64), get_uint(&Config::pool_refill_concurrency)},

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <sandbox/result.h>
+#include <sandbox/types.h>
 
 namespace sandbox::daemon {
 
@@ -58,6 +59,8 @@ struct Config {
   uint32_t pool_python = 2;
   uint32_t pool_javascript = 1;
   uint32_t pool_raw = 1;
+  // Warm VMs with a package layer attached, per package set (parse_pool_layer).
+  std::vector<std::string> pool_layers;
   // Warm VMs have this memory; runs asking for another size boot cold.
   uint32_t pool_memory_mb = 256;
   // Boots the pool runs at once, so that refills leave CPU to runs.
@@ -149,6 +152,15 @@ struct Config {
   // not in use goes first.
   uint32_t layer_cache_mb = 4096;
 };
+
+// A pool_layers entry: "python:2:numpy==1.26.4 pandas==2.1.4".
+inline constexpr size_t kMaxPoolLayers = 5;
+struct PoolLayer {
+  Language language = Language::python;
+  uint32_t count = 0;
+  std::vector<std::string> packages;  // canonical, sorted
+};
+Result<PoolLayer> parse_pool_layer(std::string_view text);
 
 // One "key = value" assignment from any source; `origin` names the source
 // in errors ("/etc/sandboxd/sandboxd.conf:12", "SANDBOXD_VCPUS", "--vcpus").

@@ -38,15 +38,7 @@ void Manager::admit_with_layer(LeaseId id, Language language, const std::vector<
     scheduler_.enqueue(id);
     return poke();
   }
-  const auto& f = options_.layer_facts;
-  LayerKeyInputs in;
-  in.language = language;
-  in.packages = packages;
-  in.base_image = f.base_image;
-  in.interpreter = language == Language::javascript ? f.node : f.python;
-  in.installer = language == Language::javascript ? f.npm : f.pip;
-  in.index_url = language == Language::javascript ? f.npm_registry_url : f.python_index_url;
-  in.source_builds = language == Language::javascript ? f.install_scripts : f.source_builds;
+  auto in = layer_inputs(language, packages);
   // The answer may come at once (a hit) or from a later loop turn (a
   // build); the lease may have gone meanwhile (its caller left). A build
   // has its own time limit: the lease waits for a VM slot only after it.
@@ -59,6 +51,19 @@ void Manager::admit_with_layer(LeaseId id, Language language, const std::vector<
     scheduler_.enqueue(id);
     poke();
   });
+}
+
+LayerKeyInputs Manager::layer_inputs(Language language, const std::vector<std::string>& packages) const {
+  const auto& f = options_.layer_facts;
+  LayerKeyInputs in;
+  in.language = language;
+  in.packages = packages;
+  in.base_image = f.base_image;
+  in.interpreter = language == Language::javascript ? f.node : f.python;
+  in.installer = language == Language::javascript ? f.npm : f.pip;
+  in.index_url = language == Language::javascript ? f.npm_registry_url : f.python_index_url;
+  in.source_builds = language == Language::javascript ? f.install_scripts : f.source_builds;
+  return in;
 }
 
 Manager::~Manager() {
@@ -76,7 +81,20 @@ Manager::~Manager() {
   fleet_.flush();
 }
 
-void Manager::start() { pool_.start(); }
+void Manager::start() {
+  pool_.start();
+  if (!layers_) return;
+  // Each set's layer, built now if the cache lacks it; its lane fills once
+  // it is there. A set that cannot be built is logged and left out.
+  for (const auto& set : options_.pool_layers)
+    layers_->get(layer_inputs(set.language, set.packages), [this, set](Result<std::shared_ptr<LayerGrant>> grant) {
+      std::string what = std::string(language_name(set.language)) + " layer for";
+      for (const auto& p : set.packages) what += " " + p;
+      if (!grant) return log_warning("warm pool: no " + what + ": " + grant.error().describe());
+      log_info("warm pool: " + std::to_string(set.count) + " warm VMs with the " + what);
+      pool_.add_layer_lane(set.language, set.count, std::move(*grant));
+    });
+}
 
 Lease* Manager::find(LeaseId id) {
   auto it = leases_.find(id);
@@ -221,15 +239,17 @@ void Manager::pump() {
 }
 
 std::unique_ptr<VmHandle> Manager::take_warm(const LeaseSpec& spec) {
-  // Warm VMs have no layer disk; a VM with one is booted for its lease.
-  if (spec.layer || !pool_.eligible(spec.language, spec.memory_mb)) return nullptr;
-  auto vm = pool_.take(spec.language);
-  if (vm) pool_.count(spec.language, true);
+  // A run with a layer is served only by a lane with that very layer.
+  std::string layer = spec.layer ? spec.layer->identity() : std::string();
+  if (!pool_.eligible(spec.language, spec.memory_mb, layer)) return nullptr;
+  auto vm = pool_.take(spec.language, layer);
+  if (vm) pool_.count(spec.language, true, layer);
   return vm;
 }
 
 void Manager::cold_start(const LeaseSpec& spec) {
-  if (pool_.eligible(spec.language, spec.memory_mb)) pool_.count(spec.language, false);
+  std::string layer = spec.layer ? spec.layer->identity() : std::string();
+  if (pool_.eligible(spec.language, spec.memory_mb, layer)) pool_.count(spec.language, false, layer);
 }
 
 bool Manager::make_room() { return fleet_.has_room() || pool_.evict_one(); }

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "daemon/builder.h"
+#include "daemon/config.h"
 #include "daemon/fleet.h"
 #include "daemon/layers.h"
 #include "daemon/lease.h"
@@ -53,6 +54,8 @@ struct ManagerOptions {
   } layer_facts;
   // Builder VMs, which make the layers the cache lacks.
   BuilderOptions builder;
+  // Package sets with warm VMs of their own (built at start if missing).
+  std::vector<PoolLayer> pool_layers;
 };
 
 class Manager : private LeaseHost {
@@ -104,6 +107,8 @@ class Manager : private LeaseHost {
   // Admits lease `id` once its package layer is ready (at once without
   // packages); a failed build fails the lease.
   void admit_with_layer(LeaseId id, Language language, const std::vector<std::string>& packages);
+  // What a layer of `packages` for `language` is keyed by on this host.
+  LayerKeyInputs layer_inputs(Language language, const std::vector<std::string>& packages) const;
   void pump();
   void maybe_drained();
 

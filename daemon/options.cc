@@ -59,6 +59,8 @@ DaemonOptions options_from(const Config& c, const RuntimeFacts& f) {
   lf.npm_registry_url = c.npm_registry_url;
   lf.source_builds = c.package_source_builds;
   lf.install_scripts = c.npm_install_scripts;
+  for (const auto& text : c.pool_layers)
+    if (auto set = parse_pool_layer(text)) m.pool_layers.push_back(std::move(*set));
   auto& b = m.builder;
   b.available = std::any_of(f.images.images.begin(), f.images.images.end(),
                             [](const ImageFileInfo& i) { return i.role == "builder"; });

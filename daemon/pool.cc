@@ -1,11 +1,16 @@
 #include "daemon/pool.h"
 
+#include <fcntl.h>
+
+#include "common/unique_fd.h"
 #include "daemon/log.h"
 
 namespace sandbox::daemon {
 namespace {
 
-size_t index_of(Language l) { return static_cast<size_t>(l); }
+std::string lane_name(Language language, const std::shared_ptr<LayerGrant>& layer) {
+  return std::string(language_name(language)) + (layer ? " (layer " + layer->use().key + ")" : "");
+}
 
 }  // namespace
 
@@ -15,6 +20,30 @@ WarmPool::WarmPool(uv_loop_t* loop, Fleet& fleet, SnapshotFlow& snapshots, PoolO
   auto timer = [&] { return UvHandle<uv_timer_t>::make(this, [&](uv_timer_t* t) { return uv_timer_init(loop, t); }); };
   health_ = timer();
   backoff_ = timer();
+  for (size_t i = 0; i < kLanguageCount; ++i) {
+    lanes_.emplace_back();
+    lanes_.back().language = static_cast<Language>(i);
+    lanes_.back().target = options_.size[i];
+  }
+}
+
+void WarmPool::add_layer_lane(Language language, uint32_t count, std::shared_ptr<LayerGrant> layer) {
+  Lane lane;
+  lane.language = language;
+  lane.target = count;
+  lane.layer = std::move(layer);
+  lanes_.push_back(std::move(lane));
+  refill();
+}
+
+WarmPool::Lane* WarmPool::lane(Language language, const std::string& layer) {
+  for (auto& l : lanes_)
+    if (l.language == language && (l.layer ? l.layer->identity() == layer : layer.empty())) return &l;
+  return nullptr;
+}
+
+const WarmPool::Lane* WarmPool::lane(Language language, const std::string& layer) const {
+  return const_cast<WarmPool*>(this)->lane(language, layer);
 }
 
 WarmPool::~WarmPool() { stop(); }
@@ -27,12 +56,15 @@ void WarmPool::start() {
   refill();
 }
 
-bool WarmPool::eligible(Language language, uint32_t memory_mb) const {
-  return options_.size[index_of(language)] > 0 && memory_mb == options_.memory_mb;
+bool WarmPool::eligible(Language language, uint32_t memory_mb, const std::string& layer) const {
+  const Lane* l = lane(language, layer);
+  return l && l->target > 0 && memory_mb == options_.memory_mb;
 }
 
-std::unique_ptr<VmHandle> WarmPool::take(Language language) {
-  auto& ready = lanes_[index_of(language)].ready;
+std::unique_ptr<VmHandle> WarmPool::take(Language language, const std::string& layer) {
+  Lane* l = lane(language, layer);
+  if (!l) return nullptr;
+  auto& ready = l->ready;
   while (!ready.empty()) {
     auto vm = std::move(ready.front().vm);
     ready.pop_front();
@@ -45,9 +77,8 @@ std::unique_ptr<VmHandle> WarmPool::take(Language language) {
   return nullptr;
 }
 
-void WarmPool::count(Language language, bool hit) {
-  auto& lane = lanes_[index_of(language)];
-  ++(hit ? lane.hits : lane.misses);
+void WarmPool::count(Language language, bool hit, const std::string& layer) {
+  if (Lane* l = lane(language, layer)) ++(hit ? l->hits : l->misses);
 }
 
 bool WarmPool::evict_one() {
@@ -75,26 +106,40 @@ void WarmPool::refill() {
     uint32_t booting = 0;
     for (auto& lane : lanes_) booting += static_cast<uint32_t>(lane.booting.size());
     if (booting >= options_.refill_concurrency || !fleet_.has_room()) return;
-    // The language furthest below its target goes first.
-    size_t best = kLanguageCount;
+    // The lane furthest below its target goes first.
+    size_t best = lanes_.size();
     int64_t best_gap = 0;
-    for (size_t i = 0; i < kLanguageCount; ++i) {
-      int64_t gap = int64_t{options_.size[i]} - int64_t(lanes_[i].ready.size() + lanes_[i].booting.size());
+    for (size_t i = 0; i < lanes_.size(); ++i) {
+      int64_t gap = int64_t{lanes_[i].target} - int64_t(lanes_[i].ready.size() + lanes_[i].booting.size());
       if (gap > best_gap) best = i, best_gap = gap;
     }
-    if (best == kLanguageCount) return;
-    auto language = static_cast<Language>(best);
+    if (best == lanes_.size()) return;
+    auto language = lanes_[best].language;
     // The handlers find their VM through this cell: it does not exist yet.
     auto self = std::make_shared<VmHandle*>(nullptr);
     auto restored = std::make_shared<bool>(false);
     VmEvents ev;
-    ev.ready = [this, language, self] { on_ready(language, *self); };
-    ev.failed = [this, language, self, restored](Error e) { on_boot_failed(language, *self, *restored, e); };
+    ev.ready = [this, best, self] { on_ready(best, *self); };
+    ev.failed = [this, best, self, restored](Error e) { on_boot_failed(best, *self, *restored, e); };
     std::string how;
     // Pool VMs wait for callers anyway: under TCG, a restored VM spends that
     // time warming its translation cache rather than the first run's.
     VmShape shape{options_.memory_mb, language, options_.warm_up};
-    auto vm = fleet_.start(snapshots_.plan(shape, language, options_.restore, &how), std::move(ev));
+    // A layer's lane: its image on a descriptor QEMU takes at start.
+    unique_fd layer_fd;
+    std::optional<SnapshotLayer> layer;
+    if (const auto& grant = lanes_[best].layer) {
+      layer_fd.reset(::open(grant->path().c_str(), O_RDONLY | O_CLOEXEC));
+      if (!layer_fd) {
+        log_error("warm pool: " + Error::sys("open", grant->path()).message);
+        return back_off();
+      }
+      shape.layer_fd = layer_fd.get();
+      shape.layer = language;
+      layer = SnapshotLayer{grant->identity(), grant->path(), language};
+    }
+    auto vm = fleet_.start(snapshots_.plan(shape, language, options_.restore, &how, layer ? &*layer : nullptr),
+                           std::move(ev));
     if (!vm) {
       log_error("warm pool: cannot start a VM: " + vm.error().describe());
       return back_off();
@@ -111,8 +156,9 @@ void WarmPool::back_off() {
   }, static_cast<uint64_t>(options_.refill_backoff.count()), 0);
 }
 
-void WarmPool::on_ready(Language language, VmHandle* vm) {
-  auto& lane = lanes_[index_of(language)];
+void WarmPool::on_ready(size_t index, VmHandle* vm) {
+  auto& lane = lanes_[index];
+  auto language = lane.language;
   auto it = lane.booting.find(vm);
   if (it == lane.booting.end()) return;
   auto owned = std::move(it->second);
@@ -129,20 +175,19 @@ void WarmPool::on_ready(Language language, VmHandle* vm) {
   };
   owned->set_events(std::move(ev));
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(owned->ready_at() - owned->started_at());
-  log_debug("warm pool: " + std::string(language_name(language)) + " VM ready in " + std::to_string(took.count()) +
-            " ms");
+  log_debug("warm pool: " + lane_name(language, lane.layer) + " VM ready in " + std::to_string(took.count()) + " ms");
   lane.ready.push_back(Idle{std::move(owned), std::chrono::steady_clock::now(), 0});
   later_.post([this] { refill(); });
 }
 
-void WarmPool::on_boot_failed(Language language, VmHandle* vm, bool restored, const Error& e) {
-  auto& lane = lanes_[index_of(language)];
+void WarmPool::on_boot_failed(size_t index, VmHandle* vm, bool restored, const Error& e) {
+  auto& lane = lanes_[index];
   auto it = lane.booting.find(vm);
   if (it == lane.booting.end()) return;
   ++boot_failures_;
-  log_warning("warm pool: " + std::string(language_name(language)) + " VM failed to boot: " +
-              e.describe().substr(0, 300));
-  if (restored) snapshots_.restore_failed(language, options_.memory_mb, e);
+  log_warning("warm pool: " + lane_name(lane.language, lane.layer) + " VM failed to boot: " + e.describe().substr(0, 300));
+  if (restored)
+    snapshots_.restore_failed(lane.language, options_.memory_mb, e, lane.layer ? lane.layer->identity() : std::string());
   fleet_.release(std::move(it->second));
   lane.booting.erase(it);
   back_off();
@@ -189,9 +234,9 @@ void WarmPool::stop() {
 
 std::vector<PoolInfo> WarmPool::stats() const {
   std::vector<PoolInfo> out;
-  for (size_t i = 0; i < kLanguageCount; ++i)
-    out.push_back({static_cast<Language>(i), options_.size[i], static_cast<uint32_t>(lanes_[i].ready.size()),
-                   static_cast<uint32_t>(lanes_[i].booting.size()), lanes_[i].hits, lanes_[i].misses});
+  for (const auto& l : lanes_)
+    out.push_back({l.language, l.target, static_cast<uint32_t>(l.ready.size()), static_cast<uint32_t>(l.booting.size()),
+                   l.hits, l.misses, l.layer ? l.layer->use().key : std::string()});
   return out;
 }
 

@@ -1,5 +1,6 @@
 // The warm pool: per language, VMs booted (or restored) with their
-// interpreter already waiting, each used once. Refilled in the background,
+// interpreter already waiting, each used once; and per package set the
+// operator names (pool_layers), VMs with that layer attached. Refilled in the background,
 // one boot at a time by default; health-checked with pings; VMs idle past
 // their maximum age are replaced. Pool VMs count against the fleet's
 // budget, and a run that finds no room may evict the oldest.
@@ -14,6 +15,7 @@
 #include <map>
 
 #include "daemon/fleet.h"
+#include "daemon/layers.h"
 #include "daemon/snapshot_flow.h"
 #include "daemon/uv_util.h"
 
@@ -44,10 +46,14 @@ class WarmPool {
 
   // Starts the health checks and the first refill.
   void start();
-  bool eligible(Language language, uint32_t memory_mb) const;
+  // Warm VMs of a package layer from now on: `count` of them, with `layer`
+  // (held while the pool lives, so it is never evicted).
+  void add_layer_lane(Language language, uint32_t count, std::shared_ptr<LayerGrant> layer);
+  // `layer`: the identity of the run's layer (LayerGrant::identity), or empty.
+  bool eligible(Language language, uint32_t memory_mb, const std::string& layer = {}) const;
   // A ready VM of `language` (its handlers are the caller's to set), or null.
-  std::unique_ptr<VmHandle> take(Language language);
-  void count(Language language, bool hit);
+  std::unique_ptr<VmHandle> take(Language language, const std::string& layer = {});
+  void count(Language language, bool hit, const std::string& layer = {});
   // Releases the oldest ready VM, else a booting one: room for a run.
   bool evict_one();
   // Starts boots while the pool is short, room and concurrency allow.
@@ -64,12 +70,17 @@ class WarmPool {
     uint64_t ping_seq = 0;  // outstanding ping, 0 when answered
   };
   struct Lane {
+    Language language = Language::python;
+    uint32_t target = 0;
+    std::shared_ptr<LayerGrant> layer;  // null: a language's lane
     std::deque<Idle> ready;
     std::map<VmHandle*, std::unique_ptr<VmHandle>> booting;
     uint64_t hits = 0, misses = 0;
   };
-  void on_ready(Language language, VmHandle* vm);
-  void on_boot_failed(Language language, VmHandle* vm, bool restored, const Error& e);
+  Lane* lane(Language language, const std::string& layer);
+  const Lane* lane(Language language, const std::string& layer) const;
+  void on_ready(size_t lane, VmHandle* vm);
+  void on_boot_failed(size_t lane, VmHandle* vm, bool restored, const Error& e);
   void remove_ready(VmHandle* vm, const std::string& why);
   void health_tick();
   void back_off();
@@ -78,7 +89,9 @@ class WarmPool {
   SnapshotFlow& snapshots_;
   PoolOptions options_;
   std::function<bool()> may_refill_;
-  std::array<Lane, kLanguageCount> lanes_;
+  // The languages' lanes first (index: Language), then the layers'. Only
+  // ever appended to: handlers name a lane by its index.
+  std::deque<Lane> lanes_;
   uint64_t next_ping_ = 1;
   bool stopped_ = false;
   uint64_t boot_failures_ = 0;

@@ -495,6 +495,40 @@ TEST_CASE("builds: a corrupted layer is found on attach and built again; a sessi
   REQUIRE(s->close().ok());
 }
 
+TEST_CASE("builds: pool_layers keeps warm VMs with a package set's layer; a run with that set takes one") {
+  auto* index = package_index();
+  if (!index) return;
+  TestDaemon d;
+  REQUIRE(d.start({"--network-resolver", "127.0.0.1:" + std::to_string(index->dns), "--network-allowed-ranges",
+                   "127.0.0.0/8", "--extra-ca-file", index->dir + "/ca.pem", "--python-index-url", index->index_url(),
+                   "--pool-layers", "python:1:lonely==0.3"}));
+  Client c(d.socket());
+  // Built at start, then one VM with it booted into the pool.
+  bool warm = false;
+  std::string key;
+  for (int i = 0; i < 3000 && !warm; ++i) {
+    if (auto st = c.status(); st.ok())
+      for (const auto& p : st->pool)
+        if (!p.layer.empty() && p.ready == 1) warm = true, key = p.layer;
+    if (!warm) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE_MESSAGE(warm, d.log());
+  auto r = c.run(with_packages(Language::python, "import lonely\nprint(lonely.__version__)", {"lonely==0.3"}));
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->stdout_data == "0.3\n");
+  CHECK(r->vm_start == "pool");
+  CHECK(r->layer.cache == "hit");
+  CHECK(r->layer.key == key);
+  // Held by the pool: never dropped while it keeps VMs of it.
+  CHECK(c.layers(key).error().code == ErrorCode::capacity);
+  auto st = c.status();
+  REQUIRE(st.ok());
+  bool counted = false;
+  for (const auto& p : st->pool) counted = counted || (p.layer == key && p.hits == 1);
+  CHECK(counted);
+  d.stop();
+}
+
 TEST_CASE("builds: an npm package from the real registry, installed without its scripts") {
   if (!has_builder()) {
     MESSAGE("SKIPPED: the images have no package builder (images/build.sh makes builder.erofs)");

@@ -130,6 +130,7 @@ struct PoolInfo {
   uint32_t booting = 0;
   uint64_t hits = 0;     // runs served warm
   uint64_t misses = 0;   // runs that had to boot
+  std::string layer;     // a pool_layers lane: its package layer's key
 };
 
 struct DaemonStatus {
