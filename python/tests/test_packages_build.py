@@ -44,9 +44,12 @@ def _has_builder() -> bool:
     return any(line.split()[1:3] == ["builder", "builder.erofs"] for line in manifest.splitlines() if line[:1] != "#")
 
 
-def _skip(reason: str) -> None:
+def _skip(request: pytest.FixtureRequest, reason: str) -> None:
     # -q hides skip reasons: say it where a reader of the suite's log sees it.
-    print(f"SKIPPED: {reason}", file=sys.__stderr__)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            print(f"\nSKIPPED: {reason}")
     pytest.skip(reason)
 
 
@@ -114,13 +117,13 @@ class LoopbackIndex:
 
 
 @pytest.fixture(scope="module")
-def index() -> Iterator[LoopbackIndex]:
+def index(request: pytest.FixtureRequest) -> Iterator[LoopbackIndex]:
     if not os.access(SANDBOXD_BIN, os.X_OK):
-        _skip(f"no sandboxd at {SANDBOXD_BIN} (build first)")
+        _skip(request, f"no sandboxd at {SANDBOXD_BIN} (build first)")
     if not _has_builder():
-        _skip(f"the images in {IMAGES} have no package builder (images/build.sh makes builder.erofs)")
+        _skip(request, f"the images in {IMAGES} have no package builder (images/build.sh makes builder.erofs)")
     if shutil.which("openssl") is None:
-        _skip("the loopback index needs openssl")
+        _skip(request, "the loopback index needs openssl")
     idx = LoopbackIndex()
     try:
         yield idx
