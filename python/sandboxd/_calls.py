@@ -35,6 +35,10 @@ REQUEST_ID = 1
 # under software emulation, an interpreter start and a boot retry fit well
 # inside it (libsandbox's kReplySlack).
 DEFAULT_REPLY_SLACK = 180.0
+# A request with packages may also wait for its layer's build, which the
+# daemon bounds (package_build_timeout_ms, at most an hour; libsandbox's
+# kBuildSlack).
+DEFAULT_BUILD_SLACK = 3600.0
 # Calls that only read the daemon's state.
 DEFAULT_QUICK_TIMEOUT = 30.0
 # A busy daemon (capacity) is retried for this long by run(); the first
@@ -225,6 +229,7 @@ def run(
     env: EnvArg,
     slack: float,
     net: Optional[Dict[str, Any]] = None,
+    build_slack: float = DEFAULT_BUILD_SLACK,
 ) -> Request:
     t = millis(timeout, "timeout")
     msg = {
@@ -238,7 +243,7 @@ def run(
         "memory_mb": memory_mb or 0,
     }
     # An unstated timeout is the daemon's default: wait as for the longest.
-    wait = (t or limits.MAX_TIMEOUT_MS) / 1000 + slack
+    wait = (t or limits.MAX_TIMEOUT_MS) / 1000 + slack + build_wait(msg, build_slack)
     return Request(msg, "result", wait, runs_code=True)
 
 
@@ -250,6 +255,7 @@ def session_create(
     idle_timeout: Optional[float],
     slack: float,
     net: Optional[Dict[str, Any]] = None,
+    build_slack: float = DEFAULT_BUILD_SLACK,
 ) -> Request:
     msg = {
         **(net or {}),
@@ -261,8 +267,14 @@ def session_create(
         "memory_mb": memory_mb or 0,
         "idle_timeout_ms": millis(idle_timeout, "idle_timeout"),
     }
-    # A boot, perhaps queued behind others, and its retry.
-    return Request(msg, "session_list", 2 * slack)
+    # A boot, perhaps queued behind others, and its retry; first a layer
+    # build when packages are asked for.
+    return Request(msg, "session_list", 2 * slack + build_wait(msg, build_slack))
+
+
+def build_wait(msg: Mapping[str, Any], build_slack: float) -> float:
+    """The extra wait of a request that may build a package layer first."""
+    return build_slack if msg.get("packages") else 0.0
 
 
 def session_exec(session: str, code: Union[str, bytes], timeout: Optional[float], slack: float) -> Request:

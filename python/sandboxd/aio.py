@@ -157,11 +157,13 @@ class AsyncClient:
         reply_slack: float = _calls.DEFAULT_REPLY_SLACK,
         quick_timeout: float = _calls.DEFAULT_QUICK_TIMEOUT,
         capacity_wait: float = _calls.DEFAULT_CAPACITY_WAIT,
+        build_slack: float = _calls.DEFAULT_BUILD_SLACK,
     ) -> None:
         self.socket_path = _calls.socket_path(socket)
         self.reply_slack = reply_slack
         self.quick_timeout = quick_timeout
         self.capacity_wait = capacity_wait
+        self.build_slack = build_slack
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -210,7 +212,7 @@ class AsyncClient:
             )
         req = _calls.run(
             code, language, timeout, memory_mb, env, self.reply_slack,
-            _calls.network(allowed_domains, network, expose_ports, packages),
+            _calls.network(allowed_domains, network, expose_ports, packages), self.build_slack,
         )
         m = await self._retrying(lambda: _answer(self.socket_path, req, call_timeout, on_stdout, on_stderr))
         return run_result(m)
@@ -233,7 +235,7 @@ class AsyncClient:
         `RunResult`. Leaving the loop early stops the run."""
         req = _calls.run(
             code, language, timeout, memory_mb, env, self.reply_slack,
-            _calls.network(allowed_domains, network, expose_ports, packages),
+            _calls.network(allowed_domains, network, expose_ports, packages), self.build_slack,
         )
         give_up = time.monotonic() + self.capacity_wait
         backoff = _calls.FIRST_BACKOFF
@@ -315,7 +317,7 @@ class AsyncClient:
         ``async with await client.session(...) as s``."""
         req = _calls.session_create(
             language, env, timeout, memory_mb, idle_timeout, self.reply_slack,
-            _calls.network(allowed_domains, network, expose_ports, packages),
+            _calls.network(allowed_domains, network, expose_ports, packages), self.build_slack,
         )
         m = await _answer(self.socket_path, req, call_timeout)
         if len(m["sessions"]) != 1:

@@ -151,7 +151,9 @@ class Client:
     `socket` defaults to ``$SANDBOXD_SOCKET``, else
     ``/run/sandboxd/sandboxd.sock``. `reply_slack` is how long past a
     code's own timeout a run or exec waits for the daemon (boot, queue);
-    `quick_timeout` bounds calls that only read state; `capacity_wait` is
+    `build_slack` is added for a run or session with ``packages``, whose
+    layer may have to be built first (the daemon bounds a build by its
+    ``package_build_timeout_ms``); `quick_timeout` bounds calls that only read state; `capacity_wait` is
     how long `run` retries a busy daemon (``capacity``) with jittered
     backoff -- 0 turns retrying off. Every method also takes
     ``call_timeout``: the most that one call may take, in seconds.
@@ -167,11 +169,13 @@ class Client:
         reply_slack: float = _calls.DEFAULT_REPLY_SLACK,
         quick_timeout: float = _calls.DEFAULT_QUICK_TIMEOUT,
         capacity_wait: float = _calls.DEFAULT_CAPACITY_WAIT,
+        build_slack: float = _calls.DEFAULT_BUILD_SLACK,
     ) -> None:
         self.socket_path = _calls.socket_path(socket)
         self.reply_slack = reply_slack
         self.quick_timeout = quick_timeout
         self.capacity_wait = capacity_wait
+        self.build_slack = build_slack
 
     def __enter__(self) -> "Client":
         return self
@@ -223,7 +227,7 @@ class Client:
             )
         req = _calls.run(
             code, language, timeout, memory_mb, env, self.reply_slack,
-            _calls.network(allowed_domains, network, expose_ports, packages),
+            _calls.network(allowed_domains, network, expose_ports, packages), self.build_slack,
         )
         m = self._retrying(functools.partial(_answer, self.socket_path, req, call_timeout, on_stdout, on_stderr))
         return run_result(m)
@@ -246,7 +250,7 @@ class Client:
         then the `RunResult`. Leaving the loop early stops the run."""
         req = _calls.run(
             code, language, timeout, memory_mb, env, self.reply_slack,
-            _calls.network(allowed_domains, network, expose_ports, packages),
+            _calls.network(allowed_domains, network, expose_ports, packages), self.build_slack,
         )
         give_up = time.monotonic() + self.capacity_wait
         backoff = _calls.FIRST_BACKOFF
@@ -343,7 +347,7 @@ class Client:
         once the VM is ready; use it as a context manager to close it."""
         req = _calls.session_create(
             language, env, timeout, memory_mb, idle_timeout, self.reply_slack,
-            _calls.network(allowed_domains, network, expose_ports, packages),
+            _calls.network(allowed_domains, network, expose_ports, packages), self.build_slack,
         )
         m = _answer(self.socket_path, req, call_timeout)
         listed = m["sessions"]

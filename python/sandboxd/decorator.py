@@ -310,14 +310,16 @@ class SandboxedFunction(Generic[R]):
         client: Optional[Client],
         on_stdout: Optional[Callable[[bytes], Any]],
         on_stderr: Optional[Callable[[bytes], Any]],
-        packages: Optional[List[str]] = None,
+        packages: Optional[Iterable[str]] = None,
     ) -> None:
+        if isinstance(packages, str):
+            raise TypeError("@sandbox takes packages as a list of specifiers, not one string")
         self._filename, self._source = _function_source(fn)
         self._fn = fn
         self.timeout = timeout
         self.memory_mb = memory_mb
         self.env = env
-        self.packages = list(packages or [])
+        self.packages = list(packages or [])  #: "name==1.2.3" entries whose layer the function gets
         self.pickle_args = pickle_args
         self._client = client
         self.on_stdout = on_stdout
@@ -431,7 +433,7 @@ def sandbox(
     client: Optional[Client] = None,
     on_stdout: Optional[Callable[[bytes], Any]] = None,
     on_stderr: Optional[Callable[[bytes], Any]] = None,
-    packages: Optional[List[str]] = None,
+    packages: Optional[Iterable[str]] = None,
 ) -> Union[SandboxedFunction[R], Callable[[Callable[..., R]], SandboxedFunction[R]]]:
     """Makes a Python function run in a fresh sandbox VM when called.
 
@@ -457,7 +459,10 @@ def sandbox(
     concurrently, ``f.local(...)`` calls the plain function.
 
     ``packages=["name==1.2.3", ...]`` are importable in the function: the
-    daemon attaches their layer (see the README's "Packages").
+    daemon attaches their layer (see the README's "Packages"). A call that
+    has to wait for the layer's build first waits up to the client's
+    ``build_slack`` longer; a specifier the daemon's policy refuses raises
+    `PackageNotAllowedError` before any VM starts.
     """
 
     def wrap(f: Callable[..., R]) -> SandboxedFunction[R]:

@@ -52,3 +52,40 @@ def test_result_layer_and_install_errors() -> None:
     assert r.layer == {"key": "py-" + "b" * 40, "cache": "hit", "build_ms": 0}
     e = from_reply("package_install_failed", "ERROR: No matching distribution found for nope==1", code_may_run=True)
     assert isinstance(e, PackageInstallFailedError) and e.retry_safe and not e.retryable
+
+
+def test_a_request_with_packages_waits_for_a_build() -> None:
+    net = _calls.network(None, False, None, ["mypkg==1.0"])
+    plain = _calls.run("print(1)", "python", 10, None, None, 5.0)
+    built = _calls.run("print(1)", "python", 10, None, None, 5.0, net)
+    assert plain.wait == 15.0
+    assert built.wait == 15.0 + _calls.DEFAULT_BUILD_SLACK
+    assert _calls.run("print(1)", "python", 10, None, None, 5.0, net, build_slack=7.0).wait == 22.0
+    # The daemon bounds a build by package_build_timeout_ms, at most an hour.
+    assert _calls.DEFAULT_BUILD_SLACK >= 3600
+    assert _calls.session_create("python", None, None, None, None, 5.0).wait == 10.0
+    assert _calls.session_create("python", None, None, None, None, 5.0, net, build_slack=7.0).wait == 17.0
+    assert _calls.run("print(1)", "python", 10, None, None, 5.0, _calls.network(None, False, None, [])).wait == 15.0
+
+
+def test_clients_carry_their_build_slack() -> None:
+    import sandboxd
+
+    assert sandboxd.Client("/nonexistent").build_slack == _calls.DEFAULT_BUILD_SLACK
+    assert sandboxd.Client("/nonexistent", build_slack=60).build_slack == 60
+    assert sandboxd.AsyncClient("/nonexistent", build_slack=60).build_slack == 60
+
+
+def test_decorator_keeps_its_packages() -> None:
+    from sandboxd import sandbox
+
+    def uses_mypkg() -> int:
+        import mypkg  # type: ignore[import-not-found]
+
+        return int(mypkg.answer())
+
+    f = sandbox(packages=("mypkg==1.0",))(uses_mypkg)
+    assert f.packages == ["mypkg==1.0"]
+    assert sandbox(uses_mypkg).packages == []
+    with pytest.raises(TypeError, match="list of specifiers"):
+        sandbox(packages="mypkg==1.0")(uses_mypkg)  # type: ignore[arg-type]
