@@ -139,6 +139,8 @@ def test_execute_answers_python_sandboxs_shape(stack: Stack) -> None:  # 1 VM
     text = subprocess.run([SANDBOXCTL_BIN, "--socket", stack.socket, "metrics"], capture_output=True, check=True, timeout=30).stdout
     names = {f.name for f in prometheus.text_string_to_metric_families(text.decode())}
     assert {"sandboxd_runs", "sandboxd_run_phase_seconds", "sandboxd_vms", "sandboxd_denials"} <= names
+    assert {"sandboxd_layer_requests", "sandboxd_layer_builds", "sandboxd_layer_build_seconds", "sandboxd_layer_cache_bytes",
+            "sandboxd_layer_cache_layers", "sandboxd_layer_builds_in_progress"} <= names  # fmt: skip
 
 
 def test_execute_returns_files_from_tmp_output(stack: Stack) -> None:  # 1 VM
