@@ -333,8 +333,8 @@ void LayerCache::get(const LayerKeyInputs& inputs, Callback callback) {
   bool corrupt = false;
   if (store_->has(key)) {
     auto g = grant(key, "hit", 0);
-    if (g) return callback(std::move(g));
-    if (g.error().code != ErrorCode::image_corrupt) return callback(std::move(g));
+    if (g) return answer(callback, std::move(g), LayerRequest::hit);
+    if (g.error().code != ErrorCode::image_corrupt) return answer(callback, std::move(g), LayerRequest::failed);
     log_warning(g.error().message + "; removed, building it again");
     corrupt = true;  // removed by verify: build it again
   }
@@ -360,9 +360,11 @@ void LayerCache::finish(const std::string& key, Result<std::string> lock) {
   auto build_ms = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - b.started).count());
   auto fail_all = [&](Error e) {
+    ++stats_.builds[1];
+    stats_.build_time[1].observe(build_ms);
     store_->abort(key);
     e.context("layer " + key);
-    for (auto& w : b.waiters) w(Error(e));
+    for (auto& w : b.waiters) answer(w, Error(e), LayerRequest::failed);
   };
   if (!lock) return fail_all(lock.error());
   auto entries = parse_lock(*lock);
@@ -372,10 +374,25 @@ void LayerCache::finish(const std::string& key, Result<std::string> lock) {
   info.packages = b.inputs.packages;
   info.lock = std::move(*entries);
   if (auto p = store_->publish(key, std::move(info)); !p) return fail_all(p.error());
+  ++stats_.builds[0];
+  stats_.build_time[0].observe(build_ms);
   for (size_t i = 0; i < b.waiters.size(); ++i) {
     auto g = grant(key, i == 0 ? "built" : "joined", build_ms);
-    b.waiters[i](std::move(g));
+    answer(b.waiters[i], std::move(g), i == 0 ? LayerRequest::built : LayerRequest::joined);
   }
+}
+
+void LayerCache::answer(const Callback& callback, Result<std::shared_ptr<LayerGrant>> g, LayerRequest how) {
+  ++stats_.requests[static_cast<size_t>(g ? how : LayerRequest::failed)];
+  callback(std::move(g));
+}
+
+LayerStats LayerCache::stats() const {
+  LayerStats s = stats_;
+  s.cache_bytes = store_->bytes();
+  s.layers = store_->list().size();
+  s.building = builds_.size();
+  return s;
 }
 
 Result<std::vector<LayerInfo>> LayerCache::list(const std::string& drop, bool drop_all) {

@@ -19,6 +19,8 @@
 #include <sandbox/result.h>
 #include <sandbox/types.h>
 
+#include "daemon/metrics.h"
+
 namespace sandbox::daemon {
 
 // Everything that decides what a layer holds: a change in any of them
@@ -140,6 +142,8 @@ class LayerCache {
   // The cache, builds in progress included; with `drop`/`drop_all` first.
   Result<std::vector<LayerInfo>> list(const std::string& drop, bool drop_all);
   size_t building() const { return builds_.size(); }
+  // Requests and builds counted since start, and the cache as it is now.
+  LayerStats stats() const;
 
  private:
   struct Build {
@@ -151,10 +155,13 @@ class LayerCache {
   void start(const std::string& key, bool after_corrupt);
   void finish(const std::string& key, Result<std::string> lock);
   Result<std::shared_ptr<LayerGrant>> grant(const std::string& key, std::string cache, uint64_t build_ms);
+  // Counts the answer, then gives it (every answer goes through here).
+  void answer(const Callback& callback, Result<std::shared_ptr<LayerGrant>> g, LayerRequest how);
 
   std::shared_ptr<LayerStore> store_;
   LayerBuildFn build_;
   std::map<std::string, Build> builds_;
+  LayerStats stats_;
 };
 
 }  // namespace sandbox::daemon

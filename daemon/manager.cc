@@ -213,6 +213,7 @@ std::string Manager::metrics_text() {
   g.snapshot_restores = snapshot_flow_.restores();
   g.snapshot_fallbacks = snapshot_flow_.fallbacks();
   g.pool_boot_failures = pool_.boot_failures();
+  if (layers_) g.layers = layers_->stats();
   return metrics_.render(g);
 }
 

@@ -77,6 +77,11 @@ RunOutcome run_outcome_of(const RunResult& r) {
   return r.exit_code == 0 ? RunOutcome::ok : RunOutcome::exit_nonzero;
 }
 
+std::string_view layer_request_name(LayerRequest r) {
+  static constexpr std::string_view kNames[] = {"hit", "built", "joined", "failed"};
+  return kNames[static_cast<size_t>(r)];
+}
+
 void Metrics::finished(bool session, const RunResult& r) {
   ++runs_[session][static_cast<size_t>(run_outcome_of(r))];
   if (r.timed_out) ++timeouts_;
@@ -157,6 +162,16 @@ std::string Metrics::render(const MetricsGauges& g) const {
   t.family("sandboxd_network_denials_total", "counter",
            "Connections and lookups the network policy refused (at most 32 counted per run or exec).");
   t.sample("sandboxd_network_denials_total", {}, network_denials_);
+  const LayerStats& l = g.layers;
+  t.family("sandboxd_layer_requests_total", "counter",
+           "Requests for a package layer by how the cache answered (hit; built: started the build; joined: waited "
+           "on one; failed).");
+  for (size_t r = 0; r < kLayerRequests; ++r)
+    t.sample("sandboxd_layer_requests_total", {{"cache", std::string(layer_request_name(static_cast<LayerRequest>(r)))}},
+             l.requests[r]);
+  t.family("sandboxd_layer_builds_total", "counter", "Package layer builds that ended, by result.");
+  t.sample("sandboxd_layer_builds_total", {{"result", "ok"}}, l.builds[0]);
+  t.sample("sandboxd_layer_builds_total", {{"result", "failed"}}, l.builds[1]);
 
   uint32_t pool_ready = 0, pool_booting = 0;
   for (const auto& p : s.pool) pool_ready += p.ready, pool_booting += p.booting;
@@ -182,6 +197,12 @@ std::string Metrics::render(const MetricsGauges& g) const {
   t.sample("sandboxd_memory_committed_bytes", {}, g.memory_committed_mb << 20);
   t.family("sandboxd_snapshot_cache_bytes", "gauge", "Bytes in the snapshot cache.");
   t.sample("sandboxd_snapshot_cache_bytes", {}, g.snapshot_cache_bytes);
+  t.family("sandboxd_layer_cache_bytes", "gauge", "Bytes of package layer images in the cache.");
+  t.sample("sandboxd_layer_cache_bytes", {}, l.cache_bytes);
+  t.family("sandboxd_layer_cache_layers", "gauge", "Package layers in the cache (builds in progress not included).");
+  t.sample("sandboxd_layer_cache_layers", {}, l.layers);
+  t.family("sandboxd_layer_builds_in_progress", "gauge", "Package layer builds running.");
+  t.sample("sandboxd_layer_builds_in_progress", {}, l.building);
 
   t.family("sandboxd_run_phase_seconds", "histogram",
            "Latency of runs by phase (queue; boot or restore with interpreter start-up; execute; total) and by "
@@ -192,6 +213,9 @@ std::string Metrics::render(const MetricsGauges& g) const {
                   {{"phase", std::string(phase_name(static_cast<Phase>(ph)))},
                    {"path", std::string(run_path_name(static_cast<RunPath>(path)))}},
                   runs_latency_[ph][path]);
+  t.family("sandboxd_layer_build_seconds", "histogram", "Duration of package layer builds, by result.");
+  t.histogram("sandboxd_layer_build_seconds", {{"result", "ok"}}, l.build_time[0]);
+  t.histogram("sandboxd_layer_build_seconds", {{"result", "failed"}}, l.build_time[1]);
   return t.take();
 }
 

@@ -59,6 +59,23 @@ RunOutcome run_outcome_of(const RunResult& r);
 inline constexpr size_t kErrorCodes = 32;
 inline constexpr size_t kLanguages = 3;
 
+// How the package layer cache (layers.h) answered a request for a layer:
+// a layer it had, the build this request started, a build it waited on,
+// or an error.
+enum class LayerRequest : uint8_t { hit, built, joined, failed };
+inline constexpr size_t kLayerRequests = 4;
+std::string_view layer_request_name(LayerRequest r);
+
+// Counted by the layer cache, which also fills the gauges when asked.
+struct LayerStats {
+  std::array<uint64_t, kLayerRequests> requests{};
+  std::array<uint64_t, 2> builds{};        // [ok, failed]
+  std::array<Histogram, 2> build_time{};   // [ok, failed]
+  uint64_t cache_bytes = 0;
+  uint64_t layers = 0;
+  uint64_t building = 0;
+};
+
 // What the core is doing right now: read when the metrics are rendered.
 struct MetricsGauges {
   DaemonStatus status;
@@ -68,6 +85,7 @@ struct MetricsGauges {
   uint64_t snapshot_restores = 0;   // counted by the snapshot flow
   uint64_t snapshot_fallbacks = 0;  // restores that failed; the VM booted instead
   uint64_t pool_boot_failures = 0;  // counted by the warm pool
+  LayerStats layers;                // zero on a host without layers
 };
 
 class Metrics {

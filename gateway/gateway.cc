@@ -4,13 +4,16 @@
 
 #include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <regex>
 #include <set>
+#include <thread>
 
 #include <sandbox/client.h>
 #include <sandbox/json.h>
@@ -55,6 +58,12 @@ constexpr const char* kCollectRaw =
 constexpr ms kCollectTimeout{10'000};
 // Idle timeout of /execute's session: it is closed at once anyway.
 constexpr ms kExecuteSessionIdle{60'000};
+// How long a streamed run's status waits for the daemon's first answer.
+// A run the daemon refuses (busy, limits) is refused in the loop turn that
+// reads it, so it is known well within this; the first line of output ends
+// the wait at once, so only the headers of a run that is still booting
+// wait this long, never its output.
+constexpr ms kStreamRefusalWait{500};
 
 int http_status(ErrorCode c) {
   switch (c) {
@@ -277,6 +286,59 @@ std::string strings_json(const std::vector<std::string>& v) {
   for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + json_string(v[i]);
   return out + "]";
 }
+
+// A streamed run between the thread that runs it and the response that
+// writes it: NDJSON lines in order, then how the run ended.
+class StreamedRun {
+ public:
+  std::thread worker;
+  std::atomic<bool> stop{false};  // the response is gone: cancel the run
+
+  ~StreamedRun() {
+    // The worker may hold the last reference: it cannot join itself.
+    if (worker.joinable() && worker.get_id() == std::this_thread::get_id()) worker.detach();
+    join();
+  }
+  void push(std::string line) {
+    {
+      std::lock_guard lock(mu_);
+      lines_.push_back(std::move(line));
+    }
+    cv_.notify_all();
+  }
+  void end(Result<RunResult> r) {
+    {
+      std::lock_guard lock(mu_);
+      result_ = std::move(r);
+    }
+    cv_.notify_all();
+  }
+  // The error the run ended in if it ended before any line, within `wait`.
+  std::optional<Error> refusal(ms wait) {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, wait, [&] { return !lines_.empty() || result_; });
+    if (lines_.empty() && result_ && !*result_) return result_->error();
+    return std::nullopt;
+  }
+  // The lines so far, and the result once they are all taken; waits a
+  // little for either (the caller checks for cancellation in between).
+  std::pair<std::deque<std::string>, std::optional<Result<RunResult>>> next() {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return !lines_.empty() || result_; });
+    auto lines = std::exchange(lines_, {});
+    return {std::move(lines), result_};
+  }
+  void join() {
+    std::lock_guard lock(join_mu_);
+    if (worker.joinable()) worker.join();
+  }
+
+ private:
+  std::mutex mu_, join_mu_;
+  std::condition_variable cv_;
+  std::deque<std::string> lines_;
+  std::optional<Result<RunResult>> result_;
+};
 
 class Gateway {
  public:
@@ -531,21 +593,17 @@ void Gateway::runs(const httplib::Request& req, httplib::Response& res, const To
     return;
   }
   // NDJSON: one object per output chunk as it happens, then the result (or
-  // the error). The status is sent before the run starts: 200.
+  // the error). The run goes on its own thread from here; the status waits
+  // for its first answer (kStreamRefusalWait at most): a run refused before
+  // anything came gets the error's status, as without stream (429 and
+  // Retry-After for capacity); anything else is 200 and the stream.
+  auto run = std::make_shared<StreamedRun>();
   auto request = std::make_shared<RunRequest>(std::move(args->request));
   auto c = std::make_shared<Client>(client());
-  auto hold = current_hold_;
-  ++metrics_.in_flight;
-  auto streaming = std::shared_ptr<void>(nullptr, [this](void*) { --metrics_.in_flight; });
-  res.set_chunked_content_provider("application/x-ndjson", [this, request, c, peer, hold, streaming](size_t, httplib::DataSink& sink) {
-    auto broken = std::make_shared<std::atomic<bool>>(false);
-    c->set_cancel_check([peer, broken] { return *broken || peer->gone(); });
-    auto write = [&](const std::string& line) {
-      if (*broken) return;
-      if (!sink.is_writable() || !sink.write(line.data(), line.size())) *broken = true;
-    };
+  c->set_cancel_check([run, peer] { return run->stop || peer->gone(); });
+  run->worker = std::thread([run, request, c] {
     auto output = [&](Stream s, std::string_view data) {
-      write("{\"type\":\"output\",\"stream\":" + json_string(stream_name(s)) + "," + bytes_members("data", data) + "}\n");
+      run->push("{\"type\":\"output\",\"stream\":" + json_string(stream_name(s)) + "," + bytes_members("data", data) + "}\n");
     };
     Result<RunResult> r = Error::make(ErrorCode::internal, "not run");
     if (request->net.expose_ports.empty()) {
@@ -559,22 +617,49 @@ void Gateway::runs(const httplib::Request& req, httplib::Response& res, const To
       } else {
         Session closer = *session;
         closer.set_cancel_check({});
-        write("{\"type\":\"exposed_ports\",\"exposed_ports\":" + exposed_json(session->info().exposed_ports) + "}\n");
+        run->push("{\"type\":\"exposed_ports\",\"exposed_ports\":" + exposed_json(session->info().exposed_ports) + "}\n");
         r = session->exec(request->code, output, request->timeout);
         (void)closer.close();
       }
     }
-    if (*broken || peer->gone()) {
-      cancelled();
-      return false;
-    }
-    if (r)
-      write("{\"type\":\"result\",\"result\":" + to_json(*r) + "}\n");
-    else
-      write("{\"type\":\"error\",\"error\":" + to_json(r.error()) + "}\n");
-    sink.done();
-    return true;
+    run->end(std::move(r));
   });
+  if (auto refused = run->refusal(kStreamRefusalWait)) {
+    run->join();
+    if (peer->gone()) cancelled();
+    return error(res, *refused);
+  }
+  auto hold = current_hold_;
+  ++metrics_.in_flight;
+  auto streaming = std::shared_ptr<void>(nullptr, [this](void*) { --metrics_.in_flight; });
+  res.set_chunked_content_provider(
+      "application/x-ndjson",
+      [this, run, peer, hold, streaming](size_t, httplib::DataSink& sink) {
+        for (;;) {
+          auto [lines, result] = run->next();
+          for (const auto& line : lines)
+            if (!sink.is_writable() || !sink.write(line.data(), line.size())) {
+              run->stop = true;  // the run is cancelled and its VM destroyed
+              break;
+            }
+          if (run->stop || peer->gone()) {
+            run->join();
+            cancelled();
+            return false;
+          }
+          if (!result) continue;
+          std::string last = *result ? "{\"type\":\"result\",\"result\":" + to_json(**result) + "}\n"
+                                     : "{\"type\":\"error\",\"error\":" + to_json(result->error()) + "}\n";
+          if (!sink.is_writable() || !sink.write(last.data(), last.size())) return false;
+          sink.done();
+          return true;
+        }
+      },
+      // Also when the provider never ran (the connection went first).
+      [run](bool) {
+        run->stop = true;
+        run->join();
+      });
 }
 
 void Gateway::health(const httplib::Request&, httplib::Response& res) {

@@ -139,6 +139,8 @@ def test_execute_answers_python_sandboxs_shape(stack: Stack) -> None:  # 1 VM
     text = subprocess.run([SANDBOXCTL_BIN, "--socket", stack.socket, "metrics"], capture_output=True, check=True, timeout=30).stdout
     names = {f.name for f in prometheus.text_string_to_metric_families(text.decode())}
     assert {"sandboxd_runs", "sandboxd_run_phase_seconds", "sandboxd_vms", "sandboxd_denials"} <= names
+    assert {"sandboxd_layer_requests", "sandboxd_layer_builds", "sandboxd_layer_build_seconds", "sandboxd_layer_cache_bytes",
+            "sandboxd_layer_cache_layers", "sandboxd_layer_builds_in_progress"} <= names  # fmt: skip
 
 
 def test_execute_returns_files_from_tmp_output(stack: Stack) -> None:  # 1 VM
@@ -206,10 +208,15 @@ def test_ndjson_stream_joined_equals_stdout(stack: Stack) -> None:  # 1 VM
     c = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=240)
     c.request("POST", "/v1/runs", body=json.dumps({"code": code, "stream": True}),
               headers={"Authorization": f"Bearer {TOKEN_A}", "Content-Type": "application/json"})  # fmt: skip
+    t0 = time.monotonic()
     resp = c.getresponse()
+    headers_after = time.monotonic() - t0
     assert resp.status == 200 and resp.getheader("Content-Type") == "application/x-ndjson"
     lines = [json.loads(line) for line in resp.read().decode().splitlines()]
     c.close()
+    # The status waits for the daemon's first answer only briefly: the
+    # headers come while the run still goes (it sleeps for a second).
+    assert headers_after < time.monotonic() - t0 - 0.5
     outputs = [x for x in lines if x["type"] == "output"]
     assert lines[-1]["type"] == "result" and all(x["type"] == "output" for x in lines[:-1])
     result = lines[-1]["result"]
@@ -303,6 +310,13 @@ def test_capacity_quota_and_a_departed_client(stack: Stack) -> None:  # 1 VM
     status, headers, body = stack.request("POST", "/v1/runs", {"code": "print(1)"}, token=TOKEN_B)
     assert status == 429 and headers["retry-after"] == "1"
     assert json.loads(body)["error"]["code"] == "capacity"
+    # Streamed, the same refusal is a status too, not 200 and an error line.
+    t0 = time.monotonic()
+    status, headers, body = stack.request("POST", "/v1/runs", {"code": "print(1)", "stream": True}, token=TOKEN_B)
+    assert status == 429 and headers["retry-after"] == "1", body
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["error"]["code"] == "capacity"
+    assert time.monotonic() - t0 < 5
     before = metrics(stack)["sandbox_gateway_cancelled_total"]
     s.close()  # the client goes: the run is cancelled and its VM destroyed
     assert stack.wait_no_vm(60)

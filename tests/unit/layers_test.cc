@@ -293,3 +293,67 @@ TEST_CASE("drop: one key, or every layer not in use; never one in use") {
   REQUIRE(left.size() == 1);
   CHECK(left[0].key == held_key);
 }
+
+TEST_CASE("stats: each answer counted once by how it came, builds by result, the cache's size now") {
+  TempDir d;
+  auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
+  FakeBuilder b;
+  LayerCache cache(store, b.fn());
+  auto requests = [&](LayerRequest r) { return cache.stats().requests[static_cast<size_t>(r)]; };
+  std::vector<std::shared_ptr<LayerGrant>> grants;
+  auto keep = [&](Result<std::shared_ptr<LayerGrant>> g) {
+    if (g) grants.push_back(*g);
+  };
+  CHECK(cache.stats().building == 0);
+
+  // Three ask at once: one build, the first "built", the others "joined".
+  for (int i = 0; i < 3; ++i) cache.get(inputs({"a==1"}), keep);
+  CHECK(cache.stats().building == 1);
+  CHECK(requests(LayerRequest::built) == 0);  // counted when answered
+  b.finish_all();
+  cache.get(inputs({"a==1"}), keep);
+  auto s = cache.stats();
+  CHECK(s.requests[static_cast<size_t>(LayerRequest::built)] == 1);
+  CHECK(s.requests[static_cast<size_t>(LayerRequest::joined)] == 2);
+  CHECK(s.requests[static_cast<size_t>(LayerRequest::hit)] == 1);
+  CHECK(s.requests[static_cast<size_t>(LayerRequest::failed)] == 0);
+  CHECK(s.builds[0] == 1);
+  CHECK(s.builds[1] == 0);
+  CHECK(s.build_time[0].count() == 1);
+  CHECK(s.building == 0);
+  CHECK(s.layers == 1);
+  CHECK(s.cache_bytes == store->bytes());
+  CHECK(s.cache_bytes > 1000);
+
+  // A failed build fails every waiter: each request counted as failed.
+  b.fail = Error::make(ErrorCode::package_install_failed, "no such package");
+  cache.get(inputs({"nope==1"}), keep);
+  cache.get(inputs({"nope==1"}), keep);
+  b.finish_all();
+  s = cache.stats();
+  CHECK(s.requests[static_cast<size_t>(LayerRequest::failed)] == 2);
+  CHECK(s.requests[static_cast<size_t>(LayerRequest::built)] == 1);
+  CHECK(s.requests[static_cast<size_t>(LayerRequest::joined)] == 2);
+  CHECK(s.builds[1] == 1);
+  CHECK(s.build_time[1].count() == 1);
+  CHECK(s.layers == 1);
+
+  // A corrupt layer on attach: rebuilt, and the request that found it
+  // counted once, as "built", not as a hit.
+  b.fail.reset();
+  grants.clear();
+  {
+    std::fstream f(d.path + "/" + layer_key(inputs({"a==1"})) + ".erofs", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(10);
+    f.put('X');
+  }
+  cache.get(inputs({"a==1"}), keep);
+  b.finish_all();
+  s = cache.stats();
+  CHECK(s.requests[static_cast<size_t>(LayerRequest::hit)] == 1);
+  CHECK(s.requests[static_cast<size_t>(LayerRequest::built)] == 2);
+  CHECK(s.builds[0] == 2);
+  uint64_t total = 0;
+  for (auto n : s.requests) total += n;
+  CHECK(total == 7);  // every get answered once
+}

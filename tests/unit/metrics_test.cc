@@ -109,6 +109,14 @@ TEST_CASE("metrics: outcomes, paths and refusals land in their series, and the t
   g.memory_committed_mb = 512;
   g.pool_boot_failures = 2;
   g.snapshot_restores = 6;
+  g.layers.requests = {4, 2, 1, 3};  // hit, built, joined, failed
+  g.layers.builds = {2, 1};
+  g.layers.build_time[0].observe(40'000);
+  g.layers.build_time[0].observe(95'500);
+  g.layers.build_time[1].observe(3'000);
+  g.layers.cache_bytes = 7 << 20;
+  g.layers.layers = 2;
+  g.layers.building = 1;
   auto v = parse(m.render(g));
   CHECK(v.at(R"(sandboxd_runs_total{kind="run",result="ok"})") == "1");
   CHECK(v.at(R"(sandboxd_runs_total{kind="run",result="exit_nonzero"})") == "1");
@@ -143,6 +151,21 @@ TEST_CASE("metrics: outcomes, paths and refusals land in their series, and the t
   CHECK(v.at(R"(sandboxd_run_phase_seconds_bucket{phase="total",path="cold",le="2.500"})") == "2");
   CHECK(v.at(R"(sandboxd_run_phase_seconds_bucket{phase="total",path="cold",le="+Inf"})") == "2");
   CHECK(v.at(R"(sandboxd_run_phase_seconds_bucket{phase="queue",path="cold",le="0.050"})") == "2");
+  CHECK(v.at(R"(sandboxd_layer_requests_total{cache="hit"})") == "4");
+  CHECK(v.at(R"(sandboxd_layer_requests_total{cache="built"})") == "2");
+  CHECK(v.at(R"(sandboxd_layer_requests_total{cache="joined"})") == "1");
+  CHECK(v.at(R"(sandboxd_layer_requests_total{cache="failed"})") == "3");
+  CHECK(v.at(R"(sandboxd_layer_builds_total{result="ok"})") == "2");
+  CHECK(v.at(R"(sandboxd_layer_builds_total{result="failed"})") == "1");
+  CHECK(v.at(R"(sandboxd_layer_build_seconds_count{result="ok"})") == "2");
+  CHECK(v.at(R"(sandboxd_layer_build_seconds_sum{result="ok"})") == "135.500");
+  CHECK(v.at(R"(sandboxd_layer_build_seconds_bucket{result="ok",le="60.000"})") == "1");
+  CHECK(v.at(R"(sandboxd_layer_build_seconds_bucket{result="ok",le="120.000"})") == "2");
+  CHECK(v.at(R"(sandboxd_layer_build_seconds_bucket{result="failed",le="5.000"})") == "1");
+  CHECK(v.at("sandboxd_layer_cache_bytes") == std::to_string(7 << 20));
+  CHECK(v.at("sandboxd_layer_cache_layers") == "2");
+  CHECK(v.at("sandboxd_layer_builds_in_progress") == "1");
+  CHECK(before.at(R"(sandboxd_layer_requests_total{cache="failed"})") == "0");  // a host without layers too
   // Series are fixed: the same set whatever happened.
   CHECK(v.size() == before.size());
 }
