@@ -42,13 +42,14 @@ std::string json_array(const std::vector<T>& items) {
 }
 
 void print_pool(const DaemonStatus& s) {
-  std::printf("%-12s %5s %6s %8s %8s %8s %9s\n", "LANGUAGE", "SIZE", "READY", "BOOTING", "HITS", "MISSES", "HIT RATE");
+  std::printf("%-12s %5s %6s %8s %8s %8s %9s  %s\n", "LANGUAGE", "SIZE", "READY", "BOOTING", "HITS", "MISSES",
+              "HIT RATE", "LAYER");
   for (const auto& p : s.pool) {
     uint64_t total = p.hits + p.misses;
     std::string rate = total ? std::to_string(p.hits * 100 / total) + "%" : "-";
-    std::printf("%-12s %5u %6u %8u %8llu %8llu %9s\n", std::string(language_name(p.language)).c_str(), p.target,
+    std::printf("%-12s %5u %6u %8u %8llu %8llu %9s  %s\n", std::string(language_name(p.language)).c_str(), p.target,
                 p.ready, p.booting, static_cast<unsigned long long>(p.hits),
-                static_cast<unsigned long long>(p.misses), rate.c_str());
+                static_cast<unsigned long long>(p.misses), rate.c_str(), p.layer.empty() ? "-" : p.layer.c_str());
   }
 }
 
@@ -174,7 +175,7 @@ int cmd_images(Globals g, int argc, char** argv) {
 }
 
 int cmd_pool(Globals g, int argc, char** argv) {
-  if (int rc = parse(argc, argv, "usage: sandboxctl pool [--json] [--socket PATH]\nWarm VMs per language.\n", &g);
+  if (int rc = parse(argc, argv, "usage: sandboxctl pool [--json] [--socket PATH]\nWarm VMs per language, and per package set (pool_layers).\n", &g);
       rc >= 0)
     return rc;
   auto st = Client(socket_path(g)).status();

@@ -174,6 +174,7 @@ STRUCTS: Dict[str, Tuple[Field, ...]] = {
         _f("booting", U32),
         _f("hits", U64),
         _f("misses", U64),
+        _f("layer", TEXT, MAX_LAYER_KEY_BYTES),
     ),
     "DaemonStatus": (
         _f("version", TEXT, limits.MAX_NAME_BYTES),

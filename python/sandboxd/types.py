@@ -95,7 +95,7 @@ class Output:
 
 @dataclass(frozen=True)
 class PoolInfo:
-    """The warm pool of one language."""
+    """The warm pool of one language, or of one package set (pool_layers)."""
 
     language: str
     size: int  #: configured warm VMs
@@ -103,6 +103,7 @@ class PoolInfo:
     booting: int
     hits: int
     misses: int
+    layer: str = ""  #: the package layer's key, for a pool_layers lane
 
 
 @dataclass(frozen=True)

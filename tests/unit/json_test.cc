@@ -52,7 +52,7 @@ TEST_CASE("status, sessions, listings and errors print their fields") {
   DaemonStatus s;
   s.pool = {{Language::raw, 2, 1, 0, 5, 6}};
   auto j = to_json(s);
-  CHECK(j.find("\"pool\":[{\"language\":\"raw\",\"size\":2,\"ready\":1,\"booting\":0,\"hits\":5,\"misses\":6}]") !=
+  CHECK(j.find("\"pool\":[{\"language\":\"raw\",\"size\":2,\"ready\":1,\"booting\":0,\"hits\":5,\"misses\":6,\"layer\":\"\"}]") !=
         std::string::npos);
   SessionInfo si;
   si.id = "s-1";
