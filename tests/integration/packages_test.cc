@@ -308,10 +308,14 @@ struct PackageIndex : LoopbackHosts {
     if (!skip.empty()) return;
     char tmpl[] = "/tmp/sandboxd-pkgstate.XXXXXX";
     state = ::mkdtemp(tmpl);
-    if (!daemon.start({"--state-dir", state, "--network-resolver", "127.0.0.1:" + std::to_string(dns),
-                       "--network-allowed-ranges", "127.0.0.0/8", "--extra-ca-file", dir + "/ca.pem",
-                       "--python-index-url", index_url(), "--snapshots", "on"}))
-      skip = "sandboxd did not start: " + daemon.log();
+    auto args = daemon_args();
+    args.insert(args.end(), {"--state-dir", state, "--snapshots", "on"});
+    if (!daemon.start(args)) skip = "sandboxd did not start: " + daemon.log();
+  }
+  // What a daemon needs to build from this index: its names, its CA.
+  std::vector<std::string> daemon_args() const {
+    return {"--network-resolver", "127.0.0.1:" + std::to_string(dns), "--network-allowed-ranges", "127.0.0.0/8",
+            "--extra-ca-file", dir + "/ca.pem", "--python-index-url", index_url()};
   }
   ~PackageIndex() {
     daemon.stop();
@@ -499,9 +503,9 @@ TEST_CASE("builds: pool_layers keeps warm VMs with a package set's layer; a run 
   auto* index = package_index();
   if (!index) return;
   TestDaemon d;
-  REQUIRE(d.start({"--network-resolver", "127.0.0.1:" + std::to_string(index->dns), "--network-allowed-ranges",
-                   "127.0.0.0/8", "--extra-ca-file", index->dir + "/ca.pem", "--python-index-url", index->index_url(),
-                   "--pool-layers", "python:1:lonely==0.3"}));
+  auto args = index->daemon_args();
+  args.insert(args.end(), {"--pool-layers", "python:1:lonely==0.3"});
+  REQUIRE(d.start(args));
   Client c(d.socket());
   // Built at start, then one VM with it booted into the pool.
   bool warm = false;
