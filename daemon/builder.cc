@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <charconv>
+
 #include "common/net_rules.h"
 #include "common/unique_fd.h"
 #include "daemon/lease.h"
@@ -57,10 +59,17 @@ Result<std::string> index_host_entry(std::string_view url) {
 class Builder::Job {
  public:
   Job(Builder& owner, uint64_t id, LayerKeyInputs inputs, std::string image_path, Done done)
-      : owner_(owner), id_(id), inputs_(std::move(inputs)), path_(std::move(image_path)), done_(std::move(done)) {}
+      : owner_(owner),
+        id_(id),
+        inputs_(std::move(inputs)),
+        image_path_(std::move(image_path)),
+        // Beside the image, named so that start-up recovery removes it too.
+        path_(image_path_ + "-scratch.tmp"),
+        done_(std::move(done)) {}
 
   ~Job() {
     if (vm_) owner_.fleet_.release(std::move(vm_));
+    ::unlink(path_.c_str());
   }
 
   void start() {
@@ -121,7 +130,9 @@ class Builder::Job {
   }
 
   void on_ready() {
-    auto r = vm_->configure_network(policy_, "package builder", [this](Result<void> r) {
+    // The relay may answer after this job has ended.
+    auto r = vm_->configure_network(policy_, "package builder", [this, alive = std::weak_ptr<bool>(alive_)](Result<void> r) {
+      if (alive.expired() || finished_) return;
       if (!r) return fail(std::move(r).error().context("the builder's network"));
       run_script();
     });
@@ -159,7 +170,9 @@ class Builder::Job {
 
   void on_output(proto::Output&& o) {
     if (o.stream == Stream::out) {
-      if (answer_.size() + o.data.size() <= kMaxAnswerBytes) answer_ += o.data;
+      // Past the bound the answer is not trusted at all, not spliced.
+      if (answer_.size() + o.data.size() > kMaxAnswerBytes) answer_overflow_ = true;
+      if (!answer_overflow_) answer_ += o.data;
       return;
     }
     log_ += o.data;
@@ -177,6 +190,8 @@ class Builder::Job {
                               (d.signal ? "the installer was killed by signal " + std::to_string(d.signal)
                                         : "the installer failed (exit " + std::to_string(d.exit_code) + ")") +
                                   ": " + last_lines(log_)));
+    if (answer_overflow_)
+      return fail(Error::make(ErrorCode::package_install_failed, "the builder's answer is larger than the host reads"));
     // The answer: "lock ..." lines, then "image_bytes N".
     std::string lock;
     uint64_t bytes = 0;
@@ -189,17 +204,33 @@ class Builder::Job {
         lock.append(line.substr(5)).push_back('\n');
       } else if (line.starts_with("image_bytes ")) {
         auto n = line.substr(12);
-        bytes = 0;
-        for (char c : n) bytes = (c >= '0' && c <= '9' && bytes < (uint64_t{1} << 50)) ? bytes * 10 + (c - '0') : 0;
+        auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), bytes);
+        if (ec != std::errc() || end != n.data() + n.size()) bytes = 0;
       }
     }
     if (bytes == 0 || bytes > owner_.options_.scratch_bytes || bytes % 512 != 0)
       return fail(Error::make(ErrorCode::package_install_failed, "the builder reported no usable image size"));
-    // The image is the scratch disk's first `bytes`; the layer store hashes
-    // exactly that, and every attach checks the hash.
-    if (::ftruncate(scratch_.get(), static_cast<off_t>(bytes)) != 0)
-      return fail(Error::sys("ftruncate", path_).context("the layer image"));
+    // The image is the scratch disk's first `bytes`, copied into a file
+    // of the host's own: QEMU, still alive until a later loop turn, holds
+    // the scratch disk open, never this one. The layer store hashes the
+    // copy, and every attach checks that hash.
+    if (auto r = copy_image(bytes); !r) return fail(std::move(r).error().context("the layer image"));
     succeed(std::move(lock));
+  }
+
+  Result<void> copy_image(uint64_t bytes) {
+    unique_fd from(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!from) return Error::sys("open", path_);
+    unique_fd to(::open(image_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!to) return Error::sys("create", image_path_);
+    for (uint64_t done = 0; done < bytes;) {
+      ssize_t n = ::copy_file_range(from.get(), nullptr, to.get(), nullptr, bytes - done, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return Error::sys("copy_file_range", image_path_);
+      if (n == 0) return Error::make(ErrorCode::package_install_failed, "the scratch disk ended before the image did");
+      done += static_cast<uint64_t>(n);
+    }
+    return ok();
   }
 
   void fail(Error e) {
@@ -223,6 +254,8 @@ class Builder::Job {
     if (vm_) owner_.fleet_.release(std::move(vm_));
     scratch_.reset();
     scratch_ro_.reset();
+    ::unlink(path_.c_str());
+    alive_.reset();
     auto done = std::move(done_);
     owner_.finish(id_);
     if (done) done(std::move(outcome));
@@ -231,14 +264,16 @@ class Builder::Job {
   Builder& owner_;
   uint64_t id_;
   LayerKeyInputs inputs_;
-  std::string path_;
+  std::string image_path_, path_;  // the layer image; the scratch disk
   Done done_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   NetPolicy policy_;
   unique_fd scratch_, scratch_ro_;
   std::unique_ptr<VmHandle> vm_;
   UvHandle<uv_timer_t> timer_, retry_;
   Clock::time_point deadline_;
   std::string answer_, log_;
+  bool answer_overflow_ = false;
   bool finished_ = false;
 };
 
@@ -246,8 +281,9 @@ Builder::Builder(uv_loop_t* loop, Fleet& fleet, std::function<bool()> make_room,
     : loop_(loop), fleet_(fleet), make_room_(std::move(make_room)), options_(std::move(options)), later_(loop) {}
 
 Builder::~Builder() {
-  // Nobody waits any more: the jobs go without answers.
-  for (auto& [id, job] : jobs_) job.reset();
+  // Nobody waits any more: the jobs go without answers, and starts still
+  // posted find nothing.
+  jobs_.clear();
   later_.run();
 }
 
@@ -256,7 +292,7 @@ void Builder::build(const LayerKeyInputs& inputs, const std::string& image_path,
   jobs_.emplace(id, std::make_unique<Job>(*this, id, inputs, image_path, std::move(done)));
   // Started from the loop: LayerCache records the build before any answer.
   later_.post([this, id] {
-    if (auto it = jobs_.find(id); it != jobs_.end()) it->second->start();
+    if (auto it = jobs_.find(id); it != jobs_.end() && it->second) it->second->start();
   });
 }
 

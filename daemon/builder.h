@@ -3,8 +3,9 @@
 // disk. Its egress reaches the operator's package index and nothing else;
 // it runs builder.sh as the unprivileged user, under the same confinement
 // as user code, and no user code at all. The image it writes on the scratch
-// disk becomes the layer; the host only cuts it to the length the builder
-// reports and leaves hashing and publishing to the layer store.
+// disk becomes the layer: the host copies out the length the builder
+// reports, never reading it, and leaves hashing and publishing to the
+// layer store.
 #pragma once
 
 #include <uv.h>

@@ -8,7 +8,8 @@
 #   SANDBOX_BUILD_SOURCE    1: sdists / npm install scripts allowed
 # The installer's own output goes to stderr (the daemon keeps its tail for
 # errors). Stdout carries the answer only: "lock NAME==VERSION HASH" lines
-# (every package installed, dependencies included), then "image_bytes N".
+# (npm: "lock NAME@VERSION INTEGRITY"; every package installed, dependencies
+# included), then "image_bytes N".
 # The image is written straight onto the scratch disk.
 set -euo pipefail
 umask 022

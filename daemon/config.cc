@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <functional>
+#include <set>
 
 #include "common/net_rules.h"
 #include "common/packages.h"
@@ -192,10 +193,9 @@ Result<PoolLayer> parse_pool_layer(std::string_view text) {
     rest.remove_prefix(sp + 1);
   }
   if (p.packages.empty()) return bad("no packages");
-  // The operator's own sets: exact versions or not, the syntax is a request's.
-  PackagePolicy any;
-  any.require_pinned = false;
-  auto specs = parse_packages(p.language, p.packages, any);
+  // A request's syntax, and exact versions: a pool of a range would serve
+  // whatever the index resolved at start, under one key, for good.
+  auto specs = parse_packages(p.language, p.packages, PackagePolicy{});
   if (!specs) return bad(specs.error().message);
   p.packages = canonical_packages(*specs);
   return p;
@@ -252,6 +252,12 @@ const std::vector<Key>& keys() {
          // Status lists every lane: the languages' three and these.
          if (c.pool_layers.size() > kMaxPoolLayers)
            return bad_value("at most " + std::to_string(kMaxPoolLayers) + " package sets");
+         std::set<std::pair<Language, std::vector<std::string>>> seen;
+         for (const auto& entry : c.pool_layers) {
+           auto p = parse_pool_layer(entry);
+           if (!seen.emplace(p->language, p->packages).second)
+             return bad_value("the package set of '" + entry + "' is listed twice");
+         }
          return ok();
        },
        get_strings(&Config::pool_layers, "; ")},

@@ -299,11 +299,12 @@ void LayerStore::evict() {
 
 // ---------------------------------------------------------------- LayerGrant
 
-LayerGrant::LayerGrant(std::weak_ptr<LayerStore> store, std::string key, std::string path, std::string sha256,
-                       std::string cache, uint64_t build_ms)
+LayerGrant::LayerGrant(std::weak_ptr<LayerStore> store, std::string key, std::string path, unique_fd image,
+                       std::string sha256, std::string cache, uint64_t build_ms)
     : store_(std::move(store)),
       key_(std::move(key)),
       path_(std::move(path)),
+      image_(std::move(image)),
       sha256_(std::move(sha256)),
       cache_(std::move(cache)),
       build_ms_(build_ms) {}
@@ -320,8 +321,13 @@ LayerCache::LayerCache(std::shared_ptr<LayerStore> store, LayerBuildFn build)
 Result<std::shared_ptr<LayerGrant>> LayerCache::grant(const std::string& key, std::string cache, uint64_t build_ms) {
   auto path = store_->verify(key);
   if (!path) return std::move(path).error();
+  // Opened right after the check, in the same loop turn: only this loop
+  // writes the store.
+  unique_fd image(::open(path->c_str(), O_RDONLY | O_CLOEXEC));
+  if (!image) return Error::sys("open", *path).context("layer " + key);
   store_->hold(key);
-  return std::make_shared<LayerGrant>(store_, key, std::move(*path), store_->sha256(key), std::move(cache), build_ms);
+  return std::make_shared<LayerGrant>(store_, key, std::move(*path), std::move(image), store_->sha256(key),
+                                      std::move(cache), build_ms);
 }
 
 void LayerCache::get(const LayerKeyInputs& inputs, Callback callback) {

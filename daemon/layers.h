@@ -19,6 +19,8 @@
 #include <sandbox/result.h>
 #include <sandbox/types.h>
 
+#include "common/unique_fd.h"
+
 #include "daemon/metrics.h"
 
 namespace sandbox::daemon {
@@ -104,12 +106,15 @@ class LayerStore {
 // how it was obtained. Releases its hold on the layer when destroyed.
 class LayerGrant {
  public:
-  LayerGrant(std::weak_ptr<LayerStore> store, std::string key, std::string path, std::string sha256, std::string cache,
-             uint64_t build_ms);
+  LayerGrant(std::weak_ptr<LayerStore> store, std::string key, std::string path, unique_fd image, std::string sha256,
+             std::string cache, uint64_t build_ms);
   ~LayerGrant();
   LayerGrant(const LayerGrant&) = delete;
   LayerGrant& operator=(const LayerGrant&) = delete;
   const std::string& path() const { return path_; }
+  // The image as verified, open read-only: VMs get this descriptor, so a
+  // later rebuild under the same path never reaches a VM of this grant.
+  int fd() const { return image_.get(); }
   // What a snapshot of a VM with this layer depends on: the key and the
   // exact image (a rebuild may differ in bytes).
   std::string identity() const { return key_ + ":" + sha256_; }
@@ -117,7 +122,9 @@ class LayerGrant {
 
  private:
   std::weak_ptr<LayerStore> store_;
-  std::string key_, path_, sha256_, cache_;
+  std::string key_, path_;
+  unique_fd image_;
+  std::string sha256_, cache_;
   uint64_t build_ms_;
 };
 

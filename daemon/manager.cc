@@ -261,16 +261,13 @@ Result<std::unique_ptr<VmHandle>> Manager::start_vm(const LeaseSpec& spec, VmEve
   shape.memory_mb = spec.memory_mb;
   // Without extra environment the interpreter can come up during boot.
   if (spec.env.empty()) shape.prestart = spec.language;
-  unique_fd layer;
   std::optional<SnapshotLayer> snapshot_layer;
   if (spec.layer) {
-    // Opened now, checked at grant; QEMU gets the descriptor, never the path.
-    layer.reset(::open(spec.layer->path().c_str(), O_RDONLY | O_CLOEXEC));
-    if (!layer) return Error::sys("open", spec.layer->path()).context("package layer");
-    shape.layer_fd = layer.get();
+    // The image as checked at grant; QEMU gets the descriptor, never the path.
+    shape.layer_fd = spec.layer->fd();
     shape.layer = spec.language;
     // Restored from a snapshot of a VM with this very image, if there is one.
-    snapshot_layer = SnapshotLayer{spec.layer->identity(), spec.layer->path(), spec.language};
+    snapshot_layer = SnapshotLayer{spec.layer->identity(), spec.layer->fd(), spec.language};
   }
   return fleet_.start(
       snapshot_flow_.plan(shape, spec.language, allow_restore, how, snapshot_layer ? &*snapshot_layer : nullptr),

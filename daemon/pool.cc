@@ -1,8 +1,5 @@
 #include "daemon/pool.h"
 
-#include <fcntl.h>
-
-#include "common/unique_fd.h"
 #include "daemon/log.h"
 
 namespace sandbox::daemon {
@@ -125,18 +122,13 @@ void WarmPool::refill() {
     // Pool VMs wait for callers anyway: under TCG, a restored VM spends that
     // time warming its translation cache rather than the first run's.
     VmShape shape{options_.memory_mb, language, options_.warm_up};
-    // A layer's lane: its image on a descriptor QEMU takes at start.
-    unique_fd layer_fd;
+    // A layer's lane: the image its grant verified, whatever the cache
+    // holds under that path since.
     std::optional<SnapshotLayer> layer;
     if (const auto& grant = lanes_[best].layer) {
-      layer_fd.reset(::open(grant->path().c_str(), O_RDONLY | O_CLOEXEC));
-      if (!layer_fd) {
-        log_error("warm pool: " + Error::sys("open", grant->path()).message);
-        return back_off();
-      }
-      shape.layer_fd = layer_fd.get();
+      shape.layer_fd = grant->fd();
       shape.layer = language;
-      layer = SnapshotLayer{grant->identity(), grant->path(), language};
+      layer = SnapshotLayer{grant->identity(), grant->fd(), language};
     }
     auto vm = fleet_.start(snapshots_.plan(shape, language, options_.restore, &how, layer ? &*layer : nullptr),
                            std::move(ev));

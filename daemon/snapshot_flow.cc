@@ -64,13 +64,6 @@ void SnapshotFlow::maybe_make(Language language, uint32_t memory_mb, const Snaps
   std::string id = layer ? layer->identity : std::string();
   std::string key = store_->key(language, memory_mb, id);
   if (templates_.count(key) || store_->find(key)) return;
-  // The template attaches the layer like its clones will: a descriptor of
-  // its own, open only until QEMU has it.
-  unique_fd layer_fd;
-  if (layer) {
-    layer_fd.reset(::open(layer->path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!layer_fd) return log_warning("cannot start a snapshot template: " + Error::sys("open", layer->path).message);
-  }
   auto pending = store_->begin(language, memory_mb, id);
   if (!pending) {
     log_warning("cannot start a snapshot: " + pending.error().describe());
@@ -82,8 +75,9 @@ void SnapshotFlow::maybe_make(Language language, uint32_t memory_mb, const Snaps
   VmLaunch launch;
   launch.shape.memory_mb = memory_mb;
   launch.shape.prestart = language;
+  // The template attaches the layer like its clones will.
   if (layer) {
-    launch.shape.layer_fd = layer_fd.get();
+    launch.shape.layer_fd = layer->fd;
     launch.shape.layer = layer->language;
   }
   unique_fd state(::fcntl(shared->state.get(), F_DUPFD_CLOEXEC, 0));

@@ -32,7 +32,7 @@ namespace sandbox::daemon {
 // entries (keyed by its identity) and their templates attach it too.
 struct SnapshotLayer {
   std::string identity;  // LayerGrant::identity
-  std::string path;      // its image, verified
+  int fd = -1;           // its image, verified (LayerGrant::fd)
   Language language = Language::python;
 };
 

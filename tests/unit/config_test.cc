@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "daemon/builder.h"
 #include "daemon/config.h"
 
 using namespace sandbox;
@@ -113,4 +114,37 @@ TEST_CASE("the shipped sample configuration lists every key with its default, an
   CHECK_MESSAGE(r.ok(), r.error().message);
   CHECK(c.qemu_user == Config{}.qemu_user);
   CHECK(c.boot_timeout_ms == Config{}.boot_timeout_ms);
+}
+
+TEST_CASE("package keys: pool_layers sets are pinned, canonical, few and distinct; index URLs name a host") {
+  Config c;
+  REQUIRE(config_parse(c,
+                       "pool_layers = python:2:Pandas==2.1.4 numpy==1.26.4; javascript:1:left-pad@1.3.0\n"
+                       "python_index_url = https://pypi.example:8443/simple\n",
+                       "f")
+              .ok());
+  REQUIRE(c.pool_layers.size() == 2);
+  auto set = parse_pool_layer(c.pool_layers[0]);
+  REQUIRE(set.ok());
+  CHECK(set->language == Language::python);
+  CHECK(set->count == 2);
+  // Canonical and sorted, as a request's packages are keyed.
+  CHECK(set->packages == std::vector<std::string>{"numpy==1.26.4", "pandas==2.1.4"});
+  CHECK(index_host_entry(c.python_index_url).value() == "pypi.example:8443");
+
+  auto bad = [](const std::string& text) {
+    Config x;
+    auto r = config_parse(x, text, "f");
+    REQUIRE_FALSE(r.ok());
+    return r.error().message;
+  };
+  CHECK(bad("pool_layers = python:1:numpy>=1.26\n").find("not pinned") != std::string::npos);
+  CHECK(bad("pool_layers = raw:1:x==1\n").find("python or javascript") != std::string::npos);
+  CHECK(bad("pool_layers = python:0:x==1\n").find("from 1 to 16") != std::string::npos);
+  CHECK(bad("pool_layers = python:2\n").find("not LANGUAGE:COUNT:PACKAGES") != std::string::npos);
+  CHECK(bad("pool_layers = python:1:a==1; python:3:A==1\n").find("listed twice") != std::string::npos);
+  CHECK(bad("pool_layers = python:1:a==1;python:1:b==1;python:1:c==1;python:1:d==1;python:1:e==1;python:1:f==1\n")
+            .find("at most 5") != std::string::npos);
+  CHECK(bad("pool_layers = python:1:x==1 --index-url=http://evil/\n").find("options") != std::string::npos);
+  CHECK(bad("python_index_url = https://user@pypi.example/simple\n").find("python_index_url") != std::string::npos);
 }

@@ -207,3 +207,27 @@ TEST_CASE("a package layer is a second read-only disk, found by its serial, afte
   CHECK(std::find(none->begin(), none->end(), "fd=10,set=2,opaque=layer") == none->end());
   CHECK(kernel_cmdline(s).find("sandbox.layer") == std::string::npos);
 }
+
+TEST_CASE("a builder's scratch disk is the one writable disk, from both descriptors of one fd set") {
+  auto s = spec();
+  s.rootfs_fd = 7;
+  s.scratch_fd = 11;
+  s.scratch_ro_fd = 12;
+  auto a = qemu_argv(s);
+  REQUIRE(a.ok());
+  std::vector<std::string> want = {"-add-fd", "fd=11,set=3,opaque=scratch", "-add-fd", "fd=12,set=3,opaque=scratch-ro",
+                                   "-drive", "file=/dev/fdset/3,format=raw,if=none,id=scratch", "-device",
+                                   "virtio-blk-device,drive=scratch,serial=sandbox-scratch"};
+  CHECK(std::search(a->begin(), a->end(), want.begin(), want.end()) != a->end());
+  // Every other drive stays read-only.
+  for (const auto& arg : *a)
+    if (arg.starts_with("file=") && arg.find("id=scratch") == std::string::npos)
+      CHECK(arg.find("readonly=on") != std::string::npos);
+  CHECK(kernel_cmdline(s).ends_with(" sandbox.builder"));
+  // Half a pair is no disk: QEMU would fail to open it in the other mode.
+  s.scratch_ro_fd = -1;
+  auto half = qemu_argv(s);
+  REQUIRE(half.ok());
+  CHECK(std::find(half->begin(), half->end(), "fd=11,set=3,opaque=scratch") == half->end());
+  CHECK(kernel_cmdline(s).find("sandbox.builder") == std::string::npos);
+}
