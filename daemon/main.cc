@@ -464,6 +464,7 @@ int run(int argc, char** argv) {
     options.service.packages = std::move(*policy);
   }
   options.manager.layer_store = open_layers(cfg);
+  options.manager.sessions_journal = cfg.state_dir + "/sessions";
   log_info("at most " + std::to_string(options.manager.max_vms) + " VMs, " +
            std::to_string(options.manager.limits.runs_per_uid) + " runs per uid; warm pool python=" +
            std::to_string(cfg.pool_python) + " javascript=" + std::to_string(cfg.pool_javascript) +

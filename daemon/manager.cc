@@ -16,6 +16,9 @@ Manager::Manager(uv_loop_t* loop, VmFactory& factory, SnapshotStore* snapshots, 
       scheduler_(options_.limits),
       later_(loop) {
   drain_timer_ = UvHandle<uv_timer_t>::make(this, [&](uv_timer_t* t) { return uv_timer_init(loop, t); });
+  if (!options_.sessions_journal.empty())
+    if (size_t n = sessions_.open_journal(options_.sessions_journal))
+      log_info(std::to_string(n) + " sessions of an earlier sandboxd are gone; their callers get session_closed");
   if (options_.layer_store) {
     builder_ = std::make_unique<Builder>(loop, fleet_, [this] { return make_room(); }, options_.builder);
     layers_ = std::make_unique<LayerCache>(
@@ -70,6 +73,7 @@ Manager::~Manager() {
   // Leases first (their VMs go back to the fleet), then the pool and the
   // templates, then whatever waits to be destroyed.
   draining_ = true;
+  sessions_.freeze_journal();
   auto leases = std::exchange(leases_, {});
   for (auto& [id, lease] : leases) lease->cancel();
   leases.clear();
@@ -313,6 +317,7 @@ void Manager::drain_for_rollout(std::chrono::milliseconds deadline) {
     auto* m = owner_of<Manager>(t);
     if (!m) return;
     m->keep_sessions_ = false;
+    m->sessions_.freeze_journal();
     if (!m->leases_.empty()) log_warning("drain deadline over; cancelling " + std::to_string(m->leases_.size()) + " leases");
     std::vector<Lease*> rest;
     for (auto& [id, lease] : m->leases_) rest.push_back(lease.get());
@@ -331,6 +336,7 @@ void Manager::drain(std::chrono::milliseconds grace, std::function<void()> done)
   keep_sessions_ = false;
   uv_timer_stop(drain_timer_.get());
   draining_ = true;
+  sessions_.freeze_journal();
   drained_ = std::move(done);
   pool_.stop();
   snapshot_flow_.stop();

@@ -54,6 +54,8 @@ struct ManagerOptions {
   } layer_facts;
   // Builder VMs, which make the layers the cache lacks.
   BuilderOptions builder;
+  // Where open sessions are kept for the next daemon (sessions.h); empty: nowhere.
+  std::string sessions_journal;
   // Package sets with warm VMs of their own (built at start if missing).
   std::vector<PoolLayer> pool_layers;
 };

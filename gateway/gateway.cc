@@ -712,10 +712,23 @@ void Gateway::download(const httplib::Request& req, httplib::Response& res) {
 
 std::optional<Session> Gateway::owned(const std::string& id, const Token& tok, httplib::Response& res,
                                       const std::shared_ptr<PeerWatch>& peer) {
+  bool known = false;
   {
     std::lock_guard lock(mu_);
     auto it = owners_.find(id);
     if (it != owners_.end() && it->second == tok.name) return client(peer).session(id);
+    known = it != owners_.end();
+  }
+  // An id this gateway never handed out may be one its predecessor did,
+  // before a restart: the daemon remembers those as closed (410), which
+  // tells a client its session is gone rather than never was. An open one
+  // has no owner here and stays out of reach.
+  if (!known && id.starts_with("s-")) {
+    auto probe = client(peer).session(id).list_files();
+    if (!probe && probe.error().code == ErrorCode::session_closed) {
+      error(res, probe.error());
+      return std::nullopt;
+    }
   }
   // Another token's session is as good as none.
   error(res, Error::make(ErrorCode::not_found, "no session '" + id + "' of this token"));

@@ -384,7 +384,8 @@ def test_sessions_belong_to_their_token_and_hold_100_concurrent_requests(stack: 
     finally:
         status, _, _ = stack.request("DELETE", base)
     assert status == 204
-    assert stack.request("POST", base + "/exec", {"code": "1"})[0] == 404
+    # Deleted: gone (410), as the daemon remembers it closed.
+    assert stack.request("POST", base + "/exec", {"code": "1"})[0] == 410
     assert stack.wait_no_vm()
 
 
@@ -424,8 +425,10 @@ def test_metrics_and_audit_follow_the_runs(stack: Stack) -> None:  # no new VM
     assert run["SANDBOXD_STDOUT_BYTES"] == str(len("".join(f"line {i}\n" for i in range(5))))
     write = next(e for e in entries if e["SANDBOXD_AUDIT"] == "file_write")
     assert write["SANDBOXD_BYTES"] == "25600" and write["SANDBOXD_PATH"] == "in/data.bin"
-    denial = next(e for e in entries if e["SANDBOXD_AUDIT"] == "denial" and e["SANDBOXD_ERROR"] == "not_found")
-    assert denial["SANDBOXD_REQUEST"] == "session_exec" and denial["PRIORITY"] == "5"
+    # sandboxctl's refused exec (the gateway's own probes of ids it does not
+    # know are file listings, audited as such).
+    denials = [e for e in entries if e["SANDBOXD_AUDIT"] == "denial" and e["SANDBOXD_ERROR"] == "not_found"]
+    assert any(d["SANDBOXD_REQUEST"] == "session_exec" and d["PRIORITY"] == "5" for d in denials), denials
     timeout = next(e for e in entries if e["SANDBOXD_AUDIT"] == "session_exec" and e["SANDBOXD_RESULT"] == "timeout")
     assert timeout["SANDBOXD_SIGNAL"] in ("0", "9", "15")
     # sandboxctl top draws the same numbers (one frame, no terminal).

@@ -134,6 +134,36 @@ TEST_CASE("start-up recovery: after kill -9 the next daemon clears VMs, records,
   CHECK(list_dir(state + "/vms").empty());
 }
 
+TEST_CASE("restarts: a session of an earlier daemon answers session_closed, after kill -9 and after a clean stop") {
+  TestDaemon first;
+  REQUIRE(first.start());
+  std::string state = first.dir() + "/state";
+  auto s1 = Client(first.socket()).create_session();
+  REQUIRE_MESSAGE(s1.ok(), s1.error().describe());
+  REQUIRE(::kill(first.pid(), SIGKILL) == 0);
+  first.stop();
+
+  TestDaemon second;
+  REQUIRE(second.start({"--state-dir", state, "--socket", first.socket()}));
+  CHECK(second.log().find("1 sessions of an earlier sandboxd are gone") != std::string::npos);
+  auto lost = Client(second.socket()).session(s1->id()).exec("print(1)");
+  REQUIRE_FALSE(lost.ok());
+  CHECK(lost.error().code == ErrorCode::session_closed);
+  CHECK(lost.error().message.find("sandboxd restarted") != std::string::npos);
+  auto s2 = Client(second.socket()).create_session();
+  REQUIRE_MESSAGE(s2.ok(), s2.error().describe());
+  second.stop();
+
+  TestDaemon third;
+  REQUIRE(third.start({"--state-dir", state, "--socket", first.socket()}));
+  auto closed = Client(third.socket()).session(s2->id()).exec("print(1)");
+  REQUIRE_FALSE(closed.ok());
+  CHECK(closed.error().code == ErrorCode::session_closed);
+  // Only the sessions the last daemon had: the first one is forgotten now.
+  CHECK(Client(third.socket()).session(s1->id()).exec("print(1)").error().code == ErrorCode::not_found);
+  third.stop();
+}
+
 TEST_CASE("the control socket belongs to socket_group: members connect, others are refused at connect") {
   if (::geteuid() != 0) {
     MESSAGE("SKIPPED: acting as other users needs root");

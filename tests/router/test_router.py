@@ -219,6 +219,10 @@ def test_killed_node_fails_cleanly_and_a_restarted_one_rejoins(cluster: Cluster)
     victim.start()
     wait_for(lambda: cluster.node_state(victim).get("up"), LEAVES_ROTATION_S + 30, "the restarted node back in rotation")
     assert cluster.health()["ready"] == 3
+    # Its predecessor's session is still gone, not unknown: the new daemon
+    # read its journal.
+    status, _, body = cluster.json("POST", f"/v1/sessions/{sid}/exec", {"code": "print(1)"}, timeout=30)
+    assert status == 410 and body["error"]["code"] == "session_closed", body
     s = samples(cluster)
     assert s[("sandbox_router_node_up", (("address", victim.address), ("node", tag)))] == 1
     assert per_node(cluster, "sandbox_router_node_failures_total")[tag] >= 1

@@ -1,6 +1,9 @@
 // The small parts of the core: the scheduler's counts and queue, the
 // session registry, byte budgets, the snapshot rule and log escaping.
 #include <doctest/doctest.h>
+#include <stdlib.h>
+
+#include <filesystem>
 
 #include "daemon/budget.h"
 #include "daemon/log.h"
@@ -69,6 +72,40 @@ TEST_CASE("sessions: ids are unguessable, ownership hides them, closed ones say 
   }
   CHECK(r.find(*a, 1000).error().code == ErrorCode::not_found);
   CHECK(r.open() == 0);
+}
+
+TEST_CASE("sessions: the journal tells the next daemon which sessions were open; a shutdown keeps them in it") {
+  char tmpl[] = "/tmp/sandboxd-journal.XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  std::string path = dir + "/sessions";
+  {
+    SessionRegistry first;
+    CHECK(first.open_journal(path) == 0);
+    first.add("s-open", 1, 1000);
+    first.add("s-ended", 2, 1000);
+    first.closed("s-ended", "closed");
+    // Killed here: nothing more is written.
+  }
+  {
+    SessionRegistry second;
+    CHECK(second.open_journal(path) == 1);
+    auto gone = second.find("s-open", 1000);
+    REQUIRE_FALSE(gone.ok());
+    CHECK(gone.error().code == ErrorCode::session_closed);
+    CHECK(gone.error().message.find("sandboxd restarted") != std::string::npos);
+    // Still hidden from other users; one closed before the restart is unknown.
+    CHECK(second.find("s-open", 1001).error().code == ErrorCode::not_found);
+    CHECK(second.find("s-ended", 1000).error().code == ErrorCode::not_found);
+    second.add("s-new", 3, 1000);
+    // A shutdown closes its sessions, and the journal keeps them.
+    second.freeze_journal();
+    second.closed("s-new", "sandboxd is shutting down");
+  }
+  SessionRegistry third;
+  CHECK(third.open_journal(path) == 1);
+  CHECK(third.find("s-new", 1000).error().code == ErrorCode::session_closed);
+  CHECK(third.find("s-open", 1000).error().code == ErrorCode::not_found);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("byte budgets bound each uid and the whole, and give back what a hold had") {
