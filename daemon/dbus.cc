@@ -153,7 +153,7 @@ constexpr Method kMethods[] = {
     {"Run", Method::Kind::run},           {"CreateSession", Method::Kind::create},
     {"SessionExec", Method::Kind::exec},  {"CloseSession", Method::Kind::close},
     {"ListSessions", Method::Kind::list}, {"Metrics", Method::Kind::metrics},
-    {"SetSessionNetwork", Method::Kind::network},
+    {"SetSessionNetwork", Method::Kind::network}, {"Drain", Method::Kind::drain},
 };
 
 const sd_bus_vtable kVtable[] = {
@@ -177,6 +177,8 @@ const sd_bus_vtable kVtable[] = {
     SD_BUS_METHOD_WITH_NAMES("SetSessionNetwork", "sasb",
                              SD_BUS_PARAM(session) SD_BUS_PARAM(allowed_domains) SD_BUS_PARAM(network), "", ,
                              DbusService::on_method, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("Drain", "u", SD_BUS_PARAM(deadline_ms), "b", SD_BUS_PARAM(draining),
+                             DbusService::on_method, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_PROPERTY("Version", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("Accelerator", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_PROPERTY("AcceleratorReason", "s", DbusService::on_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -186,6 +188,7 @@ const sd_bus_vtable kVtable[] = {
     SD_BUS_PROPERTY("RunsActive", "u", DbusService::on_property, 0, 0),
     SD_BUS_PROPERTY("RunsQueued", "u", DbusService::on_property, 0, 0),
     SD_BUS_PROPERTY("Pool", "a(suuutt)", DbusService::on_property, 0, 0),
+    SD_BUS_PROPERTY("Draining", "b", DbusService::on_property, 0, 0),
     SD_BUS_SIGNAL_WITH_NAMES("Output", "tsay", SD_BUS_PARAM(request) SD_BUS_PARAM(stream) SD_BUS_PARAM(data), 0),
     SD_BUS_VTABLE_END,
 };
@@ -401,6 +404,8 @@ int read_request(Method::Kind kind, sd_bus_message* m, uint64_t id, proto::Messa
     case Method::Kind::metrics:
       *out = proto::MetricsRequest{id};
       return 0;
+    case Method::Kind::drain:
+      return -EINVAL;  // answered at once by DbusService::drain
     case Method::Kind::network: {
       const char* session = nullptr;
       if ((r = sd_bus_message_read(m, "s", &session)) < 0) return r;
@@ -463,6 +468,25 @@ int DbusService::metrics(sd_bus_message* m, const Caller& caller, uint64_t id, s
   return sd_bus_reply_method_return(m, "s", text->text.c_str());
 }
 
+int DbusService::drain(sd_bus_message* m, const Caller& caller, uint64_t id, sd_bus_error* error) {
+  uint32_t deadline_ms = 0;
+  if (int r = sd_bus_message_read(m, "u", &deadline_ms); r < 0) return r;
+  struct Capture : Sink {
+    std::optional<proto::Message> reply;
+    void deliver(proto::Message&& x) override { reply = std::move(x); }
+  };
+  auto capture = std::make_shared<Capture>();
+  auto peer = service_.connect(caller, capture);
+  // Root only, as on the socket: the service decides.
+  service_.handle(*peer, proto::Drain{id, deadline_ms});
+  if (auto* e = capture->reply ? std::get_if<proto::ErrorReply>(&*capture->reply) : nullptr)
+    return set_error(error, e->code, e->message);
+  auto* st = capture->reply ? std::get_if<proto::Status>(&*capture->reply) : nullptr;
+  if (!st) return set_error(error, ErrorCode::internal, "no status after the drain");
+  status_.reset();
+  return sd_bus_reply_method_return(m, "b", st->status.draining ? 1 : 0);
+}
+
 int DbusService::method(sd_bus_message* m, sd_bus_error* error) {
   const char* member = sd_bus_message_get_member(m);
   const Method* method = nullptr;
@@ -475,6 +499,7 @@ int DbusService::method(sd_bus_message* m, sd_bus_error* error) {
   uint64_t id = next_request_++;
   if (method->kind == Method::Kind::list) return list_sessions(m, caller, id, error);
   if (method->kind == Method::Kind::metrics) return metrics(m, caller, id, error);
+  if (method->kind == Method::Kind::drain) return drain(m, caller, id, error);
   proto::Message request;
   Options o;
   if ((r = read_request(method->kind, m, id, &request, &o, error)) < 0) return r;
@@ -496,6 +521,7 @@ int DbusService::property(const char* name, sd_bus_message* reply, sd_bus_error*
   if (p == "MaxVMs") return sd_bus_message_append(reply, "u", s.max_vms);
   if (p == "RunsActive") return sd_bus_message_append(reply, "u", s.runs_active);
   if (p == "RunsQueued") return sd_bus_message_append(reply, "u", s.runs_queued);
+  if (p == "Draining") return sd_bus_message_append(reply, "b", s.draining ? 1 : 0);
   if (p == "Pool") {
     int r = sd_bus_message_open_container(reply, 'a', "(suuutt)");
     for (const auto& e : s.pool) {

@@ -84,6 +84,7 @@ class DbusService {
   int property(const char* name, sd_bus_message* reply, sd_bus_error* error);
   int list_sessions(sd_bus_message* m, const Caller& caller, uint64_t id, sd_bus_error* error);
   int metrics(sd_bus_message* m, const Caller& caller, uint64_t id, sd_bus_error* error);
+  int drain(sd_bus_message* m, const Caller& caller, uint64_t id, sd_bus_error* error);
   // The sender's uid, authorized like a socket peer; < 0 refused.
   int identify(sd_bus_message* m, Caller* caller, sd_bus_error* error);
   // Runs sd-bus until it has nothing to do, then re-arms the poll and timer.

@@ -14,7 +14,7 @@ namespace sandbox::daemon {
 
 struct Method {  // the interface's methods, and what each stands for
   const char* name;
-  enum class Kind { run, create, exec, close, list, metrics, network } kind;
+  enum class Kind { run, create, exec, close, list, metrics, network, drain } kind;
 };
 
 class DbusCall : public Sink, public std::enable_shared_from_this<DbusCall> {

@@ -370,3 +370,19 @@ TEST_CASE("D-Bus: the shipped system bus policy loads") {
   CHECK(n > 0);
   CHECK(std::string(buf).starts_with("unix:path="));
 }
+
+// Last of the cases on the shared daemon: it takes no new work after this.
+TEST_CASE("D-Bus: Drain takes the daemon out of rotation, as sandboxctl drain does") {
+  auto before = busctl({"get-property", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "Draining"});
+  REQUIRE(before.exit_code == 0);
+  CHECK(before.out == "b false\n");
+  auto r = busctl({"call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "Drain", "u", "60000"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(r.out == "b true\n");
+  auto after = busctl({"get-property", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "Draining"});
+  CHECK(after.out == "b true\n");
+  auto refused = busctl({"call", "org.sandboxd1", "/org/sandboxd1", "org.sandboxd1.Manager", "Run", "ssa{sv}", "python",
+                         "print(1)", "0"});
+  CHECK(refused.exit_code != 0);
+  CHECK(refused.err.find("draining") != std::string::npos);
+}
