@@ -1,6 +1,7 @@
 #include "daemon/sessions.h"
 
 #include <sys/random.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -34,6 +35,11 @@ size_t SessionRegistry::open_journal(std::string path) {
 
 void SessionRegistry::save() const {
   if (journal_.empty() || journal_frozen_) return;
+  // Nothing open, nothing for a successor: no file.
+  if (open_.empty()) {
+    ::unlink(journal_.c_str());
+    return;
+  }
   std::string text;
   for (const auto& [id, s] : open_) text += id + " " + std::to_string(s.owner) + "\n";
   // Best effort: a journal that cannot be written costs only the clearer

@@ -67,9 +67,9 @@ EXPECTED = {
         "accelerator_reason": "kvm_pvm cannot run this guest", "vms": 3, "max_vms": 8, "runs_active": 2,
         "runs_queued": 1, "sessions": 1, "runs_per_uid": 6,
         "pool": [
-            {"language": "python", "size": 2, "ready": 1, "booting": 1, "hits": 10, "misses": 4},
-            {"language": "javascript", "size": 1, "ready": 1, "booting": 0, "hits": 0, "misses": 0},
-            {"language": "raw", "size": 0, "ready": 0, "booting": 0, "hits": 0, "misses": 5000000000},
+            {"language": "python", "size": 2, "ready": 1, "booting": 1, "hits": 10, "misses": 4, "layer": ""},
+            {"language": "javascript", "size": 1, "ready": 1, "booting": 0, "hits": 0, "misses": 0, "layer": ""},
+            {"language": "raw", "size": 0, "ready": 0, "booting": 0, "hits": 0, "misses": 5000000000, "layer": ""},
         ],
         "host_limits": "none: cgroup v2 memory controller missing", "draining": False,
     },
