@@ -157,7 +157,15 @@ bool on_cmdline(std::string_view flag) {
   return false;
 }
 
-void mount_layer() {
+// Where the layer and the root are mounted before the switch: in the
+// initramfs, out of sight once the root moves over it.
+constexpr const char* kStagedLayer = "/layer";
+constexpr const char* kLowerRoot = "/lower";
+
+// The layer named on the kernel command line, mounted at kStagedLayer.
+// A layer that cannot be mounted is logged and left out: the run then
+// fails on its missing packages, with the reason in the guest log.
+void stage_layer() {
   std::ifstream in("/proc/cmdline");
   std::string word;
   constexpr std::string_view kKey = "sandbox.layer=";
@@ -167,12 +175,39 @@ void mount_layer() {
   if (!language) return;
   auto name = wait_for_disk(proto::kLayerDiskSerial);
   if (!name) return log("package layer: no disk with serial %s", proto::kLayerDiskSerial.data());
-  std::string at(proto::kLayerMount), dev = "/dev/" + *name;
-  ::mkdir(at.c_str(), 0755);
+  std::string dev = "/dev/" + *name;
+  ::mkdir(kStagedLayer, 0755);
   // Read-only, and nothing on it runs with privileges or names a device.
-  if (auto r = do_mount(dev.c_str(), at.c_str(), "erofs", MS_RDONLY | MS_NODEV | MS_NOSUID); !r)
+  if (auto r = do_mount(dev.c_str(), kStagedLayer, "erofs", MS_RDONLY | MS_NODEV | MS_NOSUID); !r)
     return log("package layer: %s", r.error().message.c_str());
   g_layer = language;
+}
+
+// The root at /sysroot: the image itself, or, when the layer carries
+// Debian packages (a "root" tree), a read-only overlay of that tree on
+// the image. Either way nothing on it is setuid or a device.
+Result<void> mount_root() {
+  constexpr unsigned long kFlags = MS_RDONLY | MS_NODEV | MS_NOSUID;
+  struct stat st {};
+  std::string tree = std::string(kStagedLayer) + "/root";
+  if (!g_layer || ::stat(tree.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return do_mount(kRootDevice.data(), "/sysroot", "erofs", kFlags);
+  ::mkdir(kLowerRoot, 0755);
+  if (auto r = do_mount(kRootDevice.data(), kLowerRoot, "erofs", kFlags); !r) return r;
+  std::string options = "lowerdir=" + tree + ":" + kLowerRoot;
+  if (auto r = do_mount("overlay", "/sysroot", "overlay", kFlags, options.c_str()); !r)
+    return std::move(r).error().context("the Debian package layer");
+  return ok();
+}
+
+// The layer where runs find it (PYTHONPATH, NODE_PATH): moved, not
+// mounted again, so the overlay keeps the very mount it was made of.
+Result<void> place_layer() {
+  if (!g_layer) return ok();
+  std::string at = std::string("/sysroot") + std::string(proto::kLayerMount);
+  ::mkdir(at.c_str(), 0755);
+  if (::mount(kStagedLayer, at.c_str(), nullptr, MS_MOVE, nullptr) != 0) return Error::sys("move mount", at);
+  return ok();
 }
 
 }  // namespace
@@ -193,7 +228,8 @@ Result<void> setup_system() {
   if (auto r = load_modules(); !r) return std::move(r).error().context("loading modules");
 
   if (!wait_for(std::string(kRootDevice), 5000)) return Error::make(ErrorCode::vm_boot_failed, "root device did not appear");
-  if (auto r = do_mount(kRootDevice.data(), "/sysroot", "erofs", MS_RDONLY | MS_NODEV | MS_NOSUID); !r) return r;
+  stage_layer();
+  if (auto r = mount_root(); !r) return r;
 
   // Writable places on the read-only root. /tmp, /dev/shm and the home
   // share one tmpfs, so what user code can pin there (it outlives its
@@ -211,6 +247,7 @@ Result<void> setup_system() {
     if (auto r = make_dir(staging + dir, static_cast<mode_t>(mode), uid, gid); !r) return r;
   if (auto r = bind(staging + "/tmp", "/sysroot/tmp"); !r) return r;
   if (auto r = bind(staging + "/home", "/sysroot" + std::string(kUserHome)); !r) return r;
+  if (auto r = place_layer(); !r) return r;
 
   // Switch root: the agent keeps running from the initramfs copy in memory.
   for (const char* m : {"/dev", "/sys"}) {
@@ -230,7 +267,6 @@ Result<void> setup_system() {
   ::mkdir("/run/sandbox", 0755);
   ::sethostname("sandbox", 7);
   if (auto r = bring_up_loopback(); !r) log("%s", r.error().message.c_str());
-  mount_layer();
   return ok();
 }
 

@@ -97,6 +97,45 @@ bool npm_range_ok(std::string_view v) {
   });
 }
 
+// Debian policy 5.6.1: lower case letters, digits, "+-." and at least two
+// characters, starting with a letter or digit.
+bool apt_name_ok(std::string_view n) {
+  if (n.size() < 2 || n.size() > kMaxPackageNameBytes) return false;
+  if (!((n.front() >= 'a' && n.front() <= 'z') || (n.front() >= '0' && n.front() <= '9'))) return false;
+  return std::all_of(n.begin(), n.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.';
+  });
+}
+
+// Debian policy 5.6.12: [epoch:]upstream[-revision], starting with a digit.
+bool apt_version_ok(std::string_view v) {
+  if (v.empty() || v.size() > 64 || !(v.front() >= '0' && v.front() <= '9')) return false;
+  return std::all_of(v.begin(), v.end(),
+                     [](char c) { return is_alnum(c) || c == '.' || c == '+' || c == '~' || c == '-' || c == ':'; });
+}
+
+Result<PackageSpec> parse_apt(std::string_view text, const PackagePolicy& policy) {
+  auto body = text.substr(kAptPrefix.size());
+  auto eq = body.find('=');
+  auto name = body.substr(0, eq);
+  if (!apt_name_ok(name))
+    return refuse(text, "not a Debian package name (lower case letters, digits and '+-.', at least two characters)");
+  PackageSpec spec;
+  spec.apt = true;
+  spec.name = "apt:" + std::string(name);
+  if (eq == std::string_view::npos) {
+    if (policy.require_pinned) return refuse(text, "not pinned: name an exact version, as 'apt:name=1.2-3'");
+    spec.canonical = spec.name;
+    return spec;
+  }
+  auto version = body.substr(eq + 1);
+  if (!apt_version_ok(version)) return refuse(text, "not a Debian version: '" + std::string(version.substr(0, 64)) + "'");
+  spec.pinned = true;
+  spec.version = std::string(version);
+  spec.canonical = spec.name + "=" + spec.version;
+  return spec;
+}
+
 Result<PackageSpec> parse_python(std::string_view text, const PackagePolicy& policy) {
   PackageSpec spec;
   size_t i = 0;
@@ -209,6 +248,12 @@ Result<PackageSpec> parse_package(Language language, std::string_view text, cons
   if (text.size() > limits::kMaxPackageSpecBytes)
     return refuse(text, "longer than " + std::to_string(limits::kMaxPackageSpecBytes) + " bytes");
   if (text.front() == '-') return refuse(text, "installer options are not accepted");
+  if (is_apt_package(text)) {
+    auto spec = parse_apt(text, policy);
+    if (spec && policy.apt_allowlist && !policy.apt_allowlist->count(spec->name.substr(kAptPrefix.size())))
+      return refuse(text, "'" + spec->name + "' is not on this host's package allowlist");
+    return spec;
+  }
   // Said plainly for the usual ways to leave the index, before the grammar
   // gives its generic answer.
   if (text.find("://") != std::string_view::npos || text.find(':') != std::string_view::npos)
@@ -221,7 +266,7 @@ Result<PackageSpec> parse_package(Language language, std::string_view text, cons
       return refuse(text, "white space, control characters, environment markers and shell syntax are not accepted");
   auto spec = language == Language::python       ? parse_python(text, policy)
               : language == Language::javascript ? parse_javascript(text, policy)
-                                                 : Result<PackageSpec>(refuse(text, "raw runs take no packages"));
+                                                 : Result<PackageSpec>(refuse(text, "raw runs take only Debian packages ('apt:NAME=VERSION')"));
   if (!spec) return spec;
   const auto& allow = language == Language::python ? policy.python_allowlist : policy.javascript_allowlist;
   if (allow && !allow->count(spec->name)) return refuse(text, "'" + spec->name + "' is not on this host's package allowlist");
@@ -233,8 +278,6 @@ Result<std::vector<PackageSpec>> parse_packages(Language language, const std::ve
   if (packages.size() > policy.max_packages)
     return Error::make(ErrorCode::invalid_argument, std::to_string(packages.size()) + " packages; the limit is " +
                                                         std::to_string(policy.max_packages));
-  if (!packages.empty() && language == Language::raw)
-    return Error::make(ErrorCode::package_not_allowed, "raw runs take no packages (only python and javascript)");
   std::vector<PackageSpec> out;
   for (const auto& p : packages) {
     auto spec = parse_package(language, p, policy);
@@ -256,7 +299,7 @@ std::vector<std::string> canonical_packages(const std::vector<PackageSpec>& spec
 Result<PackagePolicy> parse_package_allowlist(std::string_view text, PackagePolicy policy) {
   if (text.size() > kMaxAllowlistBytes)
     return Error::make(ErrorCode::invalid_argument, "package allowlist is over " + std::to_string(kMaxAllowlistBytes) + " bytes");
-  std::set<std::string> py, js;
+  std::set<std::string> py, js, apt;
   size_t line_no = 0;
   std::istringstream in{std::string(text)};
   std::string line;
@@ -269,20 +312,24 @@ Result<PackagePolicy> parse_package_allowlist(std::string_view text, PackagePoli
     auto bad = [&](std::string why) {
       return Error::make(ErrorCode::invalid_argument, "package allowlist line " + std::to_string(line_no) + ": " + why);
     };
-    if (!(words >> name) || (words >> extra)) return bad("expected 'python NAME' or 'javascript NAME'");
+    if (!(words >> name) || (words >> extra)) return bad("expected 'python NAME', 'javascript NAME' or 'apt NAME'");
     if (lang == "python") {
       if (!python_name_ok(name)) return bad("'" + name + "' is not a Python package name");
       py.insert(normalize_python_name(name));
     } else if (lang == "javascript") {
       if (!npm_name_ok(name)) return bad("'" + name + "' is not an npm package name");
       js.insert(name);
+    } else if (lang == "apt") {
+      if (!apt_name_ok(name)) return bad("'" + name + "' is not a Debian package name");
+      apt.insert(name);
     } else {
       return bad("unknown language '" + lang + "'");
     }
-    if (py.size() + js.size() > kMaxAllowlistNames) return bad("more than " + std::to_string(kMaxAllowlistNames) + " names");
+    if (py.size() + js.size() + apt.size() > kMaxAllowlistNames) return bad("more than " + std::to_string(kMaxAllowlistNames) + " names");
   }
   policy.python_allowlist = std::move(py);
   policy.javascript_allowlist = std::move(js);
+  policy.apt_allowlist = std::move(apt);
   return policy;
 }
 

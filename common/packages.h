@@ -27,12 +27,20 @@ struct PackagePolicy {
   // Canonical names allowed per language; absent: any name.
   std::optional<std::set<std::string>> python_allowlist;
   std::optional<std::set<std::string>> javascript_allowlist;
+  // Debian package names ("apt:NAME" entries), as the archive spells them.
+  std::optional<std::set<std::string>> apt_allowlist;
 };
 
+// "apt:NAME[=VERSION]": a Debian package from the operator's archive,
+// for any language (raw runs take only these).
+inline constexpr std::string_view kAptPrefix = "apt:";
+inline bool is_apt_package(std::string_view text) { return text.starts_with(kAptPrefix); }
+
 struct PackageSpec {
-  std::string name;       // canonical: Python's normalized name, npm's name as written (lower case)
+  std::string name;       // canonical: Python's normalized name, npm's name as written (lower case), "apt:NAME"
+  bool apt = false;       // a Debian package
   std::string extras;     // Python "[a,b]" sorted and normalized, or ""
-  std::string version;    // the specifier after the name: "==1.2" / ">=1,<2" (Python), "1.3.0" / "^1.3" (npm)
+  std::string version;    // after the name: "==1.2" / ">=1,<2" (Python), "1.3.0" / "^1.3" (npm), "1.6-2" (apt)
   bool pinned = false;
   std::string canonical;  // what the installer is given and the cache key holds
 };
@@ -49,8 +57,9 @@ std::vector<std::string> canonical_packages(const std::vector<PackageSpec>& spec
 // PEP 503 normalization: lower case, runs of "-", "_", "." become one "-".
 std::string normalize_python_name(std::string_view name);
 
-// An allowlist data file: one name per line per language, as
-// "python NAME" or "javascript NAME"; '#' starts a comment. Bounded.
+// An allowlist data file: one name per line per ecosystem, as
+// "python NAME", "javascript NAME" or "apt NAME"; '#' starts a comment.
+// Bounded.
 Result<PackagePolicy> load_package_allowlist(const std::string& path, PackagePolicy policy);
 Result<PackagePolicy> parse_package_allowlist(std::string_view text, PackagePolicy policy);
 

@@ -3,9 +3,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 
+#include <sandbox/json.h>
+
 #include "common/net_rules.h"
+#include "common/packages.h"
 #include "common/unique_fd.h"
 #include "daemon/lease.h"
 #include "daemon/log.h"
@@ -79,7 +83,14 @@ class Builder::Job {
     if (!owner_.options_.available)
       return fail(Error::make(ErrorCode::package_install_failed,
                               "this sandboxd has no package builder image (images/build.sh makes builder.erofs)"));
-    auto& hosts = inputs_.language == Language::javascript ? owner_.options_.npm_hosts : owner_.options_.python_hosts;
+    // Each ecosystem's hosts only when the request has its packages.
+    const auto& ps = inputs_.packages;
+    bool apt = std::any_of(ps.begin(), ps.end(), [](const auto& p) { return is_apt_package(p); });
+    bool language = std::any_of(ps.begin(), ps.end(), [](const auto& p) { return !is_apt_package(p); });
+    std::vector<std::string> hosts;
+    if (language)
+      hosts = inputs_.language == Language::javascript ? owner_.options_.npm_hosts : owner_.options_.python_hosts;
+    if (apt) hosts.insert(hosts.end(), owner_.options_.apt_hosts.begin(), owner_.options_.apt_hosts.end());
     auto policy = make_policy(NetworkRequest{true, hosts, {}});
     if (!policy) return fail(std::move(policy).error().context("the builder's index hosts"));
     policy_ = std::move(*policy);
@@ -143,7 +154,6 @@ class Builder::Job {
     if (finished_) return;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now());
     if (left.count() <= 0) return fail(Error::make(ErrorCode::timeout, "the package builder took its whole time to boot"));
-    bool js = inputs_.language == Language::javascript;
     std::string packages;
     for (const auto& p : inputs_.packages) packages += p + "\n";
     if (!packages.empty()) packages.pop_back();
@@ -154,7 +164,12 @@ class Builder::Job {
     x.env = {{"SANDBOX_BUILD_LANGUAGE", std::string(language_name(inputs_.language))},
              {"SANDBOX_BUILD_PACKAGES", packages},
              {"SANDBOX_BUILD_INDEX", inputs_.index_url},
-             {"SANDBOX_BUILD_SOURCE", inputs_.source_builds ? "1" : "0"}};
+             {"SANDBOX_BUILD_SOURCE", inputs_.source_builds ? "1" : "0"},
+             {"SANDBOX_BUILD_APT_SOURCES", owner_.options_.apt_sources}};
+    // The operator's keyring outgrows an environment variable; in base64
+    // it cannot end the assignment it is in.
+    if (!owner_.options_.apt_keyring.empty())
+      x.code = "SANDBOX_BUILD_APT_KEYRING=" + base64(owner_.options_.apt_keyring) + "\n" + x.code;
     // The installers go through the guest's proxy like any client would.
     for (auto& kv : proxy_env(true)) x.env.push_back(std::move(kv));
     x.timeout_ms = static_cast<uint32_t>(left.count());
@@ -165,7 +180,7 @@ class Builder::Job {
     x.pids_max = kBuilderPids;
     if (auto r = vm_->start_job(x.id, {x}); !r) return fail(std::move(r).error());
     log_info("layer build " + std::to_string(id_) + ": installing " + std::to_string(inputs_.packages.size()) +
-             (js ? " npm" : " Python") + " packages from " + inputs_.index_url);
+             " packages for " + std::string(language_name(inputs_.language)));
   }
 
   void on_output(proto::Output&& o) {

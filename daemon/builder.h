@@ -34,6 +34,11 @@ struct BuilderOptions {
   // Allowlist entries (net_rules.h) a builder of each language may reach:
   // its index's host, and hosts the index sends downloads to.
   std::vector<std::string> python_hosts, npm_hosts;
+  // Debian packages: the archives ("URL SUITE COMPONENT..." lines), their
+  // hosts, and the keyring they are signed with (empty: the guest's own).
+  std::string apt_sources;
+  std::vector<std::string> apt_hosts;
+  std::string apt_keyring;
 };
 
 // The allowlist entry for an index URL's host ("pypi.org",

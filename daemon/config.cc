@@ -95,17 +95,43 @@ Setter optional_path_key(std::string Config::*field) {
 
 // An index URL the builder's egress is limited to: http(s), a host, an
 // optional port and path; nothing a command line or the relay could misread.
+Result<void> check_url(std::string_view v) {
+  auto rest = v.starts_with("https://") ? v.substr(8) : v.starts_with("http://") ? v.substr(7) : std::string_view{};
+  if (rest.empty() || rest.front() == '/' || v.size() > 512 ||
+      v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/%") != std::string_view::npos)
+    return bad_value("'" + std::string(v) + "' is not an http(s)://HOST[:PORT][/PATH] URL");
+  // Its host becomes the builder's allowlist entry: it must be one.
+  if (auto h = index_host_entry(v); !h) return bad_value(h.error().message);
+  return ok();
+}
+
 Setter url_key(std::string Config::*field) {
   return [=](Config& c, std::string_view v) -> Result<void> {
-    auto rest = v.starts_with("https://") ? v.substr(8) : v.starts_with("http://") ? v.substr(7) : std::string_view{};
-    if (rest.empty() || rest.front() == '/' || v.size() > 512 ||
-        v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/%") != std::string_view::npos)
-      return bad_value("'" + std::string(v) + "' is not an http(s)://HOST[:PORT][/PATH] URL");
-    // Its host becomes the builder's allowlist entry: it must be one.
-    if (auto h = index_host_entry(v); !h) return bad_value(h.error().message);
+    if (auto r = check_url(v); !r) return r;
     c.*field = std::string(v);
     return ok();
   };
+}
+
+// "URL SUITE COMPONENT...": one line of a sources.list without options;
+// each word reaches apt's configuration in the builder, so none may carry
+// more than a path's characters.
+Result<void> check_apt_source(std::string_view v) {
+  std::vector<std::string_view> words;
+  while (!v.empty()) {
+    auto space = v.find(' ');
+    if (space != 0) words.push_back(v.substr(0, space));
+    if (space == std::string_view::npos) break;
+    v.remove_prefix(space + 1);
+  }
+  if (words.size() < 2 || words.size() > 10) return bad_value("expected 'URL SUITE [COMPONENT...]'");
+  if (auto r = check_url(words[0]); !r) return r;
+  for (size_t i = 1; i < words.size(); ++i)
+    if (words[i].size() > 64 || words[i].front() == '-' ||
+        words[i].find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._/") !=
+            std::string_view::npos)
+      return bad_value("'" + std::string(words[i]) + "' is not a suite or component name");
+  return ok();
 }
 
 Setter bool_key(bool Config::*field) {
@@ -178,7 +204,7 @@ Result<PoolLayer> parse_pool_layer(std::string_view text) {
   if (second == std::string_view::npos) return bad("not LANGUAGE:COUNT:PACKAGES");
   PoolLayer p;
   auto language = schema::EnumNames<Language>::parse(text.substr(0, first));
-  if (!language || *language == Language::raw) return bad("the language is python or javascript");
+  if (!language) return bad("the language is python, javascript or raw (raw: Debian packages only)");
   p.language = *language;
   auto count = text.substr(first + 1, second - first - 1);
   if (count.empty() || count.size() > 2 || count.find_first_not_of("0123456789") != std::string_view::npos)
@@ -361,6 +387,16 @@ const std::vector<Key>& keys() {
                          return ok();
                        }),
        get_strings(&Config::package_download_hosts)},
+      {"apt_sources", "Debian archives for 'apt:' packages: 'URL SUITE COMPONENT...' entries, ';'-separated",
+       [](Config& c, std::string_view v) -> Result<void> {
+         if (auto r = string_list_key(&Config::apt_sources, check_apt_source, ';')(c, v); !r) return r;
+         if (c.apt_sources.size() > kMaxAptSources)
+           return bad_value("at most " + std::to_string(kMaxAptSources) + " archives");
+         return ok();
+       },
+       get_strings(&Config::apt_sources, "; ")},
+      {"apt_keyring_file", "OpenPGP keyring the apt_sources archives are signed with (empty: the guest's Debian keyring)",
+       optional_path_key(&Config::apt_keyring_file), get_string(&Config::apt_keyring_file)},
       {"package_builder_memory_mb", "guest memory of a package builder VM",
        uint_key(&Config::package_builder_memory_mb, 256, 16384), get_uint(&Config::package_builder_memory_mb)},
       {"package_source_builds", "let pip build packages from source when no wheel exists: on or off",

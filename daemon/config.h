@@ -140,6 +140,15 @@ struct Config {
   // Hosts the index sends downloads to (PyPI's files live apart from its
   // index): builder VMs may reach them too, and nothing else.
   std::vector<std::string> package_download_hosts = {"files.pythonhosted.org"};
+  // Debian archives for "apt:" packages, as "URL SUITE COMPONENT..." (the
+  // guest root's own suites by default); their hosts are all a builder VM
+  // installing Debian packages reaches.
+  std::vector<std::string> apt_sources = {"http://deb.debian.org/debian bookworm main",
+                                          "http://deb.debian.org/debian bookworm-updates main",
+                                          "http://deb.debian.org/debian-security bookworm-security main"};
+  // The OpenPGP keyring those archives are signed with; empty: the guest
+  // root's Debian archive keyring.
+  std::string apt_keyring_file;
   // Guest memory of a builder VM: installers need more than a run.
   uint32_t package_builder_memory_mb = 1024;
   // Source distributions run arbitrary build code: wheels only by default.
@@ -152,6 +161,10 @@ struct Config {
   // not in use goes first.
   uint32_t layer_cache_mb = 4096;
 };
+
+// Debian archives a builder may use: a release, its updates and security
+// suites, and a few of the operator's own.
+inline constexpr size_t kMaxAptSources = 8;
 
 // A pool_layers entry: "python:2:numpy==1.26.4 pandas==2.1.4".
 inline constexpr size_t kMaxPoolLayers = 5;

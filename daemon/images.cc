@@ -21,7 +21,8 @@ constexpr size_t kMaxPackageListBytes = proto::kMaxPackageEntries * 2 * limits::
 // What `sandboxctl images` names, in this order: the interpreters runs use,
 // then the everyday tools images/build.sh installs (GUEST_TOOLS) and what
 // they stand on, then what the builder's root adds (BUILDER_PACKAGES):
-// pip's and npm's versions go into the keys of the layers they install.
+// pip's, npm's and apt's versions go into the keys of the layers they
+// install.
 // Each is looked up in the root's package list, then in the builder's; one
 // in neither is left out. "python3.*" is the versioned interpreter package
 // (python3.11), whose version carries Debian's security updates; the
@@ -39,6 +40,7 @@ constexpr ToolPackage kTools[] = {
     {"bzip2", "bzip2"},       {"tzdata", "tzdata"},   {"ca-certificates", "ca-certificates"},
     {"openssl", "openssl"},   {"python3-venv", "python3.*-venv"},
     {"pip", "python3-pip"},   {"npm", "npm"},         {"mkfs.erofs", "erofs-utils"},
+    {"apt", "apt"},
 };
 static_assert(std::size(kTools) <= proto::kMaxToolEntries);
 

@@ -74,11 +74,19 @@ std::string layer_key(const LayerKeyInputs& in) {
   add(in.installer);
   add(in.index_url);
   add(in.source_builds ? "source" : "binary");
-  return std::string(in.language == Language::javascript ? "js-" : "py-") + sha256_hex(s).substr(0, 40);
+  // Added only when used: keys of requests without Debian packages stay
+  // as they were.
+  if (!in.apt_sources.empty() || !in.apt_installer.empty()) {
+    add("apt");
+    add(in.apt_sources);
+    add(in.apt_installer);
+  }
+  std::string_view prefix = in.language == Language::javascript ? "js-" : in.language == Language::raw ? "sh-" : "py-";
+  return std::string(prefix) + sha256_hex(s).substr(0, 40);
 }
 
 bool valid_layer_key(std::string_view key) {
-  if (key.size() != 43 || !(key.starts_with("py-") || key.starts_with("js-"))) return false;
+  if (key.size() != 43 || !(key.starts_with("py-") || key.starts_with("js-") || key.starts_with("sh-"))) return false;
   return std::all_of(key.begin() + 3, key.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 

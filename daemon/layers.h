@@ -36,8 +36,12 @@ struct LayerKeyInputs {
   std::string installer;              // "python3-pip=23.0.1+dfsg-1"
   std::string index_url;
   bool source_builds = false;         // sdists allowed, or npm install scripts
+  // Only for a request with Debian packages: the archive and apt's version.
+  std::string apt_sources;            // "URL SUITE COMPONENT..." lines
+  std::string apt_installer;          // "apt=2.6.1"
 };
-// "py-" or "js-" and 40 hex digits of a SHA-256 over the inputs.
+// "py-", "js-" or "sh-" (raw runs) and 40 hex digits of a SHA-256 over
+// the inputs.
 std::string layer_key(const LayerKeyInputs& inputs);
 // Keys as layer_key makes them: nothing a path could misuse.
 bool valid_layer_key(std::string_view key);

@@ -463,6 +463,15 @@ int run(int argc, char** argv) {
     }
     options.service.packages = std::move(*policy);
   }
+  if (!cfg.apt_keyring_file.empty()) {
+    // An OpenPGP keyring holds a few keys: 256 KiB is far more than enough.
+    auto keyring = read_file(cfg.apt_keyring_file, 256 << 10);
+    if (!keyring) {
+      log_error("apt_keyring_file: " + keyring.error().describe());
+      return 1;
+    }
+    options.manager.builder.apt_keyring = std::move(*keyring);
+  }
   options.manager.layer_store = open_layers(cfg);
   options.manager.sessions_journal = cfg.state_dir + "/sessions";
   log_info("at most " + std::to_string(options.manager.max_vms) + " VMs, " +

@@ -2,6 +2,9 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
+
+#include "common/packages.h"
 #include "common/unique_fd.h"
 #include "daemon/log.h"
 
@@ -66,6 +69,10 @@ LayerKeyInputs Manager::layer_inputs(Language language, const std::vector<std::s
   in.installer = language == Language::javascript ? f.npm : f.pip;
   in.index_url = language == Language::javascript ? f.npm_registry_url : f.python_index_url;
   in.source_builds = language == Language::javascript ? f.install_scripts : f.source_builds;
+  if (std::any_of(packages.begin(), packages.end(), [](const auto& p) { return is_apt_package(p); })) {
+    in.apt_sources = f.apt_sources;
+    in.apt_installer = f.apt;
+  }
   return in;
 }
 

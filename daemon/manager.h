@@ -48,8 +48,9 @@ struct ManagerOptions {
   // whether code from the index runs at install time.
   struct LayerFacts {
     std::string base_image;
-    std::string python, pip, node, npm;
+    std::string python, pip, node, npm, apt;
     std::string python_index_url, npm_registry_url;
+    std::string apt_sources;  // one archive per line
     bool source_builds = false, install_scripts = false;
   } layer_facts;
   // Builder VMs, which make the layers the cache lacks.

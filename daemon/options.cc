@@ -55,6 +55,8 @@ DaemonOptions options_from(const Config& c, const RuntimeFacts& f) {
   lf.pip = tool("pip");
   lf.node = tool("nodejs");
   lf.npm = tool("npm");
+  lf.apt = tool("apt");
+  for (const auto& src : c.apt_sources) lf.apt_sources += src + "\n";
   lf.python_index_url = c.python_index_url;
   lf.npm_registry_url = c.npm_registry_url;
   lf.source_builds = c.package_source_builds;
@@ -75,6 +77,10 @@ DaemonOptions options_from(const Config& c, const RuntimeFacts& f) {
     b.python_hosts.push_back(h);
     b.npm_hosts.push_back(h);
   }
+  b.apt_sources = lf.apt_sources;
+  for (const auto& src : c.apt_sources)
+    if (auto h = index_host_entry(src.substr(0, src.find(' ')))) b.apt_hosts.push_back(*h);
+  // The keyring's bytes are read at start-up (main.cc).
 
   auto& s = o.service;
   s.access = {c.allowed_uids, c.allowed_gids, f.daemon_uid};

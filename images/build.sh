@@ -75,16 +75,16 @@ BUILDER_PACKAGES="python3-pip npm erofs-utils"
 # Modules the agent loads from Debian's kernel, in dependency order.
 # crc32c_generic must precede libcrc32c because the guest has no modprobe to
 # satisfy its crypto request. The sandbox kernel has all of it built in.
-DEBIAN_MODULES="virtio_ring virtio virtio_mmio virtio_blk virtio_console virtio-rng crc32c_generic libcrc32c erofs"
+DEBIAN_MODULES="virtio_ring virtio virtio_mmio virtio_blk virtio_console virtio-rng crc32c_generic libcrc32c erofs overlay"
 # The kernel source sandbox.config is written against: a new major version
 # needs the fragment reviewed, so it is named, not taken from "linux-source".
 KERNEL_SOURCE_PKG=linux-source-6.1
 # Bump when the kernel or root steps below change meaning: they take
 # minutes, so they are cached by what goes into them (package lists and
 # versions), not by this file.
-KERNEL_RECIPE_VERSION=1
+KERNEL_RECIPE_VERSION=2
 RECIPE_VERSION=4
-BUILDER_RECIPE_VERSION=1
+BUILDER_RECIPE_VERSION=2
 
 SCRIPT_HASH=$(sha256sum "$0" | cut -c1-16)
 mkdir -p "$CACHE" "$OUT"
@@ -307,6 +307,11 @@ if [[ ! -f "$BUILDER" || ! -f "$CACHE/builder-$BKEY.packages" ]]; then
     # hard links come back as copies (a few MB: perl, gzip, bzip2, unzip).
     fsck.erofs --extract="$work/root" --preserve "$ROOTFS" > "$work/extract.log" 2>&1 \
         || { tail -20 "$work/extract.log" >&2; exit 1; }
+    # What the guest root itself has installed: `apt:` layers resolve
+    # against this, not against the builder's additions, so a layer brings
+    # every dependency the root lacks.
+    install -d "$work/root/usr/share/sandboxd"
+    cp "$work/root/var/lib/dpkg/status" "$work/root/usr/share/sandboxd/root-dpkg-status"
     # The root keeps its sources.list and dpkg excludes; apt reaches the
     # mirror with this machine's resolver configuration, removed below.
     cp -L /etc/resolv.conf "$work/root/etc/resolv.conf"

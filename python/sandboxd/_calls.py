@@ -370,7 +370,8 @@ def network(
     the operator's default list, and guest ports to offer on 127.0.0.1
     (GUEST, (GUEST, HOST), or (GUEST, "unix") for a Unix socket only this
     uid can use); with the packages to install first ("name==1.2.3",
-    "name@1.2.3"), which the daemon checks against its policy."""
+    "name@1.2.3", Debian's "apt:name=1.2-3"), which the daemon checks
+    against its policy."""
     if isinstance(packages, str):
         raise InvalidArgumentError("packages must be a list of specifiers, not one string", retry_safe=True)
     pkgs = [] if packages is None else list(packages)

@@ -13,8 +13,9 @@ stdin closes. Every server binds 127.0.0.1 (the HTTPS, HTTP and echo
 servers on every ADDRESS given, which must be in 127.0.0.0/8).
 
 With --index, the HTTP(S) servers are also a package index: /simple/NAME/
-and /files/FILE from INDEX/simple/NAME/index.html and INDEX/files/FILE
-(make_index.py writes them), each request logged to DIR/index_requests.
+and /files/FILE from INDEX/simple/NAME/index.html and INDEX/files/FILE,
+and a Debian archive under /debian/ from INDEX/debian (make_index.py
+writes them), each request logged to DIR/index_requests.
 """
 import http.server
 import json
@@ -71,12 +72,14 @@ def index_file(path):
         return os.path.join(index_dir, "simple", parts[1], "index.html")
     if len(parts) == 2 and parts[0] == "files":
         return os.path.join(index_dir, "files", parts[1])
+    if len(parts) >= 2 and parts[0] == "debian" and ".." not in parts:
+        return os.path.join(index_dir, *parts)
     return None
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        if index_dir and self.path.startswith(("/simple/", "/files/")):
+        if index_dir and self.path.startswith(("/simple/", "/files/", "/debian/")):
             return self.serve_index()
         body = ("hello from %s via %s\n" % (self.headers.get("Host", "?"), self.server.server_address[0])).encode()
         self.send_response(200)

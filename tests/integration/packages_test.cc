@@ -89,7 +89,7 @@ TEST_CASE("packages: unpinned, unlisted and smuggling specifiers are refused bef
       {Language::javascript, {"left-pad@^1.3.0"}, "not pinned"},
       {Language::javascript, {"lodash@4.17.21"}, "'lodash' is not on this host's package allowlist"},
       {Language::javascript, {"left-pad@file:../x"}, "URLs"},
-      {Language::raw, {"mypkg==1.0"}, "raw runs take no packages"},
+      {Language::raw, {"mypkg==1.0"}, "raw runs take only Debian packages"},
   };
   for (const auto& k : cases) {
     INFO(k.packages[0]);
@@ -315,7 +315,8 @@ struct PackageIndex : LoopbackHosts {
   // What a daemon needs to build from this index: its names, its CA.
   std::vector<std::string> daemon_args() const {
     return {"--network-resolver", "127.0.0.1:" + std::to_string(dns), "--network-allowed-ranges", "127.0.0.0/8",
-            "--extra-ca-file", dir + "/ca.pem", "--python-index-url", index_url()};
+            "--extra-ca-file", dir + "/ca.pem", "--python-index-url", index_url(),
+            "--apt-sources", apt_source(), "--apt-keyring-file", index_ + "/debian/keyring.gpg"};
   }
   ~PackageIndex() {
     daemon.stop();
@@ -323,6 +324,7 @@ struct PackageIndex : LoopbackHosts {
     fs::remove_all(index_);
   }
   std::string index_url() const { return "https://pypi.test:" + std::to_string(https) + "/simple"; }
+  std::string apt_source() const { return "https://pypi.test:" + std::to_string(https) + "/debian sbx main"; }
   size_t requests_for(const std::string& path_part) const {
     size_t n = 0;
     for (const auto& r : index_requests()) n += r.find(path_part) != std::string::npos;
@@ -530,6 +532,97 @@ TEST_CASE("builds: pool_layers keeps warm VMs with a package set's layer; a run 
   bool counted = false;
   for (const auto& p : st->pool) counted = counted || (p.layer == key && p.hits == 1);
   CHECK(counted);
+  d.stop();
+}
+
+TEST_CASE("builds: Debian packages from the operator's signed archive lie over the root, without setuid, then hit") {
+  auto* index = package_index();
+  if (!index) return;
+  Client c(index->daemon.socket());
+  // The package's own command, its dependency's file, a file it ships
+  // under /bin (the root's /bin links to /usr/bin and must stay so), its
+  // setuid file without the bit, dpkg's view, and a root still read-only.
+  auto code =
+      "sbxhello; sbxhello-old-path; stat -c '%A %U' /usr/bin/sbxhello-suid; /bin/sh -c 'echo root intact'\n"
+      "dpkg-query -W -f '${Status} ${Version}\\n' sbxhello\n"
+      "touch /usr/bin/x 2>/dev/null || echo read-only\n";
+  auto expected = "hello from a Debian layer\nold path\n-rwxr-xr-x root\nroot intact\ninstall ok installed 1.0-1\nread-only\n";
+  auto first = c.run(with_packages(Language::raw, code, {"apt:sbxhello=1.0-1"}));
+  REQUIRE_MESSAGE(first.ok(), first.error().describe());
+  INFO("stderr: " << first->stderr_data);
+  CHECK(first->stdout_data == expected);
+  CHECK(first->layer.cache == "built");
+  CHECK(first->layer.key.starts_with("sh-"));
+  CHECK(index->requests_for("/debian/pool/sbxhello_1.0-1_all.deb") == 1);
+  auto layers = c.layers();
+  REQUIRE(layers.ok());
+  std::string lock;
+  for (const auto& l : *layers)
+    if (l.key == first->layer.key)
+      for (const auto& line : l.lock) lock += line + "\n";
+  // Both packages, with the versions apt resolved and the archive's hashes.
+  CHECK(lock.find("apt:sbxhello=1.0-1 sha256:") != std::string::npos);
+  CHECK(lock.find("apt:sbxhello-data=1.0-1 sha256:") != std::string::npos);
+
+  auto second = c.run(with_packages(Language::raw, code, {"apt:sbxhello=1.0-1"}));
+  REQUIRE_MESSAGE(second.ok(), second.error().describe());
+  CHECK(second->stdout_data == expected);
+  CHECK(second->layer.cache == "hit");
+  CHECK(index->requests_for("/debian/pool/sbxhello_1.0-1_all.deb") == 1);
+  // A run without the layer has the root as it was.
+  auto plain = c.run(make_request(Language::raw, "command -v sbxhello || echo absent; ls /usr/share/sbxhello 2>&1 | wc -l"));
+  REQUIRE(plain.ok());
+  CHECK(plain->stdout_data == "absent\n1\n");
+}
+
+TEST_CASE("builds: one layer holds Debian and Python packages together") {
+  auto* index = package_index();
+  if (!index) return;
+  Client c(index->daemon.socket());
+  auto code = "import mypkg, subprocess\nprint(mypkg.answer(), subprocess.run(['sbxhello'], capture_output=True, text=True).stdout.strip())\n";
+  auto r = c.run(with_packages(Language::python, code, {"mypkg==1.0", "apt:sbxhello=1.0-1"}));
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  INFO("stderr: " << r->stderr_data);
+  CHECK(r->stdout_data == "42 hello from a Debian layer\n");
+  CHECK(r->layer.key.starts_with("py-"));
+  auto layers = c.layers();
+  REQUIRE(layers.ok());
+  for (const auto& l : *layers)
+    if (l.key == r->layer.key) {
+      CHECK(l.packages == std::vector<std::string>{"apt:sbxhello=1.0-1", "mypkg==1.0"});
+      CHECK(l.lock.size() == 4);
+    }
+}
+
+TEST_CASE("builds: a Debian package the archive lacks, or an archive of an unknown key, fails with apt's words") {
+  auto* index = package_index();
+  if (!index) return;
+  Client c(index->daemon.socket());
+  auto r = c.run(with_packages(Language::raw, "true", {"apt:nosuchpkg=1.0"}));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::package_install_failed);
+  CHECK_MESSAGE(r.error().message.find("Unable to locate package nosuchpkg") != std::string::npos, r.error().message);
+  CHECK(index->daemon.wait_children_at_most(0, std::chrono::seconds(30)));
+  auto layers = c.layers();
+  REQUIRE(layers.ok());
+  for (const auto& l : *layers) CHECK(l.packages != std::vector<std::string>{"apt:nosuchpkg=1.0"});
+  for (const auto& f : list_dir(index->state + "/layers")) CHECK(f.find(".tmp") == std::string::npos);
+
+  // Without the operator's keyring the builder trusts only Debian's keys:
+  // the test archive's index is refused and nothing is downloaded.
+  TestDaemon d;
+  auto args = index->daemon_args();
+  args.resize(args.size() - 2);
+  REQUIRE(d.start(args));
+  Client other(d.socket());
+  auto downloads = index->requests_for("/debian/pool/");
+  auto unsigned_run = other.run(with_packages(Language::raw, "true", {"apt:sbxhello=1.0-1"}));
+  REQUIRE_FALSE(unsigned_run.ok());
+  CHECK(unsigned_run.error().code == ErrorCode::package_install_failed);
+  CHECK_MESSAGE((unsigned_run.error().message.find("NO_PUBKEY") != std::string::npos ||
+                 unsigned_run.error().message.find("not signed") != std::string::npos),
+                unsigned_run.error().message);
+  CHECK(index->requests_for("/debian/pool/") == downloads);
   d.stop();
 }
 

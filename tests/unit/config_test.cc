@@ -139,7 +139,8 @@ TEST_CASE("package keys: pool_layers sets are pinned, canonical, few and distinc
     return r.error().message;
   };
   CHECK(bad("pool_layers = python:1:numpy>=1.26\n").find("not pinned") != std::string::npos);
-  CHECK(bad("pool_layers = raw:1:x==1\n").find("python or javascript") != std::string::npos);
+  CHECK(bad("pool_layers = raw:1:x==1\n").find("only Debian packages") != std::string::npos);
+  CHECK(bad("pool_layers = ruby:1:x==1\n").find("python, javascript or raw") != std::string::npos);
   CHECK(bad("pool_layers = python:0:x==1\n").find("from 1 to 16") != std::string::npos);
   CHECK(bad("pool_layers = python:2\n").find("not LANGUAGE:COUNT:PACKAGES") != std::string::npos);
   CHECK(bad("pool_layers = python:1:a==1; python:3:A==1\n").find("listed twice") != std::string::npos);
@@ -147,4 +148,39 @@ TEST_CASE("package keys: pool_layers sets are pinned, canonical, few and distinc
             .find("at most 5") != std::string::npos);
   CHECK(bad("pool_layers = python:1:x==1 --index-url=http://evil/\n").find("options") != std::string::npos);
   CHECK(bad("python_index_url = https://user@pypi.example/simple\n").find("python_index_url") != std::string::npos);
+}
+
+TEST_CASE("apt keys: archives are URL, suite and components; pool_layers takes Debian packages") {
+  Config c;
+  REQUIRE(config_parse(c,
+                       "apt_sources = https://deb.example:8443/debian stable main contrib; http://local.test/flat ./\n"
+                       "apt_keyring_file = /etc/sandboxd/archive.gpg\n"
+                       "pool_layers = raw:1:apt:jq=1.6-2.1 apt:sqlite3=3.40.1-2; python:1:apt:zip=3.0-13 mypkg==1.0\n",
+                       "f")
+              .ok());
+  CHECK(c.apt_sources ==
+        std::vector<std::string>{"https://deb.example:8443/debian stable main contrib", "http://local.test/flat ./"});
+  CHECK(c.apt_keyring_file == "/etc/sandboxd/archive.gpg");
+  auto raw = parse_pool_layer(c.pool_layers[0]);
+  REQUIRE(raw.ok());
+  CHECK(raw->language == Language::raw);
+  CHECK(raw->packages == std::vector<std::string>{"apt:jq=1.6-2.1", "apt:sqlite3=3.40.1-2"});
+  CHECK(parse_pool_layer(c.pool_layers[1])->packages == std::vector<std::string>{"apt:zip=3.0-13", "mypkg==1.0"});
+
+  auto bad = [](const std::string& text) {
+    Config x;
+    auto r = config_parse(x, text, "f");
+    REQUIRE_FALSE(r.ok());
+    return r.error().message;
+  };
+  CHECK(bad("apt_sources = http://deb.example/debian\n").find("URL SUITE") != std::string::npos);
+  CHECK(bad("apt_sources = ftp://deb.example/debian stable main\n").find("http(s)") != std::string::npos);
+  CHECK(bad("apt_sources = http://deb.example/debian stable main$(id)\n").find("not a suite") != std::string::npos);
+  CHECK(bad("apt_sources = http://deb.example/debian [trusted=yes] main\n").find("not a suite") != std::string::npos);
+  CHECK(bad("apt_sources = http://deb.example/debian -o main\n").find("not a suite") != std::string::npos);
+  std::string many = "apt_sources =";
+  for (int i = 0; i < 9; ++i) many += " http://d" + std::to_string(i) + ".example/debian stable main;";
+  CHECK(bad(many + "\n").find("at most 8") != std::string::npos);
+  CHECK(bad("apt_keyring_file = relative.gpg\n").find("absolute") != std::string::npos);
+  CHECK(bad("pool_layers = raw:1:apt:jq\n").find("not pinned") != std::string::npos);
 }

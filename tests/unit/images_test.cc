@@ -190,7 +190,7 @@ namespace {
 // the root's own must win over) plus pip, npm and erofs-utils.
 constexpr const char* kRootList = "nodejs=18.20.4+dfsg-1~deb12u3\npython3.11=3.11.2-6+deb12u9\n";
 constexpr const char* kBuilderList =
-    "erofs-utils=1.5-1\nnode-semver=7.3.5+~7.3.8-2\nnodejs=18.20.5+dfsg-1\nnpm=9.2.0~ds1-1\n"
+    "apt=2.6.1\nerofs-utils=1.5-1\nnode-semver=7.3.5+~7.3.8-2\nnodejs=18.20.5+dfsg-1\nnpm=9.2.0~ds1-1\n"
     "python3-pip=23.0.1+dfsg-1\npython3.11=3.11.2-6+deb12u9\n";
 
 // An image set with a builder: k, i, r and b for the images, the lists above.
@@ -216,7 +216,7 @@ TEST_CASE("a builder image is verified and its package managers are named as too
   REQUIRE_MESSAGE(set.ok(), set.error().message);
   CHECK(set->builder.path == fs::canonical(d.path).string() + "/b");
   CHECK(set->builder.sha256 == kAbc);
-  CHECK(set->builder_root_packages.size() == 6);
+  CHECK(set->builder_root_packages.size() == 7);
   CHECK(set->root_packages.size() == 2);
 
   auto info = describe_images(*set);
@@ -236,6 +236,7 @@ TEST_CASE("a builder image is verified and its package managers are named as too
   CHECK(tool("pip") == "python3-pip=23.0.1+dfsg-1");
   CHECK(tool("npm") == "npm=9.2.0~ds1-1");
   CHECK(tool("mkfs.erofs") == "erofs-utils=1.5-1");
+  CHECK(tool("apt") == "apt=2.6.1");
   // The root's list first: runs use the root's node, not the builder's.
   CHECK(tool("nodejs") == "nodejs=18.20.4+dfsg-1~deb12u3");
   CHECK(tool("python3") == "python3.11=3.11.2-6+deb12u9");

@@ -94,6 +94,11 @@ TEST_CASE("layer keys cover every input and are path-safe") {
   CHECK(differs([](auto& in) { in.installer = "pip 24"; }));
   CHECK(differs([](auto& in) { in.index_url = "http://other/simple"; }));
   CHECK(differs([](auto& in) { in.source_builds = true; }));
+  CHECK(differs([](auto& in) { in.apt_sources = "http://deb.example/debian stable main\n"; }));
+  CHECK(differs([](auto& in) { in.apt_installer = "apt=2.6.1"; }));
+  auto raw = layer_key(inputs({"apt:jq=1.6-2.1"}, Language::raw));
+  CHECK(raw.starts_with("sh-"));
+  CHECK(valid_layer_key(raw));
   // Field boundaries are part of the key: ["ab"] is not ["a", "b"].
   CHECK(layer_key(inputs({"ab"})) != layer_key(inputs({"a", "b"})));
   CHECK_FALSE(valid_layer_key("../../etc/passwd"));

@@ -156,3 +156,38 @@ TEST_CASE("packages: libsandbox checks the syntax early, not the operator's pinn
   o.packages = {"left-pad@1.3.0", "-g"};
   CHECK(validate(o).error().code == ErrorCode::package_not_allowed);
 }
+
+TEST_CASE("packages: Debian packages are 'apt:NAME=VERSION' for any language, strictly") {
+  for (auto l : {Language::python, Language::javascript, Language::raw}) {
+    auto r = parse_package(l, "apt:libjq1=1:1.6-2.1+b1", pinned());
+    REQUIRE(r.ok());
+    CHECK(r->apt);
+    CHECK(r->name == "apt:libjq1");
+    CHECK(r->version == "1:1.6-2.1+b1");
+    CHECK(r->canonical == "apt:libjq1=1:1.6-2.1+b1");
+  }
+  CHECK(parse_package(Language::raw, "apt:g++=4:12.2.0-3", pinned()).ok());
+  CHECK(refusal(Language::raw, "apt:jq").find("not pinned") != std::string::npos);
+  CHECK(parse_package(Language::raw, "apt:jq", relaxed())->canonical == "apt:jq");
+  for (auto bad : {"apt:", "apt:j", "apt:Jq=1", "apt:-jq=1", "apt:jq=", "apt:jq=a1", "apt:jq=1 2", "apt:jq=1;id",
+                   "apt:jq=1/../x", "apt:jq/bookworm", "apt:./x.deb", "apt:/tmp/x.deb", "apt:jq=$(id)",
+                   "apt:jq=1\n-o=x", "apt:http://x/y.deb", "apt:jq=1=2", "apt:jq:amd64=1"}) {
+    INFO(bad);
+    refusal(Language::raw, bad, relaxed());
+  }
+  // Raw runs take only Debian packages; a Python and a Debian name never collide.
+  CHECK(refusal(Language::raw, "requests==2.31.0").find("only Debian packages") != std::string::npos);
+  auto mixed = parse_packages(Language::python, {"apt:jq=1.6-2.1", "jq==1.6.0"}, pinned());
+  REQUIRE(mixed.ok());
+  CHECK(canonical_packages(*mixed) == std::vector<std::string>{"apt:jq=1.6-2.1", "jq==1.6.0"});
+  CHECK_FALSE(parse_packages(Language::raw, {"apt:jq=1", "apt:jq=2"}, pinned()).ok());
+  CHECK(parse_packages(Language::raw, {"apt:jq=1", "apt:zip=3.0-13"}, pinned()).ok());
+}
+
+TEST_CASE("packages: the allowlist names Debian packages as 'apt NAME'") {
+  auto p = parse_package_allowlist("python requests\napt jq\n", pinned());
+  REQUIRE(p.ok());
+  CHECK(parse_package(Language::raw, "apt:jq=1.6-2.1", *p).ok());
+  CHECK(refusal(Language::raw, "apt:sqlite3=3.40.1-2", *p).find("allowlist") != std::string::npos);
+  CHECK_FALSE(parse_package_allowlist("apt Jq\n", pinned()).ok());
+}
