@@ -10,6 +10,8 @@ PACKAGES=(
   build-essential cmake pkg-config
   # libraries
   libuv1-dev libmsgpack-cxx-dev libsystemd-dev libseccomp-dev libcap-dev libzstd-dev libssl-dev doctest-dev
+  # the shared caches' object store client (daemon/object_store.cc)
+  libcurl4-openssl-dev
   # VMs and guest images
   qemu-system-x86 debootstrap debian-archive-keyring gnupg erofs-utils cpio xz-utils
   # the guest kernel, built from Debian's source (images/kernel/)

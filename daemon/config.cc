@@ -8,6 +8,7 @@
 #include "common/packages.h"
 #include "daemon/builder.h"
 #include "daemon/net_ranges.h"
+#include "daemon/object_store.h"
 
 namespace sandbox::daemon {
 namespace {
@@ -407,6 +408,34 @@ const std::vector<Key>& keys() {
        uint_key(&Config::package_build_timeout_ms, 10'000, 3'600'000), get_uint(&Config::package_build_timeout_ms)},
       {"layer_cache_mb", "disk the package layer cache may use",
        uint_key(&Config::layer_cache_mb, 64, 1'000'000), get_uint(&Config::layer_cache_mb)},
+      {"cache_store_url",
+       "S3-compatible object store nodes share package layers through, http(s)://HOST[:PORT]/BUCKET[/PREFIX] "
+       "(empty: none)",
+       [](Config& c, std::string_view v) -> Result<void> {
+         if (!v.empty())
+           if (auto u = parse_store_url(v); !u) return std::move(u).error();
+         c.cache_store_url = std::string(v);
+         return ok();
+       },
+       get_string(&Config::cache_store_url)},
+      {"cache_store_region", "the store's region, signed into requests",
+       [](Config& c, std::string_view v) -> Result<void> {
+         if (v.empty() || v.size() > 32 || v.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") != std::string_view::npos)
+           return bad_value("'" + std::string(v) + "' is not a region name");
+         c.cache_store_region = std::string(v);
+         return ok();
+       },
+       get_string(&Config::cache_store_region)},
+      {"cache_store_credentials",
+       "file with aws_access_key_id and aws_secret_access_key lines; requests are signed with them (SigV4) "
+       "(empty: unsigned requests)",
+       optional_path_key(&Config::cache_store_credentials), get_string(&Config::cache_store_credentials)},
+      {"cache_store_upload", "put the package layers this node builds into the store: on or off",
+       bool_key(&Config::cache_store_upload), get_bool(&Config::cache_store_upload)},
+      {"cache_store_timeout_ms", "one transfer to or from the store ends within this; a failed fetch means a local build",
+       uint_key(&Config::cache_store_timeout_ms, 1000, 3'600'000), get_uint(&Config::cache_store_timeout_ms)},
+      {"cache_store_max_mb", "the largest layer fetched from the store",
+       uint_key(&Config::cache_store_max_mb, 1, 1'000'000), get_uint(&Config::cache_store_max_mb)},
       {"log_level", "debug, info, warning or error",
        [](Config& c, std::string_view v) -> Result<void> {
          if (v != "debug" && v != "info" && v != "warning" && v != "error")

@@ -160,6 +160,20 @@ struct Config {
   // Disk the package layer cache may use; the least recently used layer
   // not in use goes first.
   uint32_t layer_cache_mb = 4096;
+  // Scale-out (SPEC F27): an S3-compatible object store that nodes share
+  // package layers through, path-style http(s)://HOST[:PORT]/BUCKET[/PREFIX];
+  // empty: none. A layer missing here is fetched from it before a build.
+  std::string cache_store_url;
+  // Signed into requests (SigV4) with the credentials.
+  std::string cache_store_region = "us-east-1";
+  // aws_access_key_id / aws_secret_access_key lines; empty: unsigned requests.
+  std::string cache_store_credentials;
+  // Put the layers this node builds into the store.
+  bool cache_store_upload = true;
+  // One transfer, connecting included; past it the node builds for itself.
+  uint32_t cache_store_timeout_ms = 120'000;
+  // The largest layer fetched: the store is not trusted with the disk.
+  uint32_t cache_store_max_mb = 2048;
 };
 
 // Debian archives a builder may use: a release, its updates and security

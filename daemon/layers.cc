@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -24,17 +25,10 @@ namespace fs = std::filesystem;
 constexpr std::string_view kImageSuffix = ".erofs";
 constexpr std::string_view kMetaSuffix = ".layer";
 constexpr std::string_view kTempSuffix = ".tmp";
-constexpr std::string_view kMetaMagic = "sandboxd-layer 1";
-// A description file: packages and a full lock, with room.
-constexpr size_t kMaxMetaBytes = 512 << 10;
 
 uint64_t now_unix_ms() {
   return static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-}
-
-bool printable_line(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f; });
 }
 
 Result<void> write_synced(const std::string& path, std::string_view data) {
@@ -122,31 +116,13 @@ std::string LayerStore::temp_path(const std::string& key) const {
 Result<LayerStore::Entry> LayerStore::load(const std::string& key) const {
   std::ifstream in(meta_path(key), std::ios::binary);
   if (!in) return Error::sys("open", meta_path(key));
-  std::string text(kMaxMetaBytes + 1, '\0');
+  std::string text(kMaxLayerDescriptionBytes + 1, '\0');
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<size_t>(in.gcount()));
-  auto corrupt = [&](std::string why) { return Error::make(ErrorCode::image_corrupt, meta_path(key) + ": " + why); };
-  if (text.size() > kMaxMetaBytes) return corrupt("too large");
+  auto d = parse_layer_description(key, text);
+  if (!d) return std::move(d).error().context(meta_path(key));
   Entry e;
-  e.info.key = key;
-  std::istringstream lines(text);
-  std::string line;
-  if (!std::getline(lines, line) || line != kMetaMagic) return corrupt("not a layer description");
-  while (std::getline(lines, line)) {
-    auto sp = line.find(' ');
-    if (sp == std::string::npos) return corrupt("a line without a value");
-    auto tag = line.substr(0, sp), value = line.substr(sp + 1);
-    if (tag == "sha256") e.sha256 = value;
-    else if (tag == "language") {
-      auto l = parse_language(value);
-      if (!l) return corrupt("unknown language");
-      e.info.language = *l;
-    } else if (tag == "bytes") e.info.bytes = std::strtoull(value.c_str(), nullptr, 10);
-    else if (tag == "package" && e.info.packages.size() < limits::kMaxPackages) e.info.packages.push_back(value);
-    else if (tag == "lock" && e.info.lock.size() < proto::kMaxLockEntries) e.info.lock.push_back(value);
-    else return corrupt("unexpected line '" + tag + "'");
-  }
-  if (e.sha256.size() != 64) return corrupt("no image hash");
+  static_cast<LayerDescription&>(e) = std::move(*d);
   struct stat st {};
   if (::stat(meta_path(key).c_str(), &st) == 0)
     e.info.last_used_unix_ms = static_cast<uint64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
@@ -194,20 +170,21 @@ std::vector<std::string> LayerStore::recover() {
   return removed;
 }
 
-Result<LayerInfo> LayerStore::publish(const std::string& key, LayerInfo info) {
+Result<LayerInfo> LayerStore::publish(const std::string& key, LayerInfo info, const std::string& expect_sha256) {
   auto tmp = temp_path(key);
   auto hash = sha256_file(tmp);
   if (!hash) return std::move(hash).error().context("publishing layer " + key);
+  if (!expect_sha256.empty() && *hash != expect_sha256) {
+    abort(key);
+    return Error::make(ErrorCode::image_corrupt, "layer " + key + ": the image's SHA-256 is " + *hash + ", not " + expect_sha256);
+  }
   std::error_code ec;
   info.key = key;
   info.bytes = fs::file_size(tmp, ec);
   info.last_used_unix_ms = now_unix_ms();
   info.users = 0;
   info.building = false;
-  std::string meta = std::string(kMetaMagic) + "\nsha256 " + *hash + "\nlanguage " +
-                     std::string(language_name(info.language)) + "\nbytes " + std::to_string(info.bytes) + "\n";
-  for (const auto& p : info.packages) meta += "package " + p + "\n";
-  for (const auto& l : info.lock) meta += "lock " + l + "\n";
+  auto meta = format_layer_description({info, *hash});
   auto meta_tmp = meta_path(key) + std::string(kTempSuffix);
   if (auto r = fsync_path(tmp); !r) return r.error();
   if (auto r = write_synced(meta_tmp, meta); !r) return r.error();
@@ -215,8 +192,12 @@ Result<LayerInfo> LayerStore::publish(const std::string& key, LayerInfo info) {
   if (::rename(meta_tmp.c_str(), meta_path(key).c_str()) != 0) return Error::sys("rename", meta_tmp);
   if (auto r = fsync_path(dir_); !r) return r.error();
   uint32_t users = layers_.count(key) ? layers_[key].info.users : 0;
-  layers_[key] = Entry{info, *hash, next_seq_++};
-  layers_[key].info.users = users;
+  Entry e;
+  e.info = info;
+  e.sha256 = *hash;
+  e.use_seq = next_seq_++;
+  e.info.users = users;
+  layers_[key] = std::move(e);
   evict();
   return info;
 }
@@ -230,6 +211,14 @@ void LayerStore::abort(const std::string& key) {
 std::string LayerStore::sha256(const std::string& key) const {
   auto it = layers_.find(key);
   return it == layers_.end() ? std::string() : it->second.sha256;
+}
+
+Result<std::pair<LayerDescription, unique_fd>> LayerStore::open(const std::string& key) const {
+  auto it = layers_.find(key);
+  if (it == layers_.end()) return Error::make(ErrorCode::not_found, "no layer " + key);
+  unique_fd image(::open(image_path(key).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!image) return Error::sys("open", image_path(key));
+  return std::pair<LayerDescription, unique_fd>{it->second, std::move(image)};
 }
 
 Result<std::string> LayerStore::verify(const std::string& key) {
@@ -323,8 +312,8 @@ LayerGrant::~LayerGrant() {
 
 // ---------------------------------------------------------------- LayerCache
 
-LayerCache::LayerCache(std::shared_ptr<LayerStore> store, LayerBuildFn build)
-    : store_(std::move(store)), build_(std::move(build)) {}
+LayerCache::LayerCache(std::shared_ptr<LayerStore> store, LayerBuildFn build, std::unique_ptr<LayerRemote> remote)
+    : store_(std::move(store)), build_(std::move(build)), remote_(std::move(remote)) {}
 
 Result<std::shared_ptr<LayerGrant>> LayerCache::grant(const std::string& key, std::string cache, uint64_t build_ms) {
   auto path = store_->verify(key);
@@ -363,7 +352,54 @@ void LayerCache::start(const std::string& key, bool after_corrupt) {
   b.started = std::chrono::steady_clock::now();
   b.rebuilt = after_corrupt;
   store_->abort(key);  // whatever an earlier failure left
+  if (!remote_) return build(key);
+  remote_->fetch(key, store_->temp_path(key), [this, key](Result<LayerDescription> d) { fetched(key, std::move(d)); });
+}
+
+void LayerCache::build(const std::string& key) {
+  auto& b = builds_[key];
+  store_->abort(key);  // what a failed fetch left
   build_(b.inputs, store_->temp_path(key), [this, key](Result<std::string> lock) { finish(key, std::move(lock)); });
+}
+
+void LayerCache::fetched(const std::string& key, Result<LayerDescription> d) {
+  auto it = builds_.find(key);
+  if (it == builds_.end()) return;
+  const auto& inputs = it->second.inputs;
+  auto fall_back = [&](CacheFetch result, const Error& e) {
+    ++stats_.fetches[static_cast<size_t>(result)];
+    if (result != CacheFetch::miss) log_warning("layer " + key + " from the shared store: " + e.message + "; building it here");
+    build(key);
+  };
+  if (!d) {
+    auto code = d.error().code;
+    return fall_back(code == ErrorCode::not_found       ? CacheFetch::miss
+                     : code == ErrorCode::image_corrupt ? CacheFetch::corrupt
+                                                        : CacheFetch::error,
+                     d.error());
+  }
+  // The key covers the language and packages: a description that names
+  // others is not this layer, whatever its hash.
+  if (d->info.language != inputs.language || d->info.packages != inputs.packages)
+    return fall_back(CacheFetch::corrupt, Error::make(ErrorCode::image_corrupt, "its description names other packages"));
+  auto lock = std::move(d->info.lock);
+  LayerInfo info;
+  info.language = inputs.language;
+  info.packages = inputs.packages;
+  info.lock = std::move(lock);
+  auto published = store_->publish(key, std::move(info), d->sha256);
+  if (!published)
+    return fall_back(published.error().code == ErrorCode::image_corrupt ? CacheFetch::corrupt : CacheFetch::error,
+                     published.error());
+  ++stats_.fetches[static_cast<size_t>(CacheFetch::hit)];
+  stats_.fetch_bytes += published->bytes;
+  Build b = std::move(it->second);
+  builds_.erase(it);
+  auto ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - b.started).count());
+  log_info("layer " + key + ": fetched from the shared store (" + std::to_string(published->bytes) + " bytes, " +
+           std::to_string(ms) + " ms)");
+  grant_all(key, std::move(b), LayerRequest::fetched, ms);
 }
 
 void LayerCache::finish(const std::string& key, Result<std::string> lock) {
@@ -390,10 +426,31 @@ void LayerCache::finish(const std::string& key, Result<std::string> lock) {
   if (auto p = store_->publish(key, std::move(info)); !p) return fail_all(p.error());
   ++stats_.builds[0];
   stats_.build_time[0].observe(build_ms);
+  upload(key);
+  grant_all(key, std::move(b), LayerRequest::built, build_ms);
+}
+
+void LayerCache::grant_all(const std::string& key, Build b, LayerRequest how, uint64_t ms) {
   for (size_t i = 0; i < b.waiters.size(); ++i) {
-    auto g = grant(key, i == 0 ? "built" : "joined", build_ms);
-    answer(b.waiters[i], std::move(g), i == 0 ? LayerRequest::built : LayerRequest::joined);
+    auto first = i == 0 ? how : LayerRequest::joined;
+    auto g = grant(key, std::string(layer_request_name(first)), ms);
+    answer(b.waiters[i], std::move(g), first);
   }
+}
+
+void LayerCache::upload(const std::string& key) {
+  if (!remote_) return;
+  auto layer = store_->open(key);
+  if (!layer) {
+    ++stats_.uploads[1];
+    return log_warning("layer " + key + " not uploaded: " + layer.error().message);
+  }
+  remote_->upload(std::move(layer->first), std::move(layer->second), [this, key](Result<uint64_t> sent) {
+    ++stats_.uploads[sent ? 0 : 1];
+    if (!sent) return log_warning("layer " + key + " not uploaded to the shared store: " + sent.error().message);
+    stats_.upload_bytes += *sent;
+    log_info("layer " + key + ": uploaded to the shared store");
+  });
 }
 
 void LayerCache::answer(const Callback& callback, Result<std::shared_ptr<LayerGrant>> g, LayerRequest how) {

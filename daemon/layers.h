@@ -6,7 +6,8 @@
 //
 // LayerStore is the directory; LayerCache adds what a request needs: one
 // build per key however many ask at once, in-use counts that eviction
-// respects, and a rebuild when a layer turns out corrupt.
+// respects, a rebuild when a layer turns out corrupt, and, with a shared
+// store (LayerRemote), a fetch before a build and an upload after one.
 #pragma once
 
 #include <chrono>
@@ -21,6 +22,7 @@
 
 #include "common/unique_fd.h"
 
+#include "daemon/layer_description.h"
 #include "daemon/metrics.h"
 
 namespace sandbox::daemon {
@@ -64,7 +66,9 @@ class LayerStore {
   std::string temp_path(const std::string& key) const;
   // Records the image's hash and the description, fsyncs both, and renames
   // them into place, description last (a layer exists once it has one).
-  Result<LayerInfo> publish(const std::string& key, LayerInfo info);
+  // With `expect_sha256`, an image with another hash is not published:
+  // image_corrupt, and the temp file is removed.
+  Result<LayerInfo> publish(const std::string& key, LayerInfo info, const std::string& expect_sha256 = {});
   void abort(const std::string& key);
 
   // A published layer's image, verified now against its recorded hash;
@@ -74,6 +78,9 @@ class LayerStore {
   bool has(const std::string& key) const { return layers_.count(key) != 0; }
   // The recorded SHA-256 of a published layer's image (empty: none).
   std::string sha256(const std::string& key) const;
+  // A published layer's description and its image opened read-only (for
+  // an upload, which then reads the image whatever happens to the path).
+  Result<std::pair<LayerDescription, unique_fd>> open(const std::string& key) const;
 
   // Users: a layer with users is never evicted or dropped.
   void hold(const std::string& key);
@@ -90,9 +97,7 @@ class LayerStore {
   const std::string& dir() const { return dir_; }
 
  private:
-  struct Entry {
-    LayerInfo info;
-    std::string sha256;
+  struct Entry : LayerDescription {
     uint64_t use_seq = 0;  // LRU order: clock ticks can tie, this cannot
   };
   std::string image_path(const std::string& key) const;
@@ -139,16 +144,37 @@ class LayerGrant {
 using LayerBuildFn = std::function<void(const LayerKeyInputs& inputs, const std::string& image_path,
                                         std::function<void(Result<std::string> lock)> done)>;
 
+// Layers other nodes built, in a store they share (layer_share.h): asked
+// before a build, given every layer this node builds. Answers come on the
+// loop, from a later turn or at once.
+class LayerRemote {
+ public:
+  virtual ~LayerRemote() = default;
+  // Writes layer `key`'s image at `image_path` and answers its description
+  // (not yet checked against the image: the cache does that); not_found
+  // when the store lacks it, image_corrupt when what it has is unusable,
+  // other errors when it could not be asked.
+  virtual void fetch(const std::string& key, const std::string& image_path,
+                     std::function<void(Result<LayerDescription>)> done) = 0;
+  // Puts a published layer into the store; answers the bytes sent. Does
+  // nothing (and answers nothing) when this node does not upload.
+  virtual void upload(LayerDescription description, unique_fd image, std::function<void(Result<uint64_t>)> done) = 0;
+};
+
 class LayerCache {
  public:
   using Callback = std::function<void(Result<std::shared_ptr<LayerGrant>>)>;
 
-  LayerCache(std::shared_ptr<LayerStore> store, LayerBuildFn build);
+  // With `remote`, a layer the store lacks is fetched from there before a
+  // build is tried, and every layer built here is uploaded.
+  LayerCache(std::shared_ptr<LayerStore> store, LayerBuildFn build, std::unique_ptr<LayerRemote> remote = nullptr);
 
   // The layer for `inputs`: at once on a hit; otherwise after the one
-  // build for its key (this request starts it, or joins one running). A
-  // corrupt layer is removed and built again; image_corrupt only if the
-  // rebuild's image fails its check too.
+  // fetch or build for its key (this request starts it, or joins one
+  // running). A fetch that fails in any way (missing, unreachable, a hash
+  // that differs) is followed by a build. A corrupt layer is removed and
+  // built again; image_corrupt only if the rebuild's image fails its check
+  // too.
   void get(const LayerKeyInputs& inputs, Callback callback);
   // The cache, builds in progress included; with `drop`/`drop_all` first.
   Result<std::vector<LayerInfo>> list(const std::string& drop, bool drop_all);
@@ -164,7 +190,12 @@ class LayerCache {
     bool rebuilt = false;
   };
   void start(const std::string& key, bool after_corrupt);
+  void build(const std::string& key);
+  void fetched(const std::string& key, Result<LayerDescription> d);
   void finish(const std::string& key, Result<std::string> lock);
+  void upload(const std::string& key);
+  // The waiters get the published layer: the first as `how`, the rest joined.
+  void grant_all(const std::string& key, Build b, LayerRequest how, uint64_t ms);
   Result<std::shared_ptr<LayerGrant>> grant(const std::string& key, std::string cache, uint64_t build_ms);
   // Counts the answer, then gives it (every answer goes through here).
   void answer(const Callback& callback, Result<std::shared_ptr<LayerGrant>> g, LayerRequest how);
@@ -173,6 +204,7 @@ class LayerCache {
   LayerBuildFn build_;
   std::map<std::string, Build> builds_;
   LayerStats stats_;
+  std::unique_ptr<LayerRemote> remote_;  // last: its answers reach the rest
 };
 
 }  // namespace sandbox::daemon

@@ -27,6 +27,7 @@
 #include "daemon/dbus.h"
 #include "daemon/digest.h"
 #include "daemon/images.h"
+#include "daemon/layer_share.h"
 #include "daemon/log.h"
 #include "daemon/options.h"
 #include "daemon/privileges.h"
@@ -242,6 +243,25 @@ std::shared_ptr<LayerStore> open_layers(const Config& cfg) {
   for (const auto& d : store->recover()) log_info("layer cache: removed " + d);
   log_info("layer cache in " + store->dir() + ": " + std::to_string(store->list().size()) + " layers");
   return store;
+}
+
+// The object store layers are shared through (F27), with its credentials
+// read now: a file that cannot be read stops the start, as a bad key would.
+Result<LayerShareOptions> layer_share_options(const Config& cfg) {
+  LayerShareOptions o;
+  auto url = parse_store_url(cfg.cache_store_url);
+  if (!url) return std::move(url).error();
+  o.store.url = std::move(*url);
+  o.store.region = cfg.cache_store_region;
+  o.store.timeout_ms = cfg.cache_store_timeout_ms;
+  if (!cfg.cache_store_credentials.empty()) {
+    auto c = read_store_credentials(cfg.cache_store_credentials);
+    if (!c) return std::move(c).error();
+    o.store.credentials = std::move(*c);
+  }
+  o.upload = cfg.cache_store_upload;
+  o.max_image_bytes = uint64_t{cfg.cache_store_max_mb} << 20;
+  return o;
 }
 
 // Connections and VMs each need descriptors: the soft limit goes to the
@@ -473,6 +493,19 @@ int run(int argc, char** argv) {
     options.manager.builder.apt_keyring = std::move(*keyring);
   }
   options.manager.layer_store = open_layers(cfg);
+  if (!cfg.cache_store_url.empty()) {
+    auto share = layer_share_options(cfg);
+    if (!share) {
+      log_error("cache_store: " + share.error().describe());
+      return 1;
+    }
+    log_info("package layers shared through " + cfg.cache_store_url + " (" +
+             (share->store.credentials.empty() ? "unsigned" : "signed") + " requests, " +
+             (share->upload ? "uploads on" : "fetch only") + ")");
+    options.manager.layer_remote = [share = std::move(*share)](uv_loop_t* loop) -> std::unique_ptr<LayerRemote> {
+      return std::make_unique<LayerShare>(loop, share);
+    };
+  }
   options.manager.sessions_journal = cfg.state_dir + "/sessions";
   log_info("at most " + std::to_string(options.manager.max_vms) + " VMs, " +
            std::to_string(options.manager.limits.runs_per_uid) + " runs per uid; warm pool python=" +

@@ -27,7 +27,8 @@ Manager::Manager(uv_loop_t* loop, VmFactory& factory, SnapshotStore* snapshots, 
     layers_ = std::make_unique<LayerCache>(
         options_.layer_store, [this](const LayerKeyInputs& in, const std::string& path, Builder::Done done) {
           builder_->build(in, path, std::move(done));
-        });
+        },
+        options_.layer_remote ? options_.layer_remote(loop) : nullptr);
   }
 }
 

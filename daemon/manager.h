@@ -53,6 +53,9 @@ struct ManagerOptions {
     std::string apt_sources;  // one archive per line
     bool source_builds = false, install_scripts = false;
   } layer_facts;
+  // The store nodes share layers through (layer_share.h), made on the
+  // manager's loop; unset: layers are this node's own.
+  std::function<std::unique_ptr<LayerRemote>(uv_loop_t*)> layer_remote;
   // Builder VMs, which make the layers the cache lacks.
   BuilderOptions builder;
   // Where open sessions are kept for the next daemon (sessions.h); empty: nowhere.

@@ -78,8 +78,13 @@ RunOutcome run_outcome_of(const RunResult& r) {
 }
 
 std::string_view layer_request_name(LayerRequest r) {
-  static constexpr std::string_view kNames[] = {"hit", "built", "joined", "failed"};
+  static constexpr std::string_view kNames[] = {"hit", "built", "joined", "failed", "fetched"};
   return kNames[static_cast<size_t>(r)];
+}
+
+std::string_view cache_fetch_name(CacheFetch f) {
+  static constexpr std::string_view kNames[] = {"hit", "miss", "error", "corrupt"};
+  return kNames[static_cast<size_t>(f)];
 }
 
 void Metrics::finished(bool session, const RunResult& r) {
@@ -165,13 +170,27 @@ std::string Metrics::render(const MetricsGauges& g) const {
   const LayerStats& l = g.layers;
   t.family("sandboxd_layer_requests_total", "counter",
            "Requests for a package layer by how the cache answered (hit; built: started the build; joined: waited "
-           "on one; failed).");
+           "on one; failed; fetched: from the shared store).");
   for (size_t r = 0; r < kLayerRequests; ++r)
     t.sample("sandboxd_layer_requests_total", {{"cache", std::string(layer_request_name(static_cast<LayerRequest>(r)))}},
              l.requests[r]);
   t.family("sandboxd_layer_builds_total", "counter", "Package layer builds that ended, by result.");
   t.sample("sandboxd_layer_builds_total", {{"result", "ok"}}, l.builds[0]);
   t.sample("sandboxd_layer_builds_total", {{"result", "failed"}}, l.builds[1]);
+  // The shared store (F27): package layers only; snapshots stay per node.
+  t.family("sandboxd_cache_fetches_total", "counter",
+           "Fetches from the shared cache store by result (hit; miss: not there; error: unreachable, failed or over "
+           "the size bound; corrupt: refused by its hash or description).");
+  for (size_t r = 0; r < kCacheFetches; ++r)
+    t.sample("sandboxd_cache_fetches_total",
+             {{"kind", "layer"}, {"result", std::string(cache_fetch_name(static_cast<CacheFetch>(r)))}}, l.fetches[r]);
+  t.family("sandboxd_cache_uploads_total", "counter", "Uploads to the shared cache store by result.");
+  t.sample("sandboxd_cache_uploads_total", {{"kind", "layer"}, {"result", "ok"}}, l.uploads[0]);
+  t.sample("sandboxd_cache_uploads_total", {{"kind", "layer"}, {"result", "failed"}}, l.uploads[1]);
+  t.family("sandboxd_cache_transfer_bytes_total", "counter",
+           "Bytes of images fetched from and uploaded to the shared cache store.");
+  t.sample("sandboxd_cache_transfer_bytes_total", {{"kind", "layer"}, {"direction", "fetch"}}, l.fetch_bytes);
+  t.sample("sandboxd_cache_transfer_bytes_total", {{"kind", "layer"}, {"direction", "upload"}}, l.upload_bytes);
 
   uint32_t pool_ready = 0, pool_booting = 0;
   for (const auto& p : s.pool) pool_ready += p.ready, pool_booting += p.booting;

@@ -61,16 +61,27 @@ inline constexpr size_t kLanguages = 3;
 
 // How the package layer cache (layers.h) answered a request for a layer:
 // a layer it had, the build this request started, a build it waited on,
-// or an error.
-enum class LayerRequest : uint8_t { hit, built, joined, failed };
-inline constexpr size_t kLayerRequests = 4;
+// an error, or a layer this request had fetched from the shared store.
+enum class LayerRequest : uint8_t { hit, built, joined, failed, fetched };
+inline constexpr size_t kLayerRequests = 5;
 std::string_view layer_request_name(LayerRequest r);
+
+// What a fetch from the shared store (F27) came to: the object was there
+// and checked out; it was not there; the store could not be asked (or the
+// object was over the size bound); it was there but unusable (a hash that
+// differs, a description that does not parse or names other packages).
+enum class CacheFetch : uint8_t { hit, miss, error, corrupt };
+inline constexpr size_t kCacheFetches = 4;
+std::string_view cache_fetch_name(CacheFetch f);
 
 // Counted by the layer cache, which also fills the gauges when asked.
 struct LayerStats {
   std::array<uint64_t, kLayerRequests> requests{};
   std::array<uint64_t, 2> builds{};        // [ok, failed]
   std::array<Histogram, 2> build_time{};   // [ok, failed]
+  std::array<uint64_t, kCacheFetches> fetches{};  // from the shared store
+  std::array<uint64_t, 2> uploads{};              // [ok, failed]
+  uint64_t fetch_bytes = 0, upload_bytes = 0;
   uint64_t cache_bytes = 0;
   uint64_t layers = 0;
   uint64_t building = 0;

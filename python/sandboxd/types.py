@@ -60,7 +60,7 @@ class RunResult:
     exposed_ports: List[Dict[str, Any]] = field(default_factory=list)
     #: What the network did: {connections, bytes_in, bytes_out, denied: [{host, port, reason}]}.
     network: Dict[str, Any] = field(default_factory=dict)
-    #: The package layer: {key, cache ("hit", "built", "joined"), build_ms}; key "" without packages.
+    #: The package layer: {key, cache ("hit", "built", "joined", "fetched"), build_ms}; key "" without packages.
     layer: Dict[str, Any] = field(default_factory=dict)
     #: Files fetched after a run with ``download=``: guest path -> bytes.
     files: Dict[str, bytes] = field(default_factory=dict)

@@ -25,6 +25,7 @@ targets=(
   "fuzz_socks 1024"
   "fuzz_packages 512"
   "fuzz_srv 4096"
+  "fuzz_layer_description 600000"
 )
 
 skip() {

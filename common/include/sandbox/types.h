@@ -82,8 +82,9 @@ struct RunRequest {
 };
 
 // The package layer a run or session used: its cache key, how it was
-// obtained ("hit", "built", "joined" another request's build) and what the
-// build cost (0 on a hit). Empty key: no packages.
+// obtained ("hit", "built", "joined" another request's build, "fetched"
+// from the nodes' shared store) and what the build or fetch cost (0 on a
+// hit). Empty key: no packages.
 struct LayerUse {
   std::string key;
   std::string cache;

@@ -71,7 +71,8 @@ uint64_t sandbox_result_startup_ms(const sandbox_result* r);
 int sandbox_result_warm_pool_hit(const sandbox_result* r);
 const char* sandbox_result_accelerator(const sandbox_result* r);
 /* The package layer the run used: its key ("" without packages), "hit",
- * "built" or "joined", and the build's cost in ms (0 on a hit). */
+ * "built", "joined" or "fetched" (from the nodes' shared store), and the
+ * build's or fetch's cost in ms (0 on a hit). */
 const char* sandbox_result_layer_key(const sandbox_result* r);
 const char* sandbox_result_layer_cache(const sandbox_result* r);
 uint64_t sandbox_result_layer_build_ms(const sandbox_result* r);

@@ -1,0 +1,51 @@
+// Package layers shared between nodes through an S3-compatible object
+// store (F27). A node that lacks a layer looks in the store before it
+// builds; a node that built one puts it there. The layer key already
+// names everything that decides a layer's contents (layers.h), so equal
+// keys on two nodes mean the same layer.
+//
+// Objects, below the store URL's prefix:
+//   layers/<key>.erofs   the image
+//   layers/<key>.layer   its description (layers.h), with the image's
+//                        SHA-256; put after the image, so a layer is in
+//                        the store once its description is.
+// What comes back is checked: the description parsed strictly, the image
+// no larger than it says nor than the node's bound, its hash compared
+// before it is published (by LayerCache) like a local build.
+#pragma once
+
+#include <memory>
+
+#include "daemon/layers.h"
+#include "daemon/object_store.h"
+#include "daemon/offload.h"
+
+namespace sandbox::daemon {
+
+struct LayerShareOptions {
+  ObjectStoreOptions store;
+  bool upload = true;
+  uint64_t max_image_bytes = uint64_t{2048} << 20;
+};
+
+class LayerShare : public LayerRemote {
+ public:
+  LayerShare(uv_loop_t* loop, LayerShareOptions options);
+
+  void fetch(const std::string& key, const std::string& image_path,
+             std::function<void(Result<LayerDescription>)> done) override;
+  void upload(LayerDescription description, unique_fd image, std::function<void(Result<uint64_t>)> done) override;
+
+ private:
+  std::shared_ptr<const ObjectStore> store_;
+  LayerShareOptions options_;
+  // Transfers at once: one fetch need not wait behind one upload.
+  static constexpr size_t kThreads = 2;
+  Offload offload_;  // last: its threads use the rest
+};
+
+// The object names of layer `key` below the store's prefix.
+std::string layer_image_object(const std::string& key);
+std::string layer_description_object(const std::string& key);
+
+}  // namespace sandbox::daemon
