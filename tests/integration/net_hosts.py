@@ -79,6 +79,9 @@ def index_file(path):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        # A proxy may pass a request on in absolute form (RFC 9112 3.2.2).
+        if self.path.startswith(("http://", "https://")):
+            self.path = "/" + self.path.split("/", 3)[3] if self.path.count("/") >= 3 else "/"
         if index_dir and self.path.startswith(("/simple/", "/files/", "/debian/")):
             return self.serve_index()
         body = ("hello from %s via %s\n" % (self.headers.get("Host", "?"), self.server.server_address[0])).encode()

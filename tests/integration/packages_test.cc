@@ -324,7 +324,9 @@ struct PackageIndex : LoopbackHosts {
     fs::remove_all(index_);
   }
   std::string index_url() const { return "https://pypi.test:" + std::to_string(https) + "/simple"; }
-  std::string apt_source() const { return "https://pypi.test:" + std::to_string(https) + "/debian sbx main"; }
+  // Plain HTTP, as Debian's own archives are served: the signed index is
+  // what apt trusts.
+  std::string apt_source() const { return "http://pypi.test:" + std::to_string(http) + "/debian sbx main"; }
   size_t requests_for(const std::string& path_part) const {
     size_t n = 0;
     for (const auto& r : index_requests()) n += r.find(path_part) != std::string::npos;
