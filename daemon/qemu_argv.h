@@ -68,6 +68,10 @@ struct VmSpec {
 inline constexpr const char* kKernelCmdline =
     "console=ttyS0 quiet panic=-1 pci=off cryptomgr.notests random.trust_cpu=on";
 
+// The input clock of QEMU's emulated local APIC timer under TCG
+// (hw/intc/apic_common.c: one count per nanosecond).
+inline constexpr uint64_t kQemuApicTimerHz = 1'000'000'000;
+
 std::string kernel_cmdline(const VmSpec& spec);
 Result<std::vector<std::string>> qemu_argv(const VmSpec& spec);
 

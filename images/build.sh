@@ -116,13 +116,13 @@ debian_version() {
 
 # ---------------------------------------------------------------- kernel
 if [[ "$KERNEL" == sandbox ]]; then
-    # Cached by the source package's version, the fragment and the script.
+    # Cached by the source package's version, the fragment, the patches and the script.
     KSRC_VER=$(dpkg-query -W -f '${Version}' "$KERNEL_SOURCE_PKG" 2>/dev/null || true)
     KSRC_TAR=$(dpkg -L "$KERNEL_SOURCE_PKG" 2>/dev/null | grep -m1 '\.tar\.xz$' || true)
     [[ -n "$KSRC_VER" && -f "$KSRC_TAR" ]] \
         || { echo "build.sh: $KERNEL_SOURCE_PKG is not installed (setup.sh installs it; or use --kernel debian)" >&2; exit 1; }
     KDIR_SRC="$(cd "$(dirname "$0")" && pwd)/kernel"
-    KEY=$( (echo "$KERNEL_SOURCE_PKG $KSRC_VER"; cat "$KDIR_SRC/sandbox.config" "$KDIR_SRC/build.sh") | sha256sum | cut -c1-16)
+    KEY=$( (echo "$KERNEL_SOURCE_PKG $KSRC_VER"; cat "$KDIR_SRC/sandbox.config" "$KDIR_SRC"/*.patch "$KDIR_SRC/build.sh") | sha256sum | cut -c1-16)
     KVER="sandbox-$KEY"
     KDIR="$CACHE/kernel-$KVER"
     MODULES=""

@@ -1,7 +1,8 @@
 #!/bin/bash
-# Builds the guest kernel from Debian's linux-source package with
-# sandbox.config applied on top of `make allnoconfig`: everything built in,
-# no modules, no ACPI, only the devices the VM has.
+# Builds the guest kernel from Debian's linux-source package with the
+# patches beside this script and sandbox.config applied on top of `make
+# allnoconfig`: everything built in, no modules, no ACPI, only the devices
+# the VM has.
 #
 # usage: images/kernel/build.sh --source TARBALL --out DIR
 #   writes DIR/vmlinux (uncompressed, PVH entry) and DIR/release (uname -r)
@@ -24,6 +25,11 @@ work=$(mktemp -d "${TMPDIR:-/var/tmp}/sandboxd-kernel.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 tar -xf "$SOURCE" -C "$work" --strip-components=1
 cd "$work"
+# Our changes to Debian's source, each explained at its top.
+for patch in "$(dirname "$FRAGMENT")"/*.patch; do
+    [[ -e "$patch" ]] || continue
+    patch -s -p1 --forward < "$patch" || { echo "kernel/build.sh: $(basename "$patch") does not apply" >&2; exit 1; }
+done
 make -s allnoconfig KCONFIG_ALLCONFIG="$FRAGMENT"
 
 # Kconfig drops a request whose dependencies are not met without a word:

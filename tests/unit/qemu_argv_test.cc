@@ -55,7 +55,7 @@ TEST_CASE("golden argv under TCG") {
 TEST_CASE("under TCG the measured TSC frequency reaches the guest kernel") {
   auto s = spec();
   s.tsc_khz = 2596102;
-  CHECK(kernel_cmdline(s) == std::string(kKernelCmdline) + " tsc_early_khz=2596102");
+  CHECK(kernel_cmdline(s) == std::string(kKernelCmdline) + " tsc_early_khz=2596102 tsc=reliable");
   s.accel = Accel::kvm;
   CHECK(kernel_cmdline(s) == kKernelCmdline);
 }
@@ -89,9 +89,14 @@ TEST_CASE("a kernel without ACPI gets a machine that lists its devices on the co
   REQUIRE(a.ok());
   CHECK(a->at(std::find(a->begin(), a->end(), "-M") - a->begin() + 1) ==
         "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off");
-  CHECK(kernel_cmdline(s).ends_with(" reboot=t"));
+  CHECK(kernel_cmdline(s).ends_with(" lapic_timer_hz=1000000000 reboot=t"));
   s.acpi = true;
   CHECK(kernel_cmdline(s).find("reboot=") == std::string::npos);
+  CHECK(kernel_cmdline(s).find("lapic_timer_hz=") == std::string::npos);
+  // Under KVM the guest's TSC deadline timer needs no rate.
+  s.acpi = false;
+  s.accel = Accel::kvm;
+  CHECK(kernel_cmdline(s).find("lapic_timer_hz=") == std::string::npos);
 }
 
 TEST_CASE("a restored VM maps the template's RAM privately and waits for its state") {
@@ -111,6 +116,10 @@ TEST_CASE("a restored VM maps the template's RAM privately and waits for its sta
                     "share=off ") != std::string::npos);
   CHECK(joined.find("-chardev socket,id=qmp,fd=4 -mon chardev=qmp,mode=control ") != std::string::npos);
   CHECK(joined.ends_with("-incoming defer "));
+  // Its RAM holds the booted kernel already: nothing to load.
+  CHECK(joined.find("-kernel ") == std::string::npos);
+  CHECK(joined.find("-initrd ") == std::string::npos);
+  CHECK(joined.find("-append ") == std::string::npos);
   s.memory_shared = true;
   s.incoming = false;
   CHECK(qemu_argv(s)->at(std::find(a->begin(), a->end(), "-object") - a->begin() + 1).ends_with(",share=on"));
