@@ -69,6 +69,9 @@ inline constexpr const char* kKernelCmdline =
     "console=ttyS0 quiet panic=-1 pci=off cryptomgr.notests random.trust_cpu=on";
 
 std::string kernel_cmdline(const VmSpec& spec);
+// The -M machine and its options that every VM of `spec`'s host shares
+// (a snapshot depends on them), without the per-VM memory backend.
+std::string qemu_machine(const VmSpec& spec);
 Result<std::vector<std::string>> qemu_argv(const VmSpec& spec);
 
 // The host's TSC frequency in kHz, measured against CLOCK_MONOTONIC_RAW;
