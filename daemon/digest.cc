@@ -48,4 +48,14 @@ Result<std::string> sha256_file(const std::string& path) {
   return finish(ctx.get());
 }
 
+struct Sha256::State {
+  State() : ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free) { EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr); }
+  Ctx ctx;
+};
+
+Sha256::Sha256() : state_(new State) {}
+Sha256::~Sha256() { delete state_; }
+void Sha256::update(const void* data, size_t size) { EVP_DigestUpdate(state_->ctx.get(), data, size); }
+std::string Sha256::hex() { return finish(state_->ctx.get()); }
+
 }  // namespace sandbox::daemon

@@ -14,4 +14,19 @@ std::string sha256_hex(std::string_view data);
 // Of a file's contents; a missing file is not_found.
 Result<std::string> sha256_file(const std::string& path);
 
+// A digest taken piece by piece (a file streamed through a transfer).
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(const void* data, size_t size);
+  std::string hex();  // once: the state is spent
+
+ private:
+  struct State;
+  State* state_;
+};
+
 }  // namespace sandbox::daemon

@@ -36,32 +36,32 @@ Result<LayerDescription> fetch_now(const ObjectStore& store, const std::string& 
 std::string layer_image_object(const std::string& key) { return "layers/" + key + ".erofs"; }
 std::string layer_description_object(const std::string& key) { return "layers/" + key + ".layer"; }
 
-LayerShare::LayerShare(uv_loop_t* loop, LayerShareOptions options)
+StoreTransfers::StoreTransfers(uv_loop_t* loop, LayerShareOptions options)
     : store_(std::make_shared<ObjectStore>(options.store)), options_(std::move(options)), offload_(loop, kThreads) {}
+
+LayerShare::LayerShare(uv_loop_t* loop, LayerShareOptions options) : StoreTransfers(loop, std::move(options)) {}
 
 void LayerShare::fetch(const std::string& key, const std::string& image_path,
                        std::function<void(Result<LayerDescription>)> done) {
-  auto posted = offload_.post([store = store_, key, image_path, max = options_.max_image_bytes,
-                               done](const std::atomic<bool>& stop) -> std::function<void()> {
-    auto d = std::make_shared<Result<LayerDescription>>(fetch_now(*store, key, image_path, max, stop));
-    return [done, d] { done(std::move(*d)); };
-  });
-  if (!posted) done(Error::make(ErrorCode::internal, "no thread for transfers"));
+  transfer<LayerDescription>(
+      [key, image_path, max = options_.max_image_bytes](const ObjectStore& store, const std::atomic<bool>& stop) {
+        return fetch_now(store, key, image_path, max, stop);
+      },
+      std::move(done));
 }
 
 void LayerShare::upload(LayerDescription description, unique_fd image, std::function<void(Result<uint64_t>)> done) {
   if (!options_.upload) return;
   auto fd = std::make_shared<unique_fd>(std::move(image));
-  auto posted = offload_.post([store = store_, d = std::move(description), fd,
-                               done](const std::atomic<bool>& stop) -> std::function<void()> {
-    auto sent = std::make_shared<Result<uint64_t>>(d.info.bytes);
-    if (auto r = store->put_fd(layer_image_object(d.info.key), fd->get(), d.info.bytes, d.sha256, stop); !r)
-      *sent = std::move(r).error();
-    else if (auto m = store->put(layer_description_object(d.info.key), format_layer_description(d), stop); !m)
-      *sent = std::move(m).error();
-    return [done, sent] { done(std::move(*sent)); };
-  });
-  if (!posted) done(Error::make(ErrorCode::internal, "no thread for transfers"));
+  transfer<uint64_t>(
+      [d = std::move(description), fd](const ObjectStore& store, const std::atomic<bool>& stop) -> Result<uint64_t> {
+        if (auto r = store.put_fd(layer_image_object(d.info.key), fd->get(), d.info.bytes, d.sha256, stop); !r)
+          return std::move(r).error();
+        if (auto m = store.put(layer_description_object(d.info.key), format_layer_description(d), stop); !m)
+          return std::move(m).error();
+        return d.info.bytes;
+      },
+      std::move(done));
 }
 
 }  // namespace sandbox::daemon

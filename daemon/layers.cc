@@ -371,13 +371,7 @@ void LayerCache::fetched(const std::string& key, Result<LayerDescription> d) {
     if (result != CacheFetch::miss) log_warning("layer " + key + " from the shared store: " + e.message + "; building it here");
     build(key);
   };
-  if (!d) {
-    auto code = d.error().code;
-    return fall_back(code == ErrorCode::not_found       ? CacheFetch::miss
-                     : code == ErrorCode::image_corrupt ? CacheFetch::corrupt
-                                                        : CacheFetch::error,
-                     d.error());
-  }
+  if (!d) return fall_back(cache_fetch_of(d.error()), d.error());
   // The key covers the language and packages: a description that names
   // others is not this layer, whatever its hash.
   if (d->info.language != inputs.language || d->info.packages != inputs.packages)

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <functional>
+#include <sstream>
 #include <string>
 
 #include "common/io.h"
@@ -33,6 +34,7 @@
 #include "daemon/privileges.h"
 #include "daemon/qemu_seccomp.h"
 #include "daemon/recovery.h"
+#include "daemon/snapshot_share.h"
 #include "daemon/snapshots.h"
 #include "daemon/vm.h"
 
@@ -115,6 +117,28 @@ std::string qemu_version(const std::string& qemu) {
   proc->wait();
   if (!out) return "unknown";
   return out->substr(0, out->find('\n'));
+}
+
+// Under KVM a guest runs on the host's CPU model (-cpu host): its saved
+// state holds that CPU's features, and only a host with the same model and
+// flags may restore it. Under TCG the CPU is QEMU's own ("max"), which the
+// QEMU version pins.
+std::string snapshot_cpu(Accel accel) {
+  if (accel != Accel::kvm) return "tcg max";
+  auto text = read_file("/proc/cpuinfo", 4 << 20);
+  if (!text) return "kvm host unknown";
+  std::string cpu = "kvm host";
+  std::istringstream in(*text);
+  // The first processor's description: every core of a host is alike.
+  for (std::string line; std::getline(in, line) && !line.empty();) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    auto name = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
+    if (name == "vendor_id" || name == "cpu family" || name == "model" || name == "model name" ||
+        name == "stepping" || name == "flags")
+      cpu += "\n" + line;
+  }
+  return cpu;
 }
 
 // The host side of every VM: its user, seccomp program, images (opened
@@ -224,7 +248,7 @@ std::unique_ptr<SnapshotStore> open_snapshots(const Config& cfg, const HostSide&
       {h.images.kernel.sha256, h.images.initrd.sha256, h.images.rootfs.sha256, qemu_version(cfg.qemu),
        std::string(accel_name(base.accel)), std::to_string(base.vcpus), std::to_string(base.tsc_khz),
        std::to_string(base.tcg_tb_size_mb), kKernelCmdline, std::to_string(proto::kProtocolVersion),
-       sha256_hex(extra_ca_pem)});
+       sha256_hex(extra_ca_pem), qemu_machine(base), snapshot_cpu(base.accel)});
   auto store = std::make_unique<SnapshotStore>(cfg.state_dir + "/snapshots", fingerprint,
                                                uint64_t{cfg.snapshot_cache_mb} << 20);
   auto dropped = store->init();
@@ -499,11 +523,15 @@ int run(int argc, char** argv) {
       log_error("cache_store: " + share.error().describe());
       return 1;
     }
-    log_info("package layers shared through " + cfg.cache_store_url + " (" +
+    log_info("package layers and snapshot templates shared through " + cfg.cache_store_url + " (" +
              (share->store.credentials.empty() ? "unsigned" : "signed") + " requests, " +
              (share->upload ? "uploads on" : "fetch only") + ")");
-    options.manager.layer_remote = [share = std::move(*share)](uv_loop_t* loop) -> std::unique_ptr<LayerRemote> {
+    options.manager.layer_remote = [share = *share](uv_loop_t* loop) -> std::unique_ptr<LayerRemote> {
       return std::make_unique<LayerShare>(loop, share);
+    };
+    // Snapshot templates go through the same store when this node makes them.
+    options.manager.snapshot_remote = [share = std::move(*share)](uv_loop_t* loop) -> std::unique_ptr<SnapshotRemote> {
+      return std::make_unique<SnapshotShare>(loop, share);
     };
   }
   options.manager.sessions_journal = cfg.state_dir + "/sessions";

@@ -22,6 +22,7 @@ Manager::Manager(uv_loop_t* loop, VmFactory& factory, SnapshotStore* snapshots, 
   if (!options_.sessions_journal.empty())
     if (size_t n = sessions_.open_journal(options_.sessions_journal))
       log_info(std::to_string(n) + " sessions of an earlier sandboxd are gone; their callers get session_closed");
+  if (options_.snapshot_remote && snapshot_flow_.enabled()) snapshot_flow_.set_remote(options_.snapshot_remote(loop));
   if (options_.layer_store) {
     builder_ = std::make_unique<Builder>(loop, fleet_, [this] { return make_room(); }, options_.builder);
     layers_ = std::make_unique<LayerCache>(
@@ -224,6 +225,7 @@ std::string Manager::metrics_text() {
   for (const auto& s : snapshot_flow_.list(false)) g.snapshot_cache_bytes += s.bytes;
   g.snapshot_restores = snapshot_flow_.restores();
   g.snapshot_fallbacks = snapshot_flow_.fallbacks();
+  g.snapshot_share = snapshot_flow_.share_stats();
   g.pool_boot_failures = pool_.boot_failures();
   if (layers_) g.layers = layers_->stats();
   return metrics_.render(g);

@@ -56,6 +56,9 @@ struct ManagerOptions {
   // The store nodes share layers through (layer_share.h), made on the
   // manager's loop; unset: layers are this node's own.
   std::function<std::unique_ptr<LayerRemote>(uv_loop_t*)> layer_remote;
+  // The same store for snapshot templates (snapshot_share.h); unset: each
+  // node saves its own.
+  std::function<std::unique_ptr<SnapshotRemote>(uv_loop_t*)> snapshot_remote;
   // Builder VMs, which make the layers the cache lacks.
   BuilderOptions builder;
   // Where open sessions are kept for the next daemon (sessions.h); empty: nowhere.

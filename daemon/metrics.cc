@@ -82,6 +82,12 @@ std::string_view layer_request_name(LayerRequest r) {
   return kNames[static_cast<size_t>(r)];
 }
 
+CacheFetch cache_fetch_of(const Error& e) {
+  return e.code == ErrorCode::not_found       ? CacheFetch::miss
+         : e.code == ErrorCode::image_corrupt ? CacheFetch::corrupt
+                                              : CacheFetch::error;
+}
+
 std::string_view cache_fetch_name(CacheFetch f) {
   static constexpr std::string_view kNames[] = {"hit", "miss", "error", "corrupt"};
   return kNames[static_cast<size_t>(f)];
@@ -177,20 +183,35 @@ std::string Metrics::render(const MetricsGauges& g) const {
   t.family("sandboxd_layer_builds_total", "counter", "Package layer builds that ended, by result.");
   t.sample("sandboxd_layer_builds_total", {{"result", "ok"}}, l.builds[0]);
   t.sample("sandboxd_layer_builds_total", {{"result", "failed"}}, l.builds[1]);
-  // The shared store (F27): package layers only; snapshots stay per node.
+  // The shared store (F27): package layers and snapshot templates.
+  struct Kind {
+    const char* name;
+    const std::array<uint64_t, kCacheFetches>& fetches;
+    const std::array<uint64_t, 2>& uploads;
+    uint64_t fetch_bytes, upload_bytes;
+  };
+  const CacheShareStats& ss = g.snapshot_share;
+  const Kind kinds[] = {{"layer", l.fetches, l.uploads, l.fetch_bytes, l.upload_bytes},
+                        {"snapshot", ss.fetches, ss.uploads, ss.fetch_bytes, ss.upload_bytes}};
   t.family("sandboxd_cache_fetches_total", "counter",
            "Fetches from the shared cache store by result (hit; miss: not there; error: unreachable, failed or over "
            "the size bound; corrupt: refused by its hash or description).");
-  for (size_t r = 0; r < kCacheFetches; ++r)
-    t.sample("sandboxd_cache_fetches_total",
-             {{"kind", "layer"}, {"result", std::string(cache_fetch_name(static_cast<CacheFetch>(r)))}}, l.fetches[r]);
+  for (const auto& k : kinds)
+    for (size_t r = 0; r < kCacheFetches; ++r)
+      t.sample("sandboxd_cache_fetches_total",
+               {{"kind", k.name}, {"result", std::string(cache_fetch_name(static_cast<CacheFetch>(r)))}}, k.fetches[r]);
   t.family("sandboxd_cache_uploads_total", "counter", "Uploads to the shared cache store by result.");
-  t.sample("sandboxd_cache_uploads_total", {{"kind", "layer"}, {"result", "ok"}}, l.uploads[0]);
-  t.sample("sandboxd_cache_uploads_total", {{"kind", "layer"}, {"result", "failed"}}, l.uploads[1]);
+  for (const auto& k : kinds) {
+    t.sample("sandboxd_cache_uploads_total", {{"kind", k.name}, {"result", "ok"}}, k.uploads[0]);
+    t.sample("sandboxd_cache_uploads_total", {{"kind", k.name}, {"result", "failed"}}, k.uploads[1]);
+  }
   t.family("sandboxd_cache_transfer_bytes_total", "counter",
-           "Bytes of images fetched from and uploaded to the shared cache store.");
-  t.sample("sandboxd_cache_transfer_bytes_total", {{"kind", "layer"}, {"direction", "fetch"}}, l.fetch_bytes);
-  t.sample("sandboxd_cache_transfer_bytes_total", {{"kind", "layer"}, {"direction", "upload"}}, l.upload_bytes);
+           "Bytes of objects fetched from and uploaded to the shared cache store (as stored: compressed templates "
+           "count compressed).");
+  for (const auto& k : kinds) {
+    t.sample("sandboxd_cache_transfer_bytes_total", {{"kind", k.name}, {"direction", "fetch"}}, k.fetch_bytes);
+    t.sample("sandboxd_cache_transfer_bytes_total", {{"kind", k.name}, {"direction", "upload"}}, k.upload_bytes);
+  }
 
   uint32_t pool_ready = 0, pool_booting = 0;
   for (const auto& p : s.pool) pool_ready += p.ready, pool_booting += p.booting;

@@ -73,6 +73,15 @@ std::string_view layer_request_name(LayerRequest r);
 enum class CacheFetch : uint8_t { hit, miss, error, corrupt };
 inline constexpr size_t kCacheFetches = 4;
 std::string_view cache_fetch_name(CacheFetch f);
+// A failed fetch's result: not_found a miss, image_corrupt corrupt, the rest errors.
+CacheFetch cache_fetch_of(const Error& e);
+
+// Transfers of one kind of object to and from the shared store.
+struct CacheShareStats {
+  std::array<uint64_t, kCacheFetches> fetches{};
+  std::array<uint64_t, 2> uploads{};  // [ok, failed]
+  uint64_t fetch_bytes = 0, upload_bytes = 0;
+};
 
 // Counted by the layer cache, which also fills the gauges when asked.
 struct LayerStats {
@@ -97,6 +106,7 @@ struct MetricsGauges {
   uint64_t snapshot_fallbacks = 0;  // restores that failed; the VM booted instead
   uint64_t pool_boot_failures = 0;  // counted by the warm pool
   LayerStats layers;                // zero on a host without layers
+  CacheShareStats snapshot_share;   // counted by the snapshot flow
 };
 
 class Metrics {

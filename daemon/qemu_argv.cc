@@ -91,6 +91,12 @@ std::string qemu_escape(std::string_view value) {
   return out;
 }
 
+std::string qemu_machine(const VmSpec& s) {
+  std::string machine = "microvm,x-option-roms=off,isa-serial=on,rtc=on";
+  if (!s.acpi) machine += ",acpi=off";
+  return machine;
+}
+
 Result<std::vector<std::string>> qemu_argv(const VmSpec& s) {
   if (auto r = check_path("kernel", s.kernel); !r) return std::move(r).error();
   if (auto r = check_path("initrd", s.initrd); !r) return std::move(r).error();
@@ -107,8 +113,7 @@ Result<std::vector<std::string>> qemu_argv(const VmSpec& s) {
 
   if (!s.memory_file.empty())
     if (auto r = check_path("memory file", s.memory_file); !r) return std::move(r).error();
-  std::string machine = "microvm,x-option-roms=off,isa-serial=on,rtc=on";
-  if (!s.acpi) machine += ",acpi=off";
+  std::string machine = qemu_machine(s);
   if (!s.memory_file.empty()) machine += ",memory-backend=mem";
   std::vector<std::string> a = {
       s.qemu,

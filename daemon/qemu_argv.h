@@ -73,6 +73,9 @@ inline constexpr const char* kKernelCmdline =
 inline constexpr uint64_t kQemuApicTimerHz = 1'000'000'000;
 
 std::string kernel_cmdline(const VmSpec& spec);
+// The -M machine and its options that every VM of `spec`'s host shares
+// (a snapshot depends on them), without the per-VM memory backend.
+std::string qemu_machine(const VmSpec& spec);
 Result<std::vector<std::string>> qemu_argv(const VmSpec& spec);
 
 // The host's TSC frequency in kHz, measured against CLOCK_MONOTONIC_RAW;

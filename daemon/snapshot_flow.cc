@@ -1,6 +1,7 @@
 #include "daemon/snapshot_flow.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include "daemon/log.h"
 
@@ -45,6 +46,7 @@ void SnapshotFlow::restore_failed(Language language, uint32_t memory_mb, const E
   ++fallbacks_;
   if (!store_) return;
   if (restore_failure_condemns_snapshot(e)) {
+    if (auto key = store_->key(language, memory_mb, layer); from_store_.count(key)) no_fetch_.insert(key);
     discard(store_->key(language, memory_mb, layer), describe(language, memory_mb, layer),
             "a restore failed: " + e.message.substr(0, 200));
     return;
@@ -60,10 +62,13 @@ void SnapshotFlow::discard(const std::string& key, const std::string& what, cons
 }
 
 void SnapshotFlow::maybe_make(Language language, uint32_t memory_mb, const SnapshotLayer* layer) {
-  if (!store_ || stopped_ || !fleet_.has_room()) return;
+  if (!store_ || stopped_) return;
   std::string id = layer ? layer->identity : std::string();
   std::string key = store_->key(language, memory_mb, id);
   if (templates_.count(key) || store_->find(key)) return;
+  // The store is asked whether or not a template can be made here now.
+  maybe_fetch(key, language, memory_mb, id);
+  if (!fleet_.has_room()) return;
   auto pending = store_->begin(language, memory_mb, id);
   if (!pending) {
     log_warning("cannot start a snapshot: " + pending.error().describe());
@@ -113,16 +118,107 @@ void SnapshotFlow::template_done(const std::string& key, Result<void> saved) {
     store_->abort(std::move(*t.pending));
     return;
   }
+  if (store_->find(key)) {  // fetched from the shared store meanwhile
+    store_->abort(std::move(*t.pending));
+    return;
+  }
   auto entry = store_->commit(std::move(*t.pending));
-  if (entry)
-    log_info("snapshot ready: " + describe(entry->language, entry->memory_mb, entry->layer) + ", " +
-             std::to_string(entry->bytes >> 20) + " MB on disk");
-  else
+  if (!entry) {
     log_warning("cannot store a snapshot: " + entry.error().describe());
+    return;
+  }
+  log_info("snapshot ready: " + describe(entry->language, entry->memory_mb, entry->layer) + ", " +
+           std::to_string(entry->bytes >> 20) + " MB on disk");
+  upload(*entry);
+}
+
+void SnapshotFlow::maybe_fetch(const std::string& key, Language language, uint32_t memory_mb,
+                               const std::string& layer) {
+  if (!remote_ || fetches_.count(key) || no_fetch_.count(key)) return;
+  auto dir = store_->begin_fetch(key);
+  if (!dir) {
+    log_warning("cannot fetch a snapshot: " + dir.error().describe());
+    return;
+  }
+  fetches_.emplace(key, Fetch{*dir, std::chrono::steady_clock::now()});
+  remote_->fetch(key, *dir, [this, key, language, memory_mb, layer](Result<SnapshotDescription> d) {
+    fetched(key, language, memory_mb, layer, std::move(d));
+  });
+}
+
+void SnapshotFlow::fetched(const std::string& key, Language language, uint32_t memory_mb, const std::string& layer,
+                           Result<SnapshotDescription> d) {
+  auto it = fetches_.find(key);
+  if (it == fetches_.end()) return;
+  std::string dir = std::move(it->second.dir);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  it->second.started).count();
+  fetches_.erase(it);
+  std::string what = describe(language, memory_mb, layer);
+  auto refuse = [&](CacheFetch result, const std::string& why) {
+    ++share_.fetches[static_cast<size_t>(result)];
+    if (result != CacheFetch::miss)
+      log_warning("snapshot for " + what + " from the shared store: " + why + "; this node saves its own");
+    store_->abort_fetch(dir);
+  };
+  if (stopped_) return store_->abort_fetch(dir);
+  if (!d) return refuse(cache_fetch_of(d.error()), d.error().message);
+  // Made for another host, QEMU, image set or VM shape: the key would differ.
+  if (d->fingerprint != store_->fingerprint() || d->language != language || d->memory_mb != memory_mb ||
+      d->layer != layer || store_->key(d->language, d->memory_mb, d->layer) != key)
+    return refuse(CacheFetch::corrupt, "its description is not of this key");
+  auto entry = store_->adopt(dir, *d);
+  if (!entry) return refuse(CacheFetch::error, entry.error().describe());
+  ++share_.fetches[static_cast<size_t>(CacheFetch::hit)];
+  from_store_.insert(key);
+  share_.fetch_bytes += d->state.stored_bytes + d->ram.stored_bytes;
+  log_info("snapshot fetched from the shared store: " + what + ", " +
+           std::to_string(d->state.stored_bytes + d->ram.stored_bytes) + " bytes in " + std::to_string(ms) + " ms");
+  // The local template is no longer needed.
+  if (auto t = templates_.find(key); t != templates_.end()) {
+    auto doomed = std::move(t->second);
+    templates_.erase(t);
+    fleet_.release(std::move(doomed.vm));
+    store_->abort(std::move(*doomed.pending));
+  }
+}
+
+void SnapshotFlow::upload(const SnapshotStore::Entry& entry) {
+  if (!remote_) return;
+  unique_fd state(::open(entry.state.c_str(), O_RDONLY | O_CLOEXEC));
+  unique_fd ram(::open(entry.ram.c_str(), O_RDONLY | O_CLOEXEC));
+  struct stat st{};
+  if (!state || !ram || ::fstat(state.get(), &st) != 0) {
+    log_warning("snapshot " + entry.key + " not uploaded: " + Error::sys("open", entry.dir).describe());
+    return;
+  }
+  SnapshotDescription d;
+  d.key = entry.key;
+  d.fingerprint = store_->fingerprint();
+  d.language = entry.language;
+  d.memory_mb = entry.memory_mb;
+  d.layer = entry.layer;
+  d.state.bytes = static_cast<uint64_t>(st.st_size);
+  d.state.sha256 = entry.state_sha256;
+  d.ram.bytes = uint64_t{entry.memory_mb} << 20;
+  d.ram.sha256 = entry.ram_sha256;
+  std::string key = entry.key;
+  remote_->upload(std::move(d), std::move(state), std::move(ram), [this, key](Result<uint64_t> sent) {
+    if (!sent) {
+      ++share_.uploads[1];
+      log_warning("snapshot " + key + " not uploaded to the shared store: " + sent.error().describe());
+      return;
+    }
+    ++share_.uploads[0];
+    share_.upload_bytes += *sent;
+    log_info("snapshot " + key + " uploaded to the shared store (" + std::to_string(*sent) + " bytes)");
+  });
 }
 
 void SnapshotFlow::stop() {
   stopped_ = true;
+  // Fetches in flight end as they may; what they leave goes when they
+  // answer, or at the next start-up.
   for (auto& [key, t] : templates_) {
     fleet_.release(std::move(t.vm));
     if (store_) store_->abort(std::move(*t.pending));

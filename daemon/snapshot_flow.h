@@ -14,16 +14,27 @@
 //                 refused the state, exited, the migration failed): a host
 //                 too loaded to finish within the boot deadline is slow,
 //                 not broken, and the snapshot stays.
+//   shared store  with a remote (snapshot_share.h), a node that lacks a
+//                 template also fetches it in the background (one fetch
+//                 per key at a time); if it arrives and checks out before
+//                 the local template is saved, it is published like a
+//                 save and the local template VM goes. Every template
+//                 saved here is uploaded in the background. Nothing waits
+//                 on the store.
 // Snapshots are otherwise judged by their hashes (the store verifies them
 // at start-up).
 #pragma once
 
+#include <chrono>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "daemon/fleet.h"
+#include "daemon/metrics.h"
+#include "daemon/snapshot_share.h"
 #include "daemon/snapshots.h"
 
 namespace sandbox::daemon {
@@ -53,6 +64,10 @@ class SnapshotFlow {
   // Templates in flight are abandoned (shutdown).
   void stop();
   bool enabled() const { return store_ != nullptr; }
+  // The nodes' shared store; set once, before the first plan().
+  void set_remote(std::unique_ptr<SnapshotRemote> remote) { remote_ = std::move(remote); }
+  const CacheShareStats& share_stats() const { return share_; }
+  size_t fetches_in_flight() const { return fetches_.size(); }
   size_t templates_in_flight() const { return templates_.size(); }
   // VMs planned as restores, and restores that failed before ready.
   uint64_t restores() const { return restores_; }
@@ -68,12 +83,27 @@ class SnapshotFlow {
   void template_ready(const std::string& key);
   void template_done(const std::string& key, Result<void> saved);
   void discard(const std::string& key, const std::string& what, const std::string& why);
+  void maybe_fetch(const std::string& key, Language language, uint32_t memory_mb, const std::string& layer);
+  void fetched(const std::string& key, Language language, uint32_t memory_mb, const std::string& layer,
+               Result<SnapshotDescription> d);
+  void upload(const SnapshotStore::Entry& entry);
 
   Fleet& fleet_;
   SnapshotStore* store_;
   std::map<std::string, Template> templates_;  // by snapshot key
   bool stopped_ = false;
   uint64_t restores_ = 0, fallbacks_ = 0;
+  struct Fetch {
+    std::string dir;  // the temp directory it writes into
+    std::chrono::steady_clock::time_point started;
+  };
+  std::map<std::string, Fetch> fetches_;  // by snapshot key
+  // Keys of templates this node fetched, and of those among them that a
+  // restore condemned: the store's copy is not fetched again (this node
+  // saves its own, and its upload replaces the store's).
+  std::set<std::string> from_store_, no_fetch_;
+  CacheShareStats share_;
+  std::unique_ptr<SnapshotRemote> remote_;  // last: its answers reach the rest
 };
 
 // Whether a failed restore says the snapshot is bad (rather than the host slow).

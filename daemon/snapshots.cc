@@ -121,6 +121,8 @@ std::optional<SnapshotStore::Entry> SnapshotStore::find(const std::string& key) 
   e.memory_mb = static_cast<uint32_t>(std::strtoul(meta["memory_mb"].c_str(), nullptr, 10));
   e.layer = meta["layer"];
   e.bytes = disk_bytes(e.ram) + disk_bytes(e.state);
+  e.state_sha256 = meta["state_sha256"];
+  e.ram_sha256 = meta["ram_sha256"];
   ::utimensat(AT_FDCWD, dir.c_str(), nullptr, 0);  // recently used
   return e;
 }
@@ -159,21 +161,50 @@ Result<SnapshotStore::Entry> SnapshotStore::commit(Pending p) {
   auto ram_sha = sha256_file(p.ram);
   if (!state_sha) return std::move(state_sha).error();
   if (!ram_sha) return std::move(ram_sha).error();
-  {
-    std::ofstream meta(p.dir + "/meta");
-    meta << "fingerprint " << fingerprint_ << "\nlanguage " << language_name(p.language) << "\nmemory_mb "
-         << p.memory_mb << "\nstate_sha256 " << *state_sha << "\nram_sha256 " << *ram_sha << "\n";
-    if (!p.layer.empty()) meta << "layer " << p.layer << "\n";
-    if (!meta.flush()) return Error::sys("write", p.dir + "/meta");
-  }
-  std::string final_dir = dir_ + "/" + p.key;
   std::error_code ec;
-  fs::remove_all(final_dir, ec);
-  if (::rename(p.dir.c_str(), final_dir.c_str()) != 0) return Error::sys("rename", final_dir);
+  fs::remove_all(dir_ + "/" + p.key, ec);
+  return publish(p.dir, p.key, p.language, p.memory_mb, p.layer, *state_sha, *ram_sha);
+}
+
+Result<SnapshotStore::Entry> SnapshotStore::publish(const std::string& tmp_dir, const std::string& key,
+                                                    Language language, uint32_t memory_mb, const std::string& layer,
+                                                    const std::string& state_sha, const std::string& ram_sha) {
+  {
+    std::ofstream meta(tmp_dir + "/meta");
+    meta << "fingerprint " << fingerprint_ << "\nlanguage " << language_name(language) << "\nmemory_mb " << memory_mb
+         << "\nstate_sha256 " << state_sha << "\nram_sha256 " << ram_sha << "\n";
+    if (!layer.empty()) meta << "layer " << layer << "\n";
+    if (!meta.flush()) return Error::sys("write", tmp_dir + "/meta");
+  }
+  std::string final_dir = dir_ + "/" + key;
+  if (::rename(tmp_dir.c_str(), final_dir.c_str()) != 0) return Error::sys("rename", final_dir);
   evict();
-  auto e = find(p.key);
-  if (!e) return Error::make(ErrorCode::internal, "snapshot vanished after commit");
+  auto e = find(key);
+  if (!e) return Error::make(ErrorCode::internal, "snapshot vanished after it was published");
   return *e;
+}
+
+Result<std::string> SnapshotStore::begin_fetch(const std::string& key) {
+  std::string tmpl = dir_ + "/.tmp-fetch-" + key + "-XXXXXX";
+  if (!::mkdtemp(tmpl.data())) return Error::sys("mkdtemp", tmpl);
+  return tmpl;
+}
+
+Result<SnapshotStore::Entry> SnapshotStore::adopt(const std::string& dir, const SnapshotDescription& d) {
+  if (auto existing = find(d.key)) {
+    abort_fetch(dir);
+    return *existing;
+  }
+  // rename() onto a missing name: an entry that appeared since stays (the
+  // rename fails on a non-empty directory) and this one goes.
+  auto e = publish(dir, d.key, d.language, d.memory_mb, d.layer, d.state.sha256, d.ram.sha256);
+  if (!e) abort_fetch(dir);
+  return e;
+}
+
+void SnapshotStore::abort_fetch(const std::string& dir) {
+  std::error_code ec;
+  fs::remove_all(dir, ec);
 }
 
 void SnapshotStore::abort(Pending p) {

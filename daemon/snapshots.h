@@ -23,6 +23,7 @@
 #include "common/protocol.h"
 #include <sandbox/result.h>
 #include "common/unique_fd.h"
+#include "daemon/snapshot_description.h"
 
 namespace sandbox::daemon {
 
@@ -35,6 +36,7 @@ class SnapshotStore {
     uint32_t memory_mb = 0;
     std::string layer;   // the package layer's identity, empty for none
     uint64_t bytes = 0;  // allocated on disk
+    std::string state_sha256, ram_sha256;  // as recorded when it was saved
   };
   // A snapshot being written.
   struct Pending {
@@ -59,6 +61,14 @@ class SnapshotStore {
   Result<Pending> begin(Language language, uint32_t memory_mb, const std::string& layer = {});
   Result<Entry> commit(Pending pending);
   void abort(Pending pending);
+  // A template from the nodes' shared store: fetched into a temp directory
+  // (begin_fetch; start-up removes it if the daemon dies first), then
+  // published like a commit once its files are checked. An entry saved here
+  // meanwhile stays, and the fetched one goes.
+  Result<std::string> begin_fetch(const std::string& key);
+  Result<Entry> adopt(const std::string& dir, const SnapshotDescription& d);
+  void abort_fetch(const std::string& dir);
+  const std::string& fingerprint() const { return fingerprint_; }
   void drop(const std::string& key);
   // The entry's RAM as a sealed memfd, loaded once and shared by clones.
   Result<int> clone_ram(const Entry& entry);
@@ -66,6 +76,9 @@ class SnapshotStore {
 
  private:
   void evict();
+  // Writes the meta file into `tmp_dir` and renames it to the entry `key`.
+  Result<Entry> publish(const std::string& tmp_dir, const std::string& key, Language language, uint32_t memory_mb,
+                        const std::string& layer, const std::string& state_sha, const std::string& ram_sha);
   std::map<std::string, unique_fd> sealed_;
 
   std::string dir_;

@@ -4,6 +4,10 @@
 // node B, with an empty cache, fetches it instead of building; an object
 // corrupted in the store is refused by its hash and B builds; a store that
 // cannot be reached means a local build. Every build boots a builder VM.
+// Snapshot templates go the same way: node A saves one and uploads it;
+// node B, with an empty state dir, fetches it while it boots and restores
+// from it without saving its own; a template whose object does not match
+// its description's SHA-256 is refused and the node saves its own.
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
@@ -19,6 +23,8 @@
 #include <map>
 #include <sstream>
 #include <thread>
+
+#include <zstd.h>
 
 #include "common/unique_fd.h"
 #include "harness.h"
@@ -115,15 +121,17 @@ struct Cluster : LoopbackHosts {
     fs::remove_all(index);
   }
   // A node with an empty cache whose store is `url` (the cluster's by default).
-  TestDaemon* node(const std::string& url = {}) {
+  TestDaemon* node(const std::string& url = {}, const std::vector<std::string>& extra = {}) {
     auto state = temp_dir("node");
     states.push_back(state);
     auto d = std::make_unique<TestDaemon>();
-    bool started = d->start({"--state-dir", state, "--network-resolver", "127.0.0.1:" + std::to_string(dns),
-                             "--network-allowed-ranges", "127.0.0.0/8", "--extra-ca-file", dir + "/ca.pem",
-                             "--python-index-url", "https://pypi.test:" + std::to_string(https) + "/simple",
-                             "--cache-store-url", url.empty() ? store.url() : url, "--cache-store-credentials",
-                             store.credentials()});
+    std::vector<std::string> args = {"--state-dir", state, "--network-resolver", "127.0.0.1:" + std::to_string(dns),
+                                     "--network-allowed-ranges", "127.0.0.0/8", "--extra-ca-file", dir + "/ca.pem",
+                                     "--python-index-url", "https://pypi.test:" + std::to_string(https) + "/simple",
+                                     "--cache-store-url", url.empty() ? store.url() : url, "--cache-store-credentials",
+                                     store.credentials()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    bool started = d->start(args);
     REQUIRE_MESSAGE(started, d->log());
     state_of[d.get()] = state;
     nodes.push_back(std::move(d));
@@ -286,6 +294,124 @@ TEST_CASE("shared caches: a store that cannot be reached means a local build, ne
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   CHECK(metric(*d, "sandboxd_cache_uploads_total{kind=\"layer\",result=\"failed\"}") == 1);
   CHECK(d->running());
+}
+
+namespace {
+
+const std::string kSnapFetched = "sandboxd_cache_fetches_total{kind=\"snapshot\",result=\"hit\"}";
+const std::string kSnapCorrupt = "sandboxd_cache_fetches_total{kind=\"snapshot\",result=\"corrupt\"}";
+const std::string kSnapUploaded = "sandboxd_cache_uploads_total{kind=\"snapshot\",result=\"ok\"}";
+
+// Bounded waits: templates are saved and uploaded in the background.
+template <typename F>
+bool eventually(F f, int seconds = 120) {
+  for (int i = 0; i < seconds * 10; ++i) {
+    if (f()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+size_t snapshot_count(const TestDaemon& d) {
+  auto l = Client(d.socket()).snapshots();
+  return l ? l->size() : 0;
+}
+
+const std::vector<std::string> kSnapshotsOn = {"--snapshots", "on"};
+std::string snapshot_key;
+
+}  // namespace
+
+TEST_CASE("shared caches: a snapshot template one node saved is fetched by another, which restores without saving") {
+  auto* c = cluster();
+  if (!c) return;
+  auto* a = c->node({}, kSnapshotsOn);
+  auto code = make_request(Language::python, "print(6 * 7)");
+  auto first = Client(a->socket()).run(code);
+  REQUIRE_MESSAGE(first.ok(), first.error().describe());
+  CHECK(first->vm_start == "boot");
+  REQUIRE(eventually([&] { return metric(*a, kSnapUploaded) == 1; }));
+  auto on_a = Client(a->socket()).snapshots().value();
+  REQUIRE(on_a.size() == 1);
+  snapshot_key = on_a[0].key;
+  auto object = [&](const std::string& suffix) { return c->store.object("snapshots/" + snapshot_key + suffix); };
+  REQUIRE(fs::exists(object(".snapshot")));
+  // The RAM file is mostly zeros: it goes compressed.
+  REQUIRE(fs::exists(object(".ram.zst")));
+  auto state_object = fs::exists(object(".state.zst")) ? object(".state.zst") : object(".state");
+  MESSAGE("template of " << on_a[0].memory_mb << " MB RAM (" << (on_a[0].bytes >> 20) << " MB on disk): stored "
+                         << fs::file_size(object(".ram.zst")) << " bytes of RAM, " << fs::file_size(state_object)
+                         << " bytes of device state");
+  CHECK(fs::file_size(object(".ram.zst")) < (uint64_t{on_a[0].memory_mb} << 20) / 4);
+
+  auto* b = c->node({}, kSnapshotsOn);
+  Client cb(b->socket());
+  auto booted = cb.run(code);
+  REQUIRE_MESSAGE(booted.ok(), booted.error().describe());
+  CHECK(booted->vm_start == "boot");
+  auto since = std::chrono::steady_clock::now();
+  REQUIRE(eventually([&] { return snapshot_count(*b) == 1; }));
+  MESSAGE("node B booted in " << booted->timing.boot_ms << " ms; its template was there "
+                              << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::steady_clock::now() - since).count()
+                              << " ms after that run answered");
+  auto restored = cb.run(code);
+  REQUIRE_MESSAGE(restored.ok(), restored.error().describe());
+  CHECK(restored->stdout_data == "42\n");
+  CHECK(restored->vm_start == "snapshot");
+  MESSAGE("node B restored in " << restored->timing.boot_ms << " ms");
+  auto log = b->log();
+  auto fetched_at = log.find("snapshot fetched from the shared store");
+  REQUIRE(fetched_at != std::string::npos);
+  MESSAGE(log.substr(fetched_at, log.find('\n', fetched_at) - fetched_at));
+  CHECK(metric(*b, kSnapFetched) == 1);
+  CHECK(cb.snapshots().value().at(0).key == snapshot_key);
+  // B saved no template of its own, so it uploaded none.
+  CHECK(log.find("snapshot ready") == std::string::npos);
+  CHECK(metric(*b, kSnapUploaded) == 0);
+  CHECK(c->store.requests(" 403") == 0);
+}
+
+TEST_CASE("shared caches: a snapshot whose object does not match its SHA-256 is refused; the node saves its own") {
+  auto* c = cluster();
+  if (!c || snapshot_key.empty()) return;
+  // A well-formed frame of other memory, its size in the description: only
+  // the hash can tell.
+  auto ram_object = c->store.object("snapshots/" + snapshot_key + ".ram.zst");
+  auto desc_object = c->store.object("snapshots/" + snapshot_key + ".snapshot");
+  std::string text = slurp(desc_object);
+  auto line = text.find("file ram ");
+  REQUIRE(line != std::string::npos);
+  std::istringstream fields(text.substr(line + 9, text.find('\n', line) - line - 9));
+  uint64_t bytes = 0;
+  std::string sha, encoding, stored;
+  fields >> bytes >> sha >> encoding >> stored;
+  REQUIRE(encoding == "zstd");
+  std::string other(bytes, '\0');
+  other[bytes / 2] = 1;
+  std::string packed(ZSTD_compressBound(other.size()), '\0');
+  packed.resize(ZSTD_compress(packed.data(), packed.size(), other.data(), other.size(), 1));
+  std::ofstream(ram_object, std::ios::binary | std::ios::trunc) << packed;
+  text.replace(text.find(" zstd " + stored + "\n", line), 7 + stored.size(), " zstd " + std::to_string(packed.size()) + "\n");
+  std::ofstream(desc_object, std::ios::trunc) << text;
+
+  auto* n = c->node({}, kSnapshotsOn);
+  auto code = make_request(Language::python, "print(6 * 7)");
+  auto r = Client(n->socket()).run(code);
+  REQUIRE_MESSAGE(r.ok(), r.error().describe());
+  CHECK(r->vm_start == "boot");
+  REQUIRE(eventually([&] { return n->log().find("snapshot ready") != std::string::npos; }));
+  CHECK(metric(*n, kSnapCorrupt) == 1);
+  CHECK(metric(*n, kSnapFetched) == 0);
+  CHECK(n->log().find("SHA-256") != std::string::npos);
+  // Nothing of the refused fetch is left, and the node's own template restores.
+  for (const auto& e : fs::directory_iterator(c->state_of[n] + "/snapshots"))
+    CHECK_FALSE(e.path().filename().string().starts_with(".tmp-fetch"));
+  auto again = Client(n->socket()).run(code);
+  REQUIRE(again.ok());
+  CHECK(again->vm_start == "snapshot");
+  // Its good template replaced the bad object.
+  REQUIRE(eventually([&] { return metric(*n, kSnapUploaded) == 1; }));
 }
 
 }  // TEST_SUITE

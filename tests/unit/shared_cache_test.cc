@@ -2,17 +2,24 @@
 // AWS's published examples, the operator's URL and credentials, layer
 // descriptions from an untrusted store, the object store client against a
 // canned HTTP server on loopback (bounds, errors, deadlines), and the
-// layer cache's fetch-before-build and upload-after-build with a fake store.
+// layer cache's fetch-before-build and upload-after-build with a fake store;
+// snapshot template descriptions, their compression, and a template's trip
+// up to and back from a store kept in memory.
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
 #include <thread>
 
 #include "common/unique_fd.h"
@@ -22,6 +29,8 @@
 #include "daemon/object_store.h"
 #include "daemon/offload.h"
 #include "daemon/sigv4.h"
+#include "daemon/snapshot_description.h"
+#include "daemon/snapshot_share.h"
 
 using namespace sandbox;
 using namespace sandbox::daemon;
@@ -469,4 +478,252 @@ TEST_CASE("offload: jobs run off the loop, answers on it; destruction stops a jo
   }  // ~Offload: stop, join
   uv_run(&loop, UV_RUN_NOWAIT);
   CHECK(uv_loop_close(&loop) == 0);
+}
+
+namespace {
+
+std::string hex64(char c) { return std::string(64, c); }
+
+SnapshotDescription a_snapshot() {
+  SnapshotDescription d;
+  d.key = "0123456789abcdef01234567";
+  d.fingerprint = hex64('f');
+  d.language = Language::javascript;
+  d.memory_mb = 256;
+  d.layer = "js-0123:" + hex64('e');
+  d.state = {123456, hex64('a'), SnapshotEncoding::zstd, 2345};
+  d.ram = {uint64_t{256} << 20, hex64('b'), SnapshotEncoding::zstd, 99999};
+  return d;
+}
+
+// A file of `size` bytes: a hole but for `data` at every `stride`.
+unique_fd sparse_file(uint64_t size, uint64_t stride, const std::string& data) {
+  unique_fd fd(::memfd_create("test-ram", MFD_CLOEXEC));
+  REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(size)) == 0);
+  for (uint64_t at = 0; at + data.size() <= size; at += stride)
+    REQUIRE(::pwrite(fd.get(), data.data(), data.size(), static_cast<off_t>(at)) == static_cast<ssize_t>(data.size()));
+  return fd;
+}
+
+std::string sha256_fd(int fd) { return sha256_file("/proc/self/fd/" + std::to_string(fd)).value(); }
+
+// An S3 of a few objects, in memory: PUT keeps the body, GET gives it back.
+struct MemoryS3 {
+  std::mutex mu;
+  std::map<std::string, std::string> objects;  // by path
+  std::vector<std::string> puts;               // in order
+  CannedServer server{[this](const std::string& req) {
+    auto sp = req.find(' ');
+    auto path = req.substr(sp + 1, req.find(' ', sp + 1) - sp - 1);
+    std::lock_guard lock(mu);
+    if (req.starts_with("PUT ")) {
+      objects[path] = req.substr(req.find("\r\n\r\n") + 4);
+      puts.push_back(path);
+      return http(200, "");
+    }
+    auto it = objects.find(path);
+    return it == objects.end() ? http(404, "<Error><Code>NoSuchKey</Code></Error>") : http(200, it->second);
+  }};
+  LayerShareOptions options() const {
+    LayerShareOptions o;
+    o.store.url = parse_store_url("http://127.0.0.1:" + std::to_string(server.port) + "/bucket/node").value();
+    o.store.timeout_ms = 10'000;
+    o.max_image_bytes = uint64_t{64} << 20;
+    return o;
+  }
+};
+
+template <typename T>
+T run_until(uv_loop_t* loop, std::optional<T>& answer) {
+  for (int i = 0; i < 1000 && !answer; ++i) {
+    uv_run(loop, UV_RUN_NOWAIT);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(answer.has_value());
+  return std::move(*answer);
+}
+
+}  // namespace
+
+TEST_CASE("snapshot descriptions from a store are parsed strictly and bounded") {
+  auto d = a_snapshot();
+  auto text = format_snapshot_description(d);
+  auto back = parse_snapshot_description(text);
+  REQUIRE_MESSAGE(back.ok(), back.error().message);
+  CHECK(back->key == d.key);
+  CHECK(back->fingerprint == d.fingerprint);
+  CHECK(back->language == Language::javascript);
+  CHECK(back->memory_mb == 256);
+  CHECK(back->layer == d.layer);
+  CHECK(back->state.bytes == 123456);
+  CHECK(back->state.stored_bytes == 2345);
+  CHECK(back->ram.sha256 == hex64('b'));
+  CHECK(back->ram.encoding == SnapshotEncoding::zstd);
+  // No layer line without a layer.
+  d.layer.clear();
+  CHECK(format_snapshot_description(d).find("layer") == std::string::npos);
+  CHECK(parse_snapshot_description(format_snapshot_description(d)).ok());
+
+  auto refused = [](std::string t) {
+    auto r = parse_snapshot_description(t);
+    return !r.ok() && r.error().code == ErrorCode::image_corrupt;
+  };
+  auto replace = [&](const std::string& from, const std::string& to) {
+    auto t = text;
+    auto at = t.find(from);
+    REQUIRE(at != std::string::npos);
+    return t.replace(at, from.size(), to);
+  };
+  CHECK(refused(""));
+  CHECK(refused(text.substr(0, text.size() - 1)));                       // no final newline
+  CHECK(refused(replace("sandboxd-snapshot 1", "sandboxd-layer 1")));    // another kind
+  CHECK(refused(text + "key other\n"));                                  // a line twice
+  CHECK(refused(text + "file ram " + text.substr(text.rfind("file ram ") + 9)));
+  CHECK(refused(text + "owner root\n"));                                 // unknown line
+  CHECK(refused(replace("key " + d.key, "key a b")));                    // white space in a key
+  CHECK(refused(replace("fingerprint " + hex64('f'), "fingerprint " + hex64('F'))));
+  CHECK(refused(replace("memory_mb 256", "memory_mb 255")));             // RAM file of another size
+  CHECK(refused(replace("memory_mb 256", "memory_mb 4096")));            // over the bound
+  CHECK(refused(replace("memory_mb 256", "memory_mb 0256")));
+  CHECK(refused(replace("123456 " + hex64('a') + " zstd", "123456 " + hex64('a') + " raw")));  // raw of another size
+  CHECK(refused(replace(" zstd 2345", " lz4 2345")));
+  CHECK(refused(replace(" zstd 2345", " zstd 99999999999999999999999")));
+  CHECK(refused(replace("language javascript", "language cobol")));
+  CHECK(refused(replace("key " + d.key + "\n", "")));                    // a line missing
+  CHECK(refused(replace("file state", "file ram")));                     // a file twice, one missing
+  CHECK(refused(text + std::string(kMaxSnapshotDescriptionBytes, '#')));
+}
+
+TEST_CASE("snapshot files: zstd where it pays, back to the same bytes and hash with holes kept; bad frames refused") {
+  std::atomic<bool> stop{false};
+  // Mostly zeros, like a guest's RAM after boot.
+  const uint64_t size = uint64_t{16} << 20;
+  auto ram = sparse_file(size, 1 << 20, "not zero");
+  unique_fd packed(::memfd_create("packed", MFD_CLOEXEC));
+  std::string packed_sha;
+  auto n = zstd_compress_fd(ram.get(), size, packed.get(), &packed_sha, stop);
+  REQUIRE_MESSAGE(n.ok(), n.error().message);
+  REQUIRE(n->has_value());
+  CHECK(**n < size / 100);
+  CHECK(packed_sha == sha256_fd(packed.get()));
+
+  char tmpl[] = "/tmp/sandboxd-unpacked-XXXXXX";
+  unique_fd out(::mkstemp(tmpl));
+  ::unlink(tmpl);
+  auto sha = zstd_decompress_fd(packed.get(), **n, out.get(), size, stop);
+  REQUIRE_MESSAGE(sha.ok(), sha.error().message);
+  CHECK(*sha == sha256_fd(ram.get()));
+  CHECK(sha256_fd(out.get()) == *sha);
+  struct stat st{};
+  REQUIRE(::fstat(out.get(), &st) == 0);
+  CHECK(static_cast<uint64_t>(st.st_size) == size);
+  CHECK(static_cast<uint64_t>(st.st_blocks) * 512 < size / 10);  // the zeros stayed holes
+
+  auto refused = [&](uint64_t in_size, uint64_t bytes) {
+    unique_fd o(::memfd_create("out", MFD_CLOEXEC));
+    auto r = zstd_decompress_fd(packed.get(), in_size, o.get(), bytes, stop);
+    return !r.ok() && r.error().code == ErrorCode::image_corrupt;
+  };
+  CHECK(refused(**n - 1, size));  // truncated
+  CHECK(refused(**n, size - 1));  // more than the description says
+  CHECK(refused(**n, size + 1));  // less
+  // Trailing bytes after the frame.
+  REQUIRE(::pwrite(packed.get(), "junk", 4, static_cast<off_t>(**n)) == 4);
+  CHECK(refused(**n + 4, size));
+  // A flipped byte: zstd's own checksum, if not the frame, refuses it.
+  REQUIRE(::pwrite(packed.get(), "\x5a", 1, static_cast<off_t>(**n / 2)) == 1);
+  CHECK(refused(**n, size));
+
+  // Random bytes do not compress: sent as they are.
+  std::string noise(1 << 20, '\0');
+  std::mt19937 rng(7);
+  for (auto& c : noise) c = static_cast<char>(rng());
+  auto random = sparse_file(noise.size(), noise.size(), noise);
+  unique_fd sink(::memfd_create("sink", MFD_CLOEXEC));
+  auto none = zstd_compress_fd(random.get(), noise.size(), sink.get(), &packed_sha, stop);
+  REQUIRE(none.ok());
+  CHECK_FALSE(none->has_value());
+}
+
+TEST_CASE("snapshot share: a template goes up compressed where it pays, description last, and comes back verified") {
+  MemoryS3 s3;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char tmpl[] = "/tmp/sandboxd-snapshare-XXXXXX";
+  std::string root = ::mkdtemp(tmpl);
+  {
+    SnapshotShare share(&loop, s3.options());
+    std::string noise(64 << 10, '\0');
+    std::mt19937 rng(11);
+    for (auto& c : noise) c = static_cast<char>(rng());
+    auto state = sparse_file(noise.size(), noise.size(), noise);
+    auto ram = sparse_file(uint64_t{8} << 20, 1 << 20, "guest page");
+    SnapshotDescription d;
+    d.key = "k0123";
+    d.fingerprint = hex64('f');
+    d.memory_mb = 8;
+    d.state = {noise.size(), sha256_fd(state.get())};
+    d.ram = {uint64_t{8} << 20, sha256_fd(ram.get())};
+    std::optional<Result<uint64_t>> sent;
+    share.upload(d, std::move(state), std::move(ram), [&](Result<uint64_t> r) { sent = std::move(r); });
+    auto up = run_until(&loop, sent);
+    REQUIRE_MESSAGE(up.ok(), up.error().message);
+    REQUIRE(s3.puts.size() == 3);
+    CHECK(s3.puts[0] == "/bucket/node/snapshots/k0123.state");  // noise: raw
+    CHECK(s3.puts[1] == "/bucket/node/snapshots/k0123.ram.zst");
+    CHECK(s3.puts[2] == "/bucket/node/snapshots/k0123.snapshot");  // last
+    CHECK(s3.objects[s3.puts[1]].size() < (size_t{8} << 20) / 100);
+    CHECK(*up == s3.objects[s3.puts[0]].size() + s3.objects[s3.puts[1]].size());
+    auto stored = parse_snapshot_description(s3.objects[s3.puts[2]]);
+    REQUIRE(stored.ok());
+    CHECK(stored->ram.encoding == SnapshotEncoding::zstd);
+    CHECK(stored->state.encoding == SnapshotEncoding::raw);
+    CHECK(stored->ram.sha256 == d.ram.sha256);
+
+    auto fetch = [&](const std::string& key, const std::string& dir) {
+      std::filesystem::create_directories(dir);
+      std::optional<Result<SnapshotDescription>> got;
+      share.fetch(key, dir, [&](Result<SnapshotDescription> r) { got = std::move(r); });
+      return run_until(&loop, got);
+    };
+    auto got = fetch("k0123", root + "/a");
+    REQUIRE_MESSAGE(got.ok(), got.error().message);
+    CHECK(got->memory_mb == 8);
+    CHECK(sha256_file(root + "/a/ram").value() == d.ram.sha256);
+    CHECK(sha256_file(root + "/a/state").value() == d.state.sha256);
+
+    auto missing = fetch("other", root + "/b");
+    REQUIRE_FALSE(missing.ok());
+    CHECK(missing.error().code == ErrorCode::not_found);
+
+    // A flipped byte in the raw state: refused by its hash, nothing left behind.
+    s3.objects[s3.puts[0]][100] ^= 0x5a;
+    auto corrupt = fetch("k0123", root + "/c");
+    REQUIRE_FALSE(corrupt.ok());
+    CHECK(corrupt.error().code == ErrorCode::image_corrupt);
+    CHECK(corrupt.error().message.find("SHA-256") != std::string::npos);
+    CHECK(std::filesystem::is_empty(root + "/c"));
+    // A description naming another key is not this template's.
+    s3.objects["/bucket/node/snapshots/k9.snapshot"] = s3.objects[s3.puts[2]];
+    auto foreign = fetch("k9", root + "/d");
+    REQUIRE_FALSE(foreign.ok());
+    CHECK(foreign.error().code == ErrorCode::image_corrupt);
+    // Over the node's bound: not even asked for.
+    auto small = s3.options();
+    small.max_image_bytes = 1 << 20;
+    SnapshotShare bounded(&loop, small);
+    std::optional<Result<SnapshotDescription>> over;
+    std::filesystem::create_directories(root + "/e");
+    bounded.fetch("k0123", root + "/e", [&](Result<SnapshotDescription> r) { over = std::move(r); });
+    auto big = run_until(&loop, over);
+    REQUIRE_FALSE(big.ok());
+    CHECK(big.error().code == ErrorCode::capacity);
+    std::optional<Result<uint64_t>> refused;
+    bounded.upload(d, unique_fd(), unique_fd(), [&](Result<uint64_t> r) { refused = std::move(r); });
+    REQUIRE(refused.has_value());
+    CHECK(refused->error().code == ErrorCode::capacity);
+  }
+  uv_run(&loop, UV_RUN_NOWAIT);
+  uv_loop_close(&loop);
+  std::filesystem::remove_all(root);
 }
