@@ -1,5 +1,5 @@
 // A package specifier from a client (common/packages.cc): any bytes, for
-// both languages, pinned and relaxed. What is accepted must be safe to
+// every language, pinned and relaxed. What is accepted must be safe to
 // hand to an installer's command line, and its canonical form must parse
 // back to itself (one request, one cache key).
 #include <cstdint>
@@ -23,12 +23,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         require(spec.error().code == ErrorCode::package_not_allowed, "a refusal with another code");
         continue;
       }
-      require(language != Language::raw, "a raw run accepted a package");
+      require(language != Language::raw || spec->apt, "a raw run accepted a package that is not Debian's");
+      require(spec->apt == is_apt_package(text), "a Debian package not named 'apt:', or the reverse");
       const auto& c = spec->canonical;
       require(!c.empty() && c.front() != '-', "an accepted option");
-      for (char ch : c)
-        require(static_cast<unsigned char>(ch) > 0x20 && ch != 0x7f && ch != ':' && ch != ';' && ch != '\\' &&
-                    ch != '$' && ch != '`' && ch != '|' && ch != '&' && ch != '\'' && ch != '"',
+      // A Debian package is "apt:NAME[=VERSION]": the prefix's ':' and an
+      // epoch's are its only colons; the rest is apt's name and version
+      // alphabet, which never starts an option.
+      std::string_view rest = c;
+      if (spec->apt) {
+        rest.remove_prefix(kAptPrefix.size());
+        require(!rest.empty() && rest.front() != '-', "an accepted Debian option");
+        for (char ch : rest)
+          require((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+                      ch == '+' || ch == '-' || ch == '~' || ch == ':' || ch == '=',
+                  "an accepted Debian package outside apt's alphabet");
+      }
+      for (char ch : rest)
+        require(static_cast<unsigned char>(ch) > 0x20 && ch != 0x7f && (ch != ':' || spec->apt) && ch != ';' &&
+                    ch != '\\' && ch != '$' && ch != '`' && ch != '|' && ch != '&' && ch != '\'' && ch != '"',
                 "an accepted specifier with a separator, a source or shell syntax");
       require(!pinned || spec->pinned, "an unpinned specifier under the pinning policy");
       auto again = parse_package(language, c, policy);
