@@ -5,6 +5,7 @@
 // bounded, with a libFuzzer target (fuzz/fuzz_layer_description.cc).
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -26,5 +27,12 @@ inline constexpr size_t kMaxLayerDescriptionBytes = 512 << 10;
 
 // Text a description may hold: no control characters.
 bool printable_line(std::string_view s);
+
+// The framing both descriptions from a store share (this one and the
+// snapshot's): `magic` as the first line, then "TAG VALUE" lines, every
+// line ended by a newline. `line` gets each tag and value and answers why
+// it refuses them ("" to go on). Returns why the text was refused, or "".
+std::string read_tagged_lines(std::string_view text, std::string_view magic,
+                              const std::function<std::string(std::string_view tag, std::string_view value)>& line);
 
 }  // namespace sandbox::daemon

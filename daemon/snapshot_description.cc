@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "daemon/layer_description.h"
+
 namespace sandbox::daemon {
 namespace {
 
@@ -72,56 +74,46 @@ Result<SnapshotDescription> parse_snapshot_description(std::string_view text) {
   // Each line once, in any order after the first.
   bool seen_key = false, seen_fp = false, seen_lang = false, seen_mem = false, seen_layer = false;
   bool seen_state = false, seen_ram = false;
-  size_t start = 0;
-  for (bool first = true; start < text.size(); first = false) {
-    auto nl = text.find('\n', start);
-    if (nl == std::string_view::npos) return corrupt("not ended by a newline");
-    auto line = text.substr(start, nl - start);
-    start = nl + 1;
-    if (first) {
-      if (line != kMagic) return corrupt("not a snapshot description");
-      continue;
-    }
-    auto sp = line.find(' ');
-    if (sp == std::string_view::npos) return corrupt("a line without a value");
-    auto tag = line.substr(0, sp), value = line.substr(sp + 1);
-    auto once = [&](bool& seen) {
-      bool again = seen;
-      seen = true;
-      return !again;
-    };
+  auto once = [](bool& seen) {
+    bool again = seen;
+    seen = true;
+    return !again;
+  };
+  auto why = read_tagged_lines(text, kMagic, [&](std::string_view tag, std::string_view value) -> std::string {
     if (tag == "key") {
-      if (!once(seen_key) || !is_token(value)) return corrupt("a bad 'key' line");
+      if (!once(seen_key) || !is_token(value)) return "a bad 'key' line";
       d.key = std::string(value);
     } else if (tag == "fingerprint") {
-      if (!once(seen_fp) || !is_hex64(value)) return corrupt("a bad 'fingerprint' line");
+      if (!once(seen_fp) || !is_hex64(value)) return "a bad 'fingerprint' line";
       d.fingerprint = std::string(value);
     } else if (tag == "language") {
       auto l = parse_language(value);
-      if (!once(seen_lang) || !l) return corrupt("a bad 'language' line");
+      if (!once(seen_lang) || !l) return "a bad 'language' line";
       d.language = *l;
     } else if (tag == "memory_mb") {
       uint64_t mb = 0;
       if (!once(seen_mem) || !parse_u64(value, &mb) || mb == 0 || mb > limits::kMaxMemoryMb)
-        return corrupt("a bad 'memory_mb' line");
+        return "a bad 'memory_mb' line";
       d.memory_mb = static_cast<uint32_t>(mb);
     } else if (tag == "layer") {
-      if (!once(seen_layer) || !is_token(value)) return corrupt("a bad 'layer' line");
+      if (!once(seen_layer) || !is_token(value)) return "a bad 'layer' line";
       d.layer = std::string(value);
     } else if (tag == "file") {
       std::string_view name;
       SnapshotFile f;
-      if (!parse_file(value, &name, &f)) return corrupt("a bad 'file' line");
+      if (!parse_file(value, &name, &f)) return "a bad 'file' line";
       if (name == "state" && once(seen_state))
         d.state = std::move(f);
       else if (name == "ram" && once(seen_ram))
         d.ram = std::move(f);
       else
-        return corrupt("an unexpected or repeated file");
+        return "an unexpected or repeated file";
     } else {
-      return corrupt("unexpected line '" + std::string(tag.substr(0, 16)) + "'");
+      return "unexpected line '" + std::string(tag.substr(0, 16)) + "'";
     }
-  }
+    return "";
+  });
+  if (!why.empty()) return corrupt(why);
   if (!seen_key || !seen_fp || !seen_lang || !seen_mem || !seen_state || !seen_ram) return corrupt("a line is missing");
   // The RAM file holds the whole guest memory, whatever it compresses to.
   if (d.ram.bytes != uint64_t{d.memory_mb} << 20) return corrupt("the RAM file is not the memory's size");
