@@ -182,9 +182,11 @@ Result<void> Execution::start_session() {
   return ok();
 }
 
-bool Execution::wait_ready(std::chrono::milliseconds bound) {
+bool Execution::wait_ready(std::chrono::milliseconds bound) { return await_report(ready_, bound); }
+
+bool Execution::await_report(const bool& flag, std::chrono::milliseconds bound) {
   auto until = Clock::now() + bound;
-  while (!ready_ && report_) {
+  while (!flag && report_) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
     if (left <= 0) break;
     pollfd p{report_.get(), POLLIN, 0};
@@ -192,7 +194,28 @@ bool Execution::wait_ready(std::chrono::milliseconds bound) {
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0 || !on_report()) break;
   }
-  return ready_;
+  return flag;
+}
+
+bool Execution::warm(const proto::Exec& exec, std::chrono::milliseconds bound) {
+  if (language_ != Language::python || started_ || session_ || !go_ || !report_) return false;
+  // A run's own hand-over, with the pids limit written as it stands.
+  if (!stage(exec, "max")) return false;
+  if (::write(go_.get(), "w", 1) != 1) return false;
+  arm(timer_.get(), bound);
+  warmed_ = false;
+  bool done = await_report(warmed_, bound);
+  disarm(timer_.get());
+  return done;
+}
+
+Result<bool> Execution::stage(const proto::Exec& exec, std::string_view pids_max) {
+  if (auto r = write_file(interpreter_for(language_).file, exec.code); !r) return r.error();
+  auto with_env = write_code_env(exec.code_env);
+  if (!with_env) return with_env.error();
+  if (!tree_.empty() && !pids_max.empty())
+    if (auto r = write_line(tree_ + "/pids.max", pids_max); !r) return r.error();
+  return *with_env;
 }
 
 void Execution::arm_after_handover(const proto::Exec& exec) {
@@ -276,6 +299,10 @@ bool Execution::on_report() {
       if (started_) start_clock();
       continue;
     }
+    if (!started_ && !session_ && line == "w") {
+      warmed_ = true;
+      continue;
+    }
     if (session_ && !session_ready_ && line == "s") {
       session_ready_ = true;
       ready_at_ = Clock::now();
@@ -325,12 +352,8 @@ proto::ExecDone Execution::end_cell() {
 
 Result<void> Execution::go(const proto::Exec& exec) {
   if (started_) return Error::make(ErrorCode::internal, "execution already started");
-  auto interp = interpreter_for(language_);
-  if (auto r = write_file(interp.file, exec.code); !r) return r;
-  auto with_env = write_code_env(exec.code_env);
+  auto with_env = stage(exec, exec.pids_max > 0 ? std::to_string(exec.pids_max) : std::string());
   if (!with_env) return with_env.error();
-  if (!tree_.empty() && exec.pids_max > 0)
-    if (auto r = write_line(tree_ + "/pids.max", std::to_string(exec.pids_max)); !r) return r;
   id_ = exec.id;
   grace_ = std::chrono::milliseconds(exec.grace_ms);
   limit_[0] = exec.stdout_limit;

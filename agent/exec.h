@@ -77,6 +77,13 @@ class Execution {
   // interpreter died: then alive() is false and state_lost is set).
   proto::ExecDone end_cell();
 
+  // Python only, before go(): a rehearsal of go() (a restored VM's TCG
+  // warm-up). The code is handed over as go() does, with the pids limit
+  // left as it is; the waiting interpreter runs it once in a child of its
+  // own, output discarded, and stays as it was. False if that did not end
+  // within `bound`.
+  bool warm(const proto::Exec& exec, std::chrono::milliseconds bound);
+
   // Reads the interpreter's lines on fd 4 (ready, then cell statuses);
   // false once the pipe is at EOF (and closed).
   bool on_report();
@@ -118,6 +125,11 @@ class Execution {
  private:
   Execution() = default;
   void signal_tree(int sig);
+  // Writes what the interpreter reads at its hand-over: the code, the
+  // variables it sets itself (true if any), and `pids_max` unless empty.
+  Result<bool> stage(const proto::Exec& exec, std::string_view pids_max);
+  // Reads fd 4 until `flag` is set by a line, for at most `bound`.
+  bool await_report(const bool& flag, std::chrono::milliseconds bound);
   // The interpreter is ready and has the code: the timeout runs from now.
   void start_clock();
   // Waits for readiness (bounded by the start-up limit) or starts the clock.
@@ -136,6 +148,7 @@ class Execution {
   bool started_ = false;
   bool ready_ = false;          // "r": the interpreter is up
   bool session_ready_ = false;  // "s": its session loop is set up
+  bool warmed_ = false;         // "w": a warm-up child has ended
   bool clock_running_ = false;
   bool startup_failed_ = false;
   std::chrono::milliseconds timeout_{0}, startup_timeout_{0};

@@ -110,27 +110,41 @@ class Agent {
     if (fd >= 0) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
   }
 
-  // Runs one trivial program of `language` to its end. A VM restored from a
-  // snapshot under TCG has an empty translation cache: every code path is
-  // slow the first time it runs. This pays that for the exec path (agent,
-  // kernel, interpreter) before a caller is waiting. The program is ours:
-  // it runs in a process group of its own, outside the exec cgroup, so a
-  // prestarted interpreter waiting there is left alone.
-  void warm_up(Language language) {
+  // A VM restored from a snapshot under TCG has an empty translation cache:
+  // every code path is slow the first time it runs. This runs one trivial
+  // program of `language` to its end, paying that for the exec path (agent,
+  // kernel, interpreter) before a caller is waiting. A prestarted Python
+  // runs it in a child of its own and stays as it was (false: it did not
+  // finish, and is no longer fit to serve). Other languages run it in an
+  // interpreter of its own, in a process group outside the exec cgroup.
+  static constexpr std::chrono::milliseconds kWarmUpBound{30'000};
+
+  bool warm_up(Language language) {
     static constexpr const char* kWarmCode[] = {"import sys\nprint('warm')\n", "console.log('warm')\n",
                                                 "echo warm\n"};
-    auto e = Execution::spawn(language, {}, "", filter_);
-    if (!e) return;
     proto::Exec x;
     x.language = language;
     x.code = kWarmCode[static_cast<size_t>(language)];
-    x.timeout_ms = 30'000;
-    x.startup_timeout_ms = 30'000;
-    if (!(*e)->go(x)) return;
+    x.timeout_ms = kWarmUpBound.count();
+    x.startup_timeout_ms = kWarmUpBound.count();
+    if (language == Language::python && prepared_) {
+      // The request and its answer go through the codec as a run's do.
+      MessageReader reader{limits::kMaxFrameBytes, FrameDecoder::Oversize::skip};
+      reader.feed(frame_message(x));
+      auto decoded = reader.next();
+      if (!decoded || !*decoded || !std::holds_alternative<proto::Exec>(**decoded)) return false;
+      if (!prepared_->warm(std::get<proto::Exec>(**decoded), kWarmUpBound)) return false;
+      (void)frame_message(proto::Output{x.id, Stream::out, "warm\n"});
+      (void)frame_message(proto::ExecDone{});
+      return true;
+    }
+    auto e = Execution::spawn(language, {}, "", filter_);
+    if (!e) return true;
+    if (!(*e)->go(x)) return true;
     auto discard = [](Stream, std::string_view) {};
     while ((*e)->stdout_fd() >= 0 || (*e)->stderr_fd() >= 0) {
       pollfd fds[2] = {{(*e)->stdout_fd(), POLLIN, 0}, {(*e)->stderr_fd(), POLLIN, 0}};
-      if (::poll(fds, 2, 30'000) <= 0) break;
+      if (::poll(fds, 2, kWarmUpBound.count()) <= 0) break;
       for (auto& f : fds)
         if (f.fd >= 0 && f.revents) (*e)->drain(f.fd, discard);
     }
@@ -139,6 +153,7 @@ class Agent {
       (*e)->on_exit();
       if ((*e)->alive()) ::usleep(1000);
     }
+    return true;
   }
 
   Result<void> dispatch(int fd) {
@@ -257,10 +272,14 @@ class Agent {
     if (prepared_ && prepared_->alive()) {
       auto language = prepared_->language();
       // The template's Python keeps its modules (and seeds random only when
-      // imported); the warm-up runs beside it, outside the exec cgroup.
+      // imported).
       bool respawn = language != Language::python;
       if (respawn) prepared_.reset();
-      if (r.warm_up) warm_up(language);
+      if (r.warm_up && !warm_up(language)) {
+        log("the prestarted interpreter did not finish its warm-up; starting another");
+        prepared_.reset();
+        respawn = true;
+      }
       if (respawn)
         if (auto p = Execution::spawn(language, {}, tree_, filter_); p) prepared_ = std::move(*p);
       if (prepared_) prestarted = language_name(language);

@@ -5,7 +5,11 @@
 # as a script would run (its own __main__, its own argv), and reports its
 # exit status as "x N" on fd 4 once everything an exit does is done (other
 # threads joined, atexit handlers run, output flushed): the agent answers
-# then, and the interpreter's teardown is nobody's wait. "s" starts a
+# then, and the interpreter's teardown is nobody's wait. "w" (before any
+# of those, any number of times) runs main.py the same way in a child whose
+# output goes nowhere, then says "w" on fd 4: under TCG a restored VM
+# translates the run's path there, before a caller waits, while this
+# interpreter and everything it holds stay as they were. "s" starts a
 # session: "s" on fd 4 once its loop is set up, then each line read from
 # fd 3 runs /run/sandbox/cell.py in one namespace, and its status goes back
 # as a line on fd 4. An exception, SystemExit or KeyboardInterrupt (the
@@ -125,12 +129,30 @@ def _sandbox_preload():
             importlib.import_module(name)
         except Exception:
             pass
+def _sandbox_warm():
+    pid = os.fork()
+    if pid == 0:
+        try:
+            out = os.pipe()[1]
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            os.dup2(os.open('/dev/null', os.O_WRONLY), 4)
+            _sandbox_script(b'g')
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    os.write(4, b'w\n')
 def _sandbox_main():
     _sandbox_preload()
     os.write(4, b'r\n')
     mode = os.read(3, 1)
+    while mode == b'w':
+        _sandbox_warm()
+        mode = os.read(3, 1)
     if mode == b's':
         return _sandbox_session()
+    _sandbox_script(mode)
+def _sandbox_script(mode):
     os.close(3)
     if mode == b'e':
         _sandbox_env()
