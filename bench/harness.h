@@ -98,6 +98,30 @@ class Daemon {
     return false;
   }
 
+  // Until the daemon has settled as after any start: every pool lane full
+  // and none booting, and a snapshot template saved for each language a
+  // lane keeps (a daemon with snapshots on). Until then runs compete with
+  // the start-up's boots, which is not what a steady figure measures.
+  bool wait_settled(std::chrono::seconds deadline = std::chrono::seconds(180)) const {
+    auto until = Clock::now() + deadline;
+    while (Clock::now() < until) {
+      auto st = client().status();
+      auto snaps = client().snapshots();
+      bool settled = st.ok() && snaps.ok();
+      for (size_t i = 0; settled && i < st->pool.size(); ++i) {
+        const auto& p = st->pool[i];
+        if (p.ready < p.target || p.booting > 0) settled = false;
+        if (p.target == 0 || !p.layer.empty()) continue;
+        bool saved = false;
+        for (const auto& s : *snaps) saved = saved || s.language == p.language;
+        settled = settled && saved;
+      }
+      if (settled) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+
  private:
   std::string dir_, socket_;
   Process proc_;
