@@ -299,7 +299,7 @@ bool Execution::on_report() {
       if (started_) start_clock();
       continue;
     }
-    if (!started_ && !session_ && line == "w") {
+    if (!started_ && !session_ && line.starts_with("w ")) {
       warmed_ = true;
       continue;
     }

@@ -148,7 +148,7 @@ class Execution {
   bool started_ = false;
   bool ready_ = false;          // "r": the interpreter is up
   bool session_ready_ = false;  // "s": its session loop is set up
-  bool warmed_ = false;         // "w": a warm-up child has ended
+  bool warmed_ = false;         // "w N": a warm-up child ran its code
   bool clock_running_ = false;
   bool startup_failed_ = false;
   std::chrono::milliseconds timeout_{0}, startup_timeout_{0};

@@ -7,9 +7,9 @@
 # threads joined, atexit handlers run, output flushed): the agent answers
 # then, and the interpreter's teardown is nobody's wait. "w" (before any
 # of those, any number of times) runs main.py the same way in a child whose
-# output goes nowhere, then says "w" on fd 4: under TCG a restored VM
-# translates the run's path there, before a caller waits, while this
-# interpreter and everything it holds stay as they were. "s" starts a
+# output goes nowhere and which says "w N" instead of "x N": under TCG a
+# restored VM translates the run's path there, before a caller waits,
+# while this interpreter and everything it holds stay as they were. "s" starts a
 # session: "s" on fd 4 once its loop is set up, then each line read from
 # fd 3 runs /run/sandbox/cell.py in one namespace, and its status goes back
 # as a line on fd 4. An exception, SystemExit or KeyboardInterrupt (the
@@ -86,6 +86,7 @@ def _sandbox_exit_status(e):
         return e.code & 0xff
     print(e.code, file=sys.stderr)
     return 1
+_sandbox_done = b'x'
 def _sandbox_finish(status):
     # What an exit does, in CPython's order; then the status, then a quick
     # exit (the agent kills what is left anyway). Only modules the code
@@ -109,7 +110,7 @@ def _sandbox_finish(status):
         except BaseException:
             pass
     try:
-        os.write(4, b'x %d\n' % status)
+        os.write(4, b'%s %d\n' % (_sandbox_done, status))
     except OSError:
         pass
     os._exit(status)
@@ -130,18 +131,20 @@ def _sandbox_preload():
         except Exception:
             pass
 def _sandbox_warm():
+    global _sandbox_done
     pid = os.fork()
     if pid == 0:
         try:
             out = os.pipe()[1]
             os.dup2(out, 1)
             os.dup2(out, 2)
-            os.dup2(os.open('/dev/null', os.O_WRONLY), 4)
+            _sandbox_done = b'w'
             _sandbox_script(b'g')
         finally:
             os._exit(0)
+    # The child says "w" itself once its code is done; its exit (tearing
+    # down its copy of this process) is nobody's wait but the next mode's.
     os.waitpid(pid, 0)
-    os.write(4, b'w\n')
 def _sandbox_main():
     _sandbox_preload()
     os.write(4, b'r\n')
