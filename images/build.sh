@@ -83,13 +83,30 @@ KERNEL_SOURCE_PKG=linux-source-6.1
 # minutes, so they are cached by what goes into them (package lists and
 # versions), not by this file.
 KERNEL_RECIPE_VERSION=2
-RECIPE_VERSION=4
-BUILDER_RECIPE_VERSION=2
+RECIPE_VERSION=5
+BUILDER_RECIPE_VERSION=3
 
 SCRIPT_HASH=$(sha256sum "$0" | cut -c1-16)
 mkdir -p "$CACHE" "$OUT"
 log() { echo "images: $*" >&2; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# Every Python module in the tree at $1 gets a bytecode file that Python
+# loads without looking at the source. mkfs.erofs -T0 gives every file
+# one fixed mtime, which no timestamp-checked .pyc (what dpkg leaves)
+# matches: Python would compile each module from source at every import,
+# seconds under emulation, and could not cache the result on a read-only
+# root. The images never change under their bytecode, as layers' don't.
+unchecked_pycs() {
+    # A file that does not compile (test data made to fail) is left as it is.
+    chroot "$1" /usr/bin/python3 -m compileall -q -f -j 0 --invalidation-mode unchecked-hash \
+        /usr/lib/python3 /usr/lib/python3.*/ > "$2" 2>&1 || true
+    # The flags word of an unchecked hash-based .pyc is 1.
+    chroot "$1" /usr/bin/python3 -c 'import glob, sys
+paths = glob.glob("/usr/lib/python3.*/json/__pycache__/__init__.cpython-*.pyc")
+sys.exit(0 if paths and open(paths[0], "rb").read(8)[4:8] == b"\1\0\0\0" else 1)' \
+        || { tail -20 "$2" >&2; echo "build.sh: Python bytecode in $1 is not unchecked" >&2; exit 1; }
+}
 
 # The Debian mirror comes from this machine's apt configuration, never a
 # hard-coded host. Only sources whose Release file says "Origin: Debian"
@@ -262,6 +279,7 @@ EXCLUDES
     # has no network, and the host's configuration is none of its business.
     rm -f "$work/root/etc/resolv.conf"
     : > "$work/root/etc/machine-id"
+    unchecked_pycs "$work/root" "$work/compileall.log"
     # Nothing in the guest may gain privilege through a file mode.
     find "$work/root" -xdev -type f -perm /6000 -exec chmod ug-s {} +
     rm -rf "$work"/root/var/lib/apt/lists/* "$work"/root/var/cache/apt/* \
@@ -326,6 +344,7 @@ if [[ ! -f "$BUILDER" || ! -f "$CACHE/builder-$BKEY.packages" ]]; then
             || { cat "$work/check.log" >&2; echo "build.sh: builder root fails '$check'" >&2; exit 1; }
     done
     rm -f "$work/root/etc/resolv.conf"
+    unchecked_pycs "$work/root" "$work/compileall.log"
     find "$work/root" -xdev -type f -perm /6000 -exec chmod ug-s {} +
     rm -rf "$work"/root/var/lib/apt/lists/* "$work"/root/var/cache/apt/* \
         "$work"/root/var/cache/debconf/*-old "$work"/root/var/log/* \

@@ -57,9 +57,11 @@ def wheel(name, version, requires, source):
 
 
 # name, version, depends, {path: (mode, content)}. sbxhello ships a file
-# under /bin (the guest's /bin is a link to /usr/bin) and a setuid one.
+# under /bin (the guest's /bin is a link to /usr/bin) and a setuid one;
+# sbxhello-data a Python module.
 DEBS = [
-    ("sbxhello-data", "1.0-1", "", {"usr/share/sbxhello/greeting": (0o644, "from a Debian layer\n")}),
+    ("sbxhello-data", "1.0-1", "", {"usr/share/sbxhello/greeting": (0o644, "from a Debian layer\n"),
+                                    "usr/lib/python3/dist-packages/sbxhellomod.py": (0o644, "VALUE = 'module'\n")}),
     ("sbxhello", "1.0-1", "sbxhello-data (= 1.0-1)", {
         "usr/bin/sbxhello": (0o755, "#!/bin/sh\necho \"hello $(cat /usr/share/sbxhello/greeting)\"\n"),
         "bin/sbxhello-old-path": (0o755, "#!/bin/sh\necho old path\n"),

@@ -581,11 +581,17 @@ TEST_CASE("builds: one layer holds Debian and Python packages together") {
   auto* index = package_index();
   if (!index) return;
   Client c(index->daemon.socket());
-  auto code = "import mypkg, subprocess\nprint(mypkg.answer(), subprocess.run(['sbxhello'], capture_output=True, text=True).stdout.strip())\n";
+  // A Debian package's Python module has bytecode as the root's modules
+  // do (unchecked: the flags word is 1), so the module it would replace
+  // could never shadow it.
+  auto code = "import mypkg, subprocess, sbxhellomod, importlib.util\n"
+              "print(mypkg.answer(), subprocess.run(['sbxhello'], capture_output=True, text=True).stdout.strip())\n"
+              "pyc = importlib.util.cache_from_source(sbxhellomod.__file__)\n"
+              "print(sbxhellomod.VALUE, sbxhellomod.__file__, open(pyc, 'rb').read(8)[4])\n";
   auto r = c.run(with_packages(Language::python, code, {"mypkg==1.0", "apt:sbxhello=1.0-1"}));
   REQUIRE_MESSAGE(r.ok(), r.error().describe());
   INFO("stderr: " << r->stderr_data);
-  CHECK(r->stdout_data == "42 hello from a Debian layer\n");
+  CHECK(r->stdout_data == "42 hello from a Debian layer\nmodule /usr/lib/python3/dist-packages/sbxhellomod.py 1\n");
   CHECK(r->layer.key.starts_with("py-"));
   auto layers = c.layers();
   REQUIRE(layers.ok());
