@@ -197,20 +197,30 @@ bool Execution::await_report(const bool& flag, std::chrono::milliseconds bound) 
   return flag;
 }
 
-bool Execution::warm(const proto::Exec& exec, std::chrono::milliseconds bound) {
-  if (language_ != Language::python || started_ || session_ || !go_ || !report_) return false;
-  // A run's own hand-over, with the pids limit written as it stands.
-  if (!stage(exec, "max")) return false;
-  if (::write(go_.get(), "w", 1) != 1) return false;
+Result<void> Execution::warm(const proto::Exec& exec, std::chrono::milliseconds bound) {
+  if (language_ != Language::python || started_ || session_ || !go_ || !report_)
+    return Error::make(ErrorCode::internal, "no waiting Python interpreter to warm up");
+  // A run's own hand-over. The tree's pids limit is written back as it
+  // stands: the run that follows may set none.
+  std::string pids_max;
+  if (!tree_.empty()) {
+    auto current = read_file(tree_ + "/pids.max", 64);
+    if (!current) return current.error();
+    pids_max = current->substr(0, current->find('\n'));
+  }
+  if (auto r = stage(interpreter_for(language_).file, exec, pids_max); !r) return r.error();
+  if (::write(go_.get(), "w", 1) != 1) return Error::sys("write", "interpreter command pipe");
+  // Armed and disarmed only to take the path a run's timer takes.
   arm(timer_.get(), bound);
   warmed_ = false;
   bool done = await_report(warmed_, bound);
   disarm(timer_.get());
-  return done;
+  if (!done) return Error::make(ErrorCode::timeout, "no answer within " + std::to_string(bound.count()) + " ms");
+  return ok();
 }
 
-Result<bool> Execution::stage(const proto::Exec& exec, std::string_view pids_max) {
-  if (auto r = write_file(interpreter_for(language_).file, exec.code); !r) return r.error();
+Result<bool> Execution::stage(const char* path, const proto::Exec& exec, std::string_view pids_max) {
+  if (auto r = write_file(path, exec.code); !r) return r.error();
   auto with_env = write_code_env(exec.code_env);
   if (!with_env) return with_env.error();
   if (!tree_.empty() && !pids_max.empty())
@@ -241,13 +251,10 @@ void Execution::start_clock() {
 Result<void> Execution::run_cell(const proto::Exec& exec) {
   if (!session_ || cell_active_) return Error::make(ErrorCode::internal, "no session ready for a cell");
   if (!alive()) return Error::make(ErrorCode::guest_error, "the session's interpreter has exited");
-  auto interp = interpreter_for(language_);
-  if (auto r = write_file(interp.cell, exec.code); !r) return r;
-  auto with_env = write_code_env(exec.code_env);
+  auto with_env = stage(interpreter_for(language_).cell, exec,
+                        exec.pids_max > 0 ? std::to_string(exec.pids_max) : std::string());
   if (!with_env) return with_env.error();
   if (!tree_.empty()) {
-    if (exec.pids_max > 0)
-      if (auto r = write_line(tree_ + "/pids.max", std::to_string(exec.pids_max)); !r) return r;
     // Cgroups of earlier cells whose processes have all ended go away.
     if (auto d = Dir::open(tree_))
       for (const auto& name : d->names())
@@ -321,6 +328,9 @@ bool Execution::on_report() {
       }
       continue;
     }
+    // A warm-up child that died after saying "w N" has its parent say it
+    // again: not a cell's status.
+    if (line.starts_with("w")) continue;
     if (cell_active_ && !cell_status_) cell_status_ = std::atoi(line.c_str()) & 0xff;
   }
   if (!open) report_.reset();
@@ -352,7 +362,8 @@ proto::ExecDone Execution::end_cell() {
 
 Result<void> Execution::go(const proto::Exec& exec) {
   if (started_) return Error::make(ErrorCode::internal, "execution already started");
-  auto with_env = stage(exec, exec.pids_max > 0 ? std::to_string(exec.pids_max) : std::string());
+  auto with_env = stage(interpreter_for(language_).file, exec,
+                        exec.pids_max > 0 ? std::to_string(exec.pids_max) : std::string());
   if (!with_env) return with_env.error();
   id_ = exec.id;
   grace_ = std::chrono::milliseconds(exec.grace_ms);

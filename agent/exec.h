@@ -77,12 +77,12 @@ class Execution {
   // interpreter died: then alive() is false and state_lost is set).
   proto::ExecDone end_cell();
 
-  // Python only, before go(): a rehearsal of go() (a restored VM's TCG
-  // warm-up). The code is handed over as go() does, with the pids limit
-  // left as it is; the waiting interpreter runs it once in a child of its
-  // own, output discarded, and stays as it was. False if that did not end
-  // within `bound`.
-  bool warm(const proto::Exec& exec, std::chrono::milliseconds bound);
+  // Python only, before go(): a rehearsal of a run with our own code (a
+  // restored VM's TCG warm-up). It is handed over as go() hands over a run,
+  // the pids limit rewritten as it stands; the waiting interpreter runs it
+  // in a child of its own, whose output nobody reads, and stays as it
+  // was. An error if that did not end within `bound`.
+  Result<void> warm(const proto::Exec& exec, std::chrono::milliseconds bound);
 
   // Reads the interpreter's lines on fd 4 (ready, then cell statuses);
   // false once the pipe is at EOF (and closed).
@@ -125,9 +125,10 @@ class Execution {
  private:
   Execution() = default;
   void signal_tree(int sig);
-  // Writes what the interpreter reads at its hand-over: the code, the
-  // variables it sets itself (true if any), and `pids_max` unless empty.
-  Result<bool> stage(const proto::Exec& exec, std::string_view pids_max);
+  // Writes what the interpreter reads at its hand-over: the code to
+  // `path`, the variables it sets itself (true if any), and `pids_max`
+  // unless empty.
+  Result<bool> stage(const char* path, const proto::Exec& exec, std::string_view pids_max);
   // Reads fd 4 until `flag` is set by a line, for at most `bound`.
   bool await_report(const bool& flag, std::chrono::milliseconds bound);
   // The interpreter is ready and has the code: the timeout runs from now.

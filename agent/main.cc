@@ -114,12 +114,14 @@ class Agent {
   // every code path is slow the first time it runs. This runs one trivial
   // program of `language` to its end, paying that for the exec path (agent,
   // kernel, interpreter) before a caller is waiting. A prestarted Python
-  // runs it in a child of its own and stays as it was (false: it did not
+  // runs it in a child of its own and stays as it was (an error: it did not
   // finish, and is no longer fit to serve). Other languages run it in an
   // interpreter of its own, in a process group outside the exec cgroup.
-  static constexpr std::chrono::milliseconds kWarmUpBound{30'000};
+  // Bounded well within the daemon's boot deadline (20 s by default), so
+  // that a failed warm-up still ends in a hello.
+  static constexpr std::chrono::milliseconds kWarmUpBound{8'000};
 
-  bool warm_up(Language language) {
+  Result<void> warm_up(Language language) {
     static constexpr const char* kWarmCode[] = {"import sys\nprint('warm')\n", "console.log('warm')\n",
                                                 "echo warm\n"};
     proto::Exec x;
@@ -132,15 +134,16 @@ class Agent {
       MessageReader reader{limits::kMaxFrameBytes, FrameDecoder::Oversize::skip};
       reader.feed(frame_message(x));
       auto decoded = reader.next();
-      if (!decoded || !*decoded || !std::holds_alternative<proto::Exec>(**decoded)) return false;
-      if (!prepared_->warm(std::get<proto::Exec>(**decoded), kWarmUpBound)) return false;
+      if (!decoded || !*decoded || !std::holds_alternative<proto::Exec>(**decoded))
+        return Error::make(ErrorCode::internal, "the warm-up request does not decode");
+      if (auto r = prepared_->warm(std::get<proto::Exec>(**decoded), kWarmUpBound); !r) return r;
       (void)frame_message(proto::Output{x.id, Stream::out, "warm\n"});
       (void)frame_message(proto::ExecDone{});
-      return true;
+      return ok();
     }
     auto e = Execution::spawn(language, {}, "", filter_);
-    if (!e) return true;
-    if (!(*e)->go(x)) return true;
+    if (!e) return ok();
+    if (!(*e)->go(x)) return ok();
     auto discard = [](Stream, std::string_view) {};
     while ((*e)->stdout_fd() >= 0 || (*e)->stderr_fd() >= 0) {
       pollfd fds[2] = {{(*e)->stdout_fd(), POLLIN, 0}, {(*e)->stderr_fd(), POLLIN, 0}};
@@ -153,7 +156,7 @@ class Agent {
       (*e)->on_exit();
       if ((*e)->alive()) ::usleep(1000);
     }
-    return true;
+    return ok();
   }
 
   Result<void> dispatch(int fd) {
@@ -275,11 +278,12 @@ class Agent {
       // imported).
       bool respawn = language != Language::python;
       if (respawn) prepared_.reset();
-      if (r.warm_up && !warm_up(language)) {
-        log("the prestarted interpreter did not finish its warm-up; starting another");
-        prepared_.reset();
-        respawn = true;
-      }
+      if (r.warm_up)
+        if (auto w = warm_up(language); !w) {
+          log("warm-up: %s; starting another interpreter", w.error().message.c_str());
+          prepared_.reset();
+          respawn = true;
+        }
       if (respawn)
         if (auto p = Execution::spawn(language, {}, tree_, filter_); p) prepared_ = std::move(*p);
       if (prepared_) prestarted = language_name(language);

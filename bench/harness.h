@@ -100,8 +100,9 @@ class Daemon {
 
   // Until the daemon has settled as after any start: every pool lane full
   // and none booting, and a snapshot template saved for each language a
-  // lane keeps (a daemon with snapshots on). Until then runs compete with
-  // the start-up's boots, which is not what a steady figure measures.
+  // lane keeps (so only for a daemon with snapshots on, the default).
+  // Until then runs compete with the start-up's boots, which is not what a
+  // steady figure measures.
   bool wait_settled(std::chrono::seconds deadline = std::chrono::seconds(180)) const {
     auto until = Clock::now() + deadline;
     while (Clock::now() < until) {

@@ -86,13 +86,28 @@ STATUS
   # Python modules get bytecode as the root's have it (unchecked, named by
   # the path the guest sees): a module that replaces one of the root's
   # must replace its bytecode too, or the root's would be loaded. A file
-  # that does not compile (test data made to fail) is left as it is.
+  # that does not compile (test data made to fail) is left as it is,
+  # unless it would thus run the root's bytecode: then the build fails.
   local pydirs=("$root"/usr/lib/python3 "$root"/usr/lib/python3.*)
   for d in "${pydirs[@]}"; do
     if [[ -d $d ]]; then
       python3 -m compileall -q -f -j 0 --invalidation-mode unchecked-hash -s "$root" -p / "$d" >&2 || true
     fi
   done
+  python3 - "$root" <<'PYC'
+import importlib.util, os, sys
+root = sys.argv[1]
+lib = os.path.join(root, "usr/lib")
+tops = [n for n in (os.listdir(lib) if os.path.isdir(lib) else []) if n == "python3" or n.startswith("python3.")]
+for top in tops:
+    for where, _, files in os.walk(os.path.join(lib, top)):
+        for f in files:
+            path = os.path.join(where, f)
+            guest = "/" + os.path.relpath(path, root)
+            if f.endswith(".py") and not os.path.exists(importlib.util.cache_from_source(path)) \
+                    and os.path.exists(importlib.util.cache_from_source(guest)):
+                sys.exit("%s does not compile; the root's bytecode for it would run instead" % guest)
+PYC
 }
 
 # In an if, not after &&: bash ignores `set -e` in a function called there.

@@ -7,10 +7,11 @@
 # threads joined, atexit handlers run, output flushed): the agent answers
 # then, and the interpreter's teardown is nobody's wait. "w" (before any
 # of those, any number of times) runs main.py the same way in a child whose
-# output goes nowhere and which says "w N" instead of "x N": under TCG a
+# output nobody reads and which says "w N" instead of "x N" ("w 255" from
+# this interpreter if the child ended without a word): under TCG a
 # restored VM translates the run's path there, before a caller waits,
-# while this interpreter and everything it holds stay as they were. "s" starts a
-# session: "s" on fd 4 once its loop is set up, then each line read from
+# while this interpreter and everything it holds stay as they were. "s"
+# starts a session: "s" on fd 4 once its loop is set up, then each line read from
 # fd 3 runs /run/sandbox/cell.py in one namespace, and its status goes back
 # as a line on fd 4. An exception, SystemExit or KeyboardInterrupt (the
 # agent's timeout) ends the cell, not the interpreter.
@@ -135,16 +136,21 @@ def _sandbox_warm():
     pid = os.fork()
     if pid == 0:
         try:
+            # Its output goes to a pipe, as a run's does, that nobody reads:
+            # the warm-up code prints a few bytes.
             out = os.pipe()[1]
             os.dup2(out, 1)
             os.dup2(out, 2)
             _sandbox_done = b'w'
             _sandbox_script(b'g')
         finally:
-            os._exit(0)
-    # The child says "w" itself once its code is done; its exit (tearing
+            os._exit(255)  # reached only if the code did not run to its end
+    # The child says "w N" itself once its code is done; its exit (tearing
     # down its copy of this process) is nobody's wait but the next mode's.
-    os.waitpid(pid, 0)
+    # One that ended without saying so is reported here.
+    _, status = os.waitpid(pid, 0)
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) == 255:
+        os.write(4, b'w 255\n')
 def _sandbox_main():
     _sandbox_preload()
     os.write(4, b'r\n')

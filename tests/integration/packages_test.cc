@@ -581,9 +581,10 @@ TEST_CASE("builds: one layer holds Debian and Python packages together") {
   auto* index = package_index();
   if (!index) return;
   Client c(index->daemon.socket());
-  // A Debian package's Python module has bytecode as the root's modules
-  // do (unchecked: the flags word is 1), so the module it would replace
-  // could never shadow it.
+  // A Debian package's Python module gets bytecode as the root's modules
+  // have it (unchecked: the flags word is 1), made in the build: what
+  // keeps a module that replaces one of the root's from running the
+  // root's bytecode.
   auto code = "import mypkg, subprocess, sbxhellomod, importlib.util\n"
               "print(mypkg.answer(), subprocess.run(['sbxhello'], capture_output=True, text=True).stdout.strip())\n"
               "pyc = importlib.util.cache_from_source(sbxhellomod.__file__)\n"

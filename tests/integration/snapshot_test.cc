@@ -160,13 +160,14 @@ TEST_CASE("snapshots: warm-pool VMs restored from a snapshot serve correct runs"
       if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     REQUIRE(ready);
-    // The template's interpreter (its preloaded modules) serves the run: a
-    // warm-up under TCG ran beside it and left nothing behind.
-    auto r = c.run(make_request(Language::python, "import sys\nprint('warm', 6*7, 'decimal' in sys.modules)\n"
+    // The template's interpreter (its preloaded modules) serves the run:
+    // a warm-up under TCG, in a child of it, left nothing in its output,
+    // its status or its arguments.
+    auto r = c.run(make_request(Language::python, "import sys\nprint('warm', 6*7, 'decimal' in sys.modules, sys.argv)\n"
                                                   "sys.exit(5)"));
     REQUIRE_MESSAGE(r.ok(), r.error().describe());
     CHECK(r->vm_start == "pool");
-    if (i == 1) CHECK(r->stdout_data == "warm 42 True\n");
+    if (i == 1) CHECK(r->stdout_data == "warm 42 True ['/run/sandbox/main.py']\n");
     CHECK(r->stdout_data.starts_with("warm 42 "));
     CHECK(r->stderr_data == "");
     CHECK(r->exit_code == 5);
