@@ -290,7 +290,7 @@ const std::vector<Key>& keys() {
        get_strings(&Config::pool_layers, "; ")},
       {"pool_memory_mb", "memory of warm VMs; other sizes boot cold",
        uint_key(&Config::pool_memory_mb, 128, 2048), get_uint(&Config::pool_memory_mb)},
-      {"pool_refill_concurrency", "warm VMs booting at once", uint_key(&Config::pool_refill_concurrency, 1, 64), get_uint(&Config::pool_refill_concurrency)},
+      {"pool_refill_concurrency", "warm VMs booting at once (0: one per host CPU, at most 16)", uint_key(&Config::pool_refill_concurrency, 0, 64), get_uint(&Config::pool_refill_concurrency)},
       {"pool_max_idle_ms", "a warm VM idle this long is replaced",
        uint_key(&Config::pool_max_idle_ms, 1000, 86'400'000), get_uint(&Config::pool_max_idle_ms)},
       {"pool_health_interval_ms", "how often idle warm VMs are pinged",

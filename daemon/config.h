@@ -64,7 +64,7 @@ struct Config {
   // Warm VMs have this memory; runs asking for another size boot cold.
   uint32_t pool_memory_mb = 256;
   // Boots the pool runs at once, so that refills leave CPU to runs.
-  uint32_t pool_refill_concurrency = 1;
+  uint32_t pool_refill_concurrency = 0;  // 0: one per host CPU, at most 16
   // A warm VM idle this long is replaced by a fresh one.
   uint32_t pool_max_idle_ms = 600'000;
   // Idle warm VMs are pinged this often; one that misses a ping is replaced.

@@ -247,8 +247,8 @@ std::unique_ptr<SnapshotStore> open_snapshots(const Config& cfg, const HostSide&
   auto fingerprint = snapshot_fingerprint(
       {h.images.kernel.sha256, h.images.initrd.sha256, h.images.rootfs.sha256, qemu_version(cfg.qemu),
        std::string(accel_name(base.accel)), std::to_string(base.vcpus), std::to_string(base.tsc_khz),
-       std::to_string(base.tcg_tb_size_mb), kKernelCmdline, std::to_string(proto::kProtocolVersion),
-       sha256_hex(extra_ca_pem), qemu_machine(base), snapshot_cpu(base.accel)});
+       std::to_string(base.tcg_tb_size_mb), kernel_cmdline(base), std::to_string(proto::kProtocolVersion),
+       sha256_hex(extra_ca_pem), qemu_machine(base), virtio_serial_device(), snapshot_cpu(base.accel)});
   auto store = std::make_unique<SnapshotStore>(cfg.state_dir + "/snapshots", fingerprint,
                                                uint64_t{cfg.snapshot_cache_mb} << 20);
   auto dropped = store->init();

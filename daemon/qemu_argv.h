@@ -76,6 +76,9 @@ std::string kernel_cmdline(const VmSpec& spec);
 // The -M machine and its options that every VM of `spec`'s host shares
 // (a snapshot depends on them), without the per-VM memory backend.
 std::string qemu_machine(const VmSpec& spec);
+// The virtio-serial controller: its port count is part of the device state
+// a snapshot holds.
+std::string virtio_serial_device();
 Result<std::vector<std::string>> qemu_argv(const VmSpec& spec);
 
 // The host's TSC frequency in kHz, measured against CLOCK_MONOTONIC_RAW;

@@ -158,6 +158,15 @@ TEST_CASE("options: every part's settings come from the configuration, in one pl
   CHECK(o.manager.lease.accelerator == "tcg");
   CHECK(o.manager.pool.size[0] == c.pool_python);
   CHECK(o.manager.pool.warm_up);  // TCG: restored pool VMs warm their translation cache
+  CHECK(o.manager.pool.refill_concurrency == 2);  // 0 derives one refill per CPU
+  c.pool_refill_concurrency = 1;
+  CHECK(options_from(c, f).manager.pool.refill_concurrency == 1);
+  c.pool_refill_concurrency = 0;
+  f.cpus = 64;
+  CHECK(options_from(c, f).manager.pool.refill_concurrency == 16);
+  f.cpus = -1;  // sysconf failed
+  CHECK(options_from(c, f).manager.pool.refill_concurrency == 1);
+  f.cpus = 2;
   CHECK(o.service.default_idle_timeout.count() == c.session_idle_timeout_ms);
   CHECK(o.service.access.allowed_gids == std::vector<gid_t>{4242});  // the socket's group may connect
   CHECK(o.control.max_connections == c.max_connections);
