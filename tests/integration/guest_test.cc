@@ -29,6 +29,7 @@ constexpr const char* kProbe = R"SH(
 cd ~
 echo "user=$(id -un):$(id -u)"
 echo "uname=$(uname -r)"
+echo "cgroup2_opts=$(awk '$3 == "cgroup2" {print $4}' /proc/self/mounts)"
 echo "python3_version=$(python3 --version 2>&1)"
 echo "node_version=$(node --version)"
 echo "bash_version=$(bash --version | head -1)"
@@ -174,6 +175,13 @@ TEST_CASE("guest: the root's Python modules have bytecode that is loaded without
   // bytecode matches: each import would compile from source.
   INFO("modules with checked bytecode: " << guest().fact("pyc_checked_names"));
   CHECK(guest().fact("pyc_checked") == "0");
+}
+
+TEST_CASE("guest: the cgroup tree favours moving processes over forking them") {
+  // A session moves its interpreter into each cell's cgroup; without this
+  // option the first move after a pause waits for an RCU grace period.
+  INFO("cgroup2 mount options: " << guest().fact("cgroup2_opts"));
+  CHECK(guest().fact("cgroup2_opts").find("favordynmods") != std::string::npos);
 }
 
 TEST_CASE("guest: Python, Node and curl verify TLS with the system CA store") {
