@@ -265,10 +265,14 @@ Result<void> setup_system() {
   // favordynmods: a session moves its interpreter into a cgroup of its
   // own for each cell, and without it the first such move after a pause
   // waits out an RCU grace period (30 ms under TCG); forks and exits pay
-  // a little instead. Kernels before 6.0 do not know the option.
-  if (auto r = do_mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NOEXEC | MS_NODEV, "favordynmods"); !r)
-    if (auto plain = do_mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NOEXEC | MS_NODEV); !plain)
-      log("cgroup2 unavailable (%s); process trees are tracked by session", plain.error().message.c_str());
+  // a little instead. Kernels before 6.0 refuse the option (EINVAL).
+  constexpr unsigned long kCgroupFlags = MS_NOSUID | MS_NOEXEC | MS_NODEV;
+  auto cgroup = do_mount("cgroup2", "/sys/fs/cgroup", "cgroup2", kCgroupFlags, "favordynmods");
+  if (!cgroup && cgroup.error().sys_errno == EINVAL) {
+    log("cgroup2: no favordynmods (%s); mounted without it", cgroup.error().message.c_str());
+    cgroup = do_mount("cgroup2", "/sys/fs/cgroup", "cgroup2", kCgroupFlags);
+  }
+  if (!cgroup) log("cgroup2 unavailable (%s); process trees are tracked by session", cgroup.error().message.c_str());
   ::mkdir("/run/sandbox", 0755);
   ::sethostname("sandbox", 7);
   if (auto r = bring_up_loopback(); !r) log("%s", r.error().message.c_str());

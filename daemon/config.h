@@ -63,8 +63,9 @@ struct Config {
   std::vector<std::string> pool_layers;
   // Warm VMs have this memory; runs asking for another size boot cold.
   uint32_t pool_memory_mb = 256;
-  // Boots the pool runs at once, so that refills leave CPU to runs.
-  uint32_t pool_refill_concurrency = 0;  // 0: one per host CPU, at most 16
+  // Pool VMs booted or restored at once; 0: one per host CPU, at most
+  // kMaxDefaultRefills (options_from).
+  uint32_t pool_refill_concurrency = 0;
   // A warm VM idle this long is replaced by a fresh one.
   uint32_t pool_max_idle_ms = 600'000;
   // Idle warm VMs are pinged this often; one that misses a ping is replaced.

@@ -36,10 +36,10 @@ DaemonOptions options_from(const Config& c, const RuntimeFacts& f) {
   m.pool.memory_mb = c.pool_memory_mb;
   // One refill per host CPU by default: a restore or boot waits on QEMU's
   // own threads and I/O part of the time, so two at once on two CPUs refill
-  // a drained pool about 1.6 times as fast as one at a time; more than
-  // one per CPU only competes with runs.
-  m.pool.refill_concurrency =
-      c.pool_refill_concurrency ? c.pool_refill_concurrency : static_cast<uint32_t>(std::clamp<long>(f.cpus, 1, 16));
+  // a drained pool about 1.6 times as fast as one at a time.
+  m.pool.refill_concurrency = c.pool_refill_concurrency
+                                  ? c.pool_refill_concurrency
+                                  : static_cast<uint32_t>(std::clamp<long>(f.cpus, 1, kMaxDefaultRefills));
   m.pool.max_idle = ms(c.pool_max_idle_ms);
   m.pool.health_interval = ms(c.pool_health_interval_ms);
   m.pool.restore = c.pool_restore;

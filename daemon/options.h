@@ -29,6 +29,10 @@ struct RuntimeFacts {
 
 DaemonOptions options_from(const Config& config, const RuntimeFacts& facts);
 
+// The default pool refill concurrency is one per CPU up to this: a large
+// host's refills should not take more CPUs at once than a burst needs.
+inline constexpr long kMaxDefaultRefills = 16;
+
 // As many VMs as three quarters of host memory holds, at the pool's size
 // plus QEMU's own overhead, and no more than four per CPU under TCG (16
 // under KVM): a VM that gets no CPU misses its boot deadline.

@@ -35,10 +35,10 @@ std::string kernel_cmdline(const VmSpec& spec) {
     // clock for the rest of its life (and every clone's).
     cmdline += " tsc=reliable";
   }
-  // A one-vCPU guest would rewrite every LOCK prefix in its text to a
-  // no-op at boot; under TCG each such write to code costs translation
-  // bookkeeping (about 0.1 s of a boot), and an emulated LOCK costs next
-  // to nothing.
+  // With one vCPU the kernel would rewrite every LOCK prefix in its text
+  // at boot (with more it leaves them); under TCG each such write to code
+  // costs translation bookkeeping (about 0.1 s of a boot), and an
+  // emulated LOCK costs next to nothing.
   if (spec.accel == Accel::tcg) cmdline += " noreplace-smp";
   // QEMU's emulated local APIC counts at a fixed rate; sandboxd's kernel
   // (the one without ACPI) takes it from here instead of calibrating its
@@ -97,10 +97,9 @@ std::string qemu_escape(std::string_view value) {
 }
 
 std::string virtio_serial_device() {
-  // Port 0 (the console's) and the two named ports: the guest sets up two
-  // virtqueues for each possible port, 64 at QEMU's default of 31, each
-  // one a string of emulated register writes at boot.
-  return "virtio-serial-device,max_ports=3";
+  // The guest sets up two virtqueues for each possible port, 64 at QEMU's
+  // default of 31, each one a string of emulated register writes at boot.
+  return "virtio-serial-device,max_ports=" + std::to_string(kVirtioSerialPorts);
 }
 
 std::string qemu_machine(const VmSpec& s) {

@@ -76,6 +76,10 @@ std::string kernel_cmdline(const VmSpec& spec);
 // The -M machine and its options that every VM of `spec`'s host shares
 // (a snapshot depends on them), without the per-VM memory backend.
 std::string qemu_machine(const VmSpec& spec);
+// Ports of the virtio-serial controller: port 0, which QEMU keeps for a
+// console (there is none: the console is the serial port), then the
+// agent's and the network's. A port more needs this raised.
+inline constexpr int kVirtioSerialPorts = 3;
 // The virtio-serial controller: its port count is part of the device state
 // a snapshot holds.
 std::string virtio_serial_device();

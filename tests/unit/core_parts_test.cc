@@ -163,7 +163,7 @@ TEST_CASE("options: every part's settings come from the configuration, in one pl
   CHECK(options_from(c, f).manager.pool.refill_concurrency == 1);
   c.pool_refill_concurrency = 0;
   f.cpus = 64;
-  CHECK(options_from(c, f).manager.pool.refill_concurrency == 16);
+  CHECK(options_from(c, f).manager.pool.refill_concurrency == kMaxDefaultRefills);
   f.cpus = -1;  // sysconf failed
   CHECK(options_from(c, f).manager.pool.refill_concurrency == 1);
   f.cpus = 2;

@@ -52,6 +52,15 @@ TEST_CASE("golden argv under TCG") {
   CHECK(*a == expected);
 }
 
+TEST_CASE("the virtio-serial controller has a port for each named port, after port 0") {
+  auto s = spec();
+  s.net_fd = 9;
+  auto a = qemu_argv(s);
+  REQUIRE(a.ok());
+  auto ports = std::count_if(a->begin(), a->end(), [](const std::string& arg) { return arg.starts_with("virtserialport,"); });
+  CHECK(ports + 1 == kVirtioSerialPorts);
+}
+
 TEST_CASE("under TCG the measured TSC frequency reaches the guest kernel") {
   auto s = spec();
   s.tsc_khz = 2596102;
