@@ -40,10 +40,15 @@ Interpreter interpreter_for(Language language) {
 
 constexpr const char* kCodeEnvFile = "/run/sandbox/env";
 
+// Written over in place and then cut to length: truncating first frees the
+// file's page and allocates another, ~2 ms under TCG in a VM fresh from a
+// snapshot, where such pages are cold.
 Result<void> write_file(const char* path, std::string_view data) {
-  unique_fd fd(::open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+  unique_fd fd(::open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
   if (!fd) return Error::sys("open", path);
-  return write_all(fd.get(), data, path);
+  if (auto r = write_all(fd.get(), data, path); !r) return r;
+  if (::ftruncate(fd.get(), static_cast<off_t>(data.size())) != 0) return Error::sys("ftruncate", path);
+  return ok();
 }
 
 // The variables a waiting interpreter sets itself before the code runs
@@ -159,6 +164,10 @@ Result<std::unique_ptr<Execution>> Execution::spawn(Language language, const Env
   opts.cgroup_fd = cgroup ? cgroup.get() : -1;
   opts.env = std::move(env);
   opts.cwd = std::string(kUserHome);
+  // The hand-over's byte wakes the interpreter: were it to preempt the
+  // agent there, the agent would hear the code's end only once the
+  // interpreter had exited. Its own processes inherit the policy.
+  opts.batch_scheduling = true;
   auto process = Process::spawn(opts);
   if (!process) return std::move(process).error().context("starting the interpreter");
 

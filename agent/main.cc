@@ -386,36 +386,51 @@ class Agent {
       if (!spawned) return send(proto::ErrorReply{exec.id, spawned.error().code, spawned.error().message});
       exec_ = std::move(*spawned);
     }
+    // Watched before the hand-over, which is the last thing done before
+    // the agent waits again: the interpreter the hand-over wakes may take the
+    // vCPU at the next tick. (A failed hand-over closes the descriptors,
+    // which leaves the epoll set.)
+    for (int fd : {exec_->stdout_fd(), exec_->stderr_fd(), exec_->timer_fd(), exec_->report_fd()})
+      if (auto r = watch(fd); !r) return r;
     if (auto r = exec_->go(exec); !r) {
       exec_.reset();
       return send(proto::ErrorReply{exec.id, r.error().code, r.error().message});
     }
-    for (int fd : {exec_->stdout_fd(), exec_->stderr_fd(), exec_->timer_fd(), exec_->report_fd()})
-      if (auto r = watch(fd); !r) return r;
     return ok();
   }
 
   Result<void> maybe_finish() {
     if (!exec_ || !exec_->finished()) return ok();
-    for (int fd : {exec_->timer_fd(), exec_->report_fd(), exec_->stdout_fd(), exec_->stderr_fd()}) unwatch(fd);
     auto exec = std::move(exec_);
-    if (exec->startup_failed()) return send(proto::ErrorReply{exec->id(), ErrorCode::timeout, exec->startup_error()});
-    if (exec->reported()) {
+    Result<void> sent;
+    bool reaped_later = false;
+    if (exec->startup_failed()) {
+      sent = send(proto::ErrorReply{exec->id(), ErrorCode::timeout, exec->startup_error()});
+    } else if (exec->reported()) {
       // The interpreter said it is done, after flushing: what it wrote is
-      // in the pipes. The answer goes now; its process is reaped later.
-      Result<void> sent;
+      // in the pipes. The answer goes now, its frames written together;
+      // its process is reaped later.
+      std::string frames;
       exec->drain_available([&](Stream s, std::string_view data) {
-        if (sent) sent = send(proto::Output{exec->id(), s, std::string(data)});
+        frames += frame_message(proto::Output{exec->id(), s, std::string(data)});
       });
-      if (!sent) return sent;
-      sent = send(exec->result());
+      frames += frame_message(exec->result());
+      sent = write_all(port_.get(), frames, "agent port");
       // Its threads and children have no more to do for this run; killed
       // after the answer, off the caller's wait.
       exec->end_tree();
-      if (exec->alive()) exiting_.push_back(std::move(exec));
-      return sent;
+      reaped_later = exec->alive();
+    } else {
+      sent = send(exec->result());
     }
-    return send(exec->result());
+    if (reaped_later) {
+      // After the answer: under TCG each of these calls costs a quarter of
+      // a millisecond. (Otherwise the descriptors close with `exec`, which
+      // takes them out of the epoll set.)
+      for (int fd : {exec->timer_fd(), exec->report_fd(), exec->stdout_fd(), exec->stderr_fd()}) unwatch(fd);
+      exiting_.push_back(std::move(exec));
+    }
+    return sent;
   }
 
   Result<void> send(const proto::Message& m) { return write_all(port_.get(), frame_message(m), "agent port"); }

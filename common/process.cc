@@ -5,8 +5,8 @@
 #include <fcntl.h>
 #include <linux/seccomp.h>
 #include <poll.h>
-#include <signal.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -78,6 +78,11 @@ struct CloneArgs {
     // The parent may have died before the line above: its pidfd says so.
     pollfd p{parent_pidfd, POLLIN, 0};
     if (::poll(&p, 1, 0) != 0) ::_exit(127);
+  }
+  if (options.batch_scheduling) {
+    // Only a matter of latency: the child runs either way.
+    sched_param param{};
+    (void)::sched_setscheduler(0, SCHED_BATCH, &param);
   }
   sigset_t none;
   sigemptyset(&none);

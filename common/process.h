@@ -48,6 +48,9 @@ struct SpawnOptions {
   std::string cwd;
   // no_new_privs without the namespaces of `confine`.
   bool no_new_privs = false;
+  // SCHED_BATCH, inherited by its children: a wake-up of theirs never
+  // preempts a running task (the tick still may).
+  bool batch_scheduling = false;
 };
 
 class Process {

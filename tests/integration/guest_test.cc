@@ -49,7 +49,11 @@ seq 1000 > n.txt && xz -k n.txt && bzip2 -k n.txt &&
 echo "less=$(less --version | head -1)"
 echo "tz=$(TZ=America/New_York date -d @0 +%Z%z)"
 echo "ca_bundle=$(grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt)"
-python3 -c 'import ssl; print("python_store=%d" % ssl.create_default_context().cert_store_stats()["x509_ca"])'
+python3 -c 'import os, ssl
+print("python_store=%d" % ssl.create_default_context().cert_store_stats()["x509_ca"])
+name = {os.SCHED_OTHER: "other", os.SCHED_BATCH: "batch", os.SCHED_FIFO: "fifo", os.SCHED_IDLE: "idle"}
+print("sched_user=%s" % name.get(os.sched_getscheduler(0)))
+print("sched_agent=%s" % name.get(os.sched_getscheduler(1)))'
 node -p '"node_roots=" + require("tls").rootCertificates.length + "\nnode_openssl_store=" +
   process.config.target_defaults.defines.includes("NODE_OPENSSL_CERT_STORE")'
 
@@ -182,6 +186,13 @@ TEST_CASE("guest: the cgroup tree favours moving processes over forking them") {
   // option the first move after a pause waits for an RCU grace period.
   INFO("cgroup2 mount options: " << guest().fact("cgroup2_opts"));
   CHECK(guest().fact("cgroup2_opts").find("favordynmods") != std::string::npos);
+}
+
+TEST_CASE("guest: user code runs as a batch task, the agent as an ordinary one") {
+  // The interpreter, woken by a hand-over, must not preempt the agent; the
+  // agent, woken by the code's output or its end, still preempts it.
+  CHECK(guest().fact("sched_user") == "batch");
+  CHECK(guest().fact("sched_agent") == "other");
 }
 
 TEST_CASE("guest: Python, Node and curl verify TLS with the system CA store") {

@@ -122,6 +122,18 @@ TEST_CASE("sessions: Python keeps variables, imports, functions and classes; err
   CHECK_FALSE(r.state_lost);
 }
 
+TEST_CASE("sessions: a short cell after a long one runs alone") {
+  // A cell's file is written over the last one in place and cut to length:
+  // a tail left behind would run again.
+  auto& s = shared_session(Language::python);
+  auto r = exec_ok(s, "long_cells = 1\n" + std::string(3 * 4096, '#') + "\nprint('long')\n");
+  CHECK(r.exit_code == 0);
+  CHECK(r.stdout_data == "long\n");
+  r = exec_ok(s, "long_cells += 1\nprint(long_cells)");
+  CHECK(r.exit_code == 0);
+  CHECK(r.stdout_data == "2\n");
+}
+
 TEST_CASE("sessions: a timeout interrupts the exec and keeps the state; a dead interpreter is restarted") {
   auto& s = shared_session(Language::python);
   exec_ok(s, "y = 'kept'");
