@@ -46,8 +46,7 @@ def _sandbox_session():
             try:
                 if line == b'env':
                     _sandbox_env()
-                with open('/run/sandbox/cell.py', 'rb') as f:
-                    source = f.read()
+                source = _sandbox_read('/run/sandbox/cell.py')
                 name = '<exec %d>' % n
                 linecache.cache[name] = (len(source), None, source.decode('utf-8', 'replace').splitlines(True), name)
                 in_cell[0] = True
@@ -69,17 +68,29 @@ def _sandbox_session():
         except BaseException:
             pass
         os.write(4, b'%d\n' % status)
+def _sandbox_read(path):
+    # Plain system calls: open() takes twice as many (fstat, isatty, lseek),
+    # each a fraction of a millisecond under TCG on a run's critical path.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b''.join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 def _sandbox_env():
     # Variables the agent hands over with the code (proxy settings): set
     # here, so the interpreter that waited for the code serves it; an empty
     # value unsets one.
-    with open('/run/sandbox/env', 'rb') as f:
-        for entry in f.read().split(b'\0'):
-            key, eq, value = entry.partition(b'=')
-            if key and eq and value:
-                os.environb[key] = value
-            elif key and eq:
-                os.environb.pop(key, None)
+    for entry in _sandbox_read('/run/sandbox/env').split(b'\0'):
+        key, eq, value = entry.partition(b'=')
+        if key and eq and value:
+            os.environb[key] = value
+        elif key and eq:
+            os.environb.pop(key, None)
 def _sandbox_exit_status(e):
     if e.code is None:
         return 0
@@ -167,8 +178,7 @@ def _sandbox_script(mode):
         _sandbox_env()
     os.set_inheritable(4, False)  # the code's own children must not hold it
     path = '/run/sandbox/main.py'
-    with open(path, 'rb') as f:
-        source = f.read()
+    source = _sandbox_read(path)
     sys.argv = [path]
     sys.path[0] = os.path.dirname(path)
     module = types.ModuleType('__main__')
