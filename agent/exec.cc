@@ -73,6 +73,22 @@ Result<void> write_line(const std::string& path, std::string_view value) {
   return write_all(fd.get(), value, path);
 }
 
+// The exec tree's pids.max as the agent last wrote it (its only writer):
+// a run asking for the limit already set has nothing to write, which saves
+// three system calls and a cgroup update (about 0.35 ms under TCG).
+struct {
+  std::string path, value;
+} g_pids_max_written;
+
+Result<void> set_pids_max(const std::string& tree, std::string_view value) {
+  std::string path = tree + "/pids.max";
+  if (g_pids_max_written.path == path && g_pids_max_written.value == value) return ok();
+  g_pids_max_written = {};
+  if (auto r = write_line(path, value); !r) return r;
+  g_pids_max_written = {std::move(path), std::string(value)};
+  return ok();
+}
+
 void arm(int timer, std::chrono::milliseconds after) {
   itimerspec its{};
   auto ms = std::max<int64_t>(after.count(), 1);
@@ -209,10 +225,11 @@ bool Execution::await_report(const bool& flag, std::chrono::milliseconds bound) 
 Result<void> Execution::warm(const proto::Exec& exec, std::chrono::milliseconds bound) {
   if (language_ != Language::python || started_ || session_ || !go_ || !report_)
     return Error::make(ErrorCode::internal, "no waiting Python interpreter to warm up");
-  // A run's own hand-over. The tree's pids limit is written back as it
-  // stands: the run that follows may set none.
-  std::string pids_max;
-  if (!tree_.empty()) {
+  // A run's own hand-over. The tree's pids limit is set to the one runs
+  // ask for by default, or written back as it stands: the run that follows
+  // may set none.
+  std::string pids_max = exec.pids_max > 0 ? std::to_string(exec.pids_max) : std::string();
+  if (!tree_.empty() && pids_max.empty()) {
     auto current = read_file(tree_ + "/pids.max", 64);
     if (!current) return current.error();
     pids_max = current->substr(0, current->find('\n'));
@@ -233,7 +250,7 @@ Result<bool> Execution::stage(const char* path, const proto::Exec& exec, std::st
   auto with_env = write_code_env(exec.code_env);
   if (!with_env) return with_env.error();
   if (!tree_.empty() && !pids_max.empty())
-    if (auto r = write_line(tree_ + "/pids.max", pids_max); !r) return r.error();
+    if (auto r = set_pids_max(tree_, pids_max); !r) return r.error();
   return *with_env;
 }
 
@@ -242,8 +259,10 @@ void Execution::arm_after_handover(const proto::Exec& exec) {
   timeout_ = std::chrono::milliseconds(std::clamp(exec.timeout_ms, limits::kMinTimeoutMs, limits::kMaxTimeoutMs));
   startup_timeout_ = std::chrono::milliseconds(std::max<uint32_t>(exec.startup_timeout_ms, 1'000));
   clock_running_ = false;
-  // A prestarted interpreter said "ready" long ago: its line is waiting.
-  if (report_) on_report();
+  // An interpreter still starting may have said "ready" since: its line
+  // is waiting. (One known ready costs no read: a quarter of a millisecond
+  // under TCG.)
+  if (report_ && !can_run()) on_report();
   if (can_run())
     start_clock();
   else
@@ -379,9 +398,9 @@ Result<void> Execution::go(const proto::Exec& exec) {
   limit_[0] = exec.stdout_limit;
   limit_[1] = exec.stderr_limit;
   started_ = true;
-  // A dead interpreter makes this fail; its exit is then the result.
+  // A dead interpreter makes this fail; its exit is then the result. The
+  // pipe closes with the execution: the interpreter has closed its end.
   (void)!::write(go_.get(), *with_env ? "e" : "g", 1);
-  go_.reset();
   arm_after_handover(exec);
   return ok();
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -35,10 +36,14 @@ constexpr std::chrono::milliseconds kPrestartWait{10'000};
 
 // "sandbox.prestart=python" on the kernel command line asks for a warm
 // interpreter before hello; "sandbox.template" says the VM is a snapshot
-// template, whose interpreter preloads modules for every clone.
+// template, whose interpreter preloads modules for every clone;
+// "sandbox.warm_up" asks for a warm-up before hello (a booted pool VM under
+// TCG), "sandbox.pids_max=N" for the pids limit runs ask for by default.
 struct Prestart {
   std::optional<Language> language;
   bool template_vm = false;
+  bool warm_up = false;
+  uint32_t pids_max = 0;
 };
 
 class Agent {
@@ -70,7 +75,7 @@ class Agent {
       // The interpreter comes up now and waits: a run pays only for its code.
       EnvList env;
       if (prestart.template_vm) env.emplace_back("SANDBOX_PRELOAD", "1");
-      auto p = Execution::spawn(*prestart.language, env, tree_, filter_);
+      auto p = spawn(*prestart.language, env);
       if (p) {
         prepared_ = std::move(*p);
         prestarted = language_name(*prestart.language);
@@ -80,6 +85,16 @@ class Agent {
         // Bounded, so a slow host still says hello within the boot deadline.
         if (!prepared_->wait_ready(kPrestartWait))
           log("the %s interpreter is not ready yet; saying hello anyway", prestarted.c_str());
+        // A booted pool VM's first run would translate its whole path (60-90
+        // ms under TCG instead of 10-20): warmed up now, as a restored one
+        // is. Python only, where that is a fork of the waiting interpreter;
+        // any other would start a second interpreter, most of a boot again.
+        if (prestart.warm_up && !prestart.template_vm && *prestart.language == Language::python)
+          if (auto w = warm_up(*prestart.language, prestart.pids_max); !w) {
+            log("warm-up: %s; starting another interpreter", w.error().message.c_str());
+            prepared_.reset();
+            if (auto again = spawn(*prestart.language, env); again) prepared_ = std::move(*again);
+          }
       } else {
         log("cannot prestart %s: %s", std::string(language_name(*prestart.language)).c_str(),
             p.error().message.c_str());
@@ -110,6 +125,38 @@ class Agent {
     if (fd >= 0) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
   }
 
+  // Every execution the agent keeps (prepared_, exec_, session_) has its
+  // descriptors in the epoll set from its spawn on. Registering them costs
+  // about a millisecond under TCG: a prestarted interpreter pays it while
+  // the VM waits in the pool, not on a run's way to its code.
+  Result<std::unique_ptr<Execution>> spawn(Language language, const EnvList& env) {
+    auto e = Execution::spawn(language, env, tree_, filter_);
+    if (!e) return e;
+    for (int fd : {(*e)->stdout_fd(), (*e)->stderr_fd(), (*e)->timer_fd(), (*e)->report_fd()})
+      if (auto r = watch(fd); !r) return r.error();
+    return e;
+  }
+
+  // An event of the interpreter waiting for a run: a late "ready", or its
+  // end. One that writes output before it has code, or closes a pipe, is
+  // not fit to serve a run (its output would open the run's): it goes, and
+  // the run starts an interpreter of its own.
+  void on_prepared(int fd) {
+    if (fd == prepared_->timer_fd()) {
+      uint64_t expirations;  // not armed while waiting; a stale expiry is dropped
+      (void)!::read(fd, &expirations, sizeof expirations);
+      return;
+    }
+    if (fd == prepared_->report_fd() && prepared_->on_report()) return;
+    log("the waiting %s interpreter %s; dropping it", std::string(language_name(prepared_->language())).c_str(),
+        fd == prepared_->report_fd() ? "closed its status pipe" : "wrote or closed its output");
+    prepared_.reset();
+  }
+  bool is_prepared_fd(int fd) const {
+    return prepared_ && (fd == prepared_->stdout_fd() || fd == prepared_->stderr_fd() ||
+                         fd == prepared_->timer_fd() || fd == prepared_->report_fd());
+  }
+
   // A VM restored from a snapshot under TCG has an empty translation cache:
   // every code path is slow the first time it runs. This runs one trivial
   // program of `language` to its end, paying that for the exec path (agent,
@@ -121,7 +168,7 @@ class Agent {
   // that a failed warm-up still ends in a hello.
   static constexpr std::chrono::milliseconds kWarmUpBound{8'000};
 
-  Result<void> warm_up(Language language) {
+  Result<void> warm_up(Language language, uint32_t pids_max) {
     static constexpr const char* kWarmCode[] = {"import sys\nprint('warm')\n", "console.log('warm')\n",
                                                 "echo warm\n"};
     proto::Exec x;
@@ -129,6 +176,7 @@ class Agent {
     x.code = kWarmCode[static_cast<size_t>(language)];
     x.timeout_ms = kWarmUpBound.count();
     x.startup_timeout_ms = kWarmUpBound.count();
+    x.pids_max = pids_max;
     if (language == Language::python && prepared_) {
       // The request and its answer go through the codec as a run's do.
       MessageReader reader{limits::kMaxFrameBytes, FrameDecoder::Oversize::skip};
@@ -166,6 +214,10 @@ class Agent {
       // OOM kill, and each exec reports SIGKILL when it is reaped.
       log("user code stalled on memory; killing its processes");
       if (auto r = kill_tree(tree_); !r) log("%s", r.error().message.c_str());
+      return ok();
+    }
+    if (is_prepared_fd(fd)) {
+      on_prepared(fd);
       return ok();
     }
     if (fd == sigchld_.get()) {
@@ -279,13 +331,13 @@ class Agent {
       bool respawn = language != Language::python;
       if (respawn) prepared_.reset();
       if (r.warm_up)
-        if (auto w = warm_up(language); !w) {
+        if (auto w = warm_up(language, r.pids_max); !w) {
           log("warm-up: %s; starting another interpreter", w.error().message.c_str());
           prepared_.reset();
           respawn = true;
         }
       if (respawn)
-        if (auto p = Execution::spawn(language, {}, tree_, filter_); p) prepared_ = std::move(*p);
+        if (auto p = spawn(language, {}); p) prepared_ = std::move(*p);
       if (prepared_) prestarted = language_name(language);
     }
     return send(proto::Hello{proto::kProtocolVersion, kernel_release(), prestarted});
@@ -305,7 +357,7 @@ class Agent {
         session_ = std::move(prepared_);
       } else {
         prepared_.reset();
-        auto spawned = Execution::spawn(exec.language, exec.env, tree_, filter_);
+        auto spawned = spawn(exec.language, exec.env);
         if (!spawned) return send(proto::ErrorReply{exec.id, spawned.error().code, spawned.error().message});
         session_ = std::move(*spawned);
       }
@@ -313,8 +365,6 @@ class Agent {
         session_.reset();
         return send(proto::ErrorReply{exec.id, r.error().code, r.error().message});
       }
-      for (int fd : {session_->stdout_fd(), session_->stderr_fd(), session_->report_fd(), session_->timer_fd()})
-        if (auto r = watch(fd); !r) return r;
     }
     if (auto r = session_->run_cell(exec); !r) return send(proto::ErrorReply{exec.id, r.error().code, r.error().message});
     // Output of background processes since the last cell opens this one.
@@ -382,16 +432,13 @@ class Agent {
       exec_ = std::move(prepared_);
     } else {
       prepared_.reset();
-      auto spawned = Execution::spawn(exec.language, exec.env, tree_, filter_);
+      auto spawned = spawn(exec.language, exec.env);
       if (!spawned) return send(proto::ErrorReply{exec.id, spawned.error().code, spawned.error().message});
       exec_ = std::move(*spawned);
     }
-    // Watched before the hand-over, which is the last thing done before
-    // the agent waits again: the interpreter the hand-over wakes may take the
-    // vCPU at the next tick. (A failed hand-over closes the descriptors,
-    // which leaves the epoll set.)
-    for (int fd : {exec_->stdout_fd(), exec_->stderr_fd(), exec_->timer_fd(), exec_->report_fd()})
-      if (auto r = watch(fd); !r) return r;
+    // Its descriptors are watched since its spawn: the hand-over is the
+    // last thing done before the agent waits again. (A failed one closes
+    // them, which takes them out of the epoll set.)
     if (auto r = exec_->go(exec); !r) {
       exec_.reset();
       return send(proto::ErrorReply{exec.id, r.error().code, r.error().message});
@@ -455,10 +502,13 @@ Prestart prestart_from_cmdline() {
   std::ifstream in("/proc/cmdline");
   std::string word;
   constexpr std::string_view kKey = "sandbox.prestart=";
+  constexpr std::string_view kPids = "sandbox.pids_max=";
   Prestart p;
   while (in >> word) {
     if (word.starts_with(kKey)) p.language = schema::EnumNames<Language>::parse(std::string_view(word).substr(kKey.size()));
     if (word == "sandbox.template") p.template_vm = true;
+    if (word == "sandbox.warm_up") p.warm_up = true;
+    if (word.starts_with(kPids)) p.pids_max = static_cast<uint32_t>(std::strtoul(word.c_str() + kPids.size(), nullptr, 10));
   }
   return p;
 }

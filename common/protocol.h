@@ -282,6 +282,9 @@ struct Resume {
   // Run a trivial program first (software emulation starts with an empty
   // translation cache; a warm VM should not make its caller pay for it).
   bool warm_up = false;
+  // The pids limit runs ask for unless told otherwise: the warm-up leaves
+  // the exec tree at it, so such a run has none to write (0: as it is).
+  uint32_t pids_max = 0;
 };
 
 // daemon -> agent and back: liveness of an idle VM.
@@ -791,7 +794,8 @@ struct Schema<proto::Resume> {
   static constexpr std::string_view type = "resume";
   static constexpr auto fields = std::tuple{
       field("seed", &proto::Resume::seed, proto::kMaxSeedBytes), field("realtime_ns", &proto::Resume::realtime_ns),
-      text("hostname", &proto::Resume::hostname, proto::kMaxHostnameBytes), field("warm_up", &proto::Resume::warm_up)};
+      text("hostname", &proto::Resume::hostname, proto::kMaxHostnameBytes), field("warm_up", &proto::Resume::warm_up),
+      field("pids_max", &proto::Resume::pids_max)};
 };
 template <>
 struct Schema<proto::Ping> {

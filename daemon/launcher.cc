@@ -51,6 +51,7 @@ Result<std::vector<std::string>> command_line(const VmConfig& config, const VmLa
   spec.memory_mb = launch.shape.memory_mb;
   spec.prestart = launch.shape.prestart;
   spec.warm_up = launch.shape.warm_up;
+  spec.run_pids_max = config.run_pids_max;
   spec.agent_fd = kAgentFd;
   spec.net_fd = kNetFd;
   spec.qmp_fd = need_qmp ? kQmpFd : -1;

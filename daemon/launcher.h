@@ -48,6 +48,9 @@ struct VmConfig {
   NetConfig net;
   // The operator's extra CA certificates (PEM), given to every booted guest.
   std::string extra_ca_pem;
+  // The pids limit a run asks for by default (a restored VM's warm-up
+  // sets it in the guest ahead of the run).
+  uint32_t run_pids_max = 0;
 };
 
 // A started QEMU and the daemon's ends of its channels.

@@ -423,6 +423,7 @@ VmConfig vm_config_from(const Config& cfg, const HostSide& host_side) {
   vm.base.rootfs = host_side.images.rootfs.path;
   vm.base.acpi = host_side.images.kernel_acpi;
   vm.boot_timeout = std::chrono::milliseconds(cfg.boot_timeout_ms);
+  vm.run_pids_max = cfg.pids_max;
   vm.net.resolver = cfg.network_resolver;
   for (const auto& r : cfg.network_allowed_ranges)
     if (auto c = parse_cidr(r)) vm.net.allowed_ranges.push_back(*c);

@@ -50,6 +50,10 @@ std::string kernel_cmdline(const VmSpec& spec) {
   if (!spec.acpi) cmdline += " reboot=t";
   if (spec.prestart) cmdline += " sandbox.prestart=" + std::string(language_name(*spec.prestart));
   if (spec.prestart && spec.template_vm) cmdline += " sandbox.template";
+  if (spec.prestart && spec.warm_up && !spec.template_vm && !spec.incoming) {
+    cmdline += " sandbox.warm_up";
+    if (spec.run_pids_max) cmdline += " sandbox.pids_max=" + std::to_string(spec.run_pids_max);
+  }
   if (spec.layer_fd >= 0 && spec.layer) cmdline += " sandbox.layer=" + std::string(language_name(*spec.layer));
   if (spec.scratch_fd >= 0 && spec.scratch_ro_fd >= 0) cmdline += " sandbox.builder";
   return cmdline;

@@ -48,8 +48,11 @@ struct VmSpec {
   bool memory_shared = false;
   // Start paused, waiting for device state over QMP migrate-incoming.
   bool incoming = false;
-  // After a restore, have the agent run a trivial program before its hello.
+  // After a restore, or at boot with a prestarted Python (not a template),
+  // have the agent run a trivial program before its hello (TCG).
   bool warm_up = false;
+  // The pids limit runs ask for by default; the warm-up at boot sets it.
+  uint32_t run_pids_max = 0;
   // A package layer (SPEC F14): descriptor number, in QEMU's process, of
   // its image, opened read-only by the daemon (-1: none), and the language
   // whose interpreter the guest points at it.

@@ -223,6 +223,7 @@ void Vm::resume_guest() {
   ::clock_gettime(CLOCK_REALTIME, &now);
   resume.realtime_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(now.tv_nsec);
   resume.warm_up = warm_up_;
+  resume.pids_max = config_->run_pids_max;
   resume.hostname = "sandbox-" + to_hex(resume.seed.substr(0, 2));
   if (!write(resume)) fail(Error::make(ErrorCode::communication, "cannot reach the restored agent"));
 }

@@ -102,8 +102,9 @@ TEST_CASE("every message survives a round trip") {
   CHECK(sl.snapshots[0].key == "abc");
   CHECK(sl.snapshots[0].language == Language::javascript);
   CHECK(sl.snapshots[0].bytes == 1 << 20);
-  auto rs = round_trip(Resume{std::string(64, '\xff'), 123, "sandbox-1a", true});
+  auto rs = round_trip(Resume{std::string(64, '\xff'), 123, "sandbox-1a", true, 256});
   CHECK(rs.warm_up);
+  CHECK(rs.pids_max == 256);
   CHECK(rs.seed.size() == 64);
   CHECK(rs.realtime_ns == 123);
   CHECK(rs.hostname == "sandbox-1a");

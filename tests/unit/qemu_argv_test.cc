@@ -83,6 +83,25 @@ TEST_CASE("a warm VM asks its agent to prestart the interpreter") {
   CHECK(kernel_cmdline(s) == base);
 }
 
+TEST_CASE("a booted pool VM is warmed up before its hello, a template is not") {
+  auto s = spec();
+  const std::string base = std::string(kKernelCmdline) + " noreplace-smp sandbox.prestart=python";
+  s.prestart = Language::python;
+  s.warm_up = true;
+  s.run_pids_max = 256;
+  CHECK(kernel_cmdline(s) == base + " sandbox.warm_up sandbox.pids_max=256");
+  s.run_pids_max = 0;
+  CHECK(kernel_cmdline(s) == base + " sandbox.warm_up");
+  // A template's state is what every clone starts from; each clone warms
+  // itself up after its restore.
+  s.template_vm = true;
+  CHECK(kernel_cmdline(s) == base + " sandbox.template");
+  // No interpreter waiting, nothing to warm up.
+  s.template_vm = false;
+  s.prestart.reset();
+  CHECK(kernel_cmdline(s) == std::string(kKernelCmdline) + " noreplace-smp");
+}
+
 TEST_CASE("the host TSC measurement is plausible when there is one") {
   uint32_t khz = measure_tsc_khz();
   if (khz == 0) {
