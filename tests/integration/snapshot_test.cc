@@ -147,10 +147,12 @@ TEST_CASE("snapshots: a corrupted snapshot is detected and replaced") {
 
 TEST_CASE("snapshots: warm-pool VMs restored from a snapshot serve correct runs") {
   TestDaemon d;
-  REQUIRE(d.start({"--snapshots", "on", "--pool-python", "1", "--pool-restore", "on"}));
+  REQUIRE(d.start({"--snapshots", "on", "--pool-python", "1", "--pool-restore", "on", "--pids-max", "200"}));
   Client c(d.socket());
   REQUIRE(wait_snapshots(d, 1));
   // Take the booted pool VM; its replacement is restored from the snapshot.
+  // Both warmed up before they were ready (TCG), which left the exec tree
+  // at the daemon's pids limit: the run, finding it set, writes none.
   for (int i = 0; i < 2; ++i) {
     auto until = Clock::now() + std::chrono::seconds(60);
     bool ready = false;
@@ -163,12 +165,14 @@ TEST_CASE("snapshots: warm-pool VMs restored from a snapshot serve correct runs"
     // The template's interpreter (its preloaded modules) serves the run:
     // a warm-up under TCG, in a child of it, left nothing in its output,
     // its status or its arguments.
-    auto r = c.run(make_request(Language::python, "import sys\nprint('warm', 6*7, 'decimal' in sys.modules, sys.argv)\n"
+    auto r = c.run(make_request(Language::python, "import sys\nprint('warm', 6*7, 'decimal' in sys.modules, sys.argv,\n"
+                                                  "      open('/sys/fs/cgroup/exec/pids.max').read().strip())\n"
                                                   "sys.exit(5)"));
     REQUIRE_MESSAGE(r.ok(), r.error().describe());
     CHECK(r->vm_start == "pool");
-    if (i == 1) CHECK(r->stdout_data == "warm 42 True ['/run/sandbox/main.py']\n");
+    if (i == 1) CHECK(r->stdout_data == "warm 42 True ['/run/sandbox/main.py'] 200\n");
     CHECK(r->stdout_data.starts_with("warm 42 "));
+    CHECK(r->stdout_data.ends_with(" 200\n"));
     CHECK(r->stderr_data == "");
     CHECK(r->exit_code == 5);
   }
