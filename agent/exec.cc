@@ -259,9 +259,9 @@ void Execution::arm_after_handover(const proto::Exec& exec) {
   timeout_ = std::chrono::milliseconds(std::clamp(exec.timeout_ms, limits::kMinTimeoutMs, limits::kMaxTimeoutMs));
   startup_timeout_ = std::chrono::milliseconds(std::max<uint32_t>(exec.startup_timeout_ms, 1'000));
   clock_running_ = false;
-  // An interpreter still starting may have said "ready" since: its line
-  // is waiting. (One known ready costs no read: a quarter of a millisecond
-  // under TCG.)
+  // An interpreter not yet known ready may have said so since: its line is
+  // waiting. One known ready is not read again (a quarter of a millisecond
+  // under TCG).
   if (report_ && !can_run()) on_report();
   if (can_run())
     start_clock();
@@ -484,8 +484,10 @@ void Execution::interrupt() {
 }
 
 void Execution::on_timer() {
+  // An event with nothing expired is stale (a descriptor number reused
+  // since it was reported): no bound has passed.
   uint64_t expirations;
-  (void)!::read(timer_.get(), &expirations, sizeof expirations);
+  if (::read(timer_.get(), &expirations, sizeof expirations) != sizeof expirations) return;
   if (!alive() || (session_ && !cell_active_)) return;
   if (!clock_running_) {
     // The interpreter did not come up in time: nothing of the code ran.

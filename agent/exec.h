@@ -78,10 +78,10 @@ class Execution {
   proto::ExecDone end_cell();
 
   // Python only, before go(): a rehearsal of a run with our own code (a
-  // restored VM's TCG warm-up). It is handed over as go() hands over a run,
-  // the pids limit rewritten as it stands; the waiting interpreter runs it
-  // in a child of its own, whose output nobody reads, and stays as it
-  // was. An error if that did not end within `bound`.
+  // pool VM's TCG warm-up). It is handed over as go() hands over a run, the
+  // pids limit set to exec.pids_max (or rewritten as it stands if 0); the
+  // waiting interpreter runs it in a child of its own, whose output nobody
+  // reads, and stays as it was. An error if that did not end within `bound`.
   Result<void> warm(const proto::Exec& exec, std::chrono::milliseconds bound);
 
   // Reads the interpreter's lines on fd 4 (ready, then cell statuses);

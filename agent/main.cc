@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cstdlib>
+#include <charconv>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -75,26 +75,29 @@ class Agent {
       // The interpreter comes up now and waits: a run pays only for its code.
       EnvList env;
       if (prestart.template_vm) env.emplace_back("SANDBOX_PRELOAD", "1");
-      auto p = spawn(*prestart.language, env);
+      auto p = spawn_watched(*prestart.language, env);
       if (p) {
         prepared_ = std::move(*p);
-        prestarted = language_name(*prestart.language);
         // Hello waits for the interpreter: a snapshot template is saved when
         // it says hello, and a clone of one still starting would finish its
         // start-up with an empty TCG translation cache, on a caller's time.
         // Bounded, so a slow host still says hello within the boot deadline.
-        if (!prepared_->wait_ready(kPrestartWait))
-          log("the %s interpreter is not ready yet; saying hello anyway", prestarted.c_str());
+        bool ready = prepared_->wait_ready(kPrestartWait);
+        if (!ready)
+          log("the %s interpreter is not ready yet; saying hello anyway",
+              std::string(language_name(*prestart.language)).c_str());
         // A booted pool VM's first run would translate its whole path (60-90
         // ms under TCG instead of 10-20): warmed up now, as a restored one
         // is. Python only, where that is a fork of the waiting interpreter;
         // any other would start a second interpreter, most of a boot again.
-        if (prestart.warm_up && !prestart.template_vm && *prestart.language == Language::python)
+        // Not after a start-up that already took the wait: hello is due.
+        if (ready && prestart.warm_up && !prestart.template_vm && *prestart.language == Language::python)
           if (auto w = warm_up(*prestart.language, prestart.pids_max); !w) {
             log("warm-up: %s; starting another interpreter", w.error().message.c_str());
             prepared_.reset();
-            if (auto again = spawn(*prestart.language, env); again) prepared_ = std::move(*again);
+            if (auto again = spawn_watched(*prestart.language, env); again) prepared_ = std::move(*again);
           }
+        if (prepared_) prestarted = language_name(*prestart.language);
       } else {
         log("cannot prestart %s: %s", std::string(language_name(*prestart.language)).c_str(),
             p.error().message.c_str());
@@ -129,7 +132,7 @@ class Agent {
   // descriptors in the epoll set from its spawn on. Registering them costs
   // about a millisecond under TCG: a prestarted interpreter pays it while
   // the VM waits in the pool, not on a run's way to its code.
-  Result<std::unique_ptr<Execution>> spawn(Language language, const EnvList& env) {
+  Result<std::unique_ptr<Execution>> spawn_watched(Language language, const EnvList& env) {
     auto e = Execution::spawn(language, env, tree_, filter_);
     if (!e) return e;
     for (int fd : {(*e)->stdout_fd(), (*e)->stderr_fd(), (*e)->timer_fd(), (*e)->report_fd()})
@@ -157,15 +160,17 @@ class Agent {
                          fd == prepared_->timer_fd() || fd == prepared_->report_fd());
   }
 
-  // A VM restored from a snapshot under TCG has an empty translation cache:
-  // every code path is slow the first time it runs. This runs one trivial
-  // program of `language` to its end, paying that for the exec path (agent,
-  // kernel, interpreter) before a caller is waiting. A prestarted Python
-  // runs it in a child of its own and stays as it was (an error: it did not
-  // finish, and is no longer fit to serve). Other languages run it in an
-  // interpreter of its own, in a process group outside the exec cgroup.
-  // Bounded well within the daemon's boot deadline (20 s by default), so
-  // that a failed warm-up still ends in a hello.
+  // A VM restored from a snapshot under TCG has an empty translation cache,
+  // and a booted one has translated only its boot: every code path is slow
+  // the first time it runs. This runs one trivial program of `language` to
+  // its end, paying that for the exec path (agent, kernel, interpreter)
+  // before a caller is waiting. A prestarted Python runs it in a child of
+  // its own and stays as it was (an error: it did not finish, and is no
+  // longer fit to serve); it also leaves the exec tree at `pids_max`, the
+  // limit runs ask for by default (0: as it is). Other languages run it in
+  // an interpreter of their own, in a process group outside the exec
+  // cgroup. Bounded well within the daemon's boot deadline (20 s by
+  // default), so that a failed warm-up still ends in a hello.
   static constexpr std::chrono::milliseconds kWarmUpBound{8'000};
 
   Result<void> warm_up(Language language, uint32_t pids_max) {
@@ -337,7 +342,7 @@ class Agent {
           respawn = true;
         }
       if (respawn)
-        if (auto p = spawn(language, {}); p) prepared_ = std::move(*p);
+        if (auto p = spawn_watched(language, {}); p) prepared_ = std::move(*p);
       if (prepared_) prestarted = language_name(language);
     }
     return send(proto::Hello{proto::kProtocolVersion, kernel_release(), prestarted});
@@ -357,7 +362,7 @@ class Agent {
         session_ = std::move(prepared_);
       } else {
         prepared_.reset();
-        auto spawned = spawn(exec.language, exec.env);
+        auto spawned = spawn_watched(exec.language, exec.env);
         if (!spawned) return send(proto::ErrorReply{exec.id, spawned.error().code, spawned.error().message});
         session_ = std::move(*spawned);
       }
@@ -372,8 +377,9 @@ class Agent {
       if (!idle_output_[s].empty())
         if (auto r = send(proto::Output{exec.id, static_cast<Stream>(s), std::exchange(idle_output_[s], {})}); !r)
           return r;
-    // A quick cell may have ended already: run_cell reads the status pipe,
-    // and the interpreter can run before the agent does.
+    // A quick cell may have ended already: run_cell reads the status pipe
+    // while the session's loop is not yet known ready, and the interpreter
+    // can run before the agent does.
     return maybe_finish_cell();
   }
 
@@ -432,7 +438,7 @@ class Agent {
       exec_ = std::move(prepared_);
     } else {
       prepared_.reset();
-      auto spawned = spawn(exec.language, exec.env);
+      auto spawned = spawn_watched(exec.language, exec.env);
       if (!spawned) return send(proto::ErrorReply{exec.id, spawned.error().code, spawned.error().message});
       exec_ = std::move(*spawned);
     }
@@ -505,10 +511,17 @@ Prestart prestart_from_cmdline() {
   constexpr std::string_view kPids = "sandbox.pids_max=";
   Prestart p;
   while (in >> word) {
-    if (word.starts_with(kKey)) p.language = schema::EnumNames<Language>::parse(std::string_view(word).substr(kKey.size()));
-    if (word == "sandbox.template") p.template_vm = true;
-    if (word == "sandbox.warm_up") p.warm_up = true;
-    if (word.starts_with(kPids)) p.pids_max = static_cast<uint32_t>(std::strtoul(word.c_str() + kPids.size(), nullptr, 10));
+    std::string_view w = word;
+    if (w.starts_with(kKey)) p.language = schema::EnumNames<Language>::parse(w.substr(kKey.size()));
+    if (w == "sandbox.template") p.template_vm = true;
+    if (w == "sandbox.warm_up") p.warm_up = true;
+    if (w.starts_with(kPids)) {
+      // A malformed value leaves the limit as it is (0), never a guess.
+      uint32_t n = 0;
+      auto v = w.substr(kPids.size());
+      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      p.pids_max = ec == std::errc{} && end == v.data() + v.size() ? n : 0;
+    }
   }
   return p;
 }

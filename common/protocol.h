@@ -282,8 +282,9 @@ struct Resume {
   // Run a trivial program first (software emulation starts with an empty
   // translation cache; a warm VM should not make its caller pay for it).
   bool warm_up = false;
-  // The pids limit runs ask for unless told otherwise: the warm-up leaves
-  // the exec tree at it, so such a run has none to write (0: as it is).
+  // The pids limit runs ask for unless told otherwise: a Python warm-up
+  // leaves the exec tree at it, so such a run has none to write (0: as it
+  // is).
   uint32_t pids_max = 0;
 };
 

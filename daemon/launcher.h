@@ -48,7 +48,7 @@ struct VmConfig {
   NetConfig net;
   // The operator's extra CA certificates (PEM), given to every booted guest.
   std::string extra_ca_pem;
-  // The pids limit a run asks for by default (a restored VM's warm-up
+  // The pids limit a run asks for by default (a pool VM's Python warm-up
   // sets it in the guest ahead of the run).
   uint32_t run_pids_max = 0;
 };

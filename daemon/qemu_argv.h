@@ -48,8 +48,9 @@ struct VmSpec {
   bool memory_shared = false;
   // Start paused, waiting for device state over QMP migrate-incoming.
   bool incoming = false;
-  // After a restore, or at boot with a prestarted Python (not a template),
-  // have the agent run a trivial program before its hello (TCG).
+  // After a restore, or at boot with a prestarted interpreter (not a
+  // template), have the agent run a trivial program before its hello (TCG;
+  // at boot the agent does so for Python only).
   bool warm_up = false;
   // The pids limit runs ask for by default; the warm-up at boot sets it.
   uint32_t run_pids_max = 0;

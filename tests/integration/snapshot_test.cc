@@ -151,8 +151,9 @@ TEST_CASE("snapshots: warm-pool VMs restored from a snapshot serve correct runs"
   Client c(d.socket());
   REQUIRE(wait_snapshots(d, 1));
   // Take the booted pool VM; its replacement is restored from the snapshot.
-  // Both warmed up before they were ready (TCG), which left the exec tree
-  // at the daemon's pids limit: the run, finding it set, writes none.
+  // Under TCG both warmed up before they were ready, which left the exec
+  // tree at the daemon's pids limit, and the run, finding it set, writes
+  // none; either way the run must see that limit.
   for (int i = 0; i < 2; ++i) {
     auto until = Clock::now() + std::chrono::seconds(60);
     bool ready = false;
