@@ -81,7 +81,8 @@ class Execution {
   // pool VM's TCG warm-up). It is handed over as go() hands over a run, the
   // pids limit set to exec.pids_max (or rewritten as it stands if 0); the
   // waiting interpreter runs it in a child of its own, whose output nobody
-  // reads, and stays as it was. An error if that did not end within `bound`.
+  // reads, and stays as it was. Done once that child is gone; an error if
+  // that did not happen within `bound`.
   Result<void> warm(const proto::Exec& exec, std::chrono::milliseconds bound);
 
   // Reads the interpreter's lines on fd 4 (ready, then cell statuses);
@@ -149,7 +150,7 @@ class Execution {
   bool started_ = false;
   bool ready_ = false;          // "r": the interpreter is up
   bool session_ready_ = false;  // "s": its session loop is set up
-  bool warmed_ = false;         // "w N": a warm-up child ran its code
+  bool warmed_ = false;         // "w N": a warm-up child ran and is gone
   bool clock_running_ = false;
   bool startup_failed_ = false;
   std::chrono::milliseconds timeout_{0}, startup_timeout_{0};

@@ -7,10 +7,10 @@
 # threads joined, atexit handlers run, output flushed): the agent answers
 # then, and the interpreter's teardown is nobody's wait. "w" (before any
 # of those, any number of times) runs main.py the same way in a child whose
-# output nobody reads and which says "w N" instead of "x N" ("w 255" from
-# this interpreter if the child ended without a word): under TCG a
-# restored VM translates the run's path there, before a caller waits,
-# while this interpreter and everything it holds stay as they were. "s"
+# output nobody reads, and says "w N" once the child is gone (N its exit
+# status, 255 if the code did not run to its end): under TCG a restored VM
+# translates the run's path there, before a caller waits, while this
+# interpreter and everything it holds stay as they were. "s"
 # starts a session: "s" on fd 4 once its loop is set up, then each line read from
 # fd 3 runs /run/sandbox/cell.py in one namespace, and its status goes back
 # as a line on fd 4. An exception, SystemExit or KeyboardInterrupt (the
@@ -98,7 +98,6 @@ def _sandbox_exit_status(e):
         return e.code & 0xff
     print(e.code, file=sys.stderr)
     return 1
-_sandbox_done = b'x'
 def _sandbox_finish(status):
     # What an exit does, in CPython's order; then the status, then a quick
     # exit (the agent kills what is left anyway). Only modules the code
@@ -122,7 +121,7 @@ def _sandbox_finish(status):
         except BaseException:
             pass
     try:
-        os.write(4, b'%s %d\n' % (_sandbox_done, status))
+        os.write(4, b'x %d\n' % status)
     except OSError:
         pass
     os._exit(status)
@@ -143,25 +142,22 @@ def _sandbox_preload():
         except Exception:
             pass
 def _sandbox_warm():
-    global _sandbox_done
     pid = os.fork()
     if pid == 0:
         try:
-            # Its output goes to a pipe, as a run's does, that nobody reads:
-            # the warm-up code prints a few bytes.
+            # Its output and its "x N" go to a pipe, as a run's do, that
+            # nobody reads: the warm-up code prints a few bytes.
             out = os.pipe()[1]
-            os.dup2(out, 1)
-            os.dup2(out, 2)
-            _sandbox_done = b'w'
+            for fd in (1, 2, 4):
+                os.dup2(out, fd)
             _sandbox_script(b'g')
         finally:
             os._exit(255)  # reached only if the code did not run to its end
-    # The child says "w N" itself once its code is done; its exit (tearing
-    # down its copy of this process) is nobody's wait but the next mode's.
-    # One that ended without saying so is reported here.
+    # Said once the child is gone: its exit (tearing down its copy of this
+    # process, tens of milliseconds under TCG) would otherwise hold up a
+    # run handed over right after the hello, as this waits for it.
     _, status = os.waitpid(pid, 0)
-    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) == 255:
-        os.write(4, b'w 255\n')
+    os.write(4, b'w %d\n' % (os.WEXITSTATUS(status) if os.WIFEXITED(status) else 255))
 def _sandbox_main():
     _sandbox_preload()
     os.write(4, b'r\n')
