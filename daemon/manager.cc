@@ -14,7 +14,7 @@ Manager::Manager(uv_loop_t* loop, VmFactory& factory, SnapshotStore* snapshots, 
     : loop_(loop),
       options_(std::move(options)),
       fleet_(loop, factory, options_.max_vms),
-      snapshot_flow_(fleet_, snapshots),
+      snapshot_flow_(loop, fleet_, snapshots),
       pool_(loop, fleet_, snapshot_flow_, options_.pool, [this] { return !draining_ && scheduler_.queued() == 0; }),
       scheduler_(options_.limits),
       later_(loop) {

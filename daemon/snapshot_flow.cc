@@ -18,6 +18,10 @@ std::string describe(Language language, uint32_t memory_mb, const std::string& l
 
 }  // namespace
 
+SnapshotFlow::SnapshotFlow(uv_loop_t* loop, Fleet& fleet, SnapshotStore* store) : fleet_(fleet), store_(store) {
+  if (store_) writer_ = std::make_unique<Offload>(loop, 1);
+}
+
 VmLaunch SnapshotFlow::plan(const VmShape& shape, Language language, bool allow_restore, std::string* how,
                             const SnapshotLayer* layer) {
   VmLaunch launch;
@@ -65,7 +69,7 @@ void SnapshotFlow::maybe_make(Language language, uint32_t memory_mb, const Snaps
   if (!store_ || stopped_) return;
   std::string id = layer ? layer->identity : std::string();
   std::string key = store_->key(language, memory_mb, id);
-  if (templates_.count(key) || store_->find(key)) return;
+  if (templates_.count(key) || writing_.count(key) || store_->find(key)) return;
   // The store is asked whether or not a template can be made here now.
   maybe_fetch(key, language, memory_mb, id);
   if (!fleet_.has_room()) return;
@@ -122,7 +126,27 @@ void SnapshotFlow::template_done(const std::string& key, Result<void> saved) {
     store_->abort(std::move(*t.pending));
     return;
   }
-  auto entry = store_->commit(std::move(*t.pending));
+  writing_.insert(key);
+  auto pending = t.pending;
+  bool posted = writer_->post([this, key, pending](const std::atomic<bool>& stop) -> std::function<void()> {
+    auto w = std::make_shared<Result<SnapshotStore::Written>>(SnapshotStore::write_out(std::move(*pending), &stop));
+    return [this, key, w] { written(key, std::move(*w)); };
+  });
+  // No thread could start: written here, the loop waiting on it.
+  if (!posted) written(key, SnapshotStore::write_out(std::move(*pending)));
+}
+
+void SnapshotFlow::written(const std::string& key, Result<SnapshotStore::Written> w) {
+  writing_.erase(key);
+  if (!w) {
+    log_warning("cannot store a snapshot: " + w.error().describe());
+    return;
+  }
+  if (stopped_ || store_->find(key)) {  // shutting down, or fetched from the shared store meanwhile
+    store_->abort_written(*w);
+    return;
+  }
+  auto entry = store_->publish(std::move(*w));
   if (!entry) {
     log_warning("cannot store a snapshot: " + entry.error().describe());
     return;

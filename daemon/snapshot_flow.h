@@ -6,8 +6,11 @@
 //                 template is started beside it (room allowing) so that
 //                 the next VM restores.
 //   template VM   boots with its RAM in a memfd the store owns; once its
-//                 interpreter waits, snapshot() saves the device state;
-//                 the store copies both into the cache and the VM goes.
+//                 interpreter waits, snapshot() saves the device state and
+//                 the VM goes; a thread of the flow's own writes both into
+//                 the cache (the loop never waits on the disk or the
+//                 hashing: most of a second for 256 MB here), and the
+//                 entry is published back on the loop.
 //   restore_failed()
 //                 a restored VM died before it was ready. The snapshot is
 //                 dropped only when the restore itself failed (QEMU
@@ -34,6 +37,7 @@
 
 #include "daemon/fleet.h"
 #include "daemon/metrics.h"
+#include "daemon/offload.h"
 #include "daemon/snapshot_share.h"
 #include "daemon/snapshots.h"
 
@@ -50,7 +54,7 @@ struct SnapshotLayer {
 class SnapshotFlow {
  public:
   // `store` may be null: every VM boots.
-  SnapshotFlow(Fleet& fleet, SnapshotStore* store) : fleet_(fleet), store_(store) {}
+  SnapshotFlow(uv_loop_t* loop, Fleet& fleet, SnapshotStore* store);
   ~SnapshotFlow() { stop(); }
 
   // How a new VM of `shape` starts; *how says "snapshot" or "boot".
@@ -68,7 +72,8 @@ class SnapshotFlow {
   void set_remote(std::unique_ptr<SnapshotRemote> remote) { remote_ = std::move(remote); }
   const CacheShareStats& share_stats() const { return share_; }
   size_t fetches_in_flight() const { return fetches_.size(); }
-  size_t templates_in_flight() const { return templates_.size(); }
+  // Templates booting, being saved or being written out.
+  size_t templates_in_flight() const { return templates_.size() + writing_.size(); }
   // VMs planned as restores, and restores that failed before ready.
   uint64_t restores() const { return restores_; }
   uint64_t fallbacks() const { return fallbacks_; }
@@ -82,6 +87,7 @@ class SnapshotFlow {
   };
   void template_ready(const std::string& key);
   void template_done(const std::string& key, Result<void> saved);
+  void written(const std::string& key, Result<SnapshotStore::Written> w);
   void discard(const std::string& key, const std::string& what, const std::string& why);
   void maybe_fetch(const std::string& key, Language language, uint32_t memory_mb, const std::string& layer);
   void fetched(const std::string& key, Language language, uint32_t memory_mb, const std::string& layer,
@@ -91,6 +97,7 @@ class SnapshotFlow {
   Fleet& fleet_;
   SnapshotStore* store_;
   std::map<std::string, Template> templates_;  // by snapshot key
+  std::set<std::string> writing_;              // keys saved, being written out
   bool stopped_ = false;
   uint64_t restores_ = 0, fallbacks_ = 0;
   struct Fetch {
@@ -103,7 +110,8 @@ class SnapshotFlow {
   // saves its own, and its upload replaces the store's).
   std::set<std::string> from_store_, no_fetch_;
   CacheShareStats share_;
-  std::unique_ptr<SnapshotRemote> remote_;  // last: its answers reach the rest
+  std::unique_ptr<SnapshotRemote> remote_;  // last two: their answers reach the rest
+  std::unique_ptr<Offload> writer_;
 };
 
 // Whether a failed restore says the snapshot is bad (rather than the host slow).

@@ -55,6 +55,23 @@ Result<void> copy_sparse(int from, int to, off_t size) {
   return ok();
 }
 
+// The RAM file of a snapshot as a sealed memfd for clones.
+Result<unique_fd> load_sealed(const std::string& path, uint32_t memory_mb) {
+  unique_fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!file) return Error::sys("open", path);
+  struct stat st{};
+  if (::fstat(file.get(), &st) != 0 || st.st_size != static_cast<off_t>(memory_mb) << 20)
+    return Error::make(ErrorCode::internal, path + " does not hold " + std::to_string(memory_mb) + " MB");
+  unique_fd mem(::memfd_create("sandboxd-snapshot-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!mem) return Error::sys("memfd_create");
+  if (auto r = copy_sparse(file.get(), mem.get(), st.st_size); !r) return std::move(r).error().context("loading " + path);
+  // Sealed: no write(), no shared writable mapping, no resize, ever. QEMU
+  // opens it read-write but can only map it privately.
+  if (::fcntl(mem.get(), F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+    return Error::sys("sealing the snapshot's RAM");
+  return mem;
+}
+
 uint64_t disk_bytes(const std::string& path) {
   struct stat st{};
   return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_blocks) * 512 : 0;
@@ -145,25 +162,59 @@ Result<SnapshotStore::Pending> SnapshotStore::begin(Language language, uint32_t 
   return p;
 }
 
-Result<SnapshotStore::Entry> SnapshotStore::commit(Pending p) {
-  // Everything on disk before the rename makes the entry visible.
-  if (::fsync(p.state.get()) != 0) return Error::sys("fsync", p.dir + "/state");
-  p.state.reset();
-  {
-    unique_fd ram(::open(p.ram.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!ram) return Error::sys("create", p.ram);
-    if (auto r = copy_sparse(p.ram_fd.get(), ram.get(), static_cast<off_t>(p.memory_mb) << 20); !r)
-      return std::move(r).error().context("writing " + p.ram);
-    if (::fsync(ram.get()) != 0) return Error::sys("fsync", p.ram);
+Result<SnapshotStore::Written> SnapshotStore::write_out(Pending p, const std::atomic<bool>* stop) {
+  Written w;
+  w.key = p.key;
+  w.dir = p.dir;
+  w.language = p.language;
+  w.memory_mb = p.memory_mb;
+  w.layer = p.layer;
+  auto steps = [&]() -> Result<void> {
+    auto stopped = [&] { return stop && stop->load(); };
+    // Everything on disk before the rename makes the entry visible.
+    if (::fsync(p.state.get()) != 0) return Error::sys("fsync", p.dir + "/state");
+    p.state.reset();
+    {
+      unique_fd ram(::open(p.ram.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+      if (!ram) return Error::sys("create", p.ram);
+      if (auto r = copy_sparse(p.ram_fd.get(), ram.get(), static_cast<off_t>(p.memory_mb) << 20); !r)
+        return std::move(r).error().context("writing " + p.ram);
+      if (::fsync(ram.get()) != 0) return Error::sys("fsync", p.ram);
+    }
+    p.ram_fd.reset();
+    if (stopped()) return Error::make(ErrorCode::internal, "stopped");
+    auto sealed = load_sealed(p.ram, p.memory_mb);
+    if (!sealed) return std::move(sealed).error();
+    w.sealed_ram = std::move(*sealed);
+    if (stopped()) return Error::make(ErrorCode::internal, "stopped");
+    auto state_sha = sha256_file(p.dir + "/state");
+    if (!state_sha) return std::move(state_sha).error();
+    auto ram_sha = sha256_file(p.ram);
+    if (!ram_sha) return std::move(ram_sha).error();
+    w.state_sha256 = std::move(*state_sha);
+    w.ram_sha256 = std::move(*ram_sha);
+    return ok();
+  };
+  if (auto r = steps(); !r) {
+    p.state.reset();
+    std::error_code ec;
+    fs::remove_all(p.dir, ec);
+    return std::move(r).error();
   }
-  p.ram_fd.reset();
-  auto state_sha = sha256_file(p.dir + "/state");
-  auto ram_sha = sha256_file(p.ram);
-  if (!state_sha) return std::move(state_sha).error();
-  if (!ram_sha) return std::move(ram_sha).error();
+  return w;
+}
+
+Result<SnapshotStore::Entry> SnapshotStore::publish(Written w) {
   std::error_code ec;
-  fs::remove_all(dir_ + "/" + p.key, ec);
-  return publish(p.dir, p.key, p.language, p.memory_mb, p.layer, *state_sha, *ram_sha);
+  fs::remove_all(dir_ + "/" + w.key, ec);
+  auto e = publish(w.dir, w.key, w.language, w.memory_mb, w.layer, w.state_sha256, w.ram_sha256);
+  if (e && w.sealed_ram) sealed_[w.key] = std::move(w.sealed_ram);
+  return e;
+}
+
+void SnapshotStore::abort_written(const Written& w) {
+  std::error_code ec;
+  fs::remove_all(w.dir, ec);
 }
 
 Result<SnapshotStore::Entry> SnapshotStore::publish(const std::string& tmp_dir, const std::string& key,
@@ -215,20 +266,10 @@ void SnapshotStore::abort(Pending p) {
 
 Result<int> SnapshotStore::clone_ram(const Entry& entry) {
   if (auto it = sealed_.find(entry.key); it != sealed_.end()) return it->second.get();
-  unique_fd file(::open(entry.ram.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!file) return Error::sys("open", entry.ram);
-  struct stat st{};
-  if (::fstat(file.get(), &st) != 0 || st.st_size != static_cast<off_t>(entry.memory_mb) << 20)
-    return Error::make(ErrorCode::internal, entry.ram + " does not hold " + std::to_string(entry.memory_mb) + " MB");
-  unique_fd mem(::memfd_create("sandboxd-snapshot-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-  if (!mem) return Error::sys("memfd_create");
-  if (auto r = copy_sparse(file.get(), mem.get(), st.st_size); !r) return std::move(r).error().context("loading " + entry.ram);
-  // Sealed: no write(), no shared writable mapping, no resize, ever. QEMU
-  // opens it read-write but can only map it privately.
-  if (::fcntl(mem.get(), F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
-    return Error::sys("sealing the snapshot's RAM");
-  int fd = mem.get();
-  sealed_[entry.key] = std::move(mem);
+  auto mem = load_sealed(entry.ram, entry.memory_mb);
+  if (!mem) return std::move(mem).error();
+  int fd = mem->get();
+  sealed_[entry.key] = std::move(*mem);
   return fd;
 }
 

@@ -14,6 +14,7 @@
 // copy-on-write, so they share its pages and none can change it for the next.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -59,8 +60,26 @@ class SnapshotStore {
   std::string key(Language language, uint32_t memory_mb, const std::string& layer = {}) const;
   std::optional<Entry> find(const std::string& key);
   Result<Pending> begin(Language language, uint32_t memory_mb, const std::string& layer = {});
-  Result<Entry> commit(Pending pending);
   void abort(Pending pending);
+  // A saved template written out but not yet an entry.
+  struct Written {
+    std::string key, dir;
+    Language language = Language::python;
+    uint32_t memory_mb = 0;
+    std::string layer;
+    std::string state_sha256, ram_sha256;
+    unique_fd sealed_ram;  // what clone_ram() would load, loaded already
+  };
+  // The slow part of storing a saved template (seconds of disk and hashing
+  // for a large guest): both files synced, the RAM copied out of its memfd
+  // and loaded for clones, both hashed. It touches only the pending entry's
+  // own files and no member, so it may run on another thread than the
+  // store's; it gives up between steps once `stop` is set. On failure the
+  // temp directory is gone. publish() then makes it an entry, on the
+  // store's thread; abort_written() removes it instead.
+  static Result<Written> write_out(Pending pending, const std::atomic<bool>* stop = nullptr);
+  Result<Entry> publish(Written written);
+  void abort_written(const Written& written);
   // A template from the nodes' shared store: fetched into a temp directory
   // (begin_fetch; start-up removes it if the daemon dies first), then
   // published like a commit once its files are checked. An entry saved here

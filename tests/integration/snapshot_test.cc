@@ -116,9 +116,13 @@ TEST_CASE("snapshots: a corrupted snapshot is detected and replaced") {
     TestDaemon d;
     REQUIRE(d.start({"--snapshots", "on", "--state-dir", state}));
     REQUIRE(Client(d.socket()).run(make_request(Language::python, "print(1)")).ok());
+    // Saved and written out (a temp directory until then).
+    auto published = [&] {
+      auto e = list_dir(state + "/snapshots");
+      return e.size() == 1 && !e[0].starts_with(".");
+    };
     auto until = Clock::now() + std::chrono::seconds(60);
-    while (list_dir(state + "/snapshots").empty() && Clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    while (!published() && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     REQUIRE(d.wait_children_at_most(0, std::chrono::seconds(60)));
   }
   auto entries = list_dir(state + "/snapshots");

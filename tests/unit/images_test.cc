@@ -8,22 +8,14 @@
 #include "common/protocol.h"
 #include "daemon/digest.h"
 #include "daemon/images.h"
+#include "temp_dir.h"
 
 using namespace sandbox;
 using namespace sandbox::daemon;
+using sandbox::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/sandboxd-unit.XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  void write(const std::string& name, const std::string& data) { std::ofstream(path + "/" + name) << data; }
-};
 
 // SHA-256 of "abc" (FIPS 180-2 test vector) and of the empty string.
 constexpr const char* kAbc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";

@@ -11,24 +11,14 @@
 #include <fstream>
 
 #include "daemon/layers.h"
+#include "temp_dir.h"
 
 using namespace sandbox;
 using namespace sandbox::daemon;
+using sandbox::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/sandboxd-layers-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 LayerKeyInputs inputs(std::vector<std::string> packages, Language l = Language::python) {
   LayerKeyInputs in;

@@ -31,9 +31,11 @@
 #include "daemon/sigv4.h"
 #include "daemon/snapshot_description.h"
 #include "daemon/snapshot_share.h"
+#include "temp_dir.h"
 
 using namespace sandbox;
 using namespace sandbox::daemon;
+using sandbox::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
@@ -287,18 +289,6 @@ TEST_CASE("object store client: a stop request ends a transfer in flight") {
 }
 
 namespace {
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/sandboxd-share-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 LayerKeyInputs inputs(std::vector<std::string> packages) {
   LayerKeyInputs in;
