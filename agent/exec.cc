@@ -356,8 +356,6 @@ bool Execution::on_report() {
       }
       continue;
     }
-    // A warm-up's "w N" is not a cell's status.
-    if (line.starts_with("w")) continue;
     if (cell_active_ && !cell_status_) cell_status_ = std::atoi(line.c_str()) & 0xff;
   }
   if (!open) report_.reset();

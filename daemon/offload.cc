@@ -9,6 +9,7 @@ Offload::Offload(uv_loop_t* loop, size_t threads) {
     });
   });
   threads_wanted_ = async_ ? threads : 0;
+  if (async_) uv_unref(reinterpret_cast<uv_handle_t*>(async_.get()));
 }
 
 Offload::~Offload() {
@@ -27,7 +28,7 @@ bool Offload::post(Job job) {
   // and the daemon drops its own after the core is built.
   while (threads_.size() < threads_wanted_) threads_.emplace_back([this] { work(); });
   if (threads_.empty()) return false;
-  ++pending_;
+  if (pending_++ == 0) uv_ref(reinterpret_cast<uv_handle_t*>(async_.get()));
   {
     std::lock_guard lock(mu_);
     jobs_.push_back(std::move(job));
@@ -63,7 +64,7 @@ void Offload::deliver() {
     ready.swap(done_);
   }
   for (auto& fn : ready) {
-    --pending_;
+    if (--pending_ == 0) uv_unref(reinterpret_cast<uv_handle_t*>(async_.get()));
     if (fn) fn();
   }
 }

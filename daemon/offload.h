@@ -1,11 +1,15 @@
 // Blocking work off the event loop (transfers to and from the shared
-// cache's object store): a few threads of its own take jobs in order, and
-// each job's answer runs on the loop. Not libuv's thread pool, which the
-// network relay's name look-ups share: a slow store must not delay them.
+// cache's object store, writing out a saved snapshot): a few threads of its
+// own take jobs in order, and each job's answer runs on the loop. Not
+// libuv's thread pool, which the network relay's name look-ups share: a
+// slow store must not delay them.
 //
 // Threads start with the first job (they inherit the capabilities of the
-// loop thread at that time). The loop never waits on a job. Destroying the Offload sets `stop` (jobs
-// check it and give up), joins the threads and drops answers not yet run.
+// loop thread at that time). The loop never waits on a job, and an idle
+// Offload does not keep it running (a daemon that drains exits); one with
+// jobs out does, until their answers have run. Destroying the Offload sets
+// `stop` (jobs check it and give up), joins the threads and drops answers
+// not yet run.
 #pragma once
 
 #include <uv.h>

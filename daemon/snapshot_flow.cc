@@ -142,7 +142,7 @@ void SnapshotFlow::written(const std::string& key, Result<SnapshotStore::Written
     log_warning("cannot store a snapshot: " + w.error().describe());
     return;
   }
-  if (stopped_ || store_->find(key)) {  // shutting down, or fetched from the shared store meanwhile
+  if (store_->find(key)) {  // fetched from the shared store meanwhile
     store_->abort_written(*w);
     return;
   }
@@ -153,7 +153,8 @@ void SnapshotFlow::written(const std::string& key, Result<SnapshotStore::Written
   }
   log_info("snapshot ready: " + describe(entry->language, entry->memory_mb, entry->layer) + ", " +
            std::to_string(entry->bytes >> 20) + " MB on disk");
-  upload(*entry);
+  // Kept when it lands during a drain (a rename); shared only while running.
+  if (!stopped_) upload(*entry);
 }
 
 void SnapshotFlow::maybe_fetch(const std::string& key, Language language, uint32_t memory_mb,

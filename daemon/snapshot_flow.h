@@ -71,9 +71,6 @@ class SnapshotFlow {
   // The nodes' shared store; set once, before the first plan().
   void set_remote(std::unique_ptr<SnapshotRemote> remote) { remote_ = std::move(remote); }
   const CacheShareStats& share_stats() const { return share_; }
-  size_t fetches_in_flight() const { return fetches_.size(); }
-  // Templates booting, being saved or being written out.
-  size_t templates_in_flight() const { return templates_.size() + writing_.size(); }
   // VMs planned as restores, and restores that failed before ready.
   uint64_t restores() const { return restores_; }
   uint64_t fallbacks() const { return fallbacks_; }

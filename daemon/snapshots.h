@@ -43,7 +43,7 @@ class SnapshotStore {
   struct Pending {
     std::string key;
     std::string dir, ram;
-    unique_fd ram_fd;  // the template's RAM (a memfd), copied to `ram` at commit
+    unique_fd ram_fd;  // the template's RAM (a memfd), copied to `ram` by write_out()
     unique_fd state;  // QEMU writes the device state here
     Language language = Language::python;
     uint32_t memory_mb = 0;
@@ -68,7 +68,9 @@ class SnapshotStore {
     uint32_t memory_mb = 0;
     std::string layer;
     std::string state_sha256, ram_sha256;
-    unique_fd sealed_ram;  // what clone_ram() would load, loaded already
+    // What clone_ram() would load, loaded already (and kept from then on,
+    // like one loaded at a first restore).
+    unique_fd sealed_ram;
   };
   // The slow part of storing a saved template (seconds of disk and hashing
   // for a large guest): both files synced, the RAM copied out of its memfd
@@ -82,7 +84,7 @@ class SnapshotStore {
   void abort_written(const Written& written);
   // A template from the nodes' shared store: fetched into a temp directory
   // (begin_fetch; start-up removes it if the daemon dies first), then
-  // published like a commit once its files are checked. An entry saved here
+  // published like a saved one once its files are checked. An entry saved here
   // meanwhile stays, and the fetched one goes.
   Result<std::string> begin_fetch(const std::string& key);
   Result<Entry> adopt(const std::string& dir, const SnapshotDescription& d);

@@ -39,18 +39,11 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "LEAK: sandboxd still has %zu child processes after the suite\n", d->children().size());
       ++leaks;
     }
-    // The snapshot cache is meant to outlive runs; a half-written entry is
-    // not, once a template saved last has had time to be written out.
-    auto unfinished = [&] {
-      std::vector<std::string> out;
-      for (auto& e : list_dir(d->dir() + "/state/snapshots"))
-        if (e.starts_with(".")) out.push_back("snapshots/" + e);
-      return out;
-    };
-    for (int i = 0; i < 300 && !unfinished().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    // The snapshot cache is meant to outlive runs; a half-written entry is not.
     auto state = list_dir(d->dir() + "/state");
     std::erase(state, std::string("snapshots"));
-    for (auto& e : unfinished()) state.push_back(e);
+    for (auto& e : list_dir(d->dir() + "/state/snapshots"))
+      if (e.starts_with(".")) state.push_back("snapshots/" + e);
     // The layer cache, like the snapshot cache, outlives runs; a build's
     // temp file does not.
     std::erase(state, std::string("layers"));

@@ -1,6 +1,8 @@
 // Snapshots: restore instead of boot, corruption, entropy, keys.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -76,6 +78,10 @@ TEST_CASE("snapshots: boot without one, restore once it exists, fresh entropy pe
   REQUIRE(e.ok());
   CHECK(e->vm_start == "snapshot");
   CHECK(e->stdout_data == "v\n");
+  // With its snapshot machinery idle, SIGTERM ends the daemon cleanly.
+  int status = d.stop(std::chrono::seconds(60));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("snapshots: another memory size is another snapshot") {

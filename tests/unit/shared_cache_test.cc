@@ -470,6 +470,30 @@ TEST_CASE("offload: jobs run off the loop, answers on it; destruction stops a jo
   CHECK(uv_loop_close(&loop) == 0);
 }
 
+TEST_CASE("offload: an idle offload lets its loop end; one with a job out keeps it until the answer has run") {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    Offload offload(&loop, 1);
+    // uv_run answers whether anything still keeps the loop alive.
+    CHECK(uv_run(&loop, UV_RUN_NOWAIT) == 0);
+    std::atomic<bool> go{false};
+    bool answered = false;
+    REQUIRE(offload.post([&](const std::atomic<bool>& stop) -> std::function<void()> {
+      while (!go && !stop) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      return [&] { answered = true; };
+    }));
+    CHECK(uv_run(&loop, UV_RUN_NOWAIT) != 0);
+    go = true;
+    // Run to completion: returns once the answer has run and nothing is out.
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(answered);
+    CHECK(uv_run(&loop, UV_RUN_NOWAIT) == 0);
+  }
+  uv_run(&loop, UV_RUN_NOWAIT);  // the handle's close
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
 namespace {
 
 std::string hex64(char c) { return std::string(64, c); }

@@ -4,8 +4,6 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
-#include <stdlib.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <filesystem>
