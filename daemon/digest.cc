@@ -34,16 +34,24 @@ std::string sha256_hex(std::string_view data) {
 Result<std::string> sha256_file(const std::string& path) {
   unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return Error::sys("open", path);
+  auto hash = sha256_fd(fd.get());
+  if (!hash) return std::move(hash).error().context(path);
+  return hash;
+}
+
+Result<std::string> sha256_fd(int fd, const std::atomic<bool>* stop) {
   Ctx ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
     return Error::make(ErrorCode::internal, "SHA-256 unavailable");
   std::vector<char> buf(1 << 20);
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+  for (off_t at = 0;;) {
+    if (stop && *stop) return Error::make(ErrorCode::internal, "stopped");
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), at);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Error::sys("read", path);
+    if (n < 0) return Error::sys("read", "");
     if (n == 0) break;
     EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
+    at += n;
   }
   return finish(ctx.get());
 }

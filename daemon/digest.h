@@ -2,6 +2,7 @@
 // integrity and cache keys.
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <string_view>
 
@@ -13,6 +14,9 @@ namespace sandbox::daemon {
 std::string sha256_hex(std::string_view data);
 // Of a file's contents; a missing file is not_found.
 Result<std::string> sha256_file(const std::string& path);
+// Of an open file's contents from its start (pread: the offset is left
+// alone). With `stop`, gives up (internal, "stopped") once it is set.
+Result<std::string> sha256_fd(int fd, const std::atomic<bool>* stop = nullptr);
 
 // A digest taken piece by piece (a file streamed through a transfer).
 class Sha256 {

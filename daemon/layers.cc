@@ -26,6 +26,11 @@ constexpr std::string_view kImageSuffix = ".erofs";
 constexpr std::string_view kMetaSuffix = ".layer";
 constexpr std::string_view kTempSuffix = ".tmp";
 
+uint64_t ms_since(std::chrono::steady_clock::time_point t) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count());
+}
+
 uint64_t now_unix_ms() {
   return static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
@@ -165,44 +170,59 @@ std::vector<std::string> LayerStore::recover() {
   for (auto& [key, e] : layers_) by_use.push_back(&e);
   std::sort(by_use.begin(), by_use.end(),
             [](const Entry* a, const Entry* b) { return a->info.last_used_unix_ms < b->info.last_used_unix_ms; });
-  for (Entry* e : by_use) e->use_seq = next_seq_++;
+  for (Entry* e : by_use) e->use_seq = e->generation = next_seq_++;
   evict();
   return removed;
 }
 
-Result<LayerInfo> LayerStore::publish(const std::string& key, LayerInfo info, const std::string& expect_sha256) {
+Result<LayerStore::Written> LayerStore::write_out(const std::string& key, LayerInfo info,
+                                                 const std::string& expect_sha256,
+                                                 const std::atomic<bool>* stop) const {
   auto tmp = temp_path(key);
-  auto hash = sha256_file(tmp);
-  if (!hash) return std::move(hash).error().context("publishing layer " + key);
-  if (!expect_sha256.empty() && *hash != expect_sha256) {
-    abort(key);
-    return Error::make(ErrorCode::image_corrupt, "layer " + key + ": the image's SHA-256 is " + *hash + ", not " + expect_sha256);
-  }
-  std::error_code ec;
-  info.key = key;
-  info.bytes = fs::file_size(tmp, ec);
-  info.last_used_unix_ms = now_unix_ms();
-  info.users = 0;
-  info.building = false;
-  auto meta = format_layer_description({info, *hash});
   auto meta_tmp = meta_path(key) + std::string(kTempSuffix);
-  if (auto r = fsync_path(tmp); !r) return r.error();
-  if (auto r = write_synced(meta_tmp, meta); !r) return r.error();
-  if (::rename(tmp.c_str(), image_path(key).c_str()) != 0) return Error::sys("rename", tmp);
-  if (::rename(meta_tmp.c_str(), meta_path(key).c_str()) != 0) return Error::sys("rename", meta_tmp);
-  if (auto r = fsync_path(dir_); !r) return r.error();
-  uint32_t users = layers_.count(key) ? layers_[key].info.users : 0;
-  Entry e;
-  e.info = info;
-  e.sha256 = *hash;
-  e.use_seq = next_seq_++;
-  e.info.users = users;
-  layers_[key] = std::move(e);
-  evict();
-  return info;
+  Written w;
+  auto steps = [&]() -> Result<void> {
+    w.image.reset(::open(tmp.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!w.image) return Error::sys("open", tmp);
+    auto hash = sha256_fd(w.image.get(), stop);
+    if (!hash) return std::move(hash).error().context(tmp);
+    if (!expect_sha256.empty() && *hash != expect_sha256)
+      return Error::make(ErrorCode::image_corrupt, "the image's SHA-256 is " + *hash + ", not " + expect_sha256);
+    struct stat st {};
+    if (::fstat(w.image.get(), &st) != 0) return Error::sys("stat", tmp);
+    info.key = key;
+    info.bytes = static_cast<uint64_t>(st.st_size);
+    info.last_used_unix_ms = now_unix_ms();
+    info.users = 0;
+    info.building = false;
+    // Everything on disk before the renames make the layer visible.
+    if (::fsync(w.image.get()) != 0) return Error::sys("fsync", tmp);
+    if (auto r = write_synced(meta_tmp, format_layer_description({info, *hash})); !r) return r.error();
+    if (::rename(tmp.c_str(), image_path(key).c_str()) != 0) return Error::sys("rename", tmp);
+    if (::rename(meta_tmp.c_str(), meta_path(key).c_str()) != 0) return Error::sys("rename", meta_tmp);
+    if (auto r = fsync_path(dir_); !r) return r.error();
+    w.info = std::move(info);
+    w.sha256 = std::move(*hash);
+    return ok();
+  };
+  if (auto r = steps(); !r) {
+    abort(key);
+    return std::move(r).error().context("publishing layer " + key);
+  }
+  return w;
 }
 
-void LayerStore::abort(const std::string& key) {
+const LayerInfo& LayerStore::publish(const Written& w) {
+  Entry e;
+  e.info = w.info;
+  e.sha256 = w.sha256;
+  e.use_seq = e.generation = next_seq_++;
+  auto& in_store = layers_[w.info.key] = std::move(e);
+  evict();
+  return in_store.info;
+}
+
+void LayerStore::abort(const std::string& key) const {
   std::error_code ec;
   fs::remove(temp_path(key), ec);
   fs::remove(meta_path(key) + std::string(kTempSuffix), ec);
@@ -221,29 +241,32 @@ Result<std::pair<LayerDescription, unique_fd>> LayerStore::open(const std::strin
   return std::pair<LayerDescription, unique_fd>{it->second, std::move(image)};
 }
 
-Result<std::string> LayerStore::verify(const std::string& key) {
+void LayerStore::mark_used(const std::string& key) {
   auto it = layers_.find(key);
-  if (it == layers_.end()) return Error::make(ErrorCode::not_found, "no layer " + key);
-  auto hash = sha256_file(image_path(key));
-  if (!hash || *hash != it->second.sha256) {
-    // Users already attached keep their open image; new ones get a rebuild.
-    if (it->second.info.users == 0) remove(key);
-    else layers_.erase(it);
-    return Error::make(ErrorCode::image_corrupt, "layer " + key + ": " + (hash ? "image hash differs from the recorded one" : hash.error().message));
-  }
+  if (it == layers_.end()) return;
   it->second.info.last_used_unix_ms = now_unix_ms();
   it->second.use_seq = next_seq_++;
-  // The description's mtime carries last use across restarts.
   ::utimensat(AT_FDCWD, meta_path(key).c_str(), nullptr, 0);
-  return image_path(key);
 }
 
-void LayerStore::hold(const std::string& key) {
-  if (auto it = layers_.find(key); it != layers_.end()) ++it->second.info.users;
+void LayerStore::forget_corrupt(const std::string& key) {
+  auto it = layers_.find(key);
+  if (it == layers_.end()) return;
+  if (it->second.info.users == 0) remove(key);
+  else layers_.erase(it);
 }
 
-void LayerStore::release(const std::string& key) {
-  if (auto it = layers_.find(key); it != layers_.end() && it->second.info.users > 0) --it->second.info.users;
+uint64_t LayerStore::hold(const std::string& key) {
+  auto it = layers_.find(key);
+  if (it == layers_.end()) return 0;
+  ++it->second.info.users;
+  return it->second.generation;
+}
+
+void LayerStore::release(const std::string& key, uint64_t generation) {
+  auto it = layers_.find(key);
+  if (it == layers_.end() || it->second.generation != generation || it->second.info.users == 0) return;
+  --it->second.info.users;
   evict();
 }
 
@@ -296,10 +319,11 @@ void LayerStore::evict() {
 
 // ---------------------------------------------------------------- LayerGrant
 
-LayerGrant::LayerGrant(std::weak_ptr<LayerStore> store, std::string key, std::string path, unique_fd image,
-                       std::string sha256, std::string cache, uint64_t build_ms)
+LayerGrant::LayerGrant(std::weak_ptr<LayerStore> store, std::string key, uint64_t generation, std::string path,
+                       unique_fd image, std::string sha256, std::string cache, uint64_t build_ms)
     : store_(std::move(store)),
       key_(std::move(key)),
+      generation_(generation),
       path_(std::move(path)),
       image_(std::move(image)),
       sha256_(std::move(sha256)),
@@ -307,24 +331,33 @@ LayerGrant::LayerGrant(std::weak_ptr<LayerStore> store, std::string key, std::st
       build_ms_(build_ms) {}
 
 LayerGrant::~LayerGrant() {
-  if (auto s = store_.lock()) s->release(key_);
+  if (auto s = store_.lock()) s->release(key_, generation_);
 }
 
 // ---------------------------------------------------------------- LayerCache
 
-LayerCache::LayerCache(std::shared_ptr<LayerStore> store, LayerBuildFn build, std::unique_ptr<LayerRemote> remote)
-    : store_(std::move(store)), build_(std::move(build)), remote_(std::move(remote)) {}
+LayerCache::LayerCache(uv_loop_t* loop, std::shared_ptr<LayerStore> store, LayerBuildFn build,
+                       std::unique_ptr<LayerRemote> remote)
+    : store_(std::move(store)), build_(std::move(build)), remote_(std::move(remote)), hasher_(loop, 1) {}
 
-Result<std::shared_ptr<LayerGrant>> LayerCache::grant(const std::string& key, std::string cache, uint64_t build_ms) {
-  auto path = store_->verify(key);
-  if (!path) return std::move(path).error();
-  // Opened right after the check, in the same loop turn: only this loop
-  // writes the store.
-  unique_fd image(::open(path->c_str(), O_RDONLY | O_CLOEXEC));
-  if (!image) return Error::sys("open", *path).context("layer " + key);
-  store_->hold(key);
-  return std::make_shared<LayerGrant>(store_, key, std::move(*path), std::move(image), store_->sha256(key),
-                                      std::move(cache), build_ms);
+template <class T>
+void LayerCache::off_loop(std::function<T(const std::atomic<bool>* stop)> work, std::function<void(T)> then) {
+  bool posted = hasher_.post([work, then](const std::atomic<bool>& stop) -> std::function<void()> {
+    auto result = std::make_shared<T>(work(&stop));
+    return [then, result] { then(std::move(*result)); };
+  });
+  if (!posted) then(work(nullptr));
+}
+
+Result<std::shared_ptr<LayerGrant>> LayerCache::grant(const std::string& key, const unique_fd& image, std::string cache,
+                                                       uint64_t build_ms) {
+  // Each grant has the checked image open: a later rebuild under the same
+  // path never reaches its VMs.
+  unique_fd own(::fcntl(image.get(), F_DUPFD_CLOEXEC, 0));
+  if (!own) return Error::sys("dup", "layer " + key);
+  auto generation = store_->hold(key);
+  return std::make_shared<LayerGrant>(store_, key, generation, store_->image_path(key), std::move(own),
+                                      store_->sha256(key), std::move(cache), build_ms);
 }
 
 void LayerCache::get(const LayerKeyInputs& inputs, Callback callback) {
@@ -333,18 +366,49 @@ void LayerCache::get(const LayerKeyInputs& inputs, Callback callback) {
     b->second.waiters.push_back(std::move(callback));
     return;
   }
-  bool corrupt = false;
-  if (store_->has(key)) {
-    auto g = grant(key, "hit", 0);
-    if (g) return answer(callback, std::move(g), LayerRequest::hit);
-    if (g.error().code != ErrorCode::image_corrupt) return answer(callback, std::move(g), LayerRequest::failed);
-    log_warning(g.error().message + "; removed, building it again");
-    corrupt = true;  // removed by verify: build it again
+  if (auto c = checks_.find(key); c != checks_.end()) {
+    c->second.waiters.push_back(std::move(callback));
+    return;
   }
+  if (store_->has(key)) return check(key, inputs, std::move(callback));
   auto& b = builds_[key];
   b.inputs = inputs;
   b.waiters.push_back(std::move(callback));
-  start(key, corrupt);
+  start(key, false);
+}
+
+void LayerCache::check(const std::string& key, const LayerKeyInputs& inputs, Callback callback) {
+  auto layer = store_->open(key);
+  if (!layer) return answer(callback, std::move(layer).error().context("layer " + key), LayerRequest::failed);
+  auto& c = checks_[key];
+  c.inputs = inputs;
+  c.waiters.push_back(std::move(callback));
+  c.sha256 = layer->first.sha256;
+  c.generation = store_->hold(key);  // not evicted or dropped while hashed
+  auto image = std::make_shared<unique_fd>(std::move(layer->second));
+  off_loop<Result<std::string>>([image](const std::atomic<bool>* stop) { return sha256_fd(image->get(), stop); },
+                                [this, key, image](Result<std::string> hash) { checked(key, *image, std::move(hash)); });
+}
+
+void LayerCache::checked(const std::string& key, const unique_fd& image, Result<std::string> hash) {
+  auto it = checks_.find(key);
+  if (it == checks_.end()) return;
+  Check c = std::move(it->second);
+  checks_.erase(it);
+  if (hash && *hash == c.sha256) {
+    store_->mark_used(key);
+    for (auto& w : c.waiters) answer(w, grant(key, image, "hit", 0), LayerRequest::hit);
+    store_->release(key, c.generation);
+    return;
+  }
+  store_->release(key, c.generation);
+  log_warning("layer " + key + ": " + (hash ? "image hash differs from the recorded one" : hash.error().message) +
+              "; removed, building it again");
+  store_->forget_corrupt(key);
+  auto& b = builds_[key];
+  b.inputs = std::move(c.inputs);
+  b.waiters = std::move(c.waiters);
+  start(key, true);
 }
 
 void LayerCache::start(const std::string& key, bool after_corrupt) {
@@ -366,69 +430,88 @@ void LayerCache::fetched(const std::string& key, Result<LayerDescription> d) {
   auto it = builds_.find(key);
   if (it == builds_.end()) return;
   const auto& inputs = it->second.inputs;
-  auto fall_back = [&](CacheFetch result, const Error& e) {
-    ++stats_.fetches[static_cast<size_t>(result)];
-    if (result != CacheFetch::miss) log_warning("layer " + key + " from the shared store: " + e.message + "; building it here");
-    build(key);
-  };
-  if (!d) return fall_back(cache_fetch_of(d.error()), d.error());
+  if (!d) return fall_back(key, cache_fetch_of(d.error()), d.error());
   // The key covers the language and packages: a description that names
   // others is not this layer, whatever its hash.
   if (d->info.language != inputs.language || d->info.packages != inputs.packages)
-    return fall_back(CacheFetch::corrupt, Error::make(ErrorCode::image_corrupt, "its description names other packages"));
-  auto lock = std::move(d->info.lock);
+    return fall_back(key, CacheFetch::corrupt,
+                     Error::make(ErrorCode::image_corrupt, "its description names other packages"));
   LayerInfo info;
   info.language = inputs.language;
   info.packages = inputs.packages;
-  info.lock = std::move(lock);
-  auto published = store_->publish(key, std::move(info), d->sha256);
-  if (!published)
-    return fall_back(published.error().code == ErrorCode::image_corrupt ? CacheFetch::corrupt : CacheFetch::error,
-                     published.error());
+  info.lock = std::move(d->info.lock);
+  auto store = store_;
+  off_loop<Result<LayerStore::Written>>(
+      [store, key, info, expect = d->sha256](const std::atomic<bool>* stop) {
+        return store->write_out(key, info, expect, stop);
+      },
+      [this, key](Result<LayerStore::Written> w) { stored_fetch(key, std::move(w)); });
+}
+
+void LayerCache::fall_back(const std::string& key, CacheFetch result, const Error& e) {
+  ++stats_.fetches[static_cast<size_t>(result)];
+  if (result != CacheFetch::miss) log_warning("layer " + key + " from the shared store: " + e.message + "; building it here");
+  build(key);
+}
+
+void LayerCache::stored_fetch(const std::string& key, Result<LayerStore::Written> w) {
+  auto it = builds_.find(key);
+  if (it == builds_.end()) return;
+  if (!w)
+    return fall_back(key, w.error().code == ErrorCode::image_corrupt ? CacheFetch::corrupt : CacheFetch::error,
+                     w.error());
+  auto bytes = store_->publish(*w).bytes;
   ++stats_.fetches[static_cast<size_t>(CacheFetch::hit)];
-  stats_.fetch_bytes += published->bytes;
-  Build b = std::move(it->second);
-  builds_.erase(it);
-  auto ms = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - b.started).count());
-  log_info("layer " + key + ": fetched from the shared store (" + std::to_string(published->bytes) + " bytes, " +
+  stats_.fetch_bytes += bytes;
+  auto ms = ms_since(it->second.started);
+  log_info("layer " + key + ": fetched from the shared store (" + std::to_string(bytes) + " bytes, " +
            std::to_string(ms) + " ms)");
-  grant_all(key, std::move(b), LayerRequest::fetched, ms);
+  grant_all(key, LayerRequest::fetched, w->image, ms);
 }
 
 void LayerCache::finish(const std::string& key, Result<std::string> lock) {
   auto it = builds_.find(key);
   if (it == builds_.end()) return;
-  Build b = std::move(it->second);
-  builds_.erase(it);
-  auto build_ms = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - b.started).count());
-  auto fail_all = [&](Error e) {
-    ++stats_.builds[1];
-    stats_.build_time[1].observe(build_ms);
-    store_->abort(key);
-    e.context("layer " + key);
-    for (auto& w : b.waiters) answer(w, Error(e), LayerRequest::failed);
-  };
-  if (!lock) return fail_all(lock.error());
-  auto entries = parse_lock(*lock);
-  if (!entries) return fail_all(entries.error());
+  auto entries = lock ? parse_lock(*lock) : Result<std::vector<std::string>>(std::move(lock).error());
+  if (!entries) return built(key, std::move(entries).error());
   LayerInfo info;
-  info.language = b.inputs.language;
-  info.packages = b.inputs.packages;
+  info.language = it->second.inputs.language;
+  info.packages = it->second.inputs.packages;
   info.lock = std::move(*entries);
-  if (auto p = store_->publish(key, std::move(info)); !p) return fail_all(p.error());
-  ++stats_.builds[0];
-  stats_.build_time[0].observe(build_ms);
-  upload(key);
-  grant_all(key, std::move(b), LayerRequest::built, build_ms);
+  auto store = store_;
+  off_loop<Result<LayerStore::Written>>(
+      [store, key, info](const std::atomic<bool>* stop) { return store->write_out(key, info, {}, stop); },
+      [this, key](Result<LayerStore::Written> w) { built(key, std::move(w)); });
 }
 
-void LayerCache::grant_all(const std::string& key, Build b, LayerRequest how, uint64_t ms) {
+void LayerCache::built(const std::string& key, Result<LayerStore::Written> w) {
+  auto it = builds_.find(key);
+  if (it == builds_.end()) return;
+  auto build_ms = ms_since(it->second.started);
+  size_t result = w ? 0 : 1;
+  ++stats_.builds[result];
+  stats_.build_time[result].observe(build_ms);
+  if (!w) {
+    Build b = std::move(it->second);
+    builds_.erase(it);
+    store_->abort(key);
+    auto e = std::move(w).error().context("layer " + key);
+    for (auto& waiter : b.waiters) answer(waiter, Error(e), LayerRequest::failed);
+    return;
+  }
+  store_->publish(*w);
+  upload(key);
+  grant_all(key, LayerRequest::built, w->image, build_ms);
+}
+
+void LayerCache::grant_all(const std::string& key, LayerRequest how, const unique_fd& image, uint64_t ms) {
+  auto it = builds_.find(key);
+  if (it == builds_.end()) return;
+  Build b = std::move(it->second);
+  builds_.erase(it);
   for (size_t i = 0; i < b.waiters.size(); ++i) {
     auto first = i == 0 ? how : LayerRequest::joined;
-    auto g = grant(key, std::string(layer_request_name(first)), ms);
-    answer(b.waiters[i], std::move(g), first);
+    answer(b.waiters[i], grant(key, image, std::string(layer_request_name(first)), ms), first);
   }
 }
 

@@ -3,6 +3,8 @@
 // that decides their contents. The host never reads inside an image: it
 // records its SHA-256 at publish, checks it on every attach, and keeps the
 // installer's resolved lock beside it (bounded text, shown by `layers`).
+// Hashing an image takes time in proportion to its size, so both happen on
+// a thread of the cache's own, never on the event loop.
 //
 // LayerStore is the directory; LayerCache adds what a request needs: one
 // build per key however many ask at once, in-use counts that eviction
@@ -10,6 +12,9 @@
 // store (LayerRemote), a fetch before a build and an upload after one.
 #pragma once
 
+#include <uv.h>
+
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -24,6 +29,7 @@
 
 #include "daemon/layer_description.h"
 #include "daemon/metrics.h"
+#include "daemon/offload.h"
 
 namespace sandbox::daemon {
 
@@ -64,17 +70,27 @@ class LayerStore {
 
   // Where a build writes its image; removed by abort or replaced by publish.
   std::string temp_path(const std::string& key) const;
-  // Records the image's hash and the description, fsyncs both, and renames
-  // them into place, description last (a layer exists once it has one).
-  // With `expect_sha256`, an image with another hash is not published:
-  // image_corrupt, and the temp file is removed.
-  Result<LayerInfo> publish(const std::string& key, LayerInfo info, const std::string& expect_sha256 = {});
-  void abort(const std::string& key);
+  // Where a published layer's image is.
+  std::string image_path(const std::string& key) const;
 
-  // A published layer's image, verified now against its recorded hash;
-  // not_found when absent, image_corrupt (and the layer removed) when the
-  // hash differs. Marks it used now.
-  Result<std::string> verify(const std::string& key);
+  // A build's or fetch's image, named and on disk, not yet in the store.
+  struct Written {
+    LayerInfo info;
+    std::string sha256;
+    unique_fd image;  // the bytes hashed, open read-only
+  };
+  // Hashes the image at temp_path(key), writes the description, fsyncs both
+  // and renames them into place, description last (a layer exists on disk
+  // once it has one). With `expect_sha256`, an image with another hash is
+  // image_corrupt. On failure no temp file is left. Touches only this key's
+  // files, which the one build of a key owns: safe on another thread while
+  // the loop uses the store. `stop` makes it give up.
+  Result<Written> write_out(const std::string& key, LayerInfo info, const std::string& expect_sha256,
+                            const std::atomic<bool>* stop = nullptr) const;
+  // The written layer joins the store (and the least used may leave it).
+  const LayerInfo& publish(const Written& w);
+  void abort(const std::string& key) const;
+
   bool has(const std::string& key) const { return layers_.count(key) != 0; }
   // The recorded SHA-256 of a published layer's image (empty: none).
   std::string sha256(const std::string& key) const;
@@ -82,9 +98,18 @@ class LayerStore {
   // an upload, which then reads the image whatever happens to the path).
   Result<std::pair<LayerDescription, unique_fd>> open(const std::string& key) const;
 
-  // Users: a layer with users is never evicted or dropped.
-  void hold(const std::string& key);
-  void release(const std::string& key);
+  // Users: a layer with users is never evicted or dropped. A hold answers
+  // the layer's generation, and only a release of that generation counts:
+  // a layer found corrupt and rebuilt while old users still ran is a new
+  // one, which their releases must not drain.
+  uint64_t hold(const std::string& key);
+  void release(const std::string& key, uint64_t generation);
+  // A check found the image as recorded: used now (the description's
+  // mtime keeps it across restarts).
+  void mark_used(const std::string& key);
+  // A check found it corrupt: removed, or only forgotten while users still
+  // have it open (they keep what they attached; new requests rebuild).
+  void forget_corrupt(const std::string& key);
 
   std::vector<LayerInfo> list() const;
   // Removes one layer (not_found; capacity when in use).
@@ -99,8 +124,8 @@ class LayerStore {
  private:
   struct Entry : LayerDescription {
     uint64_t use_seq = 0;  // LRU order: clock ticks can tie, this cannot
+    uint64_t generation = 0;
   };
-  std::string image_path(const std::string& key) const;
   std::string meta_path(const std::string& key) const;
   void remove(const std::string& key);
   Result<Entry> load(const std::string& key) const;
@@ -115,8 +140,8 @@ class LayerStore {
 // how it was obtained. Releases its hold on the layer when destroyed.
 class LayerGrant {
  public:
-  LayerGrant(std::weak_ptr<LayerStore> store, std::string key, std::string path, unique_fd image, std::string sha256,
-             std::string cache, uint64_t build_ms);
+  LayerGrant(std::weak_ptr<LayerStore> store, std::string key, uint64_t generation, std::string path, unique_fd image,
+             std::string sha256, std::string cache, uint64_t build_ms);
   ~LayerGrant();
   LayerGrant(const LayerGrant&) = delete;
   LayerGrant& operator=(const LayerGrant&) = delete;
@@ -131,7 +156,9 @@ class LayerGrant {
 
  private:
   std::weak_ptr<LayerStore> store_;
-  std::string key_, path_;
+  std::string key_;
+  uint64_t generation_;
+  std::string path_;
   unique_fd image_;
   std::string sha256_, cache_;
   uint64_t build_ms_;
@@ -166,15 +193,18 @@ class LayerCache {
   using Callback = std::function<void(Result<std::shared_ptr<LayerGrant>>)>;
 
   // With `remote`, a layer the store lacks is fetched from there before a
-  // build is tried, and every layer built here is uploaded.
-  LayerCache(std::shared_ptr<LayerStore> store, LayerBuildFn build, std::unique_ptr<LayerRemote> remote = nullptr);
+  // build is tried, and every layer built here is uploaded. Answers come on
+  // `loop`.
+  LayerCache(uv_loop_t* loop, std::shared_ptr<LayerStore> store, LayerBuildFn build,
+             std::unique_ptr<LayerRemote> remote = nullptr);
 
-  // The layer for `inputs`: at once on a hit; otherwise after the one
-  // fetch or build for its key (this request starts it, or joins one
-  // running). A fetch that fails in any way (missing, unreachable, a hash
-  // that differs) is followed by a build. A corrupt layer is removed and
-  // built again; image_corrupt only if the rebuild's image fails its check
-  // too.
+  // The layer for `inputs`, always from a later loop turn: on a hit once
+  // its image's hash has been checked, otherwise after the one fetch or
+  // build for its key; a request joins a check, fetch or build of its key
+  // already running. A fetch that fails in any way (missing, unreachable,
+  // a hash that differs) is followed by a build. A corrupt layer is
+  // removed and built again; image_corrupt only if the rebuild's image
+  // fails its check too.
   void get(const LayerKeyInputs& inputs, Callback callback);
   // The cache, builds in progress included; with `drop`/`drop_all` first.
   Result<std::vector<LayerInfo>> list(const std::string& drop, bool drop_all);
@@ -189,22 +219,44 @@ class LayerCache {
     std::chrono::steady_clock::time_point started;
     bool rebuilt = false;
   };
+  // A cached layer's image being hashed; the layer is held meanwhile.
+  struct Check {
+    LayerKeyInputs inputs;
+    std::vector<Callback> waiters;
+    std::string sha256;  // as recorded
+    uint64_t generation = 0;
+  };
+  void check(const std::string& key, const LayerKeyInputs& inputs, Callback callback);
+  void checked(const std::string& key, const unique_fd& image, Result<std::string> hash);
   void start(const std::string& key, bool after_corrupt);
   void build(const std::string& key);
   void fetched(const std::string& key, Result<LayerDescription> d);
+  void stored_fetch(const std::string& key, Result<LayerStore::Written> w);
+  // The shared store could not give the layer: counted, then built here.
+  void fall_back(const std::string& key, CacheFetch result, const Error& e);
   void finish(const std::string& key, Result<std::string> lock);
+  void built(const std::string& key, Result<LayerStore::Written> w);
   void upload(const std::string& key);
-  // The waiters get the published layer: the first as `how`, the rest joined.
-  void grant_all(const std::string& key, Build b, LayerRequest how, uint64_t ms);
-  Result<std::shared_ptr<LayerGrant>> grant(const std::string& key, std::string cache, uint64_t build_ms);
+  // The build ends: its waiters get the published layer, the first as
+  // `how`, the rest joined.
+  void grant_all(const std::string& key, LayerRequest how, const unique_fd& image, uint64_t ms);
+  Result<std::shared_ptr<LayerGrant>> grant(const std::string& key, const unique_fd& image, std::string cache,
+                                            uint64_t build_ms);
+  // `work` on the offload's thread (here, when no thread could start), then
+  // `then` with its result on the loop.
+  template <class T>
+  void off_loop(std::function<T(const std::atomic<bool>* stop)> work, std::function<void(T)> then);
   // Counts the answer, then gives it (every answer goes through here).
   void answer(const Callback& callback, Result<std::shared_ptr<LayerGrant>> g, LayerRequest how);
 
   std::shared_ptr<LayerStore> store_;
   LayerBuildFn build_;
   std::map<std::string, Build> builds_;
+  std::map<std::string, Check> checks_;
   LayerStats stats_;
-  std::unique_ptr<LayerRemote> remote_;  // last: its answers reach the rest
+  // Last, the two whose answers reach the rest.
+  std::unique_ptr<LayerRemote> remote_;
+  Offload hasher_;
 };
 
 }  // namespace sandbox::daemon

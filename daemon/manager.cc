@@ -26,7 +26,7 @@ Manager::Manager(uv_loop_t* loop, VmFactory& factory, SnapshotStore* snapshots, 
   if (options_.layer_store) {
     builder_ = std::make_unique<Builder>(loop, fleet_, [this] { return make_room(); }, options_.builder);
     layers_ = std::make_unique<LayerCache>(
-        options_.layer_store, [this](const LayerKeyInputs& in, const std::string& path, Builder::Done done) {
+        loop, options_.layer_store, [this](const LayerKeyInputs& in, const std::string& path, Builder::Done done) {
           builder_->build(in, path, std::move(done));
         },
         options_.layer_remote ? options_.layer_remote(loop) : nullptr);
@@ -47,8 +47,8 @@ void Manager::admit_with_layer(LeaseId id, Language language, const std::vector<
     return poke();
   }
   auto in = layer_inputs(language, packages);
-  // The answer may come at once (a hit) or from a later loop turn (a
-  // build); the lease may have gone meanwhile (its caller left). A build
+  // The answer comes from a later loop turn (a hit once its image is
+  // checked, or a build); the lease may have gone meanwhile (its caller left). A build
   // has its own time limit: the lease waits for a VM slot only after it.
   if (Lease* lease = find(id)) lease->pause_queue_clock();
   layers_->get(in, [this, id](Result<std::shared_ptr<LayerGrant>> grant) {

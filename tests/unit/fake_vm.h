@@ -15,6 +15,7 @@
 #include "daemon/fleet.h"
 #include "daemon/lease.h"
 #include "daemon/uv_util.h"
+#include "test_loop.h"
 
 namespace sandbox::test {
 
@@ -163,7 +164,6 @@ class FakeFactory : public daemon::VmFactory {
   daemon::Deferred later_;
 };
 
-class Loop;
 // The first VM running a job, once there is one (null after a few seconds).
 FakeVm* wait_busy(Loop& loop, const FakeFactory& factory);
 
@@ -182,37 +182,6 @@ struct Collect : daemon::Sink {
       if (!std::holds_alternative<proto::Output>(m) && !std::holds_alternative<proto::FileChunk>(m)) return true;
     return false;
   }
-};
-
-// A libuv loop for a test, run until a condition holds (false on timeout).
-class Loop {
- public:
-  Loop() { uv_loop_init(&loop_); }
-  ~Loop() {
-    for (int i = 0; i < 10 && uv_loop_alive(&loop_); ++i) uv_run(&loop_, UV_RUN_NOWAIT);
-    uv_walk(&loop_, [](uv_handle_t* h, void*) {
-      if (!uv_is_closing(h)) uv_close(h, nullptr);
-    }, nullptr);
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    uv_loop_close(&loop_);
-  }
-  uv_loop_t* get() { return &loop_; }
-  bool until(const std::function<bool()>& done, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (!done()) {
-      if (std::chrono::steady_clock::now() > end) return false;
-      uv_run(&loop_, UV_RUN_NOWAIT);
-      if (!done()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    return true;
-  }
-  // Runs what is due now, a few turns.
-  void settle() {
-    for (int i = 0; i < 20; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
-  }
-
- private:
-  uv_loop_t loop_;
 };
 
 inline FakeVm* wait_busy(Loop& loop, const FakeFactory& factory) {

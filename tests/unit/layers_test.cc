@@ -12,9 +12,11 @@
 
 #include "daemon/layers.h"
 #include "temp_dir.h"
+#include "test_loop.h"
 
 using namespace sandbox;
 using namespace sandbox::daemon;
+using sandbox::test::Loop;
 using sandbox::test::TempDir;
 namespace fs = std::filesystem;
 
@@ -55,6 +57,41 @@ struct FakeBuilder {
     auto p = std::exchange(pending, {});
     for (auto& f : p) f();
   }
+};
+
+// One byte of a file changed in place.
+void overwrite(const std::string& path, std::streamoff at, char c) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(at);
+  f.put(c);
+}
+
+// A cache over a directory of its own, its fake builder and its loop.
+struct Cache {
+  TempDir d;
+  std::shared_ptr<LayerStore> store;
+  FakeBuilder b;
+  Loop loop;  // before the cache: its thread's handle closes on this loop
+  LayerCache cache;
+  explicit Cache(uint64_t max_bytes = 1 << 20)
+      : store(std::make_shared<LayerStore>(d.path, max_bytes)), cache(loop.get(), store, b.fn()) {}
+  // The layer for `packages`, built now.
+  std::shared_ptr<LayerGrant> build(std::vector<std::string> packages) {
+    std::shared_ptr<LayerGrant> grant;
+    cache.get(inputs(std::move(packages)), [&](Result<std::shared_ptr<LayerGrant>> g) {
+      REQUIRE_MESSAGE(g.ok(), g.error().message);
+      grant = g.value();
+    });
+    b.finish_all();
+    REQUIRE(loop.drain());
+    REQUIRE(grant);
+    return grant;
+  }
+};
+
+// Room for two layers of about 400 bytes.
+struct SmallCache : Cache {
+  SmallCache() : Cache(900) { b.bytes = 400; }
 };
 
 std::vector<std::string> dir_entries(const std::string& dir) {
@@ -104,12 +141,8 @@ TEST_CASE("the builder's lock is bounded and printable") {
   CHECK(parse_lock(many).error().code == ErrorCode::package_install_failed);
 }
 
-TEST_CASE("first request builds, a second hits, two at once join one build") {
-  TempDir d;
-  auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
+TEST_CASE_FIXTURE(Cache, "first request builds, a second hits, two at once join one build") {
   store->recover();
-  FakeBuilder b;
-  LayerCache cache(store, b.fn());
 
   std::vector<std::string> seen;
   std::vector<std::shared_ptr<LayerGrant>> grants;
@@ -126,11 +159,14 @@ TEST_CASE("first request builds, a second hits, two at once join one build") {
   CHECK(listed[0].building);
   CHECK(listed[0].users == 2);
   b.finish_all();
+  REQUIRE(loop.drain());
   CHECK(seen == std::vector<std::string>{"built", "joined"});
   CHECK(grants[0]->path() == grants[1]->path());
   CHECK(grants[0]->use().key == layer_key(inputs({"a==1"})));
 
   cache.get(inputs({"a==1"}), collect);
+  CHECK(seen.size() == 2);  // a hit too is answered once its hash is checked
+  REQUIRE(loop.drain());
   CHECK(b.builds == 1);
   CHECK(seen.back() == "hit");
   CHECK(grants.back()->use().build_ms == 0);
@@ -148,12 +184,8 @@ TEST_CASE("first request builds, a second hits, two at once join one build") {
   CHECK(dir_entries(d.path) == std::vector<std::string>{key + ".erofs", key + ".layer"});
 }
 
-TEST_CASE("a failed build leaves no layer and no temp file, and the next request retries") {
-  TempDir d;
-  auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
-  FakeBuilder b;
+TEST_CASE_FIXTURE(Cache, "a failed build leaves no layer and no temp file, and the next request retries") {
   b.fail = Error::make(ErrorCode::package_install_failed, "ERROR: No matching distribution found for nope==1");
-  LayerCache cache(store, b.fn());
   int failures = 0;
   for (int i = 0; i < 2; ++i)
     cache.get(inputs({"nope==1"}), [&](Result<std::shared_ptr<LayerGrant>> g) {
@@ -165,6 +197,7 @@ TEST_CASE("a failed build leaves no layer and no temp file, and the next request
   // A build that wrote part of its image before failing.
   std::ofstream(store->temp_path(layer_key(inputs({"nope==1"})))) << "partial";
   b.finish_all();
+  REQUIRE(loop.drain());
   CHECK(failures == 2);
   CHECK(dir_entries(d.path).empty());
   CHECK(cache.list("", false).value().empty());
@@ -173,38 +206,28 @@ TEST_CASE("a failed build leaves no layer and no temp file, and the next request
   cache.get(inputs({"nope==1"}), [&](auto g) { built = g.ok() && g.value()->use().cache == "built"; });
   CHECK(b.builds == 2);
   b.finish_all();
+  REQUIRE(loop.drain());
   CHECK(built);
 }
 
-TEST_CASE("a corrupted layer is found on attach and rebuilt; at start-up it is removed") {
-  TempDir d;
-  auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
-  FakeBuilder b;
-  LayerCache cache(store, b.fn());
-  cache.get(inputs({"a==1"}), [](auto g) { REQUIRE(g.ok()); });
-  b.finish_all();
+TEST_CASE_FIXTURE(Cache, "a corrupted layer is found on attach and rebuilt; at start-up it is removed") {
+  build({"a==1"});
   auto key = layer_key(inputs({"a==1"}));
   // One byte changes in the image.
-  {
-    std::fstream f(d.path + "/" + key + ".erofs", std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(10);
-    f.put('X');
-  }
+  overwrite(d.path + "/" + key + ".erofs", 10, 'X');
   std::string how;
   cache.get(inputs({"a==1"}), [&](auto g) {
     REQUIRE(g.ok());
     how = g.value()->use().cache;
   });
+  REQUIRE(loop.drain());
   CHECK(b.builds == 2);  // not served: rebuilt
   b.finish_all();
+  REQUIRE(loop.drain());
   CHECK(how == "built");
 
   // Corrupt again, then restart: recovery removes it before anyone asks.
-  {
-    std::fstream f(d.path + "/" + key + ".erofs", std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(3);
-    f.put('Y');
-  }
+  overwrite(d.path + "/" + key + ".erofs", 3, 'Y');
   std::ofstream(d.path + "/junk.erofs.tmp") << "left by a crash";
   std::ofstream(d.path + "/orphan.erofs") << "no description";
   auto fresh = std::make_shared<LayerStore>(d.path, 1 << 20);
@@ -219,9 +242,11 @@ TEST_CASE("a layer survives a restart with its lock and last use") {
   {
     auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
     FakeBuilder b;
-    LayerCache cache(store, b.fn());
+    Loop loop;
+    LayerCache cache(loop.get(), store, b.fn());
     cache.get(inputs({"a==1"}), [](auto g) { REQUIRE(g.ok()); });
     b.finish_all();
+    REQUIRE(loop.drain());
   }
   auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
   CHECK(store->recover().empty());
@@ -230,27 +255,19 @@ TEST_CASE("a layer survives a restart with its lock and last use") {
   CHECK(list[0].lock.size() == 2);
   CHECK(list[0].last_used_unix_ms > 0);
   FakeBuilder b;
-  LayerCache cache(store, b.fn());
+  Loop loop;
+  LayerCache cache(loop.get(), store, b.fn());
   std::string how;
   cache.get(inputs({"a==1"}), [&](auto g) { how = g.ok() ? g.value()->use().cache : g.error().message; });
+  REQUIRE(loop.drain());
   CHECK(how == "hit");
   CHECK(b.builds == 0);
 }
 
-TEST_CASE("eviction goes by last use and never removes a layer in use") {
-  TempDir d;
-  FakeBuilder b;
-  b.bytes = 400;
-  // Room for two layers of ~400 bytes.
-  auto store = std::make_shared<LayerStore>(d.path, 900);
-  LayerCache cache(store, b.fn());
-  std::shared_ptr<LayerGrant> held;
-  cache.get(inputs({"held==1"}), [&](auto g) { held = g.value(); });
-  b.finish_all();
-  cache.get(inputs({"b==1"}), [](auto) {});
-  b.finish_all();
-  cache.get(inputs({"c==1"}), [](auto) {});
-  b.finish_all();
+TEST_CASE_FIXTURE(SmallCache, "eviction goes by last use and never removes a layer in use") {
+  auto held = build({"held==1"});
+  build({"b==1"});
+  build({"c==1"});
   // "held" is the oldest but in use: "b" went instead.
   auto keys = [&] {
     std::vector<std::string> out;
@@ -262,21 +279,17 @@ TEST_CASE("eviction goes by last use and never removes a layer in use") {
   CHECK(fs::exists(held->path()));
   // Released, it is the least recently used the next time room is needed.
   held.reset();
-  cache.get(inputs({"d==1"}), [](auto) {});
-  b.finish_all();
+  build({"d==1"});
   CHECK(keys() == std::vector<std::string>{"c==1", "d==1"});
 }
 
-TEST_CASE("drop: one key, or every layer not in use; never one in use") {
-  TempDir d;
-  auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
-  FakeBuilder b;
-  LayerCache cache(store, b.fn());
+TEST_CASE_FIXTURE(Cache, "drop: one key, or every layer not in use; never one in use") {
   std::shared_ptr<LayerGrant> held;
   cache.get(inputs({"a==1"}), [&](auto g) { held = g.value(); });
   cache.get(inputs({"b==1"}), [](auto) {});
   cache.get(inputs({"c==1"}), [](auto) {});
   b.finish_all();
+  REQUIRE(loop.drain());
   auto held_key = layer_key(inputs({"a==1"}));
   auto r = cache.list(held_key, false);
   REQUIRE_FALSE(r.ok());
@@ -289,11 +302,7 @@ TEST_CASE("drop: one key, or every layer not in use; never one in use") {
   CHECK(left[0].key == held_key);
 }
 
-TEST_CASE("stats: each answer counted once by how it came, builds by result, the cache's size now") {
-  TempDir d;
-  auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
-  FakeBuilder b;
-  LayerCache cache(store, b.fn());
+TEST_CASE_FIXTURE(Cache, "stats: each answer counted once by how it came, builds by result, the cache's size now") {
   auto requests = [&](LayerRequest r) { return cache.stats().requests[static_cast<size_t>(r)]; };
   std::vector<std::shared_ptr<LayerGrant>> grants;
   auto keep = [&](Result<std::shared_ptr<LayerGrant>> g) {
@@ -306,7 +315,9 @@ TEST_CASE("stats: each answer counted once by how it came, builds by result, the
   CHECK(cache.stats().building == 1);
   CHECK(requests(LayerRequest::built) == 0);  // counted when answered
   b.finish_all();
+  REQUIRE(loop.drain());
   cache.get(inputs({"a==1"}), keep);
+  REQUIRE(loop.drain());
   auto s = cache.stats();
   CHECK(s.requests[static_cast<size_t>(LayerRequest::built)] == 1);
   CHECK(s.requests[static_cast<size_t>(LayerRequest::joined)] == 2);
@@ -325,6 +336,7 @@ TEST_CASE("stats: each answer counted once by how it came, builds by result, the
   cache.get(inputs({"nope==1"}), keep);
   cache.get(inputs({"nope==1"}), keep);
   b.finish_all();
+  REQUIRE(loop.drain());
   s = cache.stats();
   CHECK(s.requests[static_cast<size_t>(LayerRequest::failed)] == 2);
   CHECK(s.requests[static_cast<size_t>(LayerRequest::built)] == 1);
@@ -337,13 +349,11 @@ TEST_CASE("stats: each answer counted once by how it came, builds by result, the
   // counted once, as "built", not as a hit.
   b.fail.reset();
   grants.clear();
-  {
-    std::fstream f(d.path + "/" + layer_key(inputs({"a==1"})) + ".erofs", std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(10);
-    f.put('X');
-  }
+  overwrite(d.path + "/" + layer_key(inputs({"a==1"})) + ".erofs", 10, 'X');
   cache.get(inputs({"a==1"}), keep);
+  REQUIRE(loop.drain());  // the check finds it corrupt and starts a build
   b.finish_all();
+  REQUIRE(loop.drain());
   s = cache.stats();
   CHECK(s.requests[static_cast<size_t>(LayerRequest::hit)] == 1);
   CHECK(s.requests[static_cast<size_t>(LayerRequest::built)] == 2);
@@ -351,4 +361,52 @@ TEST_CASE("stats: each answer counted once by how it came, builds by result, the
   uint64_t total = 0;
   for (auto n : s.requests) total += n;
   CHECK(total == 7);  // every get answered once
+}
+
+TEST_CASE_FIXTURE(Cache, "a hit is checked off the loop: later requests join the check, and the layer is held while it runs") {
+  build({"a==1"});
+  auto key = layer_key(inputs({"a==1"}));
+
+  std::vector<std::shared_ptr<LayerGrant>> grants;
+  std::vector<std::string> seen;
+  for (int i = 0; i < 2; ++i)
+    cache.get(inputs({"a==1"}), [&](Result<std::shared_ptr<LayerGrant>> g) {
+      REQUIRE(g.ok());
+      seen.push_back(g.value()->use().cache);
+      grants.push_back(g.value());
+    });
+  CHECK(seen.empty());  // not on the caller's turn: the hash is taken off the loop
+  // One check for both, holding the layer: neither dropped nor evicted meanwhile.
+  REQUIRE(store->list().size() == 1);
+  CHECK(store->list()[0].users == 1);
+  CHECK(cache.list(key, false).error().code == ErrorCode::capacity);
+  CHECK(cache.list("", true).value().size() == 1);
+  REQUIRE(loop.drain());
+  CHECK(seen == std::vector<std::string>{"hit", "hit"});
+  CHECK(store->list()[0].users == 2);  // the check's hold is gone, the grants' remain
+  // Each grant has the image open on its own descriptor.
+  CHECK(grants[0]->fd() != grants[1]->fd());
+  grants.clear();
+  CHECK(store->list()[0].users == 0);
+  CHECK(b.builds == 1);
+}
+
+TEST_CASE_FIXTURE(Cache, "a layer found corrupt while in use is rebuilt; its old users' releases do not count against the new one") {
+  auto old_user = build({"a==1"});
+  std::shared_ptr<LayerGrant> new_user;
+  auto key = layer_key(inputs({"a==1"}));
+  overwrite(d.path + "/" + key + ".erofs", 10, 'X');
+  cache.get(inputs({"a==1"}), [&](auto g) { new_user = g.value(); });
+  REQUIRE(loop.drain());
+  CHECK(b.builds == 2);
+  b.finish_all();
+  REQUIRE(loop.drain());
+  REQUIRE(new_user);
+  CHECK(new_user->use().cache == "built");
+  CHECK(store->list().at(0).users == 1);
+  old_user.reset();
+  CHECK(store->list().at(0).users == 1);
+  CHECK(cache.list(key, false).error().code == ErrorCode::capacity);
+  new_user.reset();
+  CHECK(store->list().at(0).users == 0);
 }
