@@ -48,7 +48,7 @@ Result<std::string> sha256_fd(int fd, const std::atomic<bool>* stop) {
     if (stop && *stop) return Error::make(ErrorCode::internal, "stopped");
     ssize_t n = ::pread(fd, buf.data(), buf.size(), at);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Error::sys("read", "");
+    if (n < 0) return Error::sys("read");
     if (n == 0) break;
     EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
     at += n;

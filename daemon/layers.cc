@@ -181,6 +181,7 @@ Result<LayerStore::Written> LayerStore::write_out(const std::string& key, LayerI
   auto tmp = temp_path(key);
   auto meta_tmp = meta_path(key) + std::string(kTempSuffix);
   Written w;
+  bool renamed = false;
   auto steps = [&]() -> Result<void> {
     w.image.reset(::open(tmp.c_str(), O_RDONLY | O_CLOEXEC));
     if (!w.image) return Error::sys("open", tmp);
@@ -199,6 +200,7 @@ Result<LayerStore::Written> LayerStore::write_out(const std::string& key, LayerI
     if (::fsync(w.image.get()) != 0) return Error::sys("fsync", tmp);
     if (auto r = write_synced(meta_tmp, format_layer_description({info, *hash})); !r) return r.error();
     if (::rename(tmp.c_str(), image_path(key).c_str()) != 0) return Error::sys("rename", tmp);
+    renamed = true;
     if (::rename(meta_tmp.c_str(), meta_path(key).c_str()) != 0) return Error::sys("rename", meta_tmp);
     if (auto r = fsync_path(dir_); !r) return r.error();
     w.info = std::move(info);
@@ -207,19 +209,22 @@ Result<LayerStore::Written> LayerStore::write_out(const std::string& key, LayerI
   };
   if (auto r = steps(); !r) {
     abort(key);
+    if (renamed) {  // a layer outside the store would escape its size limit
+      std::error_code ec;
+      fs::remove(meta_path(key), ec);
+      fs::remove(image_path(key), ec);
+    }
     return std::move(r).error().context("publishing layer " + key);
   }
   return w;
 }
 
-const LayerInfo& LayerStore::publish(const Written& w) {
+void LayerStore::publish(const Written& w) {
   Entry e;
   e.info = w.info;
   e.sha256 = w.sha256;
   e.use_seq = e.generation = next_seq_++;
-  auto& in_store = layers_[w.info.key] = std::move(e);
-  evict();
-  return in_store.info;
+  layers_[w.info.key] = std::move(e);
 }
 
 void LayerStore::abort(const std::string& key) const {
@@ -338,7 +343,13 @@ LayerGrant::~LayerGrant() {
 
 LayerCache::LayerCache(uv_loop_t* loop, std::shared_ptr<LayerStore> store, LayerBuildFn build,
                        std::unique_ptr<LayerRemote> remote)
-    : store_(std::move(store)), build_(std::move(build)), remote_(std::move(remote)), hasher_(loop, 1) {}
+    : store_(std::move(store)), build_(std::move(build)), remote_(std::move(remote)), hasher_(loop, 2) {}
+
+LayerCache::~LayerCache() {
+  // On the loop: no answer of the hasher's can run meanwhile, and it drops
+  // them when it goes, right after this.
+  for (const auto& [key, c] : checks_) store_->release(key, c.generation);
+}
 
 template <class T>
 void LayerCache::off_loop(std::function<T(const std::atomic<bool>* stop)> work, std::function<void(T)> then) {
@@ -349,15 +360,16 @@ void LayerCache::off_loop(std::function<T(const std::atomic<bool>* stop)> work, 
   if (!posted) then(work(nullptr));
 }
 
-Result<std::shared_ptr<LayerGrant>> LayerCache::grant(const std::string& key, const unique_fd& image, std::string cache,
+Result<std::shared_ptr<LayerGrant>> LayerCache::grant(const std::string& key, const unique_fd& image,
+                                                       const std::string& sha256, std::string cache,
                                                        uint64_t build_ms) {
   // Each grant has the checked image open: a later rebuild under the same
   // path never reaches its VMs.
   unique_fd own(::fcntl(image.get(), F_DUPFD_CLOEXEC, 0));
-  if (!own) return Error::sys("dup", "layer " + key);
+  if (!own) return Error::sys("dup").context("layer " + key);
   auto generation = store_->hold(key);
-  return std::make_shared<LayerGrant>(store_, key, generation, store_->image_path(key), std::move(own),
-                                      store_->sha256(key), std::move(cache), build_ms);
+  return std::make_shared<LayerGrant>(store_, key, generation, store_->image_path(key), std::move(own), sha256,
+                                      std::move(cache), build_ms);
 }
 
 void LayerCache::get(const LayerKeyInputs& inputs, Callback callback) {
@@ -374,12 +386,17 @@ void LayerCache::get(const LayerKeyInputs& inputs, Callback callback) {
   auto& b = builds_[key];
   b.inputs = inputs;
   b.waiters.push_back(std::move(callback));
-  start(key, false);
+  start(key);
 }
 
 void LayerCache::check(const std::string& key, const LayerKeyInputs& inputs, Callback callback) {
   auto layer = store_->open(key);
-  if (!layer) return answer(callback, std::move(layer).error().context("layer " + key), LayerRequest::failed);
+  if (!layer) {
+    Check c;
+    c.inputs = inputs;
+    c.waiters.push_back(std::move(callback));
+    return rebuild(key, std::move(c), layer.error());
+  }
   auto& c = checks_[key];
   c.inputs = inputs;
   c.waiters.push_back(std::move(callback));
@@ -395,26 +412,32 @@ void LayerCache::checked(const std::string& key, const unique_fd& image, Result<
   if (it == checks_.end()) return;
   Check c = std::move(it->second);
   checks_.erase(it);
-  if (hash && *hash == c.sha256) {
-    store_->mark_used(key);
-    for (auto& w : c.waiters) answer(w, grant(key, image, "hit", 0), LayerRequest::hit);
+  if (!hash || *hash != c.sha256) {
     store_->release(key, c.generation);
-    return;
+    return rebuild(key, std::move(c),
+                   hash ? Error::make(ErrorCode::image_corrupt, "image hash differs from the recorded one") : hash.error());
   }
+  store_->mark_used(key);
+  // Every grant holds the layer before the check lets go of it, and before
+  // any answer runs (an answer may drop its grant at once).
+  std::vector<Result<std::shared_ptr<LayerGrant>>> grants;
+  for (size_t i = 0; i < c.waiters.size(); ++i) grants.push_back(grant(key, image, c.sha256, "hit", 0));
   store_->release(key, c.generation);
-  log_warning("layer " + key + ": " + (hash ? "image hash differs from the recorded one" : hash.error().message) +
-              "; removed, building it again");
+  for (size_t i = 0; i < c.waiters.size(); ++i) answer(c.waiters[i], std::move(grants[i]), LayerRequest::hit);
+}
+
+void LayerCache::rebuild(const std::string& key, Check c, const Error& why) {
+  log_warning("layer " + key + ": " + why.message + "; removed, building it again");
   store_->forget_corrupt(key);
   auto& b = builds_[key];
   b.inputs = std::move(c.inputs);
   b.waiters = std::move(c.waiters);
-  start(key, true);
+  start(key);
 }
 
-void LayerCache::start(const std::string& key, bool after_corrupt) {
+void LayerCache::start(const std::string& key) {
   auto& b = builds_[key];
   b.started = std::chrono::steady_clock::now();
-  b.rebuilt = after_corrupt;
   store_->abort(key);  // whatever an earlier failure left
   if (!remote_) return build(key);
   remote_->fetch(key, store_->temp_path(key), [this, key](Result<LayerDescription> d) { fetched(key, std::move(d)); });
@@ -460,13 +483,14 @@ void LayerCache::stored_fetch(const std::string& key, Result<LayerStore::Written
   if (!w)
     return fall_back(key, w.error().code == ErrorCode::image_corrupt ? CacheFetch::corrupt : CacheFetch::error,
                      w.error());
-  auto bytes = store_->publish(*w).bytes;
+  store_->publish(*w);
+  auto bytes = w->info.bytes;
   ++stats_.fetches[static_cast<size_t>(CacheFetch::hit)];
   stats_.fetch_bytes += bytes;
   auto ms = ms_since(it->second.started);
   log_info("layer " + key + ": fetched from the shared store (" + std::to_string(bytes) + " bytes, " +
            std::to_string(ms) + " ms)");
-  grant_all(key, LayerRequest::fetched, w->image, ms);
+  grant_all(key, LayerRequest::fetched, *w, ms);
 }
 
 void LayerCache::finish(const std::string& key, Result<std::string> lock) {
@@ -501,18 +525,21 @@ void LayerCache::built(const std::string& key, Result<LayerStore::Written> w) {
   }
   store_->publish(*w);
   upload(key);
-  grant_all(key, LayerRequest::built, w->image, build_ms);
+  grant_all(key, LayerRequest::built, *w, build_ms);
 }
 
-void LayerCache::grant_all(const std::string& key, LayerRequest how, const unique_fd& image, uint64_t ms) {
+void LayerCache::grant_all(const std::string& key, LayerRequest how, const LayerStore::Written& w, uint64_t ms) {
   auto it = builds_.find(key);
   if (it == builds_.end()) return;
   Build b = std::move(it->second);
   builds_.erase(it);
-  for (size_t i = 0; i < b.waiters.size(); ++i) {
-    auto first = i == 0 ? how : LayerRequest::joined;
-    answer(b.waiters[i], grant(key, image, std::string(layer_request_name(first)), ms), first);
-  }
+  auto how_of = [&](size_t i) { return i == 0 ? how : LayerRequest::joined; };
+  std::vector<Result<std::shared_ptr<LayerGrant>>> grants;
+  for (size_t i = 0; i < b.waiters.size(); ++i)
+    grants.push_back(grant(key, w.image, w.sha256, std::string(layer_request_name(how_of(i))), ms));
+  // Only once its users hold it: the new layer could have been the one to go.
+  store_->evict();
+  for (size_t i = 0; i < b.waiters.size(); ++i) answer(b.waiters[i], std::move(grants[i]), how_of(i));
 }
 
 void LayerCache::upload(const std::string& key) {

@@ -82,13 +82,14 @@ class LayerStore {
   // Hashes the image at temp_path(key), writes the description, fsyncs both
   // and renames them into place, description last (a layer exists on disk
   // once it has one). With `expect_sha256`, an image with another hash is
-  // image_corrupt. On failure no temp file is left. Touches only this key's
-  // files, which the one build of a key owns: safe on another thread while
-  // the loop uses the store. `stop` makes it give up.
+  // image_corrupt. On failure none of the key's files is left. Touches only
+  // this key's files, which the one build of a key owns: safe on another
+  // thread while the loop uses the store. `stop` makes it give up.
   Result<Written> write_out(const std::string& key, LayerInfo info, const std::string& expect_sha256,
                             const std::atomic<bool>* stop = nullptr) const;
-  // The written layer joins the store (and the least used may leave it).
-  const LayerInfo& publish(const Written& w);
+  // The written layer joins the store, unused: evict() once its first
+  // users hold it, or it could be the one to go.
+  void publish(const Written& w);
   void abort(const std::string& key) const;
 
   bool has(const std::string& key) const { return layers_.count(key) != 0; }
@@ -197,14 +198,16 @@ class LayerCache {
   // `loop`.
   LayerCache(uv_loop_t* loop, std::shared_ptr<LayerStore> store, LayerBuildFn build,
              std::unique_ptr<LayerRemote> remote = nullptr);
+  // Checks in flight give their holds back; their requests get no answer.
+  ~LayerCache();
 
-  // The layer for `inputs`, always from a later loop turn: on a hit once
-  // its image's hash has been checked, otherwise after the one fetch or
-  // build for its key; a request joins a check, fetch or build of its key
-  // already running. A fetch that fails in any way (missing, unreachable,
-  // a hash that differs) is followed by a build. A corrupt layer is
-  // removed and built again; image_corrupt only if the rebuild's image
-  // fails its check too.
+  // The layer for `inputs`, from a later loop turn (unless no thread could
+  // start): on a hit once its image's hash has been checked, otherwise
+  // after the one fetch or build for its key; a request joins a check,
+  // fetch or build of its key already running. A fetch that fails in any
+  // way (missing, unreachable, a hash that differs) is followed by a build,
+  // and so is a cached layer whose image is gone or differs from its hash
+  // (it is removed first).
   void get(const LayerKeyInputs& inputs, Callback callback);
   // The cache, builds in progress included; with `drop`/`drop_all` first.
   Result<std::vector<LayerInfo>> list(const std::string& drop, bool drop_all);
@@ -217,7 +220,6 @@ class LayerCache {
     LayerKeyInputs inputs;
     std::vector<Callback> waiters;  // the first started it
     std::chrono::steady_clock::time_point started;
-    bool rebuilt = false;
   };
   // A cached layer's image being hashed; the layer is held meanwhile.
   struct Check {
@@ -228,7 +230,9 @@ class LayerCache {
   };
   void check(const std::string& key, const LayerKeyInputs& inputs, Callback callback);
   void checked(const std::string& key, const unique_fd& image, Result<std::string> hash);
-  void start(const std::string& key, bool after_corrupt);
+  // The cached layer is unusable (`why`): removed, and built for `c`'s requests.
+  void rebuild(const std::string& key, Check c, const Error& why);
+  void start(const std::string& key);
   void build(const std::string& key);
   void fetched(const std::string& key, Result<LayerDescription> d);
   void stored_fetch(const std::string& key, Result<LayerStore::Written> w);
@@ -239,9 +243,9 @@ class LayerCache {
   void upload(const std::string& key);
   // The build ends: its waiters get the published layer, the first as
   // `how`, the rest joined.
-  void grant_all(const std::string& key, LayerRequest how, const unique_fd& image, uint64_t ms);
-  Result<std::shared_ptr<LayerGrant>> grant(const std::string& key, const unique_fd& image, std::string cache,
-                                            uint64_t build_ms);
+  void grant_all(const std::string& key, LayerRequest how, const LayerStore::Written& w, uint64_t ms);
+  Result<std::shared_ptr<LayerGrant>> grant(const std::string& key, const unique_fd& image, const std::string& sha256,
+                                            std::string cache, uint64_t build_ms);
   // `work` on the offload's thread (here, when no thread could start), then
   // `then` with its result on the loop.
   template <class T>
@@ -254,7 +258,8 @@ class LayerCache {
   std::map<std::string, Build> builds_;
   std::map<std::string, Check> checks_;
   LayerStats stats_;
-  // Last, the two whose answers reach the rest.
+  // Last, the two whose answers reach the rest. Two threads: a check need
+  // not wait behind another key's write-out (its fsync can take seconds).
   std::unique_ptr<LayerRemote> remote_;
   Offload hasher_;
 };

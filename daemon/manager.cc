@@ -48,8 +48,9 @@ void Manager::admit_with_layer(LeaseId id, Language language, const std::vector<
   }
   auto in = layer_inputs(language, packages);
   // The answer comes from a later loop turn (a hit once its image is
-  // checked, or a build); the lease may have gone meanwhile (its caller left). A build
-  // has its own time limit: the lease waits for a VM slot only after it.
+  // checked, or a build); the lease may have gone meanwhile (its caller
+  // left). A build has its own time limit: the lease waits for a VM slot
+  // only after it.
   if (Lease* lease = find(id)) lease->pause_queue_clock();
   layers_->get(in, [this, id](Result<std::shared_ptr<LayerGrant>> grant) {
     Lease* lease = find(id);

@@ -1,5 +1,7 @@
 #include "daemon/offload.h"
 
+#include <system_error>
+
 namespace sandbox::daemon {
 
 Offload::Offload(uv_loop_t* loop, size_t threads) {
@@ -26,7 +28,11 @@ Offload::~Offload() {
 bool Offload::post(Job job) {
   // Started at first use, not construction: capabilities are per thread,
   // and the daemon drops its own after the core is built.
-  while (threads_.size() < threads_wanted_) threads_.emplace_back([this] { work(); });
+  try {
+    while (threads_.size() < threads_wanted_) threads_.emplace_back([this] { work(); });
+  } catch (const std::system_error&) {
+    threads_wanted_ = threads_.size();  // what started serves; none: the caller does the job itself
+  }
   if (threads_.empty()) return false;
   if (pending_++ == 0) uv_ref(reinterpret_cast<uv_handle_t*>(async_.get()));
   {

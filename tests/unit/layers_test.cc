@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -92,6 +93,11 @@ struct Cache {
 // Room for two layers of about 400 bytes.
 struct SmallCache : Cache {
   SmallCache() : Cache(900) { b.bytes = 400; }
+};
+
+// No room for even one.
+struct TinyCache : Cache {
+  TinyCache() : Cache(300) { b.bytes = 400; }
 };
 
 std::vector<std::string> dir_entries(const std::string& dir) {
@@ -384,7 +390,13 @@ TEST_CASE_FIXTURE(Cache, "a hit is checked off the loop: later requests join the
   REQUIRE(loop.drain());
   CHECK(seen == std::vector<std::string>{"hit", "hit"});
   CHECK(store->list()[0].users == 2);  // the check's hold is gone, the grants' remain
-  // Each grant has the image open on its own descriptor.
+  // Each grant has the checked image open on a descriptor of its own.
+  struct stat image {}, a {}, b2 {};
+  REQUIRE(::stat(grants[0]->path().c_str(), &image) == 0);
+  REQUIRE(::fstat(grants[0]->fd(), &a) == 0);
+  REQUIRE(::fstat(grants[1]->fd(), &b2) == 0);
+  CHECK(a.st_ino == image.st_ino);
+  CHECK(b2.st_ino == image.st_ino);
   CHECK(grants[0]->fd() != grants[1]->fd());
   grants.clear();
   CHECK(store->list()[0].users == 0);
@@ -408,5 +420,48 @@ TEST_CASE_FIXTURE(Cache, "a layer found corrupt while in use is rebuilt; its old
   CHECK(store->list().at(0).users == 1);
   CHECK(cache.list(key, false).error().code == ErrorCode::capacity);
   new_user.reset();
+  CHECK(store->list().at(0).users == 0);
+}
+
+TEST_CASE_FIXTURE(TinyCache, "a new layer over the cache's limit is granted, then goes when its last user leaves") {
+  auto grant = build({"big==1"});
+  auto key = layer_key(inputs({"big==1"}));
+  auto recorded = store->sha256(key);
+  REQUIRE(recorded.size() == 64);  // published, not evicted before its user held it
+  CHECK(grant->identity() == key + ":" + recorded);
+  CHECK(store->list().at(0).users == 1);
+  grant.reset();
+  CHECK(store->list().empty());
+  CHECK(dir_entries(d.path).empty());
+}
+
+TEST_CASE_FIXTURE(Cache, "a cached layer whose image is gone is built again") {
+  build({"a==1"});
+  auto key = layer_key(inputs({"a==1"}));
+  fs::remove(d.path + "/" + key + ".erofs");
+  std::string how;
+  cache.get(inputs({"a==1"}), [&](auto g) { how = g.ok() ? g.value()->use().cache : g.error().message; });
+  CHECK(b.builds == 2);
+  b.finish_all();
+  REQUIRE(loop.drain());
+  CHECK(how == "built");
+  CHECK(fs::exists(d.path + "/" + key + ".erofs"));
+}
+
+TEST_CASE("a cache destroyed with a check in flight gives the layer's hold back") {
+  TempDir d;
+  auto store = std::make_shared<LayerStore>(d.path, 1 << 20);
+  FakeBuilder b;
+  Loop loop;
+  auto cache = std::make_unique<LayerCache>(loop.get(), store, b.fn());
+  cache->get(inputs({"a==1"}), [](auto g) { REQUIRE(g.ok()); });
+  b.finish_all();
+  REQUIRE(loop.drain());
+  bool answered = false;
+  cache->get(inputs({"a==1"}), [&](auto) { answered = true; });
+  CHECK(store->list().at(0).users == 1);
+  cache.reset();
+  loop.settle();
+  CHECK_FALSE(answered);
   CHECK(store->list().at(0).users == 0);
 }
