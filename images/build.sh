@@ -25,6 +25,9 @@
 # Every expensive step is cached under --cache by a key over its inputs
 # (package versions, Debian's package lists, this script, the agent
 # binary), so a second run with the same inputs only re-checks the keys.
+# Entries other keys replaced are removed at the end unless an image
+# directory still has them (hard links), and builds sharing a cache take
+# turns.
 #
 # usage: images/build.sh --agent PATH --out DIR [--cache DIR] [--kernel sandbox|debian]
 set -euo pipefail
@@ -39,7 +42,7 @@ while [[ $# -gt 0 ]]; do
         --out) OUT="$2"; shift 2 ;;
         --cache) CACHE="$2"; shift 2 ;;
         --kernel) KERNEL="$2"; shift 2 ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
@@ -89,6 +92,10 @@ BUILDER_RECIPE_VERSION=3
 SCRIPT_HASH=$(sha256sum "$0" | cut -c1-16)
 mkdir -p "$CACHE" "$OUT"
 log() { echo "images: $*" >&2; }
+# One build at a time per cache: the pruning at the end must not remove
+# what another build has just made and not yet linked.
+exec 9>"$CACHE/.lock"
+flock -n 9 || { log "waiting for another build using $CACHE"; flock 9; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 # Every Python module in the tree at $1 gets a bytecode file that Python
@@ -425,3 +432,32 @@ if [[ "$(cat "$OUT/.keys" 2>/dev/null || true)" != "$keys" || ! -f "$OUT/manifes
 else
     log "images up to date in $OUT"
 fi
+
+# ---------------------------------------------------------------- cache
+# A security update gives a new root and builder (650 MB together), a
+# changed agent a new initramfs: what the keys above no longer name goes,
+# unless an image directory still has it hard-linked (another checkout, an
+# older set kept on purpose). What a killed build left goes too: under the
+# lock, no build is running.
+current=" $(basename "$KDIR") $(basename "$ROOTFS" .erofs) $(basename "$BUILDER" .erofs) $(basename "$INITRD" .cpio) "
+linked() { [[ -f "$1" && $(stat -c %h "$1") -gt 1 ]]; }
+pruned=0
+for e in "$CACHE"/kernel-* "$CACHE"/rootfs-*.erofs "$CACHE"/builder-*.erofs "$CACHE"/initramfs-*.cpio; do
+    [[ -e "$e" ]] || continue
+    name=$(basename "$e"); name=${name%.erofs}; name=${name%.cpio}
+    [[ "$current" == *" $name "* ]] && continue
+    if [[ -d "$e" ]]; then linked "$e/vmlinux" && continue; else linked "$e" && continue; fi
+    rm -rf "$e" "$CACHE/$name.packages"
+    pruned=$((pruned + 1))
+done
+# A package list without its image, and an index naming a root that is gone.
+for e in "$CACHE"/rootfs-*.packages "$CACHE"/builder-*.packages; do
+    if [[ -e "$e" && ! -e "${e%.packages}.erofs" ]]; then rm -f "$e"; pruned=$((pruned + 1)); fi
+done
+for e in "$CACHE"/rootfs-sources-*; do
+    if [[ -e "$e" && ! -e "$CACHE/rootfs-$(cat "$e").erofs" ]]; then rm -f "$e"; pruned=$((pruned + 1)); fi
+done
+for e in "$CACHE"/.kernel.* "$CACHE"/.rootfs.* "$CACHE"/.builder.* "$CACHE"/.initramfs.*; do
+    if [[ -e "$e" ]]; then rm -rf "$e"; pruned=$((pruned + 1)); fi
+done
+if [[ $pruned -gt 0 ]]; then log "removed $pruned cache entries no image set uses from $CACHE"; fi
