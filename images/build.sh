@@ -386,6 +386,10 @@ if [[ ! -f "$INITRD" ]]; then
     for m in $MODULES; do cp "$KDIR/modules/$m.ko" "$work/root/lib/modules/"; done
     # Empty for a kernel with everything built in.
     printf '%s\n' $MODULES > "$work/root/lib/modules/load-order"
+    # One timestamp on everything, as the root has: the same agent gives the
+    # same bytes on every node, and snapshot templates, whose keys cover
+    # this file's hash, can be shared between nodes that built their own.
+    find "$work/root" -exec touch -h -d @0 {} +
     # Uncompressed: decompression is pure cost under TCG.
     (cd "$work/root" && find . -mindepth 1 -print0 | LC_ALL=C sort -z \
         | cpio --null --create --format=newc --owner=0:0 --reproducible --quiet) > "$work/initramfs.cpio"

@@ -1,8 +1,9 @@
 #!/bin/bash
 # images/build.sh keeps its cache to what image sets use: planted entries
 # that no key names are removed unless an image directory still has them
-# hard-linked, and what a killed build left goes too. Runs build.sh on an
-# already built image set (every step a cache hit, seconds).
+# hard-linked, and what a killed build left goes too; and its initramfs,
+# built again, is the same bytes. Runs build.sh on an already built image
+# set (every step a cache hit but the initramfs, seconds).
 set -euo pipefail
 src="$1"
 agent="$2"
@@ -24,6 +25,14 @@ trap cleanup EXIT
 # Settled first: a changed agent or build.sh makes a new initramfs, which is
 # not what this test is about.
 "$src/images/build.sh" --agent "$agent" --out "$out" >/dev/null 2>&1 || { echo "FAIL: images/build.sh"; exit 1; }
+
+# The initramfs, built again, is the same bytes: nodes that build their own
+# images can share snapshot templates, whose keys cover its hash.
+initrd="$cache/$(grep -o 'initramfs-[0-9a-f]*' "$out/.keys").cpio"
+[[ -f $initrd ]] || { echo "FAIL: no cached initramfs named by $out/.keys"; exit 1; }
+mv "$initrd" "$keep/previous.cpio"
+"$src/images/build.sh" --agent "$agent" --out "$out" >/dev/null 2>&1 || { echo "FAIL: images/build.sh"; exit 1; }
+if ! cmp -s "$initrd" "$keep/previous.cpio"; then echo "FAIL: the initramfs built again differs"; exit 1; fi
 
 echo old > "$cache/initramfs-prunetest-old.cpio"
 echo kept > "$cache/initramfs-prunetest-kept.cpio"
