@@ -195,23 +195,28 @@ CgroupUsage Cgroups::usage(const std::string& name) const {
   return u;
 }
 
-void Cgroups::remove(const std::string& name) const {
+bool Cgroups::try_remove(const std::string& name) const {
   auto dir = vm_dir(name);
-  // cgroup.kill (Linux 5.14) ends anything still inside at once.
+  if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return true;
+  if (errno == ENOTEMPTY) {
+    // Only a plain directory (a fake tree) has files of its own to remove;
+    // cgroupfs refuses the unlinks and removes them with the directory.
+    if (auto d = Dir::open(dir))
+      while (const dirent* e = d->next())
+        if (e->d_type == DT_REG) ::unlinkat(d->fd(), e->d_name, 0);
+    if (::rmdir(dir.c_str()) == 0) return true;
+  }
+  if (errno != EBUSY) return true;  // nothing a retry would change
+  // cgroup.kill (Linux 5.14) ends anything still inside at once; killed
+  // processes leave asynchronously.
   unique_fd kill(::open((dir + "/cgroup.kill").c_str(), O_WRONLY | O_CLOEXEC));
   if (kill) (void)!::write(kill.get(), "1", 1);
-  // Killed processes leave asynchronously; rmdir is EBUSY until then.
+  return false;
+}
+
+void Cgroups::remove(const std::string& name) const {
   for (int attempt = 0; attempt < 200; ++attempt) {
-    if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return;
-    if (errno == ENOTEMPTY) {
-      // Only a plain directory (a fake tree) has files of its own to remove;
-      // cgroupfs refuses the unlinks and removes them with the directory.
-      if (auto d = Dir::open(dir))
-        while (const dirent* e = d->next())
-          if (e->d_type == DT_REG) ::unlinkat(d->fd(), e->d_name, 0);
-      if (::rmdir(dir.c_str()) == 0) return;
-    }
-    if (errno != EBUSY) return;
+    if (try_remove(name)) return;
     sleep_ms(5);
   }
 }

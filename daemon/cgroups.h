@@ -64,8 +64,12 @@ class Cgroups {
   // allow; returns an O_DIRECTORY descriptor for CLONE_INTO_CGROUP.
   Result<unique_fd> create(const std::string& name, const CgroupLimits& limits) const;
   CgroupUsage usage(const std::string& name) const;
-  // Kills whatever is left in the cgroup and removes it.
+  // Kills whatever is left in the cgroup and removes it, waiting for the
+  // killed to leave (up to a second).
   void remove(const std::string& name) const;
+  // One try: true once the cgroup is gone (or cannot be removed at all),
+  // false while tasks are still leaving it (killed now; try again shortly).
+  bool try_remove(const std::string& name) const;
   // Removes every VM cgroup an earlier daemon left; returns their names.
   std::vector<std::string> recover() const;
 

@@ -34,17 +34,19 @@ std::string_view vm_state_name(VmHandle::State state) {
 }
 
 Result<std::unique_ptr<VmHandle>> QemuVmFactory::start(VmLaunch launch, VmEvents events) {
-  auto vm = Vm::start(loop_, config_, std::move(launch), std::move(events));
+  auto vm = Vm::start(loop_, config_, std::move(launch), std::move(events), &reaper_);
   if (!vm) return std::move(vm).error();
   return std::unique_ptr<VmHandle>(std::move(*vm));
 }
 
-Result<std::unique_ptr<Vm>> Vm::start(uv_loop_t* loop, const VmConfig& config, VmLaunch launch, VmEvents events) {
+Result<std::unique_ptr<Vm>> Vm::start(uv_loop_t* loop, const VmConfig& config, VmLaunch launch, VmEvents events,
+                                      Reaper* reaper) {
   auto qemu = launch_qemu(config, launch);
   if (!qemu) return std::move(qemu).error();
   auto vm = std::unique_ptr<Vm>(new Vm());
   vm->events_ = std::move(events);
   vm->config_ = &config;
+  vm->reaper_ = reaper;
   vm->started_ = Clock::now();
   vm->warm_up_ = launch.shape.warm_up;
   vm->qemu_ = std::move(*qemu);
@@ -133,6 +135,10 @@ Vm::~Vm() {
   console_pipe_.reset();
   exit_watch_.reset();
   boot_timer_.reset();
+  if (reaper_) {
+    reaper_->reap(std::move(qemu_));
+    return;
+  }
   qemu_.process.kill_and_wait();
   if (qemu_.has_cgroup) config_->host.cgroups->remove(qemu_.name);
 }

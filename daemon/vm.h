@@ -1,7 +1,8 @@
 // One QEMU microVM and the agent inside it, driven from the libuv loop: the
 // real VmHandle. The launcher starts QEMU; this object owns the process
-// (killed with it), reads the agent channel and the console, runs the boot
-// deadline, and drives snapshot restore and save over QMP.
+// (killed with it, and reaped by the Reaper), reads the agent channel and
+// the console, runs the boot deadline, and drives snapshot restore and
+// save over QMP.
 #pragma once
 
 #include <uv.h>
@@ -18,6 +19,7 @@
 #include "daemon/launcher.h"
 #include "daemon/net_relay.h"
 #include "daemon/qmp.h"
+#include "daemon/reaper.h"
 #include "daemon/uv_util.h"
 #include "daemon/vm_handle.h"
 
@@ -28,8 +30,9 @@ inline constexpr size_t kConsoleTailBytes = 8 << 10;
 
 class Vm : public VmHandle {
  public:
+  // With `reaper`, the VM's end does not wait for QEMU to be gone.
   static Result<std::unique_ptr<Vm>> start(uv_loop_t* loop, const VmConfig& config, VmLaunch launch,
-                                           VmEvents events);
+                                           VmEvents events, Reaper* reaper = nullptr);
   ~Vm() override;
 
   State state() const override { return state_; }
@@ -66,6 +69,7 @@ class Vm : public VmHandle {
   State state_ = State::booting;
   VmEvents events_;
   const VmConfig* config_ = nullptr;
+  Reaper* reaper_ = nullptr;
   LaunchedQemu qemu_;
   UvHandle<uv_pipe_t> agent_;
   UvHandle<uv_pipe_t> console_pipe_;
@@ -89,13 +93,15 @@ class Vm : public VmHandle {
 // Starts real QEMU VMs for the core.
 class QemuVmFactory : public VmFactory {
  public:
-  QemuVmFactory(uv_loop_t* loop, VmConfig config) : loop_(loop), config_(std::move(config)) {}
+  QemuVmFactory(uv_loop_t* loop, VmConfig config)
+      : loop_(loop), config_(std::move(config)), reaper_(loop, config_.host.cgroups) {}
   Result<std::unique_ptr<VmHandle>> start(VmLaunch launch, VmEvents events) override;
   const VmConfig& config() const { return config_; }
 
  private:
   uv_loop_t* loop_;
   VmConfig config_;
+  Reaper reaper_;  // after config_: it uses its cgroups
 };
 
 }  // namespace sandbox::daemon

@@ -1,0 +1,73 @@
+#include "daemon/reaper.h"
+
+#include <signal.h>
+
+#include "daemon/log.h"
+
+namespace sandbox::daemon {
+namespace {
+
+// A reaped QEMU's cgroup is normally gone at the first try; the kernel may
+// still count an exiting task in it for a moment.
+constexpr uint64_t kRetryMs = 5;
+constexpr int kMaxAttempts = 200;
+
+}  // namespace
+
+Reaper::~Reaper() {
+  for (auto& [id, d] : dying_) finish_now(d->qemu);
+}
+
+void Reaper::finish_now(LaunchedQemu& qemu) const {
+  qemu.process.kill_and_wait();
+  if (qemu.has_cgroup && cgroups_) cgroups_->remove(qemu.name);
+  qemu.has_cgroup = false;
+}
+
+void Reaper::reap(LaunchedQemu qemu) {
+  if (!qemu.process.running()) {
+    finish_now(qemu);
+    return;
+  }
+  (void)qemu.process.signal(SIGKILL);
+  auto d = std::make_unique<Dying>();
+  d->reaper = this;
+  d->id = next_id_++;
+  d->exit = UvHandle<uv_poll_t>::make(d.get(), [&](uv_poll_t* p) { return uv_poll_init(loop_, p, qemu.process.pidfd()); });
+  d->retry = UvHandle<uv_timer_t>::make(d.get(), [&](uv_timer_t* t) { return uv_timer_init(loop_, t); });
+  d->qemu = std::move(qemu);
+  if (!d->exit || !d->retry ||
+      uv_poll_start(d->exit.get(), UV_READABLE, [](uv_poll_t* p, int, int) {
+        if (auto* dying = owner_of<Dying>(p)) dying->reaper->exited(dying->id);
+      }) != 0) {
+    finish_now(d->qemu);  // no handle for it: wait here, as before
+    return;
+  }
+  dying_.emplace(d->id, std::move(d));
+}
+
+void Reaper::exited(uint64_t id) {
+  auto it = dying_.find(id);
+  if (it == dying_.end()) return;
+  it->second->exit.reset();
+  it->second->qemu.process.wait();  // it has exited: no wait
+  remove_cgroup(id);
+}
+
+void Reaper::remove_cgroup(uint64_t id) {
+  auto it = dying_.find(id);
+  if (it == dying_.end()) return;
+  Dying& d = *it->second;
+  if (d.qemu.has_cgroup && cgroups_ && !cgroups_->try_remove(d.qemu.name)) {
+    if (++d.attempts < kMaxAttempts) {
+      uv_timer_start(d.retry.get(), [](uv_timer_t* t) {
+        if (auto* dying = owner_of<Dying>(t)) dying->reaper->remove_cgroup(dying->id);
+      }, kRetryMs, 0);
+      return;
+    }
+    log_warning("cgroup of " + d.qemu.name + " still busy after its QEMU was reaped; left for start-up recovery");
+  }
+  dying_.erase(it);  // closes the handles and removes the record
+}
+
+}  // namespace sandbox::daemon
