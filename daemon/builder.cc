@@ -225,27 +225,44 @@ class Builder::Job {
     }
     if (bytes == 0 || bytes > owner_.options_.scratch_bytes || bytes % 512 != 0)
       return fail(Error::make(ErrorCode::package_install_failed, "the builder reported no usable image size"));
-    // The image is the scratch disk's first `bytes`, copied into a file
-    // of the host's own: QEMU, still alive until a later loop turn, holds
-    // the scratch disk open, never this one. The layer store hashes the
-    // copy, and every attach checks that hash.
-    if (auto r = copy_image(bytes); !r) return fail(std::move(r).error().context("the layer image"));
-    succeed(std::move(lock));
+    copy_image(bytes, std::move(lock));
   }
 
-  Result<void> copy_image(uint64_t bytes) {
-    unique_fd from(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (!from) return Error::sys("open", path_);
-    unique_fd to(::open(image_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!to) return Error::sys("create", image_path_);
-    for (uint64_t done = 0; done < bytes;) {
-      ssize_t n = ::copy_file_range(from.get(), nullptr, to.get(), nullptr, bytes - done, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return Error::sys("copy_file_range", image_path_);
-      if (n == 0) return Error::make(ErrorCode::package_install_failed, "the scratch disk ended before the image did");
-      done += static_cast<uint64_t>(n);
-    }
-    return ok();
+  // The image is the scratch disk's first `bytes`, copied into a file of
+  // the host's own: QEMU, still alive until a later loop turn, holds the
+  // scratch disk open, never this one. The layer store hashes the copy,
+  // and every attach checks that hash. Up to scratch_bytes: copied on the
+  // Builder's own thread, between descriptors opened here.
+  void copy_image(uint64_t bytes, std::string lock) {
+    auto from = std::make_shared<unique_fd>(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!*from) return fail(Error::sys("open", path_).context("the layer image"));
+    auto to = std::make_shared<unique_fd>(
+        ::open(image_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!*to) return fail(Error::sys("create", image_path_).context("the layer image"));
+    auto copy = [from, to, bytes, where = image_path_](const std::atomic<bool>* stop) -> Result<void> {
+      for (uint64_t done = 0; done < bytes;) {
+        if (stop && *stop) return Error::make(ErrorCode::internal, "stopped");
+        // A chunk at a time, so that a stop is seen between them.
+        size_t chunk = static_cast<size_t>(std::min<uint64_t>(bytes - done, uint64_t{64} << 20));
+        ssize_t n = ::copy_file_range(from->get(), nullptr, to->get(), nullptr, chunk, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return Error::sys("copy_file_range", where);
+        if (n == 0) return Error::make(ErrorCode::package_install_failed, "the scratch disk ended before the image did");
+        done += static_cast<uint64_t>(n);
+      }
+      return ok();
+    };
+    // The job may have ended meanwhile (its deadline): then nobody hears.
+    auto then = [this, alive = std::weak_ptr<bool>(alive_), lock = std::move(lock)](Result<void> r) {
+      if (alive.expired()) return;
+      if (!r) return fail(std::move(r).error().context("the layer image"));
+      succeed(lock);
+    };
+    bool posted = owner_.copier_.post([copy, then](const std::atomic<bool>& stop) -> std::function<void()> {
+      auto r = std::make_shared<Result<void>>(copy(&stop));
+      return [then, r] { then(std::move(*r)); };
+    });
+    if (!posted) then(copy(nullptr));
   }
 
   void fail(Error e) {
@@ -293,7 +310,12 @@ class Builder::Job {
 };
 
 Builder::Builder(uv_loop_t* loop, Fleet& fleet, std::function<bool()> make_room, BuilderOptions options)
-    : loop_(loop), fleet_(fleet), make_room_(std::move(make_room)), options_(std::move(options)), later_(loop) {}
+    : loop_(loop),
+      fleet_(fleet),
+      make_room_(std::move(make_room)),
+      options_(std::move(options)),
+      later_(loop),
+      copier_(loop, 1) {}
 
 Builder::~Builder() {
   // Nobody waits any more: the jobs go without answers, and starts still

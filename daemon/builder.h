@@ -19,6 +19,7 @@
 
 #include "daemon/fleet.h"
 #include "daemon/layers.h"
+#include "daemon/offload.h"
 #include "daemon/uv_util.h"
 
 namespace sandbox::daemon {
@@ -72,6 +73,9 @@ class Builder {
   uint64_t next_id_ = 1;
   std::map<uint64_t, std::unique_ptr<Job>> jobs_;
   Deferred later_;
+  // Copies a finished build's image out of its scratch disk (up to
+  // scratch_bytes) off the loop. Last: its answers reach the jobs.
+  Offload copier_;
 };
 
 }  // namespace sandbox::daemon

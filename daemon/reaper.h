@@ -39,9 +39,11 @@ class Reaper {
   struct Dying {
     Reaper* reaper = nullptr;
     uint64_t id = 0;
+    // Before the handles: members go in reverse order, and the poll must be
+    // closed before the pidfd it watches.
     LaunchedQemu qemu;
     UvHandle<uv_poll_t> exit;
-    UvHandle<uv_timer_t> retry;
+    UvHandle<uv_timer_t> timer;  // "still there" warning, then cgroup retries
     int attempts = 0;
   };
   void exited(uint64_t id);

@@ -52,7 +52,9 @@ struct Host {
   bool record_exists(const std::string& name) const { return fs::exists(records + "/" + name); }
 };
 
-bool proc_exists(pid_t pid) { return fs::exists("/proc/" + std::to_string(pid)); }
+// The process `pid` that started at `start` (a zombie included): a pid
+// reused by another process does not count.
+bool still_there(pid_t pid, const std::string& start) { return process_start_time(pid) == start; }
 
 }  // namespace
 
@@ -63,23 +65,27 @@ TEST_CASE("reaper: a killed process is reaped from the loop, then its cgroup and
   Reaper reaper(loop.get(), &host.cgroups);
   auto q = host.start("vm-1");
   pid_t pid = q.process.pid();
+  auto start = process_start_time(pid);
+  REQUIRE_FALSE(start.empty());
   reaper.reap(std::move(q));
   // Handed over without waiting: the child is still ours to reap (at least
   // a zombie), and its cgroup and record are still there.
   CHECK(reaper.dying() == 1);
-  CHECK(proc_exists(pid));
+  CHECK(still_there(pid, start));
   CHECK(host.cgroup_exists("vm-1"));
   CHECK(host.record_exists("vm-1"));
   REQUIRE(loop.until([&] { return reaper.dying() == 0; }));
-  CHECK_FALSE(proc_exists(pid));
+  CHECK_FALSE(still_there(pid, start));
   CHECK_FALSE(host.cgroup_exists("vm-1"));
   CHECK_FALSE(host.record_exists("vm-1"));
 }
 
 TEST_CASE("reaper: one already reaped goes at once; one destroyed with the reaper is killed and reaped there") {
   Host host;
+  REQUIRE(host.cgroups.enabled());
   Loop loop;
   pid_t left_pid = 0;
+  std::string left_start;
   {
     Reaper reaper(loop.get(), &host.cgroups);
     auto done = host.start("vm-done");
@@ -91,10 +97,11 @@ TEST_CASE("reaper: one already reaped goes at once; one destroyed with the reape
 
     auto left = host.start("vm-left");
     left_pid = left.process.pid();
+    left_start = process_start_time(left_pid);
     reaper.reap(std::move(left));
     CHECK(reaper.dying() == 1);
   }  // the loop never ran
-  CHECK_FALSE(proc_exists(left_pid));
+  CHECK_FALSE(still_there(left_pid, left_start));
   CHECK_FALSE(host.cgroup_exists("vm-left"));
   CHECK_FALSE(host.record_exists("vm-left"));
 }
